@@ -150,8 +150,8 @@ def load_config(path: Path | None = None, data_dir: str | None = None) -> StudyC
             raise ConfigError(f"{path}: expected a mapping of options at the top level.")
     values = {k: v for k, v in values.items() if v is not None}
     override = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
-    if override is not None:
-        values["data_dir"] = override
+    if override:  # a folder given on the command line or in the environment is relative to cwd
+        values["data_dir"] = str(Path(override).expanduser().resolve())
     values["data_dir"] = str(values.get("data_dir") or "")
     config = _build(StudyConfig, values, str(path))
     _validate(config, path)
