@@ -1,0 +1,167 @@
+"""The study the chapters and slides read: data, one model per weighting, post-processing grid.
+
+`run(config)` computes what is missing and loads the rest from the cache; `context()` is what a
+chapter calls (memoised per kernel, so a document computes nothing twice).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import pandas as pd
+
+from . import schema as S
+from .config import StudyConfig, load_config
+from .data import CheckReport, fingerprint, load_dataset
+
+
+@dataclass
+class StudyContext:
+    """Everything the report shows, computed (or loaded from the cache) by `run`."""
+
+    config: StudyConfig
+    check: CheckReport
+    full_frame: pd.DataFrame  # canonical frame before subsampling
+    frame: pd.DataFrame  # frame the study trains and evaluates on
+    evaluation: pd.DataFrame  # valid rows kept for evaluation (leaking patients excluded)
+    data_fingerprint: str
+    weights: dict[str, pd.Series] = field(default_factory=dict)
+    predictions: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> all rows, seed 0
+    seed_predictions: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
+    train_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ convenience for chapters
+    @property
+    def valid_predictions(self) -> dict[str, pd.DataFrame]:
+        """Predictions on the evaluation patients, per weighting method (first seed)."""
+        keep = set(self.evaluation[S.IMAGE])
+        return {m: p[p[S.IMAGE].isin(keep)].reset_index(drop=True) for m, p in self.predictions.items()}
+
+    def describe_data(self) -> str:
+        f = self.frame
+        n_train = int((f[S.SPLIT] == "train").sum())
+        source = "le jeu de démonstration synthétique" if self.config.is_demo else "notre sous-ensemble"
+        return (f"{source} de {len(f)} radiographies de {f[S.PATIENT].nunique()} patients "
+                f"({n_train} en apprentissage, {len(self.evaluation)} en évaluation)")
+
+    def summary(self) -> str:
+        lines = [f"Data: {self.config.data_path()} ({len(self.frame)} images, fingerprint "
+                 f"{self.data_fingerprint[:12]})", f"Weightings: {', '.join(self.predictions)}"]
+        lines += [f"  {k}: {v:.1f} s" for k, v in self.timings.items()]
+        return "\n".join(lines)
+
+
+def _ensure_demo(config: StudyConfig) -> None:
+    path = config.data_path()
+    if config.is_demo and not (path / "metadata.csv").exists():
+        from .demo import make_demo
+
+        d = config.demo
+        print(f"No data folder configured: writing the demo dataset to {path}")
+        make_demo(path, n_patients=d.n_patients, seed=d.seed, image_size=d.image_size)
+
+
+def _evaluation_rows(frame: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    valid = frame[frame[S.SPLIT] == "valid"]
+    if config.evaluation.exclude_leaking_patients:
+        train_patients = set(frame.loc[frame[S.SPLIT] == "train", S.PATIENT])
+        valid = valid[~valid[S.PATIENT].isin(train_patients)]
+    return valid.reset_index(drop=True)
+
+
+def _attach_attributes(preds: pd.DataFrame, frame: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    cols = [S.IMAGE, S.PATIENT, *config.sensitive_attributes]
+    extra = frame[[c for c in dict.fromkeys(cols) if c in frame.columns]]
+    out = preds.drop(columns=[c for c in extra.columns if c != S.IMAGE and c in preds.columns])
+    return out.merge(extra, on=S.IMAGE, how="left", validate="one_to_one")
+
+
+def _train_all(ctx: StudyContext) -> None:
+    """One model (or head) per weighting method and seed; JTT gets the ERM model's train errors."""
+    from .train import predict_with_weights
+    from .weighting import compute_weights
+
+    config = ctx.config
+    train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
+    attributes = [config.weighting.attribute]
+    methods = list(dict.fromkeys(["uniform", *config.weighting.methods]))
+    for seed in config.training.seeds:
+        erm_proba = None
+        for method in methods:
+            context = {"train_proba": erm_proba} if erm_proba is not None else {}
+            weights = compute_weights(method, train, attributes,
+                                      all_attributes=list(config.sensitive_attributes), **context)
+            preds, info = predict_with_weights(ctx.frame, weights.to_numpy(), config.training, seed)
+            preds = _attach_attributes(preds, ctx.frame, config)
+            if method == "uniform":
+                erm_proba = preds.loc[preds[S.SPLIT] == "train", S.PROBA].to_numpy()
+            ctx.seed_predictions[(method, seed)] = preds
+            if seed == config.training.seeds[0]:
+                ctx.weights[method], ctx.predictions[method], ctx.train_info[method] = weights, preds, info
+
+
+def run(config: StudyConfig | None = None) -> StudyContext:
+    """Compute (or load from the cache) the whole study."""
+    config = config or load_config()
+    _ensure_demo(config)
+    t0 = time.perf_counter()
+    full_frame, check = load_dataset(config.data_path(), config)
+    frame = full_frame
+    if config.training.subsample_fraction < 1:
+        from .train import subsample_patients
+
+        frame = subsample_patients(full_frame, config.training.subsample_fraction,
+                                   config.training.subsample_seed)
+    ctx = StudyContext(config, check, full_frame, frame, _evaluation_rows(frame, config),
+                       fingerprint(frame))
+    ctx.timings["data"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _train_all(ctx)
+    ctx.timings["training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from .grid import run_grid
+
+    pp, ev = config.postprocessing, config.evaluation
+    ctx.grid = run_grid(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction, pp.seed,
+                        ev.n_bootstrap, ev.seed)
+    ctx.timings["post-processing grid"] = time.perf_counter() - t0
+    return ctx
+
+
+_CONTEXTS: dict[str, StudyContext] = {}
+
+
+def context(config: StudyConfig | None = None) -> StudyContext:
+    """The study for the current config, computed once per Python process."""
+    config = config or load_config()
+    key = repr(config)  # the config holds a dict, so it is not hashable itself
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = run(config)
+    return _CONTEXTS[key]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages that produce the numbers."""
+    names = ["numpy", "pandas", "scikit-learn", "fairlearn", "torch", "torchvision", "lightning",
+             "statsmodels", "altair"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def seeds_used(config: StudyConfig) -> dict[str, Any]:
+    return {"training": list(config.training.seeds), "subsample": config.training.subsample_seed,
+            "post-processing split": config.postprocessing.seed, "bootstrap": config.evaluation.seed,
+            "demo": config.demo.seed if config.is_demo else None}
+
+
