@@ -39,8 +39,8 @@ class TrainingConfig:
     backbone: str = "small_cnn"
     image_size: int = 128
     max_epochs: int = 15
-    patience: int = 4
-    batch_size: int = 64
+    patience: int = 5
+    batch_size: int = 32
     learning_rate: float = 1e-3
     seeds: tuple[int, ...] = (0,)
     sampler: bool = False  # weighted sampler instead of a weighted loss

@@ -48,7 +48,8 @@ AGE_MEAN = {"F": 36.0, "M": 62.0}  # ...but much younger, so crude prevalence is
 AGE_SD = 13.0
 AP_SHARE_BY_BAND = (0.30, 0.40, 0.55)  # older patients are more often imaged AP (bedside)
 PATIENT_EFFECT_SD = 0.8  # images of one patient are correlated
-LESION_CONTRAST = {"M": 0.30, "F": 0.12}  # women's lesions are harder to see
+LESION_CONTRAST = {"M": 0.16, "F": 0.07}  # women's lesions are harder to see
+DISTRACTOR_CONTRAST = 0.07  # overlapping normal structures: every image has some blobs
 AP_MARKER_INTENSITY = 0.95
 AP_EXPOSURE_SHIFT = 0.06
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -107,21 +108,25 @@ def _chest(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]
     return img, lungs
 
 
-def _draw_lesions(rng: np.random.Generator, img: np.ndarray, lungs: np.ndarray, contrast: float) -> None:
+def _draw_blobs(rng: np.random.Generator, img: np.ndarray, lungs: np.ndarray, contrast: float,
+                count: int, signed: bool = False) -> None:
+    """Gaussian opacities inside the lungs: lesions (bright) or normal overlapping structures."""
     size = img.shape[0]
     y, x = np.mgrid[0:size, 0:size] / size
     inside = np.argwhere(lungs)
-    for _ in range(rng.integers(1, 4)):
+    for _ in range(count):
         cy, cx = inside[rng.integers(len(inside))] / size
         radius = rng.uniform(0.04, 0.09)
-        img += contrast * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2)))
+        sign = rng.choice([-1.0, 1.0]) if signed else 1.0
+        img += sign * contrast * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2)))
 
 
 def render_image(rng: np.random.Generator, size: int, sick: bool, sex: str, view: str) -> np.ndarray:
     """One 8-bit grey image with the planted lesion contrast and view artifact."""
     img, lungs = _chest(rng, size)
+    _draw_blobs(rng, img, lungs, DISTRACTOR_CONTRAST, int(rng.integers(2, 6)), signed=True)
     if sick:
-        _draw_lesions(rng, img, lungs, LESION_CONTRAST[sex])
+        _draw_blobs(rng, img, lungs, LESION_CONTRAST[sex], int(rng.integers(1, 4)))
     if view == "AP":
         img += AP_EXPOSURE_SHIFT
         m = max(2, size // 10)
@@ -180,7 +185,7 @@ def make_demo(out_dir: Path, n_patients: int = 400, seed: int = 0, image_size: i
     is refused, so nothing of the user's is overwritten. 400 patients give about 1,000 images.
     """
     out = Path(out_dir)
-    params = {"n_patients": int(n_patients), "seed": int(seed), "image_size": int(image_size), "version": 1}
+    params = {"n_patients": int(n_patients), "seed": int(seed), "image_size": int(image_size), "version": 2}
     if out.exists() and any(out.iterdir()):
         stamp = out / "demo.json"
         if stamp.exists() and json.loads(stamp.read_text()) == params:
