@@ -124,7 +124,7 @@ def predict(model: Classifier, pixels: np.ndarray, batch_size: int = 256) -> tup
     model.to(device)
     probs, feats = [], []
     for start in range(0, len(pixels), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size])).unsqueeze(1).to(device)
+        x = torch.from_numpy(np.array(pixels[start:start + batch_size])).unsqueeze(1).to(device)
         f = model.features(x)
         probs.append(torch.sigmoid(model.head(f).squeeze(1)).float().cpu().numpy())
         feats.append(f.float().cpu().numpy())

@@ -34,6 +34,9 @@ class StudyContext:
     seed_predictions: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
     train_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: Any = None
+    comparison: pd.DataFrame | None = None  # weighting methods vs uniform, main attribute
+    comparison_by_attribute: dict[str, pd.DataFrame] = field(default_factory=dict)
+    group_rates: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per-group rates
     timings: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------ convenience for chapters
@@ -106,6 +109,25 @@ def _train_all(ctx: StudyContext) -> None:
                 ctx.weights[method], ctx.predictions[method], ctx.train_info[method] = weights, preds, info
 
 
+def _decided(preds: pd.DataFrame) -> pd.DataFrame:
+    """The model's own decisions (threshold 0.5): what a weighting changes, before post-processing."""
+    return preds.assign(decision=(preds[S.PROBA] >= 0.5).astype(float))
+
+
+def _evaluate_weightings(ctx: StudyContext) -> None:
+    """Metrics with patient-bootstrap intervals and paired differences with the uniform weighting."""
+    from .metrics import bootstrap_group_metrics, compare_methods
+
+    ev, attribute = ctx.config.evaluation, ctx.config.weighting.attribute
+    decided = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
+    for attr in ctx.config.sensitive_attributes:
+        ctx.comparison_by_attribute[attr] = compare_methods(decided, attr, "uniform", ev.n_bootstrap, ev.seed)
+    ctx.comparison = ctx.comparison_by_attribute.get(attribute) or compare_methods(
+        decided, attribute, "uniform", ev.n_bootstrap, ev.seed)
+    ctx.group_rates = {m: bootstrap_group_metrics(p, attribute, ev.n_bootstrap, ev.seed)
+                       for m, p in decided.items()}
+
+
 def run(config: StudyConfig | None = None) -> StudyContext:
     """Compute (or load from the cache) the whole study."""
     config = config or load_config()
@@ -124,6 +146,9 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     t0 = time.perf_counter()
     _train_all(ctx)
     ctx.timings["training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _evaluate_weightings(ctx)
+    ctx.timings["weighting metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     from .grid import run_grid
 
