@@ -13,6 +13,7 @@ from pathlib import Path
 from .cache import cache_dir
 from .config import ConfigError, load_config
 from .data import DataError, check_dataset
+from .qmd import RenderError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as err:
+    except (ConfigError, DataError, RenderError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

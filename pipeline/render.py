@@ -28,6 +28,16 @@ OUTPUTS = ("report.html", "report.pdf", "slides.html")
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
              "octobre", "novembre", "décembre")
 SLIDE_FONT_PT = 30  # keep in line with templates/slides.css
+# Captions carry our own "Figure N :" numbers (the same in HTML and PDF); tables are set smaller.
+REPORT_TYPST = """#set figure(numbering: none)
+#set par(justify: true)
+#show table: set text(size: 7.5pt)
+#show table: set par(justify: false)"""
+
+
+def _raw_typst(code: str) -> str:
+    """A metadata value pandoc passes through verbatim to the Typst output."""
+    return f"```{{=typst}}\n{code}\n```"
 
 
 def pandoc_path() -> str:
@@ -94,15 +104,15 @@ def _html(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> Non
     args += ["--toc"] if opts.get("toc", True) else []
     args += ["--number-sections"] if opts.get("number-sections", True) else []
     with atomic_path(target) as tmp:
-        run_pandoc(markdown, tmp.with_suffix(".html"), "html5", args, build, _pandoc_meta(meta, build.parent))
+        run_pandoc(markdown, tmp.with_suffix(".html"), "html5", args, build, _pandoc_meta(meta, build.parents[1]))
         os.replace(tmp.with_suffix(".html"), tmp)
 
 
 def _typst_source(markdown: str, out: Path, build: Path, meta: dict[str, Any], opts: dict[str, Any]) -> None:
-    pmeta = _pandoc_meta(meta, build.parent)
+    pmeta = _pandoc_meta(meta, build.parents[1])
     pmeta.update({"papersize": opts.get("papersize", "a4"), "fontsize": opts.get("fontsize", "11pt"),
                   "margin": opts.get("margin", {"x": "2cm", "y": "2cm"}),
-                  "header-includes": "#set figure(numbering: none)\n#set par(justify: true)"})
+                  "header-includes": _raw_typst(REPORT_TYPST)})
     if opts.get("number-sections", True):
         pmeta["section-numbering"] = opts.get("section-numbering", "1.1.")
     args = ["--toc"] if opts.get("toc", True) else []
@@ -128,11 +138,12 @@ def _slides(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> N
         args += ["-V", "slideNumber=true"]
     with atomic_path(target) as tmp:
         run_pandoc(markdown, tmp.with_suffix(".html"), "revealjs", args, build,
-                   _pandoc_meta(meta, build.parent))
+                   _pandoc_meta(meta, build.parents[1]))
         os.replace(tmp.with_suffix(".html"), tmp)
 
 
-def slide_overflows(markdown: str, build: Path, width: int = 1280, height: int = 720) -> list[str]:
+def slide_overflows(markdown: str, build: Path, meta: dict[str, Any], width: int = 1280,
+                    height: int = 720) -> list[str]:
     """Titles of slides whose content does not fit one page (each slide set in Typst at slide size).
 
     Reveal.js clips an overflowing slide silently; Typst breaks it onto a second page instead, which
@@ -150,10 +161,9 @@ def slide_overflows(markdown: str, build: Path, width: int = 1280, height: int =
     for i, chunk in enumerate(chunks):
         title = chunk.splitlines()[0].split("{")[0].strip()
         typ = build / f"slide-{i}.typ"
-        meta = {"papersize": None, "header-includes": (
-            f"#set page(width: {width}pt, height: {height}pt, margin: 40pt)\n"
-            f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)")}
-        run_pandoc("## " + chunk, typ, "typst", [], build, {k: v for k, v in meta.items() if v})
+        page = {"header-includes": _raw_typst(f"#set page(width: {width}pt, height: {height}pt, margin: 40pt)\n"
+                                              f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)")}
+        run_pandoc("## " + chunk, typ, "typst", [], build, {**meta, **page, "suppress-bibliography": True})
         pdf = build / f"slide-{i}.pdf"
         typst.compile(str(typ), output=str(pdf), root="/")
         if len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes())) > 1:
@@ -188,7 +198,7 @@ def render_fallback(project: Path, outputs: tuple[str, ...] = OUTPUTS) -> list[P
             else:
                 _slides(markdown, target, build, doc.meta)
                 check = to_markdown(doc, results, Emitter("typst", build / "slides-check-media"))
-                for title in slide_overflows(check, build / "slides-check"):
+                for title in slide_overflows(check, build / "slides-check", _pandoc_meta(doc.meta, project)):
                     warnings.warn(f"slides.qmd: slide '{title}' overflows the 1280x720 slide; shorten it "
                                   "or move content to a backup slide.", stacklevel=2)
                 detail = f" ({len(re.findall(r'^## ', markdown, flags=re.M))} slides)"

@@ -122,8 +122,10 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
     decided = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
     for attr in ctx.config.sensitive_attributes:
         ctx.comparison_by_attribute[attr] = compare_methods(decided, attr, "uniform", ev.n_bootstrap, ev.seed)
-    ctx.comparison = ctx.comparison_by_attribute.get(attribute) or compare_methods(
-        decided, attribute, "uniform", ev.n_bootstrap, ev.seed)
+    if attribute not in ctx.comparison_by_attribute:
+        ctx.comparison_by_attribute[attribute] = compare_methods(decided, attribute, "uniform",
+                                                                 ev.n_bootstrap, ev.seed)
+    ctx.comparison = ctx.comparison_by_attribute[attribute]
     ctx.group_rates = {m: bootstrap_group_metrics(p, attribute, ev.n_bootstrap, ev.seed)
                        for m, p in decided.items()}
 
