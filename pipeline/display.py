@@ -63,9 +63,13 @@ def _cell(value: Any) -> str:
 def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
     """A pipe table (hand-written: pandas' to_markdown needs the extra `tabulate` package)."""
     frame = df.reset_index() if index else df
+    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
     header = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
-    align = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(frame.columns))) + "|"
-    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content.
+    widths = [max([len(_cell(c)) // 2, *(len(r[i]) for r in cells)], default=3) for i, c in enumerate(frame.columns)]
+    align = "|" + "|".join((":" + "-" * max(3, w)) if i == 0 else ("-" * max(3, w) + ":")
+                           for i, w in enumerate(widths)) + "|"
+    rows = ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join([header, align, *rows])
 
 

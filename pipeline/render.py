@@ -35,9 +35,12 @@ REPORT_TYPST = """#set figure(numbering: none)
 #show table: set par(justify: false)"""
 
 
-def _raw_typst(code: str) -> str:
-    """A metadata value pandoc passes through verbatim to the Typst output."""
-    return f"```{{=typst}}\n{code}\n```"
+def _typst_header(build: Path, name: str, code: str) -> list[str]:
+    """pandoc arguments that put raw Typst code in the document's header."""
+    build.mkdir(parents=True, exist_ok=True)
+    path = build / f"{name}-header.typ"
+    path.write_text(code + "\n", encoding="utf-8")
+    return ["--include-in-header", str(path)]
 
 
 def pandoc_path() -> str:
@@ -111,12 +114,11 @@ def _html(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> Non
 def _typst_source(markdown: str, out: Path, build: Path, meta: dict[str, Any], opts: dict[str, Any]) -> None:
     pmeta = _pandoc_meta(meta, build.parents[1])
     pmeta.update({"papersize": opts.get("papersize", "a4"), "fontsize": opts.get("fontsize", "11pt"),
-                  "margin": opts.get("margin", {"x": "2cm", "y": "2cm"}),
-                  "header-includes": _raw_typst(REPORT_TYPST)})
+                  "margin": opts.get("margin", {"x": "2cm", "y": "2cm"})})
     if opts.get("number-sections", True):
         pmeta["section-numbering"] = opts.get("section-numbering", "1.1.")
     args = ["--toc"] if opts.get("toc", True) else []
-    run_pandoc(markdown, out, "typst", args, build, pmeta)
+    run_pandoc(markdown, out, "typst", [*args, *_typst_header(build, "report", REPORT_TYPST)], build, pmeta)
 
 
 def _pdf(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> int:
@@ -161,9 +163,9 @@ def slide_overflows(markdown: str, build: Path, meta: dict[str, Any], width: int
     for i, chunk in enumerate(chunks):
         title = chunk.splitlines()[0].split("{")[0].strip()
         typ = build / f"slide-{i}.typ"
-        page = {"header-includes": _raw_typst(f"#set page(width: {width}pt, height: {height}pt, margin: 40pt)\n"
-                                              f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)")}
-        run_pandoc("## " + chunk, typ, "typst", [], build, {**meta, **page, "suppress-bibliography": True})
+        header = _typst_header(build, "slide", f"#set page(width: {width}pt, height: {height}pt, margin: 40pt)\n"
+                               f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)")
+        run_pandoc("## " + chunk, typ, "typst", header, build, {**meta, "suppress-bibliography": True})
         pdf = build / f"slide-{i}.pdf"
         typst.compile(str(typ), output=str(pdf), root="/")
         if len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes())) > 1:
