@@ -135,8 +135,13 @@ def label_groups(df: pd.DataFrame, attribute_col: str, group_col: str, out: str 
     return df.assign(**{out: labels})
 
 
-def percent_axis(title: str, fmt: str = ".0%", tick_count: int = 6) -> alt.Axis:
-    return alt.Axis(format=fmt, title=title, tickCount=tick_count)
+def percent_axis(title: str | None, fmt: str = ".0%", tick_count: int = 6, labels: bool = True) -> alt.Axis:
+    """A percentage axis; `labels=False` keeps only the grid (upper panels of a stacked chart)."""
+    return alt.Axis(format=fmt, title=title if labels else None, tickCount=tick_count, labels=labels,
+                    ticks=labels)
+
+
+PREVALENCE_TITLE = "Prévalence de « malade » (IC 95 %)"
 
 
 def nice_ticks(low: float, high: float, target: int = 5) -> list[float]:
@@ -218,15 +223,20 @@ def _prevalence_text(df: pd.DataFrame) -> list[str]:
     return [N.percent_ci(p, lo, hi) for p, lo, hi in zip(df["prevalence"], df["low"], df["high"], strict=True)]
 
 
-def _domain(df: pd.DataFrame, low: str = "low", high: str = "high", pad: float = 0.02) -> list[float]:
-    return [max(0.0, float(df[low].min()) - pad), min(1.0, float(df[high].max()) + pad)]
+def _domain(df: pd.DataFrame, low: str = "low", high: str = "high", pad: float = 0.01,
+            step: float = 0.05) -> list[float]:
+    """Axis range covering every interval, widened to round values (multiples of `step`) in [0, 1]."""
+    lo = np.floor((np.nanmin(df[low]) - pad) / step) * step
+    hi = np.ceil((np.nanmax(df[high]) + pad) / step) * step
+    return [float(max(0.0, lo)), float(min(1.0, hi))]
 
 
 def prevalence_chart(prev: pd.DataFrame, overall: pd.Series | None = None) -> alt.VConcatChart:
     """Prevalence of `malade` by group with 95 % intervals, one row of panels per attribute."""
     domain = _domain(prev)
     panels = []
-    for attribute, g in prev.groupby("attribute", sort=False):
+    n_panels = prev["attribute"].nunique()
+    for i, (attribute, g) in enumerate(prev.groupby("attribute", sort=False)):
         groups = g["group"].tolist()
         df = label_groups(g, "attribute", "group").assign(text=_prevalence_text(g), n=g["n_images"].map(N.integer))
         y = alt.Y("label:N", sort=[N.group_label(attribute, x) for x in groups], title=None)
@@ -234,20 +244,21 @@ def prevalence_chart(prev: pd.DataFrame, overall: pd.Series | None = None) -> al
                                alt.Color("label:N", scale=color_scale(attribute, groups), legend=None),
                                [alt.Tooltip("label:N", title="Groupe"), alt.Tooltip("text:N", title="Prévalence"),
                                 alt.Tooltip("n:N", title="Images")],
-                               percent_axis("Prévalence de « malade » (IC 95 %)"), domain=domain)
+                               percent_axis(PREVALENCE_TITLE, labels=i == n_panels - 1), domain=domain)
         if overall is not None:
             layer += alt.Chart(pd.DataFrame({"p": [overall["prevalence"]]})).mark_rule(
                 strokeDash=[4, 3], color=NEUTRAL).encode(x="p:Q")
         panels.append(layer.properties(title=N.attribute_label(attribute), width=WIDTH - 140,
-                                       height=28 * len(groups)))
-    return alt.vconcat(*panels).resolve_scale(color="independent")
+                                       height=24 * len(groups)))
+    return alt.vconcat(*panels, spacing=12).resolve_scale(color="independent")
 
 
 def intersection_chart(inter: pd.DataFrame) -> alt.VConcatChart:
     """Prevalence in each cell of each attribute pair: rows = first attribute, colour = second."""
     domain = _domain(inter)
     panels = []
-    for _, g in inter.groupby("pair", sort=False):
+    n_panels = inter["pair"].nunique()
+    for i, (_, g) in enumerate(inter.groupby("pair", sort=False)):
         a, b = g["attr_a"].iloc[0], g["attr_b"].iloc[0]
         ga, gb = list(dict.fromkeys(g["group_a"])), list(dict.fromkeys(g["group_b"]))
         df = g.assign(label_a=[N.group_label(a, x) for x in g["group_a"]],
@@ -260,11 +271,11 @@ def intersection_chart(inter: pd.DataFrame) -> alt.VConcatChart:
                       legend=alt.Legend(orient="right")),
             [alt.Tooltip("label_a:N", title=N.attribute_label(a)), alt.Tooltip("label:N", title=N.attribute_label(b)),
              alt.Tooltip("text:N", title="Prévalence"), alt.Tooltip("n:N", title="Images")],
-            percent_axis("Prévalence de « malade » (IC 95 %)"),
+            percent_axis(PREVALENCE_TITLE, labels=i == n_panels - 1),
             y_offset=alt.YOffset("label:N", sort=[N.group_label(b, x) for x in gb]), domain=domain)
-        panels.append(layer.properties(width=WIDTH - 230, height=20 * len(ga) * len(gb),
+        panels.append(layer.properties(width=WIDTH - 230, height=16 * len(ga) * len(gb),
                                        title=f"{N.attribute_label(a)} × {N.attribute_label(b).lower()}"))
-    return alt.vconcat(*panels).resolve_scale(color="independent")
+    return alt.vconcat(*panels, spacing=12).resolve_scale(color="independent")
 
 
 # ---------------------------------------------------------------- attribute associations

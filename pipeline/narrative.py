@@ -275,7 +275,8 @@ def _test_row(an: Any, attribute: str) -> pd.Series | None:
 
 
 def _contrast_clause(row: pd.Series, test: pd.Series | None) -> str:
-    p = f" ; test tenant compte des patients : {p_value(test['p_value'])}" if test is not None else ""
+    p = (f" ; test tenant compte des patients : {p_value(test['p_value'])}, V de Cramér "
+         f"{number(test['cramers_v'], 3)}" if test is not None else "")
     return (f"{points_ci(row['rd'], row['rd_low'], row['rd_high'])}, OR "
             f"{ratio_ci(row['odds_ratio'], row['or_low'], row['or_high'])}{p}")
 
@@ -515,23 +516,23 @@ def quality_table(an: Any) -> pd.DataFrame:
 
 
 def effects_table(an: Any) -> pd.DataFrame:
-    """Prevalence by group, difference and odds ratio vs the reference, test and Cramér's V."""
+    """Prevalence by group, difference and odds ratio vs the reference; the cluster test's p-value
+    next to the attribute's name (one row per group, compact enough for a printed page)."""
     rows = []
     for attribute, g in an.prevalence.groupby("attribute", sort=False):
         test = _test_row(an, attribute)
         d = min(precision(lo, hi) for lo, hi in zip(g["low"], g["high"], strict=True))
+        head = attribute_label(attribute) + (f" ({p_value(test['p_value'])})" if test is not None else "")
         for i, r in enumerate(g.itertuples()):
             first = i == 0
             rows.append({
-                "Attribut": attribute_label(attribute) if first else "",
+                "Attribut (test)": head if first else "",
                 "Groupe": group_label(attribute, r.group) + (" (réf.)" if first else ""),
                 "Images (patients)": f"{integer(r.n_images)} ({integer(r.n_patients)})",
                 "Prévalence [IC 95 %]": percent_ci(r.prevalence, r.low, r.high, d),
                 "Écart (points)": DASH if first else points_ci(r.rd, r.rd_low, r.rd_high, unit=False),
                 "OR": DASH if first else ratio_ci(r.odds_ratio, r.or_low, r.or_high),
                 "Effet de plan": number(r.deff, 1),
-                "Test, V de Cramér": (f"{p_value(test['p_value'])} ; V = {number(test['cramers_v'], 3)}"
-                                      if first and test is not None else ""),
             })
     return pd.DataFrame(rows)
 

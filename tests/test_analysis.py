@@ -361,6 +361,6 @@ def test_chapter_cells_run_on_the_demo(demo, monkeypatch, capsys):
     out = capsys.readouterr().out
     labels = re.findall(r"#\| label: (\S+)", text)
     assert len(shown) == sum(x.startswith("fig-") for x in labels) and 5 <= len(labels) <= 7
-    assert "Paradoxe de Simpson" in out and "| Attribut |" in out
+    assert "Paradoxe de Simpson" in out and "| Attribut (test) |" in out
     for key in re.findall(r"@([\w-]+\d{4}\w*)", text):
         assert key in (CHAPTER.parents[1] / "references.bib").read_text(), key
