@@ -522,18 +522,6 @@ def _composition(t: Tables, a: str, b: str) -> pd.DataFrame:
                          "share": share.ravel(), "low": low.ravel(), "high": high.ravel()})
 
 
-def composition_lookup(comp: pd.DataFrame, a: str, group_a: Any, b: str, group_b: Any) -> float:
-    """Share of images of `group_b` (of attribute b) among the images of `group_a` (of a)."""
-    direct = comp[(comp["attr_a"] == a) & (comp["attr_b"] == b)]
-    if direct.empty:  # the pair is stored the other way round: recompute from counts
-        rev = comp[(comp["attr_a"] == b) & (comp["attr_b"] == a)]
-        counts = rev.set_index(["group_b", "group_a"])["n_images"]
-        within = counts.loc[group_a]
-        return float(within.get(group_b, 0) / within.sum()) if within.sum() else float("nan")
-    row = direct[(direct["group_a"] == group_a) & (direct["group_b"] == group_b)]
-    return float(row["share"].iloc[0]) if len(row) else float("nan")
-
-
 # ---------------------------------------------------------------- Simpson's paradox detector
 
 
