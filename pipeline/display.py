@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from typing import Any
 
 import pandas as pd
 
 _BUNDLE_EMITTED = False
+_NUMERIC = re.compile(r"^[−+\-]?\d|^n\.d\.$")
 PNG_SCALE = 3
 
 
@@ -67,8 +69,10 @@ def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
     header = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
     # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content.
     widths = [max([len(_cell(c)) // 2, *(len(r[i]) for r in cells)], default=3) for i, c in enumerate(frame.columns)]
-    align = "|" + "|".join((":" + "-" * max(3, w)) if i == 0 else ("-" * max(3, w) + ":")
-                           for i, w in enumerate(widths)) + "|"
+    numeric = [all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—")) and i > 0
+               for i in range(len(frame.columns))]
+    align = "|" + "|".join(("-" * max(3, w) + ":") if num else (":" + "-" * max(3, w))
+                           for w, num in zip(widths, numeric, strict=True)) + "|"
     rows = ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join([header, align, *rows])
 

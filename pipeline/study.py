@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import schema as S
+from .cache import PROJECT_ROOT, memory
 from .config import StudyConfig, load_config
 from .data import CheckReport, fingerprint, load_dataset
 
@@ -114,20 +115,35 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
     return preds.assign(decision=(preds[S.PROBA] >= 0.5).astype(float))
 
 
-def _evaluate_weightings(ctx: StudyContext) -> None:
-    """Metrics with patient-bootstrap intervals and paired differences with the uniform weighting."""
+def _weighting_metrics(decided: dict[str, pd.DataFrame], attributes: list[str], main: str, n_boot: int,
+                       seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Comparison tables per attribute and per-group rates for the main attribute."""
     from .metrics import bootstrap_group_metrics, compare_methods
 
+    comparisons = {a: compare_methods(decided, a, "uniform", n_boot, seed) for a in dict.fromkeys([*attributes, main])}
+    rates = {m: bootstrap_group_metrics(p, main, n_boot, seed) for m, p in decided.items()}
+    return comparisons, rates
+
+
+def _evaluate_weightings(ctx: StudyContext) -> None:
+    """Metrics with patient-bootstrap intervals and paired differences with the uniform weighting (cached)."""
     ev, attribute = ctx.config.evaluation, ctx.config.weighting.attribute
     decided = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
-    for attr in ctx.config.sensitive_attributes:
-        ctx.comparison_by_attribute[attr] = compare_methods(decided, attr, "uniform", ev.n_bootstrap, ev.seed)
-    if attribute not in ctx.comparison_by_attribute:
-        ctx.comparison_by_attribute[attribute] = compare_methods(decided, attribute, "uniform",
-                                                                 ev.n_bootstrap, ev.seed)
+    compute = memory().cache(_weighting_metrics)
+    ctx.comparison_by_attribute, ctx.group_rates = compute(decided, list(ctx.config.sensitive_attributes),
+                                                           attribute, ev.n_bootstrap, ev.seed)
     ctx.comparison = ctx.comparison_by_attribute[attribute]
-    ctx.group_rates = {m: bootstrap_group_metrics(p, attribute, ev.n_bootstrap, ev.seed)
-                       for m, p in decided.items()}
+
+
+def _write_weights(ctx: StudyContext) -> None:
+    """Each method's weights in a copy of metadata.csv (column WEIGHTS), for the course's own script."""
+    from .weighting import write_weights_csv
+
+    source = ctx.config.data_path() / "metadata.csv"
+    out_dir = PROJECT_ROOT / "_output" / "weights"
+    train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
+    for method, weights in ctx.weights.items():
+        write_weights_csv(source, train, weights, ctx.config.weighting.weights_col, out_dir / f"{method}.csv")
 
 
 def run(config: StudyConfig | None = None) -> StudyContext:
@@ -147,6 +163,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     ctx.timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     _train_all(ctx)
+    _write_weights(ctx)
     ctx.timings["training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     _evaluate_weightings(ctx)
@@ -155,8 +172,8 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     from .grid import run_grid
 
     pp, ev = config.postprocessing, config.evaluation
-    ctx.grid = run_grid(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction, pp.seed,
-                        ev.n_bootstrap, ev.seed)
+    ctx.grid = memory().cache(run_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
+                                        pp.seed, ev.n_bootstrap, ev.seed)
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     return ctx
 

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import figures as F
+from . import narrative as N
 from . import schema as S
 from .postprocess import POSTPROCESSORS
 from .study import StudyContext, seeds_used, versions
@@ -30,21 +32,19 @@ LOWER_IS_BETTER = {"eopp_diff", "eo_diff", "dp_diff"}
 
 
 def num(x: float, digits: int = 2) -> str:
-    """0.7812 -> '0,78'; NaN -> 'n.d.' (undefined)."""
-    if x is None or not np.isfinite(x):
-        return "n.d."
-    return f"{x:.{digits}f}".replace(".", ",").replace("-", "−")
+    """0.7812 -> '0,78'; NaN -> 'n.d.' (undefined, e.g. a group with one class)."""
+    return "n.d." if x is None or not np.isfinite(x) else N.number(x, digits)
 
 
 def pct(x: float, digits: int = 0) -> str:
-    return "n.d." if x is None or not np.isfinite(x) else num(100 * x, digits) + "\u202f%"
+    return "n.d." if x is None or not np.isfinite(x) else N.percent(x, digits)
 
 
 def ci(est: float, low: float, high: float, digits: int = 2) -> str:
     """'0,78 [0,74 ; 0,82]'."""
     if not np.isfinite(low) or not np.isfinite(high):
         return num(est, digits)
-    return f"{num(est, digits)} [{num(low, digits)}\u202f; {num(high, digits)}]"
+    return f"{num(est, digits)} {N.bracket(num(low, digits), num(high, digits))}"
 
 
 def _est(table: pd.DataFrame, metric: str) -> str:
@@ -58,7 +58,7 @@ def _grid_ci(row: pd.Series, metric: str) -> str:
 
 
 def attribute_label(attribute: str) -> str:
-    return S.ATTRIBUTE_LABELS_FR.get(attribute, attribute).lower()
+    return N.attribute_label(attribute).lower()
 
 
 def method_label(name: str) -> str:
@@ -132,12 +132,13 @@ def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame(rows).rename_axis("Méthode").reset_index()
 
 
-def _rates_long(rates: dict[str, pd.DataFrame], labeller) -> pd.DataFrame:
+def _rates_long(rates: dict[str, pd.DataFrame], labeller, attribute: str) -> pd.DataFrame:
     parts = [r.assign(method=labeller(name)) for name, r in rates.items()]
     data = pd.concat(parts, ignore_index=True)
     data = data[data["metric"].isin(["tpr", "fpr"])]
     data["metric"] = data["metric"].str.upper()
-    data["group"] = data["group"].map(lambda g: S.GROUP_LABELS_FR.get(g, g))
+    data["group"] = data["group"].map(lambda g: N.group_label(attribute, g))
+    data.attrs["attribute"] = attribute
     return data
 
 
@@ -145,7 +146,8 @@ def rates_chart(data: pd.DataFrame, title: str) -> alt.Chart:
     """Per-group TPR and FPR (points) with 95 % intervals (bars), one row per method."""
     base = alt.Chart(data).encode(
         y=alt.Y("method:N", title=None, sort=None),
-        color=alt.Color("group:N", title="Groupe", scale=group_scale(data["group"].unique())),
+        color=alt.Color("group:N", title="Groupe",
+                        scale=F.label_scale(sorted(data["group"].unique()), data.attrs.get("attribute"))),
         yOffset="group:N")
     points = base.mark_point(filled=True, size=70).encode(
         x=alt.X("estimate:Q", title="Taux", scale=alt.Scale(domain=[0, 1])),
@@ -156,19 +158,18 @@ def rates_chart(data: pd.DataFrame, title: str) -> alt.Chart:
         column=alt.Column("metric:N", title=None, sort=["TPR", "FPR"])).properties(title=title)
 
 
-GROUP_COLORS = {"Homme": "#1f77b4", "Femme": "#d62728", "PA": "#2ca02c", "AP": "#9467bd"}
-
-
-def group_scale(groups) -> alt.Scale:
-    groups = sorted(groups)
-    palette = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-    colors = [GROUP_COLORS.get(g, palette[i % len(palette)]) for i, g in enumerate(groups)]
-    return alt.Scale(domain=groups, range=colors)
-
-
 def weighting_rates_chart(ctx: StudyContext) -> alt.Chart:
     attr = attribute_label(ctx.config.weighting.attribute)
-    return rates_chart(_rates_long(ctx.group_rates, method_label), f"TPR et FPR par groupe ({attr})")
+    return rates_chart(_rates_long(ctx.group_rates, method_label, ctx.config.weighting.attribute),
+                       f"TPR et FPR par groupe ({attr})")
+
+
+def _method_colors(methods: pd.Series) -> alt.Scale:
+    """The project palette's colour of each method, on its French label."""
+    names = list(dict.fromkeys(methods))
+    colors = F.group_colors("method", names)
+    labels = [method_label(m) if m in WEIGHTINGS else post_label(m) for m in names]
+    return alt.Scale(domain=labels, range=[colors[m] for m in names])
 
 
 def _tradeoff(data: pd.DataFrame, x: str, title: str) -> alt.Chart:
@@ -176,7 +177,7 @@ def _tradeoff(data: pd.DataFrame, x: str, title: str) -> alt.Chart:
         x=alt.X(f"{x}:Q", title=METRIC_FR[x] + " (plus petit = plus équitable)"),
         y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)))
     points = base.mark_point(filled=True, size=90).encode(
-        color=alt.Color("label:N", title="Méthode"),
+        color=alt.Color("label:N", title="Méthode", scale=_method_colors(data["method"])),
         tooltip=["label", alt.Tooltip("balanced_accuracy:Q", format=".3f"), alt.Tooltip(f"{x}:Q", format=".3f")])
     xbars = base.mark_rule(opacity=0.5).encode(x=f"{x}_low:Q", x2=f"{x}_high:Q", color="label:N")
     ybars = base.mark_rule(opacity=0.5).encode(y="balanced_accuracy_low:Q", y2="balanced_accuracy_high:Q",
@@ -276,7 +277,7 @@ def postprocessing_rates_chart(ctx: StudyContext) -> alt.Chart:
     ev, attr = ctx.config.evaluation, ctx.grid.attribute
     rates = {name: bootstrap_group_metrics(d, attr, ev.n_bootstrap, ev.seed)
              for (w, name), d in ctx.grid.decisions.items() if w == "uniform"}
-    return rates_chart(_rates_long(rates, post_label), f"Après post-traitement ({attribute_label(attr)})")
+    return rates_chart(_rates_long(rates, post_label, attr), f"Après post-traitement ({attribute_label(attr)})")
 
 
 def pareto_chart(ctx: StudyContext, gap: str = "eo_diff") -> alt.Chart:
@@ -288,7 +289,7 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff") -> alt.Chart:
         x=alt.X(f"{gap}:Q", title=METRIC_FR[gap] + " (plus petit = plus équitable)"),
         y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)))
     points = base.mark_point(size=80, filled=True).encode(
-        color=alt.Color("weighting_fr:N", title="Pondération"),
+        color=alt.Color("weighting_fr:N", title="Pondération", scale=_method_colors(data["weighting"])),
         shape=alt.Shape("frontier:N", title=None),
         opacity=alt.condition(alt.datum.frontier == "front de Pareto", alt.value(1), alt.value(0.35)),
         tooltip=["label", alt.Tooltip("balanced_accuracy:Q", format=".3f"), alt.Tooltip(f"{gap}:Q", format=".3f")])
@@ -452,11 +453,16 @@ def grid_table(ctx: StudyContext) -> pd.DataFrame:
 
 
 def slide_prevalence_chart(ctx: StudyContext) -> alt.Chart:
-    return weighting_rates_chart(ctx)
+    from .analysis import data_analysis
+
+    an = data_analysis(ctx)
+    return F.prevalence_chart(an.prevalence, an.overall)
 
 
 def slide_data_message(ctx: StudyContext) -> str:
-    return ""
+    from .analysis import data_analysis
+
+    return N.key_message(data_analysis(ctx))
 
 
 def slide_weighting_message(ctx: StudyContext) -> str:
