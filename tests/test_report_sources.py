@@ -1,0 +1,61 @@
+"""The report's sources: every citation resolves, every figure and table is captioned and referenced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [ROOT / "report.qmd", ROOT / "slides.qmd", *sorted((ROOT / "chapters").glob("*.qmd"))]
+REQUIRED_WORKS = ["wang2017chestx", "seyyedkalantari2021underdiagnosis", "glocker2023", "idrissi2022",
+                  "larrazabal2020", "hardt2016", "kamiran2012", "pleiss2017", "zhang2022", "zong2023medfair",
+                  "kirichenko2022", "weerts2023fairlearn", "cui2019", "liu2021jtt"]
+
+
+def _bib_keys() -> set[str]:
+    return set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "references.bib").read_text(encoding="utf-8"), re.M))
+
+
+def _cells(text: str) -> list[str]:
+    return re.findall(r"^```\{python\}\n(.*?)^```", text, re.M | re.S)
+
+
+def test_every_citation_key_exists_in_the_bibliography():
+    keys = _bib_keys()
+    cited = set()
+    for path in SOURCES:
+        text = path.read_text(encoding="utf-8")
+        prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+        cited |= set(re.findall(r"(?<![\w.])@([a-z][\w-]*\d{4}[\w]*)", prose))
+    python = "\n".join(p.read_text() for p in (ROOT / "pipeline").glob("*.py"))
+    cited |= set(re.findall(r"\[@([a-z][\w-]*\d{4}[\w]*)\]", python))
+    cited |= set(re.findall(r'reference(?:=|: )"([a-z][\w-]*\d{4}\w*)"', python))
+    missing = sorted(cited - keys)
+    assert not missing, f"cited but absent from references.bib: {missing}"
+    assert len(cited) >= 10
+
+
+def test_the_works_the_chapters_rely_on_are_in_the_bibliography():
+    assert not set(REQUIRED_WORKS) - _bib_keys()
+
+
+def test_every_figure_and_table_cell_has_a_caption_and_is_referenced():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in SOURCES if p.name != "slides.qmd")
+    labels = []
+    for cell in _cells(text):
+        label = re.search(r"^#\| label: ((fig|tbl)-[\w-]+)", cell, re.M)
+        if not label:
+            continue
+        kind = label.group(2)
+        assert re.search(rf"^#\| {kind}-cap: \S", cell, re.M), f"{label.group(1)} has no {kind}-cap"
+        labels.append(label.group(1))
+    assert len(labels) >= 12
+    unreferenced = [lab for lab in labels if f"@{lab}" not in text]
+    assert not unreferenced, f"never referenced in the text: {unreferenced}"
+
+
+def test_chart_cells_are_captioned_figures():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in SOURCES if p.name != "slides.qmd")
+    for cell in _cells(text):
+        if "display.chart(" in cell:
+            assert re.search(r"^#\| label: fig-", cell, re.M), cell
