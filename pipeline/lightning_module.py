@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import asdict
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from .config import TrainingConfig
 from .models import build_backbone
 
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available: False" banners
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
 

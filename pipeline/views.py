@@ -452,6 +452,13 @@ def grid_table(ctx: StudyContext) -> pd.DataFrame:
 # ---------------------------------------------------------------- slides
 
 
+def for_slide(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """Fonts readable from the back of a room."""
+    return (chart.configure_axis(labelFontSize=17, titleFontSize=19)
+            .configure_legend(labelFontSize=16, titleFontSize=17, labelLimit=320)
+            .configure_header(labelFontSize=18).configure_title(fontSize=20))
+
+
 def slide_prevalence_chart(ctx: StudyContext) -> alt.Chart:
     from .analysis import data_analysis
 
