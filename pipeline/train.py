@@ -66,7 +66,9 @@ def _fit_full(frame: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, 
             "seconds": time.perf_counter() - t0}
 
 
-_fit_full_cached = memory().cache(_fit_full, ignore=["paths"])
+def _fit_full_cached(*args: Any) -> dict:
+    """`_fit_full` through the cache of the current cache folder (resolved at call time)."""
+    return memory().cache(_fit_full, ignore=["paths"])(*args)
 
 
 def _key_frame(frame: pd.DataFrame) -> pd.DataFrame:

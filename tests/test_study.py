@@ -1,0 +1,81 @@
+"""The cached study: reproducible, re-uses what did not change, recomputes what did."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import study
+from pipeline.cache import cache_dir
+from pipeline.config import load_config
+from pipeline.demo import make_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
+
+
+def _trainings() -> int:
+    """Number of cached network trainings."""
+    folder = cache_dir() / "joblib" / "pipeline" / "train" / "_fit_full"
+    return sum(1 for p in folder.glob("*/output.pkl")) if folder.exists() else 0
+
+
+@pytest.fixture()
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAIRCXR_PROGRESS", "0")
+    return make_demo(tmp_path / "data", n_patients=60, seed=1, image_size=64)
+
+
+def _run(data: Path) -> study.StudyContext:
+    return study.run(load_config(TINY, data_dir=str(data)))
+
+
+def test_two_cold_runs_give_the_same_numbers(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    first = _run(data)
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "other-cache"))
+    second = _run(data)
+    pd.testing.assert_frame_equal(first.grid.table, second.grid.table, atol=1e-6)
+    pd.testing.assert_frame_equal(first.comparison, second.comparison, atol=1e-6)
+
+
+def test_second_run_reuses_the_cache_and_a_changed_image_retrains(data: Path):
+    first = _run(data)
+    assert _trainings() == 1  # last-layer mode: one network for every weighting
+    again = _run(data)
+    assert _trainings() == 1
+    pd.testing.assert_frame_equal(first.grid.table, again.grid.table)
+    path = Path(first.frame["path"].iloc[0])
+    pixels = np.asarray(Image.open(path)).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(path)
+    _run(data)
+    assert _trainings() == 2
+
+
+def test_a_changed_metadata_cell_changes_results_without_retraining(data: Path):
+    first = _run(data)
+    meta_path = data / "metadata.csv"
+    lines = meta_path.read_text().splitlines()
+    row = lines[1].split(",")
+    row[5] = "F" if row[5] == "M" else "M"  # flip one image's sex
+    meta_path.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    second = _run(data)
+    assert _trainings() == 1  # pixels and labels unchanged: the network is re-used
+    assert first.data_fingerprint != second.data_fingerprint
+    assert not first.weights["group_balanced"].equals(second.weights["group_balanced"])
+
+
+def test_weights_are_exported_for_the_course_script(data: Path):
+    ctx = _run(data)
+    out = ROOT / "_output" / "weights" / "reweighing.csv"
+    exported = pd.read_csv(out)
+    train = ctx.frame[ctx.frame["split"] == "train"]
+    weights = exported.set_index("Image Index").loc[train["Image Index"], "WEIGHTS"].to_numpy()
+    np.testing.assert_allclose(weights, ctx.weights["reweighing"].to_numpy())
+    shutil.rmtree(ROOT / "_output" / "weights")
