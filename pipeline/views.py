@@ -145,8 +145,8 @@ def _rates_long(rates: dict[str, pd.DataFrame], labeller, attribute: str) -> pd.
 def rates_chart(data: pd.DataFrame, title: str) -> alt.Chart:
     """Per-group TPR and FPR (points) with 95 % intervals (bars), one row per method."""
     base = alt.Chart(data).encode(
-        y=alt.Y("method:N", title=None, sort=None),
-        color=alt.Color("group:N", title="Groupe",
+        y=alt.Y("method:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
+        color=alt.Color("group:N", title="Groupe", legend=alt.Legend(orient="top"),
                         scale=F.label_scale(sorted(data["group"].unique()), data.attrs.get("attribute"))),
         yOffset="group:N")
     points = base.mark_point(filled=True, size=70).encode(
@@ -164,6 +164,9 @@ def weighting_rates_chart(ctx: StudyContext) -> alt.Chart:
                        f"TPR et FPR par groupe ({attr})")
 
 
+_LEGEND = alt.Legend(orient="right", labelLimit=260)  # many long method names: one column on the side
+
+
 def _method_colors(methods: pd.Series) -> alt.Scale:
     """The project palette's colour of each method, on its French label."""
     names = list(dict.fromkeys(methods))
@@ -175,14 +178,13 @@ def _method_colors(methods: pd.Series) -> alt.Scale:
 def _tradeoff(data: pd.DataFrame, x: str, title: str) -> alt.Chart:
     base = alt.Chart(data).encode(
         x=alt.X(f"{x}:Q", title=METRIC_FR[x] + " (plus petit = plus équitable)"),
-        y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)))
+        y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)),
+        color=alt.Color("label:N", title="Méthode", scale=_method_colors(data["method"]), legend=_LEGEND))
     points = base.mark_point(filled=True, size=90).encode(
-        color=alt.Color("label:N", title="Méthode", scale=_method_colors(data["method"])),
         tooltip=["label", alt.Tooltip("balanced_accuracy:Q", format=".3f"), alt.Tooltip(f"{x}:Q", format=".3f")])
-    xbars = base.mark_rule(opacity=0.5).encode(x=f"{x}_low:Q", x2=f"{x}_high:Q", color="label:N")
-    ybars = base.mark_rule(opacity=0.5).encode(y="balanced_accuracy_low:Q", y2="balanced_accuracy_high:Q",
-                                               color="label:N")
-    return (xbars + ybars + points).properties(width=520, height=320, title=title)
+    xbars = base.mark_rule(opacity=0.5).encode(x=f"{x}_low:Q", x2=f"{x}_high:Q")
+    ybars = base.mark_rule(opacity=0.5).encode(y="balanced_accuracy_low:Q", y2="balanced_accuracy_high:Q")
+    return (xbars + ybars + points).properties(width=420, height=300, title=title)
 
 
 def _wide(table: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -205,7 +207,8 @@ def _significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
     sentences = []
     for name, part in table.groupby(key, sort=False):
         p = part.set_index("metric")
-        if name == table.attrs.get("baseline", "uniform") or not p["significant"].any():
+        shown = [m for m in SHOWN if m in p.index]
+        if name == table.attrs.get("baseline", "uniform") or not p.loc[shown, "significant"].any():
             continue
         moved = [f"{METRIC_FR[m].lower()} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
@@ -289,8 +292,9 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff") -> alt.Chart:
         x=alt.X(f"{gap}:Q", title=METRIC_FR[gap] + " (plus petit = plus équitable)"),
         y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)))
     points = base.mark_point(size=80, filled=True).encode(
-        color=alt.Color("weighting_fr:N", title="Pondération", scale=_method_colors(data["weighting"])),
-        shape=alt.Shape("frontier:N", title=None),
+        color=alt.Color("weighting_fr:N", title="Pondération", scale=_method_colors(data["weighting"]),
+                        legend=_LEGEND),
+        shape=alt.Shape("frontier:N", title=None, legend=_LEGEND),
         opacity=alt.condition(alt.datum.frontier == "front de Pareto", alt.value(1), alt.value(0.35)),
         tooltip=["label", alt.Tooltip("balanced_accuracy:Q", format=".3f"), alt.Tooltip(f"{gap}:Q", format=".3f")])
     line = alt.Chart(data[data[f"frontier_{gap}"]]).mark_line(color="#444", strokeDash=[4, 3]).encode(
