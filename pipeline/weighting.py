@@ -1,12 +1,25 @@
-"""Weighting registry: each method gives one positive weight per training image, mean 1.
+"""Weighting registry (pre-processing): one positive weight per training image, mean 1.
 
-Adding a method is one decorated function. Class weights use scikit-learn; the group-aware
-schemes are written here because no well-kept library computes them as per-sample weights for an
-arbitrary training loop (AIF360's Reweighing needs its own dataset classes and heavy dependencies).
+Adding a method is one decorated function `fn(train, attributes, **context) -> np.ndarray`.
+`attributes[0]` is the main sensitive attribute (`study.yml > weighting > attribute`): the
+single-attribute methods use it; the intersectional one uses every attribute of
+`context["all_attributes"]` (default: `attributes`).
+
+Missing sensitive values: a row whose group is unknown cannot be placed in a cell, so it gets the
+weight the method gives when the group is ignored, and the frequencies are computed on the rows
+whose group is known. For `group_balanced` and `reweighing` that weight is 1 (reweighing with a
+single group is uniform); for `group_class_balanced` it is the label-only (class-balanced) weight.
+
+Class weights come from scikit-learn (`compute_sample_weight`). The group-aware schemes are
+written here: no well-kept library computes them as per-sample weights for an arbitrary training
+loop (AIF360's `Reweighing` installs, but pulls matplotlib, has had no release since 2024, and
+wants the protected attribute in the frame's index; it is five lines of pandas, and AIF360 0.6.1's
+`aif360.sklearn.preprocessing.Reweighing` gives the same weights, up to the mean-1 scaling).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +31,9 @@ from sklearn.utils.class_weight import compute_sample_weight
 from . import schema as S
 from .cache import atomic_path
 
+JTT_UPWEIGHT = 5.0
+JTT_THRESHOLD = 0.5
+
 
 @dataclass(frozen=True)
 class WeightingMethod:
@@ -25,133 +41,262 @@ class WeightingMethod:
     fn: Callable[..., np.ndarray]
     label_fr: str
     formula: str  # LaTeX, shown in the report
-    reference: str  # bibtex key, or "" for the baseline
+    reference: str  # bibtex key, "" for the baseline
+    needs: tuple[str, ...] = ()  # context keys the method requires (e.g. "train_proba")
 
 
 WEIGHTINGS: dict[str, WeightingMethod] = {}
 
 
-def register(name: str, label_fr: str, formula: str, reference: str = "") -> Callable:
+def register(name: str, label_fr: str, formula: str, reference: str = "",
+             needs: tuple[str, ...] = ()) -> Callable:
+    """Decorator adding a weighting function to `WEIGHTINGS` under `name`."""
     def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        WEIGHTINGS[name] = WeightingMethod(name, fn, label_fr, formula, reference)
+        WEIGHTINGS[name] = WeightingMethod(name, fn, label_fr, formula, reference, tuple(needs))
         return fn
 
     return wrap
 
 
-def _groups(train: pd.DataFrame, attributes: list[str]) -> pd.Series:
-    """Intersection of the attributes as one key; NaN where any attribute is missing."""
+# ---------------------------------------------------------------- helpers
+
+
+def group_keys(train: pd.DataFrame, attributes: list[str]) -> pd.Series:
+    """One key per row for the intersection of `attributes` ("F|60+|AP"); NaN if any is missing."""
+    missing = [a for a in attributes if a not in train.columns]
+    if not attributes or missing:
+        raise ValueError(f"sensitive attribute(s) {missing or attributes} not in the training frame; "
+                         f"columns are {list(train.columns)}")
     parts = train[list(attributes)].astype(object)
-    key = parts.astype(str).agg("|".join, axis=1)
-    return key.where(parts.notna().all(axis=1))
+    keys = parts.where(parts.notna(), "").astype(str).agg("|".join, axis=1)
+    return keys.where(parts.notna().all(axis=1))
 
 
-def _inverse_frequency(keys: pd.Series) -> np.ndarray:
-    """w = n / (K * n_k); rows with a missing key get weight 1."""
-    counts = keys.map(keys.value_counts())
-    k = keys.nunique()
-    return (len(keys.dropna()) / (k * counts)).fillna(1.0).to_numpy(dtype=float)
+def _labels(train: pd.DataFrame) -> pd.Series:
+    y = train[S.LABEL]
+    if y.isna().any():
+        raise ValueError("the training frame has rows without a label")
+    return y.astype(int)
 
 
-def _reweighing(train: pd.DataFrame, groups: pd.Series) -> np.ndarray:
-    """w(g, y) = P(g) P(y) / P(g, y) (Kamiran & Calders 2012); missing groups: w = 1."""
-    y = train[S.LABEL].astype(int)
-    known = groups.notna()
-    p_g = groups[known].value_counts(normalize=True)
-    p_y = y[known].value_counts(normalize=True)
-    p_gy = pd.Series(list(zip(groups[known], y[known], strict=True))).value_counts(normalize=True)
-    w = np.ones(len(train))
-    for i in np.flatnonzero(known.to_numpy()):
-        g, lab = groups.iloc[i], y.iloc[i]
-        w[i] = p_g[g] * p_y[lab] / p_gy[(g, lab)]
+def _inverse_frequency(keys: pd.Series, fallback: np.ndarray | None = None) -> np.ndarray:
+    """w = n / (K n_k) over the rows with a known key; unknown keys get `fallback` (default 1)."""
+    counts = keys.map(keys.value_counts()).to_numpy(dtype=float)
+    known = keys.notna().to_numpy()
+    w = np.ones(len(keys)) if fallback is None else np.asarray(fallback, dtype=float).copy()
+    if known.any():
+        w[known] = known.sum() / (keys.nunique() * counts[known])
     return w
 
 
-@register("uniform", "Uniforme (référence)", r"w = 1")
+def kamiran_calders(y: pd.Series, keys: pd.Series) -> np.ndarray:
+    """w(g, y) = P(g) P(y) / P(g, y) = n_g n_y / (n n_{g,y}) on rows with a known group, else 1."""
+    known = keys.notna().to_numpy()
+    w = np.ones(len(y))
+    if not known.any():
+        return w
+    cells = pd.DataFrame({"g": keys.to_numpy()[known], "y": y.to_numpy()[known]})
+    n_g = cells.groupby("g")["y"].transform("size").to_numpy(float)
+    n_y = cells.groupby("y")["g"].transform("size").to_numpy(float)
+    n_gy = cells.groupby(["g", "y"])["y"].transform("size").to_numpy(float)
+    w[known] = n_g * n_y / (len(cells) * n_gy)
+    return w
+
+
+def balanced_threshold(y: np.ndarray, proba: np.ndarray) -> float:
+    """Threshold maximising balanced accuracy (Youden's J) of scores `proba` on labels `y`."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(y, proba)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+# ---------------------------------------------------------------- methods
+
+
+@register("uniform", "Uniforme (référence)", r"w_i = 1")
 def uniform(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
-    """Every image counts the same: the baseline."""
+    """Every image counts the same: the baseline (empirical risk minimisation).
+
+    Formula: w_i = 1. Reference: none.
+    """
     return np.ones(len(train))
 
 
-@register("class_balanced", "Équilibrage des classes", r"w(y) = \frac{n}{2\, n_y}")
+@register("class_balanced", "Équilibrage des classes", r"w(y) = \frac{n}{2\, n_y}",
+          "pedregosa2011sklearn")
 def class_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
-    """Inverse label frequency, so both classes weigh the same (scikit-learn's 'balanced')."""
-    return compute_sample_weight("balanced", train[S.LABEL].to_numpy())
+    """Inverse label frequency, so both classes carry the same total weight.
+
+    Formula: w(y) = n / (C n_y), C = number of classes (scikit-learn's "balanced").
+    Reference: King & Zeng 2001 (rare-event weighting), as implemented in scikit-learn
+    (Pedregosa et al. 2011).
+    """
+    return compute_sample_weight("balanced", _labels(train).to_numpy())
 
 
 @register("group_balanced", "Équilibrage des groupes", r"w(g) = \frac{n}{K\, n_g}", "idrissi2022")
 def group_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
-    """Inverse frequency of the sensitive group, so every group weighs the same (Idrissi et al. 2022)."""
-    return _inverse_frequency(_groups(train, attributes))
+    """Inverse frequency of the sensitive group, so every group carries the same total weight.
+
+    Formula: w(g) = n / (K n_g), K = number of groups of attributes[0]; unknown group: w = 1.
+    Reference: Idrissi et al. 2022, "Simple data balancing achieves competitive worst-group accuracy".
+    """
+    return _inverse_frequency(group_keys(train, attributes[:1]))
 
 
 @register("group_class_balanced", "Équilibrage groupe × classe", r"w(g, y) = \frac{n}{K\, n_{g,y}}",
           "idrissi2022")
 def group_class_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
-    """Inverse frequency of each (group, label) cell: every cell weighs the same."""
-    keys = _groups(train, attributes)
-    cells = (keys + "|" + train[S.LABEL].astype(str)).where(keys.notna())
-    return _inverse_frequency(cells)
+    """Inverse frequency of each (group, label) cell: every cell carries the same total weight.
+
+    Formula: w(g, y) = n / (K n_{g,y}), K = number of non-empty cells; unknown group: the
+    class-balanced weight n / (2 n_y). Reference: Idrissi et al. 2022 (subgroup balancing, "SUBG").
+    """
+    keys = group_keys(train, attributes[:1])
+    y = _labels(train)
+    cells = (keys + "|" + y.astype(str)).where(keys.notna())
+    return _inverse_frequency(cells, fallback=compute_sample_weight("balanced", y.to_numpy()))
 
 
 @register("reweighing", "Reweighing (Kamiran & Calders)", r"w(g, y) = \frac{P(g)\, P(y)}{P(g, y)}",
           "kamiran2012")
 def reweighing(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
-    """Makes label and group independent in the weighted training set (on the first attribute)."""
-    return _reweighing(train, _groups(train, attributes[:1]))
+    """Makes label and group (attributes[0]) independent in the weighted training set.
+
+    Formula: w(g, y) = P(g) P(y) / P(g, y); then the weighted P(y | g) = P(y) for every group.
+    Unknown group: w = 1. Reference: Kamiran & Calders 2012, "Data preprocessing techniques for
+    classification without discrimination", KAIS 33(1).
+    """
+    return kamiran_calders(_labels(train), group_keys(train, attributes[:1]))
 
 
 @register("reweighing_intersectional", "Reweighing intersectionnel",
           r"w(\mathbf{g}, y) = \frac{P(\mathbf{g})\, P(y)}{P(\mathbf{g}, y)}", "kamiran2012")
 def reweighing_intersectional(train: pd.DataFrame, attributes: list[str],
                               all_attributes: list[str] | None = None, **_: object) -> np.ndarray:
-    """Reweighing on the intersection of all sensitive attributes (e.g. sex x age band x view)."""
-    return _reweighing(train, _groups(train, all_attributes or attributes))
+    """Reweighing on the intersection of all sensitive attributes (e.g. sex x age band x view).
+
+    Formula: w(g, y) = P(g) P(y) / P(g, y) with g the tuple of all attributes; a row with any
+    attribute missing gets w = 1. Reference: Kamiran & Calders 2012 (applied to intersections).
+    """
+    return kamiran_calders(_labels(train), group_keys(train, list(all_attributes or attributes)))
 
 
 @register("effective_number", "Nombre effectif d'exemples (Cui et al.)",
           r"w(y) \propto \frac{1 - \beta}{1 - \beta^{n_y}}", "cui2019")
 def effective_number(train: pd.DataFrame, attributes: list[str], beta: float | None = None,
                      **_: object) -> np.ndarray:
-    """Class weights by effective number of samples; beta = 1 - 1/n by default (Cui et al. 2019)."""
-    y = train[S.LABEL].astype(int)
-    beta = 1 - 1 / len(y) if beta is None else beta
-    counts = y.value_counts()
-    per_class = {c: (1 - beta) / (1 - beta ** n) for c, n in counts.items()}
+    """Class weights by the effective number of samples E_n = (1 - beta^n) / (1 - beta).
+
+    Formula: w(y) proportional to (1 - beta) / (1 - beta^{n_y}). Default beta = (n - 1) / n with
+    n the number of training images (Cui et al.'s "volume" N set to n): the weights then sit between
+    uniform (beta -> 0) and inverse frequency (beta -> 1) whatever the dataset size, whereas a fixed
+    0.999 gives nearly inverse frequency on 1,000 images and nearly uniform weights on 100,000.
+    Reference: Cui et al. 2019, "Class-balanced loss based on effective number of samples", CVPR.
+    """
+    y = _labels(train)
+    beta = 1 - 1 / len(y) if beta is None else float(beta)
+    if not 0 <= beta < 1:
+        raise ValueError(f"effective_number needs 0 <= beta < 1, got {beta}")
+    per_class = {c: (1 - beta) / (1 - beta ** n) for c, n in y.value_counts().items()}
     return y.map(per_class).to_numpy(dtype=float)
 
 
-JTT_UPWEIGHT = 5.0
-
-
 @register("jtt", "Just Train Twice (erreurs surpondérées)",
-          r"w = \lambda_{up} \text{ si } \hat{y}_{ERM} \neq y, \; 1 \text{ sinon}", "liu2021jtt")
+          r"w_i = \lambda_{up} \text{ si } \hat{y}^{ERM}_i \neq y_i, \; 1 \text{ sinon}", "liu2021jtt",
+          needs=("train_proba",))
 def jtt(train: pd.DataFrame, attributes: list[str], train_proba: np.ndarray | None = None,
-        upweight: float = JTT_UPWEIGHT, **_: object) -> np.ndarray:
-    """Up-weight (x5) the training images an unweighted first model misclassifies (Liu et al. 2021)."""
+        jtt_upweight: float = JTT_UPWEIGHT, jtt_threshold: float | str = JTT_THRESHOLD,
+        **_: object) -> np.ndarray:
+    """Up-weight the training images that a first, unweighted (ERM) model misclassifies.
+
+    Formula: w_i = lambda_up if 1[p_i >= t] != y_i else 1, with p_i the ERM model's probability on
+    train image i (`train_proba`, same row order as `train`), t = 0.5 or "balanced" (the threshold
+    maximising the ERM's balanced accuracy on the train rows). lambda_up = 5 by default: the paper
+    tunes it (6 to 100) on validation data with group labels, which would spend our evaluation
+    patients; a moderate value keeps the second model from fitting the errors alone.
+    Reference: Liu et al. 2021, "Just Train Twice: improving group robustness without training
+    group information", ICML.
+    """
     if train_proba is None:
-        raise ValueError("jtt needs the first (unweighted) model's probabilities on the train images")
-    wrong = (np.asarray(train_proba) >= 0.5).astype(int) != train[S.LABEL].to_numpy()
-    return np.where(wrong, upweight, 1.0)
+        raise ValueError("jtt needs `train_proba`: the first (unweighted) model's probabilities on the "
+                         "train images")
+    proba = np.asarray(train_proba, dtype=float)
+    if proba.shape != (len(train),) or not np.all(np.isfinite(proba)):
+        raise ValueError(f"jtt: train_proba must hold {len(train)} finite probabilities, one per train row")
+    y = _labels(train).to_numpy()
+    t = balanced_threshold(y, proba) if jtt_threshold == "balanced" else float(jtt_threshold)
+    wrong = (proba >= t).astype(int) != y
+    return np.where(wrong, float(jtt_upweight), 1.0)
+
+
+# ---------------------------------------------------------------- entry points
 
 
 def compute_weights(method: str, train: pd.DataFrame, attributes: list[str], **context: object) -> pd.Series:
-    """Weights of `method` for the train rows, validated (finite, positive) and normalised to mean 1."""
+    """Weights of `method` for the train rows: validated (finite, > 0) and normalised to mean 1."""
     if method not in WEIGHTINGS:
         raise ValueError(f"unknown weighting '{method}'; choose among {sorted(WEIGHTINGS)} "
                          "(study.yml > weighting > methods)")
+    if len(train) == 0:
+        raise ValueError("no training rows to weight")
     w = np.asarray(WEIGHTINGS[method].fn(train, list(attributes), **context), dtype=float)
     if w.shape != (len(train),) or not np.all(np.isfinite(w)) or (w <= 0).any():
-        raise ValueError(f"weighting '{method}' produced invalid weights")
-    return pd.Series(w / w.mean(), index=train.index, name=method)
+        raise ValueError(f"weighting '{method}' produced invalid weights (need one finite, positive "
+                         f"weight per train row; got shape {w.shape})")
+    w = w / w.mean()
+    return pd.Series(w, index=train.index, name=method)
+
+
+def effective_sample_size(weights: pd.Series | np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2: what the weighting costs in precision."""
+    w = np.asarray(weights, dtype=float)
+    return float(w.sum() ** 2 / np.square(w).sum())
+
+
+def weighted_prevalence(train: pd.DataFrame, weights: pd.Series, attribute: str) -> pd.DataFrame:
+    """Per group: image count, raw and weighted share of `malade`, weighted share of the set."""
+    frame = pd.DataFrame({"group": train[attribute].astype(object), "y": _labels(train),
+                          "w": weights.reindex(train.index).to_numpy()}).dropna(subset=["group"])
+    frame["wy"] = frame["w"] * frame["y"]
+    out = frame.groupby("group", sort=True).agg(n=("y", "size"), prevalence=("y", "mean"),
+                                               w=("w", "sum"), wy=("wy", "sum"))
+    out["weighted_prevalence"] = out["wy"] / out["w"]
+    out["weighted_share"] = out["w"] / out["w"].sum()
+    return out.drop(columns=["w", "wy"])
 
 
 def write_weights_csv(metadata_csv: Path, train: pd.DataFrame, weights: pd.Series, weights_col: str,
-                      out_csv: Path) -> Path:
-    """A copy of the user's metadata.csv with a weights column (1 for non-train rows), atomically."""
-    meta = pd.read_csv(metadata_csv, dtype=str, keep_default_na=False)
-    by_image = pd.Series(weights.to_numpy(), index=train[S.IMAGE].to_numpy())
-    meta[weights_col] = meta[S.IMAGE].map(by_image).fillna(1.0)
-    with atomic_path(Path(out_csv)) as tmp:
-        meta.to_csv(tmp, index=False)
-    return Path(out_csv)
+                      out_csv: Path, image_col: str = S.IMAGE) -> Path:
+    """Write a COPY of the user's metadata.csv with a weights column, atomically.
+
+    Rows of the training images get their weight (matched on `image_col`); every other row
+    (validation, images left out) gets 1.0, the neutral weight. The source file is only read;
+    `out_csv` must be another file. The separator of the source (`,` or `;`) is kept; the copy is
+    UTF-8.
+    """
+    metadata_csv, out_csv = Path(metadata_csv), Path(out_csv)
+    if out_csv.resolve() == metadata_csv.resolve():
+        raise ValueError(f"refusing to overwrite the user's metadata file {metadata_csv}; choose another "
+                         "output path")
+    raw = metadata_csv.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # the loader accepts Latin-1 too (pipeline.data.read_metadata)
+        text = raw.decode("latin-1")
+    header = text.split("\n", 1)[0]
+    sep = ";" if header.count(";") > header.count(",") else ","
+    meta = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    meta.columns = [str(c).strip() for c in meta.columns]
+    if image_col not in meta.columns:
+        raise ValueError(f"{metadata_csv} has no '{image_col}' column to match the train images on")
+    by_image = pd.Series(weights.reindex(train.index).to_numpy(float), index=train[S.IMAGE].to_numpy())
+    unknown = sorted(set(by_image.index) - set(meta[image_col]))
+    if unknown:
+        raise ValueError(f"{len(unknown)} train image(s) are not in {metadata_csv}, e.g. {unknown[:3]}")
+    meta[weights_col] = meta[image_col].map(by_image[~by_image.index.duplicated()]).fillna(1.0)
+    with atomic_path(out_csv) as tmp:
+        meta.to_csv(tmp, index=False, sep=sep)
+    return out_csv

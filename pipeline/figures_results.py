@@ -1,0 +1,225 @@
+"""Result figures (Altair, French): per-group rates by method, performance vs fairness, Pareto front.
+
+Colours come from the project palette (`pipeline.figures`): one fixed colour per group and per
+method, so « Femme » or « Reweighing » look the same in every chapter. Every chart takes an
+optional `palette` (name -> colour) that overrides it. Inputs are the tables of
+`pipeline.metrics` (bootstrap_group_metrics, compare_methods / comparison_wide) or any frame with
+the same columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from . import figures as F
+from . import narrative as N
+from .metrics import LOWER_IS_BETTER, METRIC_LABELS_FR, comparison_wide
+
+SHORT_FR = {"tpr": "TPR (sensibilité)", "fpr": "FPR (faux positifs)", "fnr": "FNR (sous-diagnostic)",
+            "selection_rate": "Taux de sélection", "precision": "Précision",
+            "balanced_accuracy": "Exactitude équilibrée", "auc": "AUC", "ece": "ECE"}
+
+
+LEGEND = alt.Legend(labelLimit=320, columns=2)
+
+
+def method_label(name: str) -> str:
+    """French name of a weighting or post-processing method (its registry's label_fr)."""
+    from .postprocess import POSTPROCESSORS
+    from .weighting import WEIGHTINGS
+
+    for registry in (WEIGHTINGS, POSTPROCESSORS):
+        if name in registry:
+            return registry[name].label_fr
+    return str(name)
+
+
+def metric_title(metric: str) -> str:
+    """Axis title of a metric, saying which direction is better for gaps."""
+    text = METRIC_LABELS_FR.get(metric, metric)
+    return f"{text} (plus petit = plus équitable)" if metric.endswith(("_diff", "_gap")) else text
+
+
+def _method_scale(methods: list[str], labels: list[str], palette: Mapping[str, str] | None) -> alt.Scale:
+    colors = F.group_colors("method", methods)
+    colors.update({m: palette[m] for m in methods if palette and m in palette})
+    return alt.Scale(domain=labels, range=[colors[str(m)] for m in methods])
+
+
+def _group_scale(attribute: str, groups: list[str], palette: Mapping[str, str] | None) -> alt.Scale:
+    colors = F.group_colors(attribute, groups)
+    colors.update({g: palette[g] for g in groups if palette and g in palette})
+    return alt.Scale(domain=[N.group_label(attribute, g) for g in groups], range=[colors[g] for g in groups])
+
+
+# ---------------------------------------------------------------- per-group rates
+
+
+def rates_long(group_rates: Mapping[str, pd.DataFrame], metrics: tuple[str, ...] = ("tpr", "fpr"),
+               labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Concatenate bootstrap_group_metrics tables (method -> table) into one labelled frame."""
+    parts = []
+    for method, table in group_rates.items():
+        part = table[table["metric"].isin(metrics)].copy()
+        part["method"] = method
+        part["method_label"] = (labels or {}).get(method) or method_label(method)
+        parts.append(part)
+    data = pd.concat(parts, ignore_index=True)
+    data["group_label"] = [N.group_label(a, g) for a, g in zip(data["attribute"], data["group"], strict=True)]
+    data["metric_label"] = data["metric"].map(SHORT_FR)
+    data["text"] = [N.percent_ci(e, lo, hi, 1) if np.isfinite(lo) and np.isfinite(hi) else
+                    f"{N.percent(e, 1)} (intervalle non défini)"
+                    for e, lo, hi in zip(data["estimate"], data["low"], data["high"], strict=True)]
+    return data
+
+
+def rates_by_group_chart(group_rates: Mapping[str, pd.DataFrame], metrics: tuple[str, ...] = ("tpr", "fpr"),
+                         labels: Mapping[str, str] | None = None, palette: Mapping[str, str] | None = None,
+                         title: str | None = None) -> alt.HConcatChart:
+    """Per-group rates (points) with 95 % patient-bootstrap intervals (bars): one row per method,
+    one panel per metric; undefined values are left out of the panel."""
+    data = rates_long(group_rates, metrics, labels)
+    attribute = str(data["attribute"].iloc[0])
+    groups = list(dict.fromkeys(data["group"]))
+    methods = list(dict.fromkeys(data["method_label"]))
+    color = alt.Color("group_label:N", title=N.attribute_label(attribute),
+                      scale=_group_scale(attribute, groups, palette))
+    y = alt.Y("method_label:N", sort=methods, title=None, axis=alt.Axis(labelLimit=260))
+    offset = alt.YOffset("group_label:N", sort=[N.group_label(attribute, g) for g in groups])
+    tooltip = [alt.Tooltip("method_label:N", title="Méthode"), alt.Tooltip("group_label:N", title="Groupe"),
+               alt.Tooltip("metric_label:N", title="Mesure"), alt.Tooltip("text:N", title="Valeur (IC 95 %)")]
+    panels = []
+    for i, metric in enumerate(metrics):
+        part = data[(data["metric"] == metric) & data["estimate"].notna()]
+        layer = F.interval_layer(part, "estimate", "low", "high",
+                                 y if i == 0 else y.axis(labels=False, ticks=False),
+                                 color, tooltip, F.percent_axis(SHORT_FR.get(metric, metric)),
+                                 y_offset=offset, domain=[0, 1])
+        panels.append(layer.properties(width=(F.WIDTH - 200) // len(metrics),
+                                       height=alt.Step(10 + 4 * len(groups))))
+    names = " et ".join(SHORT_FR.get(m, m).split(" (")[0] for m in metrics)
+    default = f"{names} par groupe ({N.attribute_label(attribute).lower()}), IC 95 %"
+    return alt.hconcat(*panels, spacing=8).properties(title=title or default)
+
+
+# ---------------------------------------------------------------- performance vs fairness
+
+
+def _wide(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    return comparison_wide(table, metrics) if "metric" in table.columns else table
+
+
+def _bars_and_points(data: pd.DataFrame, x: str, y: str, color: alt.Color, tooltip: list,
+                     x_title: str, y_title: str) -> alt.LayerChart:
+    base = alt.Chart(data)
+    xs, ys = alt.Scale(zero=False, nice=True), alt.Scale(zero=False, nice=True)
+    layers = []
+    if {f"{x}_low", f"{x}_high"} <= set(data.columns):
+        layers.append(base.mark_rule(opacity=0.6, strokeWidth=2, clip=True).encode(
+            x=alt.X(f"{x}_low:Q", scale=xs), x2=f"{x}_high:Q", y=f"{y}:Q", color=color))
+    if {f"{y}_low", f"{y}_high"} <= set(data.columns):
+        layers.append(base.mark_rule(opacity=0.6, strokeWidth=2, clip=True).encode(
+            y=alt.Y(f"{y}_low:Q", scale=ys), y2=f"{y}_high:Q", x=f"{x}:Q", color=color))
+    layers.append(base.mark_point(filled=True, size=90, opacity=1).encode(
+        x=alt.X(f"{x}:Q", title=x_title, scale=xs), y=alt.Y(f"{y}:Q", title=y_title, scale=ys),
+        color=color, tooltip=tooltip))
+    return alt.layer(*layers)
+
+
+def _ci_text(data: pd.DataFrame, m: str) -> list[str]:
+    lows = data.get(f"{m}_low", pd.Series(np.nan, index=data.index))
+    highs = data.get(f"{m}_high", pd.Series(np.nan, index=data.index))
+    return [N.ratio_ci(e, lo, hi) if np.isfinite(lo) and np.isfinite(hi) else
+            f"{N.number(e, 2)} (intervalle non défini)" for e, lo, hi in zip(data[m], lows, highs, strict=True)]
+
+
+def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: str = "balanced_accuracy",
+                   labels: Mapping[str, str] | None = None, palette: Mapping[str, str] | None = None,
+                   title: str | None = None) -> alt.LayerChart:
+    """Performance against a fairness gap, one point per method, 95 % intervals on both axes.
+
+    `comparison` is `compare_methods`'s long table or its `comparison_wide` form (column `method`).
+    """
+    data = _wide(comparison, (gap, performance)).copy()
+    data["label"] = [(labels or {}).get(m) or method_label(m) for m in data["method"]]
+    data["gap_text"], data["perf_text"] = _ci_text(data, gap), _ci_text(data, performance)
+    color = alt.Color("label:N", title="Méthode", legend=LEGEND,
+                      scale=_method_scale(list(data["method"]), list(data["label"]), palette))
+    tooltip = [alt.Tooltip("label:N", title="Méthode"),
+               alt.Tooltip("perf_text:N", title=METRIC_LABELS_FR.get(performance, performance)),
+               alt.Tooltip("gap_text:N", title=METRIC_LABELS_FR.get(gap, gap))]
+    chart = _bars_and_points(data, gap, performance, color, tooltip, metric_title(gap), metric_title(performance))
+    default = f"{METRIC_LABELS_FR.get(performance, performance)} et équité, par méthode (IC 95 %)"
+    return chart.properties(width=F.WIDTH - 120, height=320, title=title or default)
+
+
+# ---------------------------------------------------------------- Pareto front
+
+
+def pareto_frontier(df: pd.DataFrame, minimise: str, maximise: str) -> pd.Series:
+    """True for rows no other row dominates (<= on `minimise` and >= on `maximise`, one strictly).
+
+    Rows with a NaN in either column are never on the front; ties (equal on both) all stay on it.
+    """
+    a, b = df[minimise].to_numpy(float), df[maximise].to_numpy(float)
+    ok = ~(np.isnan(a) | np.isnan(b))
+    on = np.zeros(len(df), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (a <= a[i]) & (b >= b[i]) & ((a < a[i]) | (b > b[i]))
+        on[i] = not dominated.any()
+    return pd.Series(on, index=df.index, name="on_frontier")
+
+
+def _collapse_ties(front: pd.DataFrame, x: str, y: str, label_col: str) -> pd.DataFrame:
+    """One row per distinct point of the front; ties are labelled « A (+2 identiques) »."""
+    key = [front[x].round(12), front[y].round(12)]
+    first = front.groupby(key, sort=False).head(1).copy()
+    size = front.groupby(key, sort=False)[label_col].transform("size")[first.index]
+    first[label_col] = [f"{lab} (+{k - 1} identique{'s' if k > 2 else ''})" if k > 1 else str(lab)
+                        for lab, k in zip(first[label_col], size, strict=True)]
+    return first
+
+
+def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy",
+                 frontier_col: str = "on_frontier", label_col: str = "label", color_col: str | None = None,
+                 palette: Mapping[str, str] | None = None, title: str | None = None,
+                 show_labels: bool = True) -> alt.LayerChart:
+    """Scatter of configurations (x: a gap to minimise, y: a performance to maximise) with the
+    Pareto front drawn as a dashed line; dominated points are faded. Intervals are drawn when
+    `{x}_low/_high` and `{y}_low/_high` exist. `frontier_col` is computed when absent;
+    `color_col` (e.g. "weighting") colours the points by method, using the method palette;
+    `show_labels` writes `label_col` next to the points of the front."""
+    data = df.copy()
+    if frontier_col not in data.columns:
+        data[frontier_col] = pareto_frontier(data, minimise=x, maximise=y)
+    if label_col not in data.columns:
+        data[label_col] = [str(i) for i in data.index]
+    data["status"] = np.where(data[frontier_col].astype(bool), "sur le front de Pareto", "dominée")
+    data["x_text"], data["y_text"] = _ci_text(data, x), _ci_text(data, y)
+    if color_col:
+        names = list(dict.fromkeys(data[color_col].astype(str)))
+        data["color_label"] = [method_label(m) for m in data[color_col].astype(str)]
+        labels = [method_label(m) for m in names]
+        color = alt.Color("color_label:N", title="Méthode", legend=LEGEND,
+                          scale=_method_scale(names, labels, palette))
+    else:
+        color = alt.Color("status:N", title=None, scale=alt.Scale(
+            domain=["sur le front de Pareto", "dominée"], range=[F.NEUTRAL, "#BBBBBB"]))
+    tooltip = [alt.Tooltip(f"{label_col}:N", title="Configuration"), alt.Tooltip("status:N", title="Statut"),
+               alt.Tooltip("y_text:N", title=METRIC_LABELS_FR.get(y, y)),
+               alt.Tooltip("x_text:N", title=METRIC_LABELS_FR.get(x, x))]
+    cloud = _bars_and_points(data, x, y, color, tooltip, metric_title(x), metric_title(y)).encode(
+        opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)))
+    front = _collapse_ties(data[data[frontier_col].astype(bool)], x, y, label_col).sort_values(x)
+    line = alt.Chart(front).mark_line(color=F.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(
+        x=f"{x}:Q", y=f"{y}:Q", order=f"{x}:Q")
+    text = alt.Chart(front).mark_text(align="left", dx=8, dy=-6, fontSize=11, color=F.NEUTRAL).encode(
+        x=f"{x}:Q", y=f"{y}:Q", text=f"{label_col}:N")
+    direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
+    default = f"Compromis performance–équité : front de Pareto {direction}".strip()
+    layers = [line, cloud, text] if show_labels else [line, cloud]
+    return alt.layer(*layers).properties(width=F.WIDTH - 120, height=340, title=title or default)
