@@ -7,9 +7,10 @@ Soft decisions. A randomised post-processor gives the EXPECTED decision d in [0,
 is then an expectation over its randomisation: TPR = sum(d y) / sum(y), FPR = sum(d (1 - y)) /
 sum(1 - y), precision = sum(d y) / sum(d) (a ratio of expected counts). scikit-learn's metrics take
 hard predictions only, so each image enters MetricFrame twice: predicted positive with weight d
-and predicted negative with weight 1 - d. With these sample weights, scikit-learn's own
-`recall_score`, `precision_score`, `balanced_accuracy_score` compute exactly the expected values,
-and the AUC and calibration error (per image weights summing to 1) are unchanged.
+and predicted negative with weight 1 - d (rows of equal group, label and decision then summed).
+With these sample weights, scikit-learn's own `recall_score`, `precision_score`,
+`balanced_accuracy_score` compute exactly the expected values. The AUC and the calibration error
+(ECE, 10 equal-width bins) depend on the score only: a second MetricFrame, one row per image.
 
 Undefined values. A rate needs at least `MIN_PER_CLASS` images of its class in the group (TPR:
 positives, FPR: negatives); the AUC needs both classes; a gap needs two groups where the rate is
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, selection_rate
+from scipy import sparse
 from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score, roc_auc_score
 
 from . import schema as S
@@ -43,6 +45,7 @@ ECE_BINS = 10
 MIN_PER_CLASS = 1  # images of a class a group needs for the rates of that class to be defined
 MIN_DEFINED_SHARE = 0.9  # share of bootstrap replicates where a metric must be defined for an interval
 LEVEL = 0.95
+_NO_GROUP = "__missing__"
 MAX_CELLS = 4_000_000  # replicates x images held in memory at once by the bootstrap
 
 GROUP_METRICS = ("tpr", "fpr", "fnr", "selection_rate", "precision", "balanced_accuracy", "auc", "ece")
@@ -159,14 +162,15 @@ def _selection(y_true, y_pred, sample_weight) -> float:
     return selection_rate(y_true, y_pred, sample_weight=sample_weight)
 
 
-def _auc(y_true, y_pred, sample_weight, score) -> float:
-    if not (_has(y_true, sample_weight, 0) and _has(y_true, sample_weight, 1)):
+def _auc(y_true, y_score) -> float:
+    y = np.asarray(y_true)
+    if min((y == 1).sum(), (y == 0).sum()) < MIN_PER_CLASS:
         return np.nan
-    return roc_auc_score(y_true, score, sample_weight=sample_weight)
+    return roc_auc_score(y, y_score)
 
 
-def _ece(y_true, y_pred, sample_weight, score) -> float:
-    return calibration_error(y_true, score, sample_weight=sample_weight)
+def _ece(y_true, y_score) -> float:
+    return calibration_error(np.asarray(y_true), np.asarray(y_score))
 
 
 _DECISION_METRICS: dict[str, Callable] = {"tpr": _tpr, "fpr": _fpr, "fnr": _fnr, "selection_rate": _selection,
@@ -177,32 +181,47 @@ _SCORE_METRICS: dict[str, Callable] = {"auc": _auc, "ece": _ece}
 # ---------------------------------------------------------------- point estimates (MetricFrame)
 
 
-def metric_frame(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
-                 score_col: str | None = S.PROBA) -> MetricFrame:
-    """fairlearn MetricFrame of the per-group metrics, soft decisions expanded into weighted copies."""
-    y, d = _inputs(preds, decision_col)
-    score = _score(preds, score_col)
-    n = len(y)
-    groups = group_labels(preds[attribute]).fillna("__NA__").to_numpy()
-    weight = np.r_[d, 1 - d]
-    metrics = dict(_DECISION_METRICS)
-    params: dict[str, dict[str, np.ndarray]] = {m: {"sample_weight": weight} for m in metrics}
-    if score is not None:
-        metrics.update(_SCORE_METRICS)
-        params.update({m: {"sample_weight": weight, "score": np.r_[score, score]} for m in _SCORE_METRICS})
+def _quiet_frame(**kwargs: object) -> MetricFrame:
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return MetricFrame(metrics=metrics, y_true=np.r_[y, y], y_pred=np.r_[np.ones(n), np.zeros(n)],
-                           sensitive_features=pd.Series(np.r_[groups, groups], name="group"),
-                           sample_params=params)
+        return MetricFrame(**kwargs)
+
+
+def metric_frames(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
+                  score_col: str | None = S.PROBA) -> tuple[MetricFrame, MetricFrame | None]:
+    """fairlearn MetricFrames of the decision metrics and of the score metrics (None: no score).
+
+    Decisions: each image counts as a positive decision with weight d and a negative one with
+    weight 1 - d; rows with the same (group, label, decision) are then summed, which leaves every
+    weighted metric unchanged and keeps MetricFrame fast (its per-row work is in Python).
+    Scores: one row per image, the score as `y_pred` (AUC, ECE do not use the decision).
+    """
+    y, d = _inputs(preds, decision_col)
+    groups = group_labels(preds[attribute]).fillna(_NO_GROUP).to_numpy()
+    n = len(y)
+    rows = pd.DataFrame({"group": np.r_[groups, groups], "y": np.r_[y, y], "pred": np.r_[np.ones(n), np.zeros(n)],
+                         "w": np.r_[d, 1 - d]}).groupby(["group", "y", "pred"], as_index=False)["w"].sum()
+    decisions = _quiet_frame(metrics=_DECISION_METRICS, y_true=rows["y"].to_numpy(),
+                             y_pred=rows["pred"].to_numpy(), sensitive_features=rows["group"],
+                             sample_params={m: {"sample_weight": rows["w"].to_numpy()} for m in _DECISION_METRICS})
+    score = _score(preds, score_col)
+    if score is None:
+        return decisions, None
+    scores = _quiet_frame(metrics=_SCORE_METRICS, y_true=y, y_pred=score,
+                          sensitive_features=pd.Series(groups, name="group"))
+    return decisions, scores
 
 
 def group_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
-                  score_col: str | None = S.PROBA, frame: MetricFrame | None = None) -> pd.DataFrame:
+                  score_col: str | None = S.PROBA,
+                  frames: tuple[MetricFrame, MetricFrame | None] | None = None) -> pd.DataFrame:
     """Rows = groups (display order); columns = GROUP_METRICS, n, n_positive, n_patients."""
     names = group_order(preds[attribute])
-    frame = frame if frame is not None else metric_frame(preds, attribute, decision_col, score_col)
-    table = frame.by_group.reindex(names).reindex(columns=list(GROUP_METRICS)).astype(float)
+    decisions, scores = frames or metric_frames(preds, attribute, decision_col, score_col)
+    table = decisions.by_group
+    if scores is not None:
+        table = table.join(scores.by_group)
+    table = table.reindex(names).reindex(columns=list(GROUP_METRICS)).astype(float)
     by_group = preds.groupby(group_labels(preds[attribute]), dropna=True)
     counts = by_group.agg(n=(S.LABEL, "size"), n_positive=(S.LABEL, "sum"), n_patients=(S.PATIENT, "nunique"))
     table = table.join(counts.reindex(names).astype(float))
@@ -238,10 +257,10 @@ def point_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECIS
     eopp_diff (TPR gap), fpr_diff, eo_diff = max(TPR gap, FPR gap), worst_group_bacc,
     worst_group_tpr, ece_gap (max - min of the groups' ECE). Undefined values are NaN.
     """
-    frame = metric_frame(preds, attribute, decision_col, score_col)
-    overall = frame.overall  # every row, missing sensitive values included
+    frames = metric_frames(preds, attribute, decision_col, score_col)
+    overall = pd.concat([f.overall for f in frames if f is not None])  # every row, missing groups included
     out = {m: float(overall[m]) if m in overall.index else np.nan for m in OVERALL}
-    groups = group_metrics(preds, attribute, decision_col, score_col, frame)
+    groups = group_metrics(preds, attribute, decision_col, score_col, frames)
     gaps = _gaps({m: groups[m].to_numpy(float) for m in GROUP_METRICS})
     out.update({k: float(v) for k, v in gaps.items()})
     return {k: out[k] for k in SUMMARY}
@@ -252,12 +271,11 @@ def point_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECIS
 
 @dataclass
 class _Design:
-    """What a replicate needs: per-cluster sums per group slot, and sorted scores for the AUC."""
+    """What a replicate needs: per-cluster sums per group slot, per-cluster counts by score rank."""
 
     counts: np.ndarray  # (clusters, groups + 1, 4 + ECE_BINS); last slot = all images
-    cluster: np.ndarray  # (images,) cluster index of each image
     groups: list[str]
-    auc_slots: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None  # per slot: order, starts, y
+    auc_slots: list[tuple[sparse.csr_matrix, sparse.csr_matrix]] | None  # per slot, see _rank_matrices
 
     @property
     def n_clusters(self) -> int:
@@ -291,24 +309,24 @@ def _design(preds: pd.DataFrame, attribute: str, decision_col: str, score_col: s
         counts[:, :, 4:] += cal.reshape(n_c, n_slots, ECE_BINS)
     slots = None
     if score is not None:
-        slots = []
-        for slot in range(n_slots):
-            members = np.flatnonzero(g_idx == slot) if slot < len(names) else np.arange(len(y))
-            order = members[np.argsort(score[members], kind="stable")]
-            sorted_s = score[order]
-            starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]]) if len(order) else order
-            slots.append((order, starts, y[order].astype(float)))
-    return _Design(counts, cluster, names, slots)
+        members = [np.flatnonzero(g_idx == k) for k in range(len(names))] + [np.arange(len(y))]
+        slots = [_rank_matrices(score[m], y[m], cluster[m], n_c) for m in members]
+    return _Design(counts, names, slots)
 
 
-def _weighted_auc(weights: np.ndarray, slot: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """AUC for each row of per-image `weights` (B, n): Mann-Whitney with ties counted half."""
-    order, starts, y = slot
-    if len(order) == 0:
-        return np.full(weights.shape[0], np.nan)
-    w = weights[:, order]
-    pos = np.add.reduceat(w * y, starts, axis=1)
-    neg = np.add.reduceat(w * (1 - y), starts, axis=1)
+def _rank_matrices(score: np.ndarray, y: np.ndarray, cluster: np.ndarray,
+                   n_clusters: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Positives and negatives of each cluster at each distinct score, ascending: (scores, clusters)."""
+    values, rank = np.unique(score, return_inverse=True)
+    shape = (len(values), n_clusters)
+    pos = sparse.csr_matrix((y.astype(float), (rank.ravel(), cluster)), shape=shape)
+    neg = sparse.csr_matrix((1 - y.astype(float), (rank.ravel(), cluster)), shape=shape)
+    return pos, neg
+
+
+def _weighted_auc(draws: np.ndarray, slot: tuple[sparse.csr_matrix, sparse.csr_matrix]) -> np.ndarray:
+    """AUC of each resample (rows of `draws`): Mann-Whitney on weighted ranks, ties counted half."""
+    pos, neg = ((m @ draws.T).T for m in slot)  # (B, distinct scores)
     below = np.cumsum(neg, axis=1) - neg
     total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
     with _quiet():
@@ -342,8 +360,7 @@ def _replicate(design: _Design, draws: np.ndarray) -> dict[str, np.ndarray]:
         overall["auc"] = np.full(b, np.nan)
         group["ece"], overall["ece"] = np.full_like(group["ece"], np.nan), np.full(b, np.nan)
     else:
-        weights = draws[:, design.cluster]
-        aucs = np.stack([_weighted_auc(weights, s) for s in design.auc_slots], axis=1)
+        aucs = np.stack([_weighted_auc(draws, s) for s in design.auc_slots], axis=1)
         group["auc"], overall["auc"] = aucs[:, :-1], aucs[:, -1]
     out = {m: overall[m] for m in OVERALL}
     out.update(_gaps(group))
