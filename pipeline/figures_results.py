@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import figures as F
 from . import narrative as N
+from .grid import pareto_frontier
 from .metrics import LOWER_IS_BETTER, METRIC_LABELS_FR, comparison_wide
 
 SHORT_FR = {"tpr": "TPR (sensibilité)", "fpr": "FPR (faux positifs)", "fnr": "FNR (sous-diagnostic)",
@@ -158,20 +159,6 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
 
 
 # ---------------------------------------------------------------- Pareto front
-
-
-def pareto_frontier(df: pd.DataFrame, minimise: str, maximise: str) -> pd.Series:
-    """True for rows no other row dominates (<= on `minimise` and >= on `maximise`, one strictly).
-
-    Rows with a NaN in either column are never on the front; ties (equal on both) all stay on it.
-    """
-    a, b = df[minimise].to_numpy(float), df[maximise].to_numpy(float)
-    ok = ~(np.isnan(a) | np.isnan(b))
-    on = np.zeros(len(df), dtype=bool)
-    for i in np.flatnonzero(ok):
-        dominated = ok & (a <= a[i]) & (b >= b[i]) & ((a < a[i]) | (b > b[i]))
-        on[i] = not dominated.any()
-    return pd.Series(on, index=df.index, name="on_frontier")
 
 
 def _collapse_ties(front: pd.DataFrame, x: str, y: str, label_col: str) -> pd.DataFrame:

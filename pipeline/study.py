@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import schema as S
-from .cache import PROJECT_ROOT, memory
+from .cache import PROJECT_ROOT, code_version, memory
 from .config import StudyConfig, load_config
 from .data import CheckReport, fingerprint, load_dataset
 
@@ -116,8 +116,8 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
 
 
 def _weighting_metrics(decided: dict[str, pd.DataFrame], attributes: list[str], main: str, n_boot: int,
-                       seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Comparison tables per attribute and per-group rates for the main attribute."""
+                       seed: int, code: str) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Comparison tables per attribute and per-group rates for the main attribute (`code`: cache key)."""
     from .metrics import bootstrap_group_metrics, compare_methods
 
     comparisons = {a: compare_methods(decided, a, "uniform", n_boot, seed) for a in dict.fromkeys([*attributes, main])}
@@ -131,7 +131,8 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
     decided = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
     compute = memory().cache(_weighting_metrics)
     ctx.comparison_by_attribute, ctx.group_rates = compute(decided, list(ctx.config.sensitive_attributes),
-                                                           attribute, ev.n_bootstrap, ev.seed)
+                                                           attribute, ev.n_bootstrap, ev.seed,
+                                                           code_version("metrics"))
     ctx.comparison = ctx.comparison_by_attribute[attribute]
 
 
@@ -144,6 +145,14 @@ def _write_weights(ctx: StudyContext) -> None:
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
     for method, weights in ctx.weights.items():
         write_weights_csv(source, train, weights, ctx.config.weighting.weights_col, out_dir / f"{method}.csv")
+
+
+def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, fit_fraction: float, seed: int,
+          n_boot: int, boot_seed: int, code: str):
+    """The post-processing grid (`code`: cache key of the code that computes it)."""
+    from .grid import run_grid
+
+    return run_grid(preds, methods, attribute, fit_fraction, seed, n_boot, boot_seed)
 
 
 def run(config: StudyConfig | None = None) -> StudyContext:
@@ -169,11 +178,9 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     _evaluate_weightings(ctx)
     ctx.timings["weighting metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    from .grid import run_grid
-
     pp, ev = config.postprocessing, config.evaluation
-    ctx.grid = memory().cache(run_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
-                                        pp.seed, ev.n_bootstrap, ev.seed)
+    ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
+                                     pp.seed, ev.n_bootstrap, ev.seed, code_version("metrics", "postprocess", "grid"))
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     return ctx
 

@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from . import schema as S
-from .cache import atomic_path, cache_dir, memory
+from .cache import atomic_path, cache_dir, code_version, memory
 from .config import ConfigError, TrainingConfig
 from .data import CheckReport, list_images
 from .features import head_proba
@@ -43,11 +43,11 @@ def _inner_split(train: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _fit_full(frame: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int,
-              paths: list[str]) -> dict:
+              paths: list[str], code: str = "") -> dict:
     """Train a whole network with these weights; probabilities and features for every row.
 
-    Cached on content (digests, labels, splits), weights, config and seed; `paths` only say where
-    to read the pixels, so a moved data folder re-uses the cache.
+    Cached on content (digests, labels, splits), weights, config, seed and the training code's
+    version; `paths` only say where to read the pixels, so a moved data folder re-uses the cache.
     """
     from .lightning_module import fit, predict
 
@@ -68,7 +68,8 @@ def _fit_full(frame: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, 
 
 def _fit_full_cached(*args: Any) -> dict:
     """`_fit_full` through the cache of the current cache folder (resolved at call time)."""
-    return memory().cache(_fit_full, ignore=["paths"])(*args)
+    code = code_version("train", "lightning_module", "models", "images")
+    return memory().cache(_fit_full, ignore=["paths"])(*args, code=code)
 
 
 def _key_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,16 +12,14 @@ import pandas as pd
 import yaml
 
 from . import figures as F
+from . import figures_results as FR
 from . import narrative as N
 from . import schema as S
+from .metrics import METRIC_LABELS_FR
 from .postprocess import POSTPROCESSORS
 from .study import StudyContext, seeds_used, versions
 from .weighting import WEIGHTINGS
 
-METRIC_FR = {"balanced_accuracy": "Exactitude équilibrée", "auc": "AUC", "eopp_diff": "Écart de TPR",
-             "eo_diff": "Écart d'equalized odds", "dp_diff": "Écart de parité démographique",
-             "worst_group_bacc": "Exactitude équilibrée du pire groupe", "worst_group_tpr": "TPR du pire groupe",
-             "tpr": "TPR", "fpr": "FPR"}
 SHOWN = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")
 SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "Écart TPR",
             "eo_diff": "Écart EO", "dp_diff": "Écart DP", "worst_group_bacc": "EE pire groupe"}
@@ -61,12 +59,7 @@ def attribute_label(attribute: str) -> str:
     return N.attribute_label(attribute).lower()
 
 
-def method_label(name: str) -> str:
-    return WEIGHTINGS[name].label_fr if name in WEIGHTINGS else name
-
-
-def post_label(name: str) -> str:
-    return POSTPROCESSORS[name].label_fr if name in POSTPROCESSORS else name
+method_label = post_label = FR.method_label
 
 
 def _cite(key: str) -> str:
@@ -132,75 +125,12 @@ def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame(rows).rename_axis("Méthode").reset_index()
 
 
-def _rates_long(rates: dict[str, pd.DataFrame], labeller, attribute: str) -> pd.DataFrame:
-    parts = [r.assign(method=labeller(name)) for name, r in rates.items()]
-    data = pd.concat(parts, ignore_index=True)
-    data = data[data["metric"].isin(["tpr", "fpr"])]
-    data["metric"] = data["metric"].str.upper()
-    data["group"] = data["group"].map(lambda g: N.group_label(attribute, g))
-    data.attrs["attribute"] = attribute
-    return data
+def weighting_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
+    return FR.rates_by_group_chart(ctx.group_rates)
 
 
-def rates_chart(data: pd.DataFrame, title: str) -> alt.Chart:
-    """Per-group TPR and FPR (points) with 95 % intervals (bars), one row per method."""
-    base = alt.Chart(data).encode(
-        y=alt.Y("method:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
-        color=alt.Color("group:N", title="Groupe", legend=alt.Legend(orient="top"),
-                        scale=F.label_scale(sorted(data["group"].unique()), data.attrs.get("attribute"))),
-        yOffset="group:N")
-    points = base.mark_point(filled=True, size=70).encode(
-        x=alt.X("estimate:Q", title="Taux", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["method", "group", "metric", alt.Tooltip("estimate:Q", format=".2f"),
-                 alt.Tooltip("low:Q", format=".2f"), alt.Tooltip("high:Q", format=".2f")])
-    bars = base.mark_rule(strokeWidth=2).encode(x="low:Q", x2="high:Q")
-    return (bars + points).properties(width=260, height=alt.Step(16)).facet(
-        column=alt.Column("metric:N", title=None, sort=["TPR", "FPR"])).properties(title=title)
-
-
-def weighting_rates_chart(ctx: StudyContext) -> alt.Chart:
-    attr = attribute_label(ctx.config.weighting.attribute)
-    return rates_chart(_rates_long(ctx.group_rates, method_label, ctx.config.weighting.attribute),
-                       f"TPR et FPR par groupe ({attr})")
-
-
-_LEGEND = alt.Legend(orient="right", labelLimit=260)  # many long method names: one column on the side
-
-
-def _method_colors(methods: pd.Series) -> alt.Scale:
-    """The project palette's colour of each method, on its French label."""
-    names = list(dict.fromkeys(methods))
-    colors = F.group_colors("method", names)
-    labels = [method_label(m) if m in WEIGHTINGS else post_label(m) for m in names]
-    return alt.Scale(domain=labels, range=[colors[m] for m in names])
-
-
-def _tradeoff(data: pd.DataFrame, x: str, title: str) -> alt.Chart:
-    base = alt.Chart(data).encode(
-        x=alt.X(f"{x}:Q", title=METRIC_FR[x] + " (plus petit = plus équitable)"),
-        y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)),
-        color=alt.Color("label:N", title="Méthode", scale=_method_colors(data["method"]), legend=_LEGEND))
-    points = base.mark_point(filled=True, size=90).encode(
-        tooltip=["label", alt.Tooltip("balanced_accuracy:Q", format=".3f"), alt.Tooltip(f"{x}:Q", format=".3f")])
-    xbars = base.mark_rule(opacity=0.5).encode(x=f"{x}_low:Q", x2=f"{x}_high:Q")
-    ybars = base.mark_rule(opacity=0.5).encode(y="balanced_accuracy_low:Q", y2="balanced_accuracy_high:Q")
-    return (xbars + ybars + points).properties(width=420, height=300, title=title)
-
-
-def _wide(table: pd.DataFrame, key: str) -> pd.DataFrame:
-    rows = []
-    for name, part in table.groupby(key, sort=False):
-        p = part.set_index("metric")
-        row = {key: name}
-        for m in ("balanced_accuracy", "eo_diff", "eopp_diff"):
-            row[m], row[f"{m}_low"], row[f"{m}_high"] = p.loc[m, ["estimate", "low", "high"]]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def weighting_tradeoff_chart(ctx: StudyContext) -> alt.Chart:
-    data = _wide(ctx.comparison, "method").assign(label=lambda d: d["method"].map(method_label))
-    return _tradeoff(data, "eo_diff", "Performance contre équité, par pondération")
+def weighting_tradeoff_chart(ctx: StudyContext) -> alt.TopLevelMixin:
+    return FR.tradeoff_chart(ctx.comparison, "eo_diff", title="Performance contre équité, par pondération")
 
 
 def _significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
@@ -210,7 +140,7 @@ def _significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
         shown = [m for m in SHOWN if m in p.index]
         if name == table.attrs.get("baseline", "uniform") or not p.loc[shown, "significant"].any():
             continue
-        moved = [f"{METRIC_FR[m].lower()} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
+        moved = [f"{METRIC_LABELS_FR[m].lower()} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
                  for m in SHOWN if m in p.index and p.loc[m, "significant"]]
         sentences.append(f"**{labeller(name)}** change significativement : {', '.join(moved)}.")
@@ -274,32 +204,19 @@ def postprocessing_results(ctx: StudyContext) -> pd.DataFrame:
     return _grid_rows(ctx, rows=rows, label="post")
 
 
-def postprocessing_rates_chart(ctx: StudyContext) -> alt.Chart:
+def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
     from .metrics import bootstrap_group_metrics
 
     ev, attr = ctx.config.evaluation, ctx.grid.attribute
     rates = {name: bootstrap_group_metrics(d, attr, ev.n_bootstrap, ev.seed)
              for (w, name), d in ctx.grid.decisions.items() if w == "uniform"}
-    return rates_chart(_rates_long(rates, post_label, attr), f"Après post-traitement ({attribute_label(attr)})")
+    return FR.rates_by_group_chart(rates, title=f"Après post-traitement ({attribute_label(attr)}), IC 95 %")
 
 
-def pareto_chart(ctx: StudyContext, gap: str = "eo_diff") -> alt.Chart:
+def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -> alt.TopLevelMixin:
     data = ctx.grid.table.assign(
-        label=lambda d: d["weighting"].map(method_label) + " + " + d["postprocessor"].map(post_label),
-        frontier=lambda d: np.where(d[f"frontier_{gap}"], "front de Pareto", "dominée"),
-        weighting_fr=lambda d: d["weighting"].map(method_label))
-    base = alt.Chart(data).encode(
-        x=alt.X(f"{gap}:Q", title=METRIC_FR[gap] + " (plus petit = plus équitable)"),
-        y=alt.Y("balanced_accuracy:Q", title="Exactitude équilibrée", scale=alt.Scale(zero=False)))
-    points = base.mark_point(size=80, filled=True).encode(
-        color=alt.Color("weighting_fr:N", title="Pondération", scale=_method_colors(data["weighting"]),
-                        legend=_LEGEND),
-        shape=alt.Shape("frontier:N", title=None, legend=_LEGEND),
-        opacity=alt.condition(alt.datum.frontier == "front de Pareto", alt.value(1), alt.value(0.35)),
-        tooltip=["label", alt.Tooltip("balanced_accuracy:Q", format=".3f"), alt.Tooltip(f"{gap}:Q", format=".3f")])
-    line = alt.Chart(data[data[f"frontier_{gap}"]]).mark_line(color="#444", strokeDash=[4, 3]).encode(
-        x=f"{gap}:Q", y="balanced_accuracy:Q", order=f"{gap}:Q")
-    return (line + points).properties(width=560, height=340)
+        label=lambda d: d["weighting"].map(method_label) + " + " + d["postprocessor"].map(post_label))
+    return FR.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels)
 
 
 def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False) -> pd.DataFrame:
