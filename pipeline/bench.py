@@ -76,7 +76,10 @@ def bench_io(frame: pd.DataFrame, size: int) -> dict[str, float]:
     from .lightning_module import loader
 
     cached = loader(image_array(frame, size), frame[S.LABEL].to_numpy(), np.ones(n), config, True, 0)
+    t_load_decoding, _ = _timed(lambda: sum(1 for _ in decoding))
+    t_load_cached, _ = _timed(lambda: sum(1 for _ in cached))
     return {"decode img/s": n / t_decode, "cache img/s": n / t_cached,
+            "loading epoch decoding s": t_load_decoding, "loading epoch cached s": t_load_cached,
             "epoch decoding s": _epoch(decoding, "small_cnn", size),
             "epoch cached s": _epoch(cached, "small_cnn", size)}
 
@@ -127,6 +130,9 @@ def run(data: Path, label: str, size: int, epochs: int, backbones: tuple[str, ..
     io = bench_io(frame, size)
     print(f"decoding PNGs      {io['decode img/s']:9.0f} img/s")
     print(f"decoded cache      {io['cache img/s']:9.0f} img/s  ({io['cache img/s'] / io['decode img/s']:.0f}x)")
+    print(f"data epoch, decoding {io['loading epoch decoding s']:7.2f} s (batches only, no model)")
+    print(f"data epoch, cached   {io['loading epoch cached s']:7.2f} s  "
+          f"({io['loading epoch decoding s'] / io['loading epoch cached s']:.0f}x faster)")
     print(f"epoch, decoding    {io['epoch decoding s']:9.2f} s")
     print(f"epoch, cached      {io['epoch cached s']:9.2f} s  "
           f"({io['epoch decoding s'] / io['epoch cached s']:.1f}x faster)")
