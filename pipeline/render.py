@@ -163,8 +163,10 @@ def slide_overflows(markdown: str, build: Path, meta: dict[str, Any], width: int
     for i, chunk in enumerate(chunks):
         title = chunk.splitlines()[0].split("{")[0].strip()
         typ = build / f"slide-{i}.typ"
+        smaller = ".smaller" in chunk.splitlines()[0]  # as in slides.css: .smaller tables at half size
         header = _typst_header(build, "slide", f"#set page(width: {width}pt, height: {height}pt, margin: 40pt)\n"
-                               f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)")
+                               f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)\n"
+                               f"#show table: set text(size: {SLIDE_FONT_PT * (0.5 if smaller else 0.62):.0f}pt)")
         run_pandoc("## " + chunk, typ, "typst", header, build, {**meta, "suppress-bibliography": True})
         pdf = build / f"slide-{i}.pdf"
         typst.compile(str(typ), output=str(pdf), root="/")
