@@ -42,7 +42,7 @@ class TrainingConfig:
     patience: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     sampler: bool = False  # weighted sampler instead of a weighted loss
     accelerator: str = "auto"
     devices: Any = "auto"

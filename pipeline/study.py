@@ -38,6 +38,7 @@ class StudyContext:
     comparison: pd.DataFrame | None = None  # weighting methods vs uniform, main attribute
     comparison_by_attribute: dict[str, pd.DataFrame] = field(default_factory=dict)
     group_rates: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per-group rates
+    seed_metrics: pd.DataFrame | None = None  # method x training seed: point metrics
     timings: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------ convenience for chapters
@@ -134,6 +135,21 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
                                                            attribute, ev.n_bootstrap, ev.seed,
                                                            code_version("metrics"))
     ctx.comparison = ctx.comparison_by_attribute[attribute]
+    ctx.seed_metrics = _seed_metrics(ctx)
+
+
+def _seed_metrics(ctx: StudyContext) -> pd.DataFrame:
+    """Point metrics of every method for every training seed: seed variability next to method effects."""
+    from .metrics import point_metrics
+
+    keep = set(ctx.evaluation[S.IMAGE])
+    rows = []
+    for (method, seed), preds in ctx.seed_predictions.items():
+        valid = _decided(preds[preds[S.IMAGE].isin(keep)])
+        m = point_metrics(valid, ctx.config.weighting.attribute)
+        rows.append({"method": method, "seed": seed, **{k: m[k] for k in ("balanced_accuracy", "auc", "eopp_diff",
+                                                                           "eo_diff")}})
+    return pd.DataFrame(rows)
 
 
 def _write_weights(ctx: StudyContext) -> None:

@@ -133,6 +133,33 @@ def weighting_tradeoff_chart(ctx: StudyContext) -> alt.TopLevelMixin:
     return FR.tradeoff_chart(ctx.comparison, "eo_diff", title="Performance contre équité, par pondération")
 
 
+def seed_variability(ctx: StudyContext) -> pd.DataFrame:
+    """Mean and spread over training seeds of each method's metrics and of its difference with uniform."""
+    t = ctx.seed_metrics
+    base = t[t["method"] == "uniform"].set_index("seed")
+    rows = []
+    for method, part in t.groupby("method", sort=False):
+        p = part.set_index("seed")
+        d_eo = (p["eo_diff"] - base["eo_diff"]).dropna()
+        rows.append({"Méthode": method_label(method),
+                     "Exact. équil.": f"{num(p['balanced_accuracy'].mean())} ± {num(p['balanced_accuracy'].std())}",
+                     "Écart EO": f"{num(p['eo_diff'].mean())} ± {num(p['eo_diff'].std())}",
+                     "Δ écart EO vs uniforme": f"{num(d_eo.mean())} ± {num(d_eo.std())}"})
+    return pd.DataFrame(rows)
+
+
+def seed_sentence(ctx: StudyContext) -> str:
+    seeds = ctx.config.training.seeds
+    if len(seeds) < 2:
+        return ("Une seule graine d'apprentissage est utilisée (`training.seeds`) : ajoutez-en pour mesurer la "
+                "variabilité due à l'initialisation.")
+    sd = ctx.seed_metrics[ctx.seed_metrics["method"] == "uniform"]["eo_diff"].std()
+    return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), l'écart d'equalized odds du "
+            f"modèle de référence varie d'un écart-type de {num(sd)} d'une graine à l'autre : un effet de méthode "
+            "plus petit que cette variation n'est pas interprétable. Les autres résultats utilisent la "
+            f"graine {seeds[0]}.")
+
+
 def _significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
     sentences = []
     for name, part in table.groupby(key, sort=False):
