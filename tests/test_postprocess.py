@@ -1,4 +1,4 @@
-"""Post-processing: fitted and scored on disjoint patients, shrinks a planted TPR gap, full grid."""
+"""Post-processing: disjoint fit/score patients, a planted TPR gap shrinks, expected decisions, full grid."""
 
 from __future__ import annotations
 
@@ -7,109 +7,277 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import TunedThresholdClassifierCV
 
 from pipeline import postprocess as P
-from pipeline.grid import pareto_frontier, run_grid
+from pipeline.grid import pareto_frontier, pareto_table, run_grid
 from pipeline.metrics import point_metrics
+
+TO_METHODS = ("to_demographic_parity", "to_equalized_odds", "to_tpr_parity")
+GROUP_AWARE = tuple(m for m in P.POSTPROCESSORS if m not in ("none", "threshold_global"))
 
 
 def planted(seed: int = 0, n_patients: int = 400, gap: float = 1.5) -> pd.DataFrame:
-    """Predictions with several images per patient where sick women get lower scores (a TPR gap)."""
+    """1 to 4 images per patient; sick women's scores are shifted down by `gap` (a planted TPR gap)."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(1, 4, n_patients)
-    patient = np.repeat(np.arange(n_patients), sizes)
+    patient = np.repeat(np.arange(n_patients), rng.integers(1, 5, n_patients))
     sex = np.where(rng.random(n_patients) < 0.5, "F", "M")[patient]
-    y = (rng.random(len(patient)) < 0.5).astype(int)
+    y = (rng.random(n_patients) < 0.45).astype(int)[patient]
     logit = rng.normal(0, 1, len(patient)) + np.where(y == 1, 1.5 - gap * (sex == "F"), -1.0)
-    return pd.DataFrame({"Image Index": [f"{i:05d}.png" for i in range(len(patient))],
-                         "patient": patient.astype(str), "sex": sex, "label": y,
-                         "proba": 1 / (1 + np.exp(-logit))})
+    return pd.DataFrame({"Image Index": [f"{i:05d}.png" for i in range(len(patient))], "split": "valid",
+                         "label": y, "proba": 1 / (1 + np.exp(-logit)), "patient": patient.astype(str),
+                         "sex": sex, "age_band": "40-59", "view": "PA"})
 
 
-def _tpr_gap(preds: pd.DataFrame, method: str) -> float:
-    fit, score = P.split_fit_score(preds, 0.5, 0, "sex")
-    decided = score.assign(decision=P.POSTPROCESSORS[method].fit(fit, "sex", 0)(score))
-    return point_metrics(decided, "sex", score_col=None)["eopp_diff"]
+def _quiet_fit(method: str, fit: pd.DataFrame) -> P.Decider:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", P.FallbackWarning)
+        return P.POSTPROCESSORS[method].fit(fit, "sex", 0)
 
 
-@pytest.mark.parametrize("method", ["to_equalized_odds", "equal_opportunity", "to_tpr_parity"])
-def test_equalising_methods_shrink_the_planted_tpr_gap_on_the_scoring_part(method: str):
-    preds = planted()
-    before = min(_tpr_gap(preds, "none"), _tpr_gap(preds, "threshold_global"))
-    assert before > 0.2
-    assert _tpr_gap(preds, method) < before / 2
+def _tprs(preds: pd.DataFrame, decision: np.ndarray) -> pd.Series:
+    sick = preds["label"] == 1
+    return pd.Series(decision[sick.to_numpy()]).groupby(preds.loc[sick, "sex"].to_numpy()).mean()
 
 
-def test_fit_and_score_parts_are_patient_disjoint_and_stratified():
+def _bacc(y: np.ndarray, d: np.ndarray) -> float:
+    return (d[y == 1].mean() + 1 - d[y == 0].mean()) / 2
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def test_the_split_is_by_patient_disjoint_complete_and_stratified():
     preds = planted()
     fit, score = P.split_fit_score(preds, 0.5, 0, "sex")
     assert not set(fit["patient"]) & set(score["patient"])
     assert len(fit) + len(score) == len(preds)
-    assert abs(fit["label"].mean() - score["label"].mean()) < 0.1
+    table = P.patient_table(preds, ["label", "sex"])
+    fit_table = table.loc[sorted(set(fit["patient"]))]
+    assert len(fit_table) == pytest.approx(len(table) / 2, abs=1)
+    shares = table.value_counts(normalize=True)
+    assert (fit_table.value_counts(normalize=True) - shares).abs().max() < 0.02  # label x sex strata kept
 
 
-def test_no_postprocessor_sees_its_scoring_patients(monkeypatch: pytest.MonkeyPatch):
-    seen: dict[str, set[str]] = {}
+def test_a_rare_stratum_does_not_prevent_the_split():
+    preds = planted(n_patients=40)
+    preds.loc[preds["patient"] == "0", "sex"] = "X"  # a stratum of one patient
+    fit, score = P.split_fit_score(preds, 0.3, 1, ("label", "sex"))
+    assert len(fit) and len(score) and not set(fit["patient"]) & set(score["patient"])
+
+
+def _spy_on_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, set[str]]]:
+    """Replace every registered fit by one recording (method, patients it receives)."""
+    calls: list[tuple[str, set[str]]] = []
     for name, pp in list(P.POSTPROCESSORS.items()):
         def spy(fit, attribute, seed, _fit=pp.fit, _name=name):
-            seen.setdefault(_name, set()).update(fit["patient"])
+            calls.append((_name, set(fit["patient"])))
             return _fit(fit, attribute, seed)
-        monkeypatch.setitem(P.POSTPROCESSORS, name, pp.__class__(**{**pp.__dict__, "fit": spy}))
-    preds = {"uniform": planted(1), "class_balanced": planted(1).assign(proba=lambda d: d["proba"] ** 0.8)}
+        monkeypatch.setitem(P.POSTPROCESSORS, name, pp.replace(fit=spy))
+    return calls
+
+
+def test_no_postprocessor_sees_its_scoring_patients_in_the_grid(monkeypatch: pytest.MonkeyPatch):
+    calls = _spy_on_fits(monkeypatch)
+    preds = {"uniform": planted(1), "jtt": planted(1).assign(proba=lambda d: d["proba"] ** 0.8)}
     grid = run_grid(preds, list(P.POSTPROCESSORS), "sex", 0.5, 0, n_boot=20, boot_seed=0)
-    assert set(seen) == set(P.POSTPROCESSORS)
-    for name, patients in seen.items():
-        assert patients <= grid.fit_patients and not patients & grid.score_patients, name
-    scored = {p for d in grid.decisions.values() for p in d["patient"]}
-    assert scored == grid.score_patients
+    assert grid.fit_patients and grid.score_patients and not grid.fit_patients & grid.score_patients
+    assert {name for name, _ in calls} == set(P.POSTPROCESSORS)
+    assert len(calls) == len(preds) * len(P.POSTPROCESSORS)
+    for name, patients in calls:
+        assert patients == grid.fit_patients, name
+    for decided in grid.decisions.values():
+        assert set(decided["patient"]) == grid.score_patients
 
 
-def test_the_grid_has_every_combination_with_intervals():
-    preds = {w: planted(2) for w in ("uniform", "reweighing", "jtt")}
-    grid = run_grid(preds, ["threshold_global", "to_equalized_odds", "reject_option"], "sex", 0.5, 0, 50, 0)
-    combos = set(zip(grid.table["weighting"], grid.table["postprocessor"], strict=True))
-    assert combos == {(w, p) for w in preds for p in ("none", "threshold_global", "to_equalized_odds",
-                                                        "reject_option")}
-    assert (grid.table["balanced_accuracy_low"] <= grid.table["balanced_accuracy"]).all()
-    base = grid.table[(grid.table["weighting"] == "uniform") & (grid.table["postprocessor"] == "none")]
-    assert float(base["eo_diff_diff"].iloc[0]) == 0.0  # the baseline against itself
-    assert grid.table["frontier_eo_diff"].any()
+def test_crossfit_decides_every_patient_with_a_rule_fitted_without_them(monkeypatch: pytest.MonkeyPatch):
+    calls = _spy_on_fits(monkeypatch)
+    preds = planted(2, n_patients=150)
+    out = P.crossfit(preds, "to_tpr_parity", "sex", k=4, seed=0)
+    assert len(calls) == 4 and out["decision"].between(0, 1).all()
+    folds = out.groupby("fold")["patient"].agg(set)
+    assert len(folds) == 4 and set().union(*folds) == set(preds["patient"])
+    for (_, seen), held in zip(calls, folds, strict=True):
+        assert not seen & held and seen | held == set(preds["patient"])
 
 
-def test_threshold_optimizer_expected_decisions_match_the_average_of_draws():
-    preds = planted(3)
-    fit, score = P.split_fit_score(preds, 0.5, 0, "sex")
-    expected = P.POSTPROCESSORS["to_equalized_odds"].fit(fit, "sex", 0)(score)
-    from fairlearn.postprocessing import ThresholdOptimizer
-
-    opt = ThresholdOptimizer(estimator=P._ScoreEstimator().fit(None, None), constraints="equalized_odds",
-                             objective="balanced_accuracy_score", prefit=True, predict_method="predict_proba")
-    opt.fit(fit[["proba"]].to_numpy(), fit["label"].to_numpy(), sensitive_features=fit["sex"].to_numpy())
-    draws = np.mean([opt.predict(score[["proba"]].to_numpy(), sensitive_features=score["sex"].to_numpy(),
-                                 random_state=k) for k in range(300)], axis=0)
-    assert np.abs(draws - expected).mean() < 0.03
-    assert ((expected > 0) & (expected < 1)).any()  # randomised somewhere
+# ---------------------------------------------------------------- what the methods do
 
 
-def test_global_threshold_maximises_balanced_accuracy_on_the_fitting_part():
-    fit, _ = P.split_fit_score(planted(4), 0.5, 0, "sex")
+@pytest.mark.parametrize("method", ["to_equalized_odds", "equal_opportunity", "to_tpr_parity", "reject_option"])
+def test_equalising_methods_shrink_the_planted_tpr_gap_on_the_scoring_part(method: str):
+    fit, score = P.split_fit_score(planted(), 0.5, 0, "sex")
+
+    def gap(name: str) -> float:
+        decided = score.assign(decision=_quiet_fit(name, fit).decide(score))
+        return point_metrics(decided, "sex", score_col=None)["eopp_diff"]
+
+    before = min(gap("none"), gap("threshold_global"))
+    assert before > 0.2
+    assert gap(method) < before / 2
+
+
+def test_equal_opportunity_gives_every_group_the_same_tpr_on_the_fitting_part():
+    fit, _ = P.split_fit_score(planted(3), 0.5, 0, "sex")
+    decider = _quiet_fit("equal_opportunity", fit)
+    tprs = _tprs(fit, decider.decide(fit))
+    step = 1 / (fit["label"] == 1).groupby(fit["sex"]).sum().min()
+    assert tprs.max() - tprs.min() <= step + 1e-9
+    assert tprs.min() >= decider.params["tpr"] - 1e-9
+
+
+def test_equal_opportunity_picks_the_common_tpr_with_the_best_balanced_accuracy():
+    fit, _ = P.split_fit_score(planted(3), 0.5, 0, "sex")
+    s, y, g = fit["proba"].to_numpy(), fit["label"].to_numpy(), fit["sex"].to_numpy()
+
+    def rule_for(tau: float) -> np.ndarray:  # naive: per group, the highest threshold reaching TPR tau
+        t = {a: max(v for v in np.unique(s[(g == a) & (y == 1)]) if np.mean(s[(g == a) & (y == 1)] >= v) >= tau)
+             for a in ("F", "M")}
+        return (s >= np.array([t[a] for a in g])).astype(float)
+
+    chosen = _bacc(y, _quiet_fit("equal_opportunity", fit).decide(fit))
+    others = [_bacc(y, rule_for(tau)) for tau in np.linspace(0.05, 1, 20)]
+    assert chosen >= max(others) - 1e-12
+
+
+def test_global_threshold_matches_brute_force_and_scikit_learn():
+    fit, score = P.split_fit_score(planted(4), 0.5, 0, "sex")
     s, y = fit["proba"].to_numpy(), fit["label"].to_numpy()
-    brute = max(np.unique(s), key=lambda t: ((s >= t)[y == 1].mean() + 1 - (s >= t)[y == 0].mean()) / 2)
-    assert P._best_threshold(s, y) == pytest.approx(brute)
+    brute = max(np.unique(s), key=lambda t: _bacc(y, (s >= t).astype(float)))
+    tuned = TunedThresholdClassifierCV(FrozenEstimator(P.ScoreEstimator().fit()), scoring="balanced_accuracy",
+                                       thresholds=np.unique(s), cv="prefit", refit=False).fit(s[:, None], y)
+    decider = P.POSTPROCESSORS["threshold_global"].fit(fit, "sex", 0)
+    assert decider.params["threshold"] == pytest.approx(brute) == pytest.approx(tuned.best_threshold_)
+    np.testing.assert_array_equal(decider.decide(score), score["proba"] >= brute)
 
 
-def test_a_group_with_one_class_in_the_fitting_part_falls_back_without_crashing():
-    preds = planted(5)
-    preds.loc[preds.index[:30], "sex"] = "X"
-    preds.loc[preds["sex"] == "X", "label"] = 0
-    fit, score = P.split_fit_score(preds, 0.5, 0, "sex")
+@pytest.mark.parametrize("method", TO_METHODS)
+def test_threshold_optimizer_expected_decisions_match_the_average_of_random_draws(method: str):
+    fit, score = P.split_fit_score(planted(5), 0.5, 0, "sex")
+    decider = _quiet_fit(method, fit)
+    expected = decider.decide(score)
+    X, groups = score[["proba"]].to_numpy(), score["sex"].to_numpy()
+    draws = np.mean([decider.model.predict(X, sensitive_features=groups, random_state=k) for k in range(400)],
+                    axis=0)
+    assert np.abs(draws - expected).max() < 0.1  # 400 Bernoulli draws: sd <= 0.025
+    assert np.abs(draws - expected).mean() < 0.01
+    assert ((expected > 0.01) & (expected < 0.99)).any()  # randomised somewhere: not hard decisions
+
+
+def test_tradeoff_curve_relaxes_the_constraint_as_tol_grows():
+    fit, score = P.split_fit_score(planted(6), 0.5, 0, "sex")
+    tols = (0.0, 0.02, 0.05, 1.0)
+    on_fit = P.tradeoff_curve(fit, fit, "sex", "true_positive_rate_parity", tols)
+    assert on_fit["tol"].tolist() == list(tols)
+    assert (on_fit["eopp_diff"] <= on_fit["tol"] + 1e-9).all()  # the relaxed constraint holds where fitted
+    assert on_fit["eopp_diff"].iloc[1] > 0.01  # tol = 0.02 did relax it
+    assert on_fit["balanced_accuracy"].is_monotonic_increasing  # a larger feasible set never loses accuracy
+    assert len(P.tradeoff_curve(fit, score, "sex", tols=(0.0, 0.5))) == 2
+    with pytest.raises(ValueError, match="equalized odds"):
+        P.tradeoff_curve(fit, score, "sex", "equalized_odds", (0.1,))
+
+
+def test_reject_option_flips_decisions_in_the_band_by_group_and_respects_the_accuracy_bound():
+    fit, _ = P.split_fit_score(planted(7), 0.5, 0, "sex")
+    decider = _quiet_fit("reject_option", fit)
+    p = decider.params
+    assert p["deprived"] == ["F"] and p["margin"] > 0
+    s, g, d = fit["proba"].to_numpy(), fit["sex"].to_numpy(), decider.decide(fit)
+    band = np.abs(s - p["theta"]) < p["margin"]
+    np.testing.assert_array_equal(d[band], g[band] == "F")
+    np.testing.assert_array_equal(d[~band], s[~band] >= p["theta"])
+    glob = _quiet_fit("threshold_global", fit).decide(fit)
+    y = fit["label"].to_numpy()
+    assert _bacc(y, d) >= _bacc(y, glob) - P.ROC_BACC_LOSS - 1e-9
+    assert np.ptp(_tprs(fit, d)) < np.ptp(_tprs(fit, glob))
+
+
+def test_calibrated_eq_odds_equalises_the_generalised_fnr_of_the_groups():
+    fit, score = P.split_fit_score(planted(8, gap=0.7), 0.5, 0, "sex")
+    decider = _quiet_fit("calibrated_eq_odds", fit)
+    p = decider.params
+    mixed = {a: (1 - p["alpha"][a]) * p["gfnr"][a] + p["alpha"][a] * (1 - p["base_rate"][a]) for a in ("F", "M")}
+    assert p["gfnr"]["F"] > p["gfnr"]["M"] + 0.05  # the planted gap, in generalised FNR
+    assert p["alpha"]["F"] == 0 and 0 < p["alpha"]["M"] < 1  # only the better-served group is mixed
+    assert mixed["F"] == pytest.approx(mixed["M"])
+    d = decider.decide(score)
+    assert ((d > 0) & (d < 1)).any() and np.all((d >= 0) & (d <= 1))
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def test_decisions_are_expected_decisions_in_0_1_hard_for_deterministic_rules():
+    fit, score = P.split_fit_score(planted(9), 0.5, 0, "sex")
     for name, pp in P.POSTPROCESSORS.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            d = pp.fit(fit, "sex", 0)(score)
+        d = _quiet_fit(name, fit).decide(score)
         assert d.shape == (len(score),) and np.all((d >= 0) & (d <= 1)), name
+        if not pp.randomised:
+            assert set(np.unique(d)) <= {0.0, 1.0}, name
+
+
+@pytest.mark.parametrize("method", GROUP_AWARE)
+def test_a_group_with_one_class_or_absent_from_the_fit_falls_back_to_the_global_threshold(method: str):
+    preds = planted(10)
+    one_class = preds["patient"].astype(int) < 40
+    preds.loc[one_class, "sex"] = "X"
+    preds.loc[one_class, "label"] = 0
+    fit, score = P.split_fit_score(preds, 0.5, 0, "sex")
+    score.loc[score.index[:10], "sex"] = "Z"  # never seen when fitting
+    score.loc[score.index[10:15], "sex"] = None  # missing value
+    with pytest.warns(P.FallbackWarning, match="one class"):
+        decider = P.POSTPROCESSORS[method].fit(fit, "sex", 0)
+    with pytest.warns(P.FallbackWarning, match="absent"):
+        d = decider.decide(score)
+    t = _quiet_fit("threshold_global", fit).params["threshold"]
+    other = ~score["sex"].isin(["F", "M"]).to_numpy()
+    assert other.sum() > 15
+    np.testing.assert_array_equal(d[other], score["proba"].to_numpy()[other] >= t)
+    assert np.all((d >= 0) & (d <= 1))
+
+
+def test_a_fitting_part_with_one_class_only_does_not_crash():
+    fit, score = P.split_fit_score(planted(11), 0.5, 0, "sex")
+    fit = fit[fit["label"] == 0]
+    for name in P.POSTPROCESSORS:
+        d = _quiet_fit(name, fit).decide(score)
+        np.testing.assert_array_equal(d, score["proba"] >= 0.5)
+
+
+# ---------------------------------------------------------------- grid
+
+
+def test_the_grid_has_every_combination_with_intervals_and_paired_differences():
+    preds = {w: planted(12).assign(proba=lambda d, k=k: d["proba"] ** (1 + k / 4))
+             for k, w in enumerate(("uniform", "reweighing", "jtt"))}
+    methods = ["threshold_global", "to_equalized_odds", "reject_option", "calibrated_eq_odds"]
+    grid = run_grid(preds, methods, "sex", 0.5, 0, 50, 0)
+    t = grid.table
+    assert set(zip(t["weighting"], t["postprocessor"], strict=True)) == {(w, m) for w in preds
+                                                                         for m in ["none", *methods]}
+    assert len(t) == len(preds) * (len(methods) + 1) == len(grid.decisions)
+    for m in ("balanced_accuracy", "eo_diff", "eopp_diff"):
+        assert ((t[f"{m}_low"] <= t[m] + 1e-12) & (t[m] <= t[f"{m}_high"] + 1e-12)).all(), m
+    base = t[(t["weighting"] == "uniform") & (t["postprocessor"] == "none")].iloc[0]
+    assert base["eo_diff_diff"] == 0 and base["balanced_accuracy_diff_low"] == 0
+    assert t.loc[t["postprocessor"] == "none", "auc"].notna().all()
+    assert t.loc[t["postprocessor"].isin(["to_equalized_odds", "calibrated_eq_odds"]), "auc"].isna().all()
+    for gap in ("eo_diff", "eopp_diff"):
+        flagged = t[t[f"frontier_{gap}"]]
+        assert len(flagged) and set(pareto_table(grid, gap).index) == set(flagged.index)
+        assert grid.best(gap) == pareto_table(grid, gap)["combination"].tolist()
+
+
+def test_the_grid_refuses_unknown_methods_and_mismatched_images():
+    preds = planted(13, n_patients=60)
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        run_grid({"uniform": preds}, ["magic"], "sex", 0.5, 0, 10, 0)
+    with pytest.raises(ValueError, match="same validation images"):
+        run_grid({"uniform": preds, "jtt": preds.iloc[5:]}, ["none"], "sex", 0.5, 0, 10, 0)
 
 
 def test_pareto_frontier_keeps_exactly_the_non_dominated_rows():
-    table = pd.DataFrame({"gap": [0.1, 0.2, 0.05, 0.3], "bacc": [0.8, 0.85, 0.7, 0.8]})
-    assert pareto_frontier(table, "gap", "bacc").tolist() == [True, True, True, False]
+    table = pd.DataFrame({"gap": [0.1, 0.2, 0.05, 0.3, np.nan, 0.1],
+                          "bacc": [0.8, 0.85, 0.7, 0.8, 0.99, 0.8]})
+    assert pareto_frontier(table, "gap", "bacc").tolist() == [True, True, True, False, False, True]
