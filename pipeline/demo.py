@@ -1,23 +1,32 @@
 """A synthetic dataset in the users' layout, with known biases planted in it.
 
-`make_demo(DIR)` writes DIR/{train,valid}/{malade,sain}/*.png, DIR/metadata.csv (NIH columns) and
-DIR/planted_biases.json. Base rates are calibrated on the official NIH ChestX-ray14 metadata
-(`calibrate` recomputes them); the effects are amplified so that a few hundred patients show them:
+`make_demo(DIR)` writes DIR/{train,valid}/{malade,sain}/*.png (8-bit grey, split by patient, ~70/30),
+DIR/metadata.csv (the official NIH columns), DIR/planted_biases.json (what was planted, and what a
+correct analysis must find) and DIR/demo.json (the parameters). Same seed, same bytes.
 
-- prevalence rises with the age band and is higher in AP than in PA views;
-- women are younger than men, and within every age band more often sick: the crude sex difference
-  has the opposite sign of the within-band one (Simpson's paradox);
-- AP images carry a bright corner marker and a brighter exposure (a shortcut correlated with view);
-- lesions are drawn with lower contrast for women, so a model under-diagnoses them (lower TPR).
+Base rates are calibrated on the official NIH ChestX-ray14 metadata (`calibrate` recomputes them);
+the effects are amplified so that a few hundred patients show them:
+
+1. prevalence of `malade` rises with age and is higher in AP than in PA views (logistic model);
+2. women are younger than men, and within every age band more often sick: the crude sex difference
+   has the opposite sign of the within-band one (Simpson's paradox);
+3. AP images mostly carry a bright "AP" marker in a corner and a brighter, flatter exposure: a
+   shortcut correlated with the view, hence with the label;
+4. lesions are drawn with lower contrast for women, so a model under-diagnoses them (lower TPR).
+
+Defaults: 500 patients (about 1,000 images, 1 to 8 per patient, 42 MB), 256 px: about 8 s on one CPU core.
+A small CNN at 64 px learns the lesions: men TPR 1.0, women about 0.65 at the same threshold.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,201 +34,396 @@ from PIL import Image
 
 from . import schema as S
 
-# Calibration on Data_Entry_2017_v2020.csv.gz (112,120 images, 30,805 patients): share of women,
-# share of AP views, prevalence of any finding by age band (0-39, 40-59, 60+) and by view,
-# and the relative frequency of each finding among findings.
-NIH_SHARE_FEMALE = 0.435
-NIH_SHARE_AP = 0.400
-NIH_PREVALENCE_BY_BAND = {"0-39": 0.419, "40-59": 0.463, "60+": 0.517}
-NIH_PREVALENCE_BY_VIEW = {"AP": 0.530, "PA": 0.416}
-NIH_FINDINGS = {
-    "Infiltration": 0.141, "Effusion": 0.094, "Atelectasis": 0.082, "Nodule": 0.045, "Mass": 0.041,
-    "Pneumothorax": 0.037, "Consolidation": 0.033, "Pleural_Thickening": 0.024, "Cardiomegaly": 0.020,
-    "Emphysema": 0.018, "Edema": 0.016, "Fibrosis": 0.012, "Pneumonia": 0.010, "Hernia": 0.002,
-}
-
-BANDS = (0, 40, 60, 200)
-BAND_LABELS = ("0-39", "40-59", "60+")
-# Planted effects (log-odds), amplified from the NIH values so that they are detectable.
-BAND_LOGIT = (-1.4, -0.5, 0.4)  # base prevalence by age band before the view and sex terms
-AP_LOGIT = 0.8  # NIH: logit(0.530) - logit(0.416) = 0.46
-FEMALE_WITHIN_BAND_LOGIT = 0.6  # women more often sick within each band...
-AGE_MEAN = {"F": 36.0, "M": 62.0}  # ...but much younger, so crude prevalence is lower for women
-AGE_SD = 13.0
-AP_SHARE_BY_BAND = (0.30, 0.40, 0.55)  # older patients are more often imaged AP (bedside)
-PATIENT_EFFECT_SD = 0.8  # images of one patient are correlated
-LESION_CONTRAST = {"M": 0.16, "F": 0.07}  # women's lesions are harder to see
-DISTRACTOR_CONTRAST = 0.07  # overlapping normal structures: every image has some blobs
-AP_MARKER_INTENSITY = 0.95
-AP_EXPOSURE_SHIFT = 0.06
+DEFAULT_PATIENTS = 500
+MIN_PATIENTS, MIN_SIZE = 10, 16
+GENERATOR_VERSION = 3  # bump when the output of a given (seed, size) changes
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+BANDS = (0, 40, 60, 200)
+BAND_LABELS = ("0-39", "40-59", "60+")
+AGE_CENTRE = 50  # the logistic models use (age - 50) / 10: log-odds per decade
+
+# ---------------------------------------------------------------- calibration
+# Computed by `calibrate` on ../shared/data/nih-metadata/Data_Entry_2017_v2020.csv.gz (112,120 images,
+# 30,805 patients); tests/test_demo.py checks them against that file. Image-level unless stated.
+NIH_SHARE_FEMALE = 0.460  # patients
+NIH_SHARE_AP = 0.400
+NIH_PREVALENCE = 0.462  # any finding
+NIH_PREVALENCE_BY_BAND = {"0-39": 0.419, "40-59": 0.463, "60+": 0.517}
+NIH_PREVALENCE_BY_VIEW = {"AP": 0.530, "PA": 0.416}
+NIH_PREVALENCE_BY_SEX = {"F": 0.458, "M": 0.464}
+NIH_PREVALENCE_BY_SEX_BAND = {"F": {"0-39": 0.405, "40-59": 0.462, "60+": 0.531},
+                              "M": {"0-39": 0.431, "40-59": 0.465, "60+": 0.507}}
+NIH_AGE = {"F": (44.7, 16.1), "M": (46.2, 17.2)}  # patients' age at first image: mean, sd
+NIH_AP_SHARE_BY_BAND = {"0-39": 0.423, "40-59": 0.389, "60+": 0.387}
+# Logistic model of any finding on (age - 50) / 10, AP and F (maximum likelihood, all images).
+NIH_LOGIT = {"intercept": -0.311, "age_per_decade": 0.097, "AP": 0.474, "F": -0.005}
+NIH_IMAGES_PER_PATIENT = (0.568, 0.134, 0.068, 0.043, 0.030, 0.026, 0.020, 0.016)  # 1..8 images, patients
+NIH_N_FINDINGS = (0.598, 0.276, 0.094, 0.032)  # 1, 2, 3, 4+ findings, among sick images
+NIH_FINDINGS = {  # share of all images that carry each finding
+    "Infiltration": 0.177, "Effusion": 0.119, "Atelectasis": 0.103, "Nodule": 0.056, "Mass": 0.052,
+    "Pneumothorax": 0.047, "Consolidation": 0.042, "Pleural_Thickening": 0.030, "Cardiomegaly": 0.025,
+    "Emphysema": 0.022, "Edema": 0.021, "Fibrosis": 0.015, "Pneumonia": 0.013, "Hernia": 0.002,
+}
+NIH_PIXEL_SPACING = {0.139: 0.210, 0.143: 0.416, 0.168: 0.374}  # shares among these three values
+
+# ---------------------------------------------------------------- planted effects
+# NIH effects are small (age: +0.10 log-odds a decade, sex: none); they are amplified here so that
+# 300-500 patients show them with patient-level bootstrap intervals that exclude zero (tuned by
+# simulation over 30 seeds at 400 patients: crude F-M difference about -0.16, interval below 0 for
+# 30/30 seeds; age-band-adjusted (Mantel-Haenszel) difference about +0.24, interval above 0 for 30/30).
+LOGIT = {"intercept": -1.0, "age_per_decade": 0.90, "AP": 0.80, "F": 1.60}
+PATIENT_EFFECT_SD = 0.4  # a patient's images are correlated; labels still change between follow-ups
+AGE_MEAN = {"F": 35.0, "M": 63.0}  # women much younger: the crude F-M difference becomes negative
+AGE_SD = 14.0
+MARKER_PROBABILITY = {"AP": 0.90, "PA": 0.03}  # bright "AP" text block, top-left corner
+AP_EXPOSURE = (0.88, 0.08)  # AP: img * gain + offset (brighter, flatter)
+LESION_CONTRAST = 0.16  # peak opacity of a lesion for men (image in [0, 1])
+LESION_CONTRAST_FACTOR_F = 0.45  # women's lesions: 45 % of men's contrast
+DISTRACTOR_CONTRAST = 0.05  # normal overlapping structures (vessels), signed, in every image
+NOISE_SD = 0.02
 
 
-def _band_index(age: np.ndarray) -> np.ndarray:
+def _p(values: Any) -> np.ndarray:
+    """Rounded shares as probabilities that sum to one."""
+    p = np.asarray(list(values), float)
+    return p / p.sum()
+
+
+def _band(age: np.ndarray) -> np.ndarray:
     return np.digitize(age, BANDS[1:-1])
 
 
-def _patients(rng: np.random.Generator, n_patients: int) -> pd.DataFrame:
-    sex = np.where(rng.random(n_patients) < NIH_SHARE_FEMALE, "F", "M")
-    age = rng.normal([AGE_MEAN[s] for s in sex], AGE_SD).round().clip(1, 90).astype(int)
-    n_images = np.minimum(1 + rng.geometric(0.45, n_patients) - 1, 8)
-    effect = rng.normal(0, PATIENT_EFFECT_SD, n_patients)
-    return pd.DataFrame({"pid": np.arange(1, n_patients + 1), "sex": sex, "age": age,
-                         "n_images": n_images, "effect": effect})
+def _logit(age: np.ndarray, ap: np.ndarray, female: np.ndarray, coef: dict) -> np.ndarray:
+    return (coef["intercept"] + coef["age_per_decade"] * (age - AGE_CENTRE) / 10
+            + coef["AP"] * ap + coef["F"] * female)
+
+
+# ---------------------------------------------------------------- metadata
+
+
+def _patients(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """One row per patient: sex, age at first image, number of images, random effect, anatomy."""
+    female = rng.random(n) < NIH_SHARE_FEMALE
+    age = rng.normal(np.where(female, AGE_MEAN["F"], AGE_MEAN["M"]), AGE_SD).round().clip(1, 95)
+    p = _p(NIH_IMAGES_PER_PATIENT)
+    return pd.DataFrame({
+        "pid": np.arange(1, n + 1), "sex": np.where(female, "F", "M"), "age0": age.astype(int),
+        "n_images": rng.choice(np.arange(1, len(p) + 1), size=n, p=p),
+        "effect": rng.normal(0, PATIENT_EFFECT_SD, n),
+        "lung_w": rng.normal(1, 0.06, n), "lung_h": rng.normal(1, 0.06, n),
+        "heart": rng.normal(1, 0.08, n), "shift": rng.normal(0, 0.015, n),
+    })
+
+
+def _findings(rng: np.random.Generator, sick: np.ndarray) -> list[str]:
+    """'No Finding' or 1-4 NIH findings, weighted without replacement (Gumbel top-k), sorted by name."""
+    names = np.array(sorted(NIH_FINDINGS))
+    weights = np.array([NIH_FINDINGS[n] for n in names])
+    k = np.where(sick, 1 + rng.choice(4, size=len(sick), p=_p(NIH_N_FINDINGS)), 0)
+    keys = np.log(weights) + rng.gumbel(size=(len(sick), len(names)))
+    top = np.argsort(-keys, axis=1)
+    chosen = [sorted(names[top[i, :k[i]]]) for i in range(len(sick))]
+    return ["|".join(c) if c else S.NO_FINDING for c in chosen]
 
 
 def _images(rng: np.random.Generator, patients: pd.DataFrame) -> pd.DataFrame:
+    """One row per image: follow-up, age, view, label (logistic model), findings, AP marker."""
     rows = patients.loc[patients.index.repeat(patients["n_images"])].reset_index(drop=True)
     rows["follow_up"] = rows.groupby("pid").cumcount()
-    rows["age"] = (rows["age"] + rows["follow_up"] // 2).clip(1, 95)
-    band = _band_index(rows["age"].to_numpy())
-    rows["view"] = np.where(rng.random(len(rows)) < np.take(AP_SHARE_BY_BAND, band), "AP", "PA")
-    logit = (np.take(BAND_LOGIT, band) + AP_LOGIT * (rows["view"] == "AP")
-             + FEMALE_WITHIN_BAND_LOGIT * (rows["sex"] == "F") + rows["effect"])
+    rows["age"] = (rows["age0"] + rows["follow_up"] // 2).clip(upper=95)
+    ap_share = np.take(list(NIH_AP_SHARE_BY_BAND.values()), _band(rows["age"].to_numpy()))
+    ap = rng.random(len(rows)) < ap_share
+    rows["view"] = np.where(ap, "AP", "PA")
+    logit = _logit(rows["age"].to_numpy(), ap, rows["sex"].to_numpy() == "F", LOGIT) + rows["effect"]
     rows["label"] = (rng.random(len(rows)) < 1 / (1 + np.exp(-logit))).astype(int)
-    names, freq = list(NIH_FINDINGS), np.array(list(NIH_FINDINGS.values()))
-    findings = []
-    for sick in rows["label"]:
-        k = rng.integers(1, 4) if sick else 0
-        chosen = rng.choice(len(names), size=k, replace=False, p=freq / freq.sum())
-        findings.append("|".join(names[i] for i in sorted(chosen)) if k else S.NO_FINDING)
-    rows["findings"] = findings
+    rows["findings"] = _findings(rng, rows["label"].to_numpy() == 1)
+    rows["n_findings"] = np.where(rows["label"] == 1, rows["findings"].str.count("[|]") + 1, 0)
+    marker_p = np.where(ap, MARKER_PROBABILITY["AP"], MARKER_PROBABILITY["PA"])
+    rows["marker"] = rng.random(len(rows)) < marker_p
+    rows["image"] = [f"{p:08d}_{k:03d}.png" for p, k in zip(rows["pid"], rows["follow_up"], strict=True)]
     return rows
 
 
-def _split(rng: np.random.Generator, patients: pd.DataFrame, share_valid: float = 0.3) -> dict[int, str]:
-    pids = patients["pid"].to_numpy()
-    valid = set(rng.choice(pids, size=max(2, round(share_valid * len(pids))), replace=False))
-    return {int(p): ("valid" if p in valid else "train") for p in pids}
+def _split(rng: np.random.Generator, rows: pd.DataFrame, share_valid: float = 0.3) -> pd.Series:
+    """train/valid by patient, stratified on sex and ever-sick so both splits hold every group."""
+    per_patient = rows.groupby("pid").agg(sex=("sex", "first"), sick=("label", "max"))
+    split = pd.Series("train", index=per_patient.index)
+    for _, group in per_patient.groupby(["sex", "sick"]):
+        pids = rng.permutation(group.index.to_numpy())
+        split[pids[: round(share_valid * len(pids))]] = "valid"
+    return rows["pid"].map(split)
 
 
-def _chest(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A grey chest-like image in [0, 1] and the mask of its lung fields."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    body = ((x - 0.5) / 0.42) ** 2 + ((y - 0.55) / 0.5) ** 2 < 1
-    lungs = np.zeros_like(body)
-    for cx in (0.32, 0.68):
-        lungs |= ((x - cx + rng.normal(0, 0.01)) / 0.14) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1
-    img = 0.08 + 0.55 * body - 0.35 * lungs
-    img += 0.25 * (np.abs(x - 0.5) < 0.05) * (y > 0.15)  # spine and mediastinum
-    img += 0.06 * lungs * (np.sin(2 * np.pi * (y * 9 + 0.5 * np.abs(x - 0.5))) > 0.6)  # ribs
-    img += rng.normal(0, 0.03, img.shape)
-    return img, lungs
+def _sample_rows(n_patients: int, seed: int) -> pd.DataFrame:
+    """The image-level table of a demo (no pixels): everything metadata.csv and the images need."""
+    rng = np.random.default_rng(seed)
+    rows = _images(rng, _patients(rng, n_patients))
+    rows["split"] = _split(rng, rows)
+    rows["width"] = rng.integers(2500, 3057, len(rows))
+    rows["height"] = rng.integers(2500, 3057, len(rows))
+    rows["spacing"] = rng.choice(list(NIH_PIXEL_SPACING), size=len(rows), p=_p(NIH_PIXEL_SPACING.values()))
+    return rows
 
 
-def _draw_blobs(rng: np.random.Generator, img: np.ndarray, lungs: np.ndarray, contrast: float,
-                count: int, signed: bool = False) -> None:
-    """Gaussian opacities inside the lungs: lesions (bright) or normal overlapping structures."""
-    size = img.shape[0]
-    y, x = np.mgrid[0:size, 0:size] / size
-    inside = np.argwhere(lungs)
-    for _ in range(count):
-        cy, cx = inside[rng.integers(len(inside))] / size
-        radius = rng.uniform(0.04, 0.09)
-        sign = rng.choice([-1.0, 1.0]) if signed else 1.0
-        img += sign * contrast * np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2)))
-
-
-def render_image(rng: np.random.Generator, size: int, sick: bool, sex: str, view: str) -> np.ndarray:
-    """One 8-bit grey image with the planted lesion contrast and view artifact."""
-    img, lungs = _chest(rng, size)
-    _draw_blobs(rng, img, lungs, DISTRACTOR_CONTRAST, int(rng.integers(2, 6)), signed=True)
-    if sick:
-        _draw_blobs(rng, img, lungs, LESION_CONTRAST[sex], int(rng.integers(1, 4)))
-    if view == "AP":
-        img += AP_EXPOSURE_SHIFT
-        m = max(2, size // 10)
-        img[m : 2 * m, m : 3 * m] = AP_MARKER_INTENSITY
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _metadata(rows: pd.DataFrame, rng: np.random.Generator) -> str:
-    width = rng.integers(2500, 3057, len(rows))
-    height = rng.integers(2048, 3057, len(rows))
-    spacing = rng.choice([0.139, 0.143, 0.168], len(rows))
-    lines = [HEADER]
-    for r, w, h, sp in zip(rows.itertuples(), width, height, spacing, strict=True):
-        lines.append(f"{r.image},{r.findings},{r.follow_up},{r.pid},{r.age},{r.sex},{r.view},"
-                     f"{w},{h},{sp},{sp}")
+def _metadata_csv(rows: pd.DataFrame) -> str:
+    lines = [HEADER] + [
+        f"{r.image},{r.findings},{r.follow_up},{r.pid},{r.age},{r.sex},{r.view},"
+        f"{r.width},{r.height},{r.spacing},{r.spacing}" for r in rows.itertuples()]
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- images
+
+
+@lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres in [0, 1]: column vector y, row vector x (broadcast, never materialised twice)."""
+    t = ((np.arange(size, dtype=np.float32) + 0.5) / size).astype(np.float32)
+    return t[:, None], t[None, :]
+
+
+def _soft(r2: np.ndarray, width: float) -> np.ndarray:
+    """Soft inside-mask of an ellipse given its normalised squared radius."""
+    return 0.5 - 0.5 * np.tanh((r2 - 1) / (2 * width))  # = logistic, without overflow
+
+
+def _lungs(a: Any) -> list[tuple[float, float, float, float]]:
+    """Lung ellipses (cx, cy, rx, ry) of a patient's anatomy."""
+    rx, ry = 0.14 * a.lung_w, 0.30 * a.lung_h
+    return [(0.5 + a.shift + side * 0.175 * a.lung_w, 0.47, rx, ry) for side in (-1, 1)]
+
+
+def _chest(rng: np.random.Generator, size: int, a: Any) -> np.ndarray:
+    """A chest-like radiograph in [0, 1]: torso, dark lungs, mediastinum, heart, clavicles, ribs, noise."""
+    y, x = _grid(size)
+    dx = x - (0.5 + a.shift)
+    torso = _soft((dx / 0.45) ** 4 + ((y - 0.72) / 0.62) ** 4, 0.1) + _soft((dx / 0.09) ** 2 + (y / 0.2) ** 2, 0.1)
+    lungs = sum(_soft(((x - lx) / rx) ** 2 + ((y - ly) / ry) ** 2 * (1 + 0.6 * (y < ly)), 0.05)
+                for lx, ly, rx, ry in _lungs(a))
+    heart = _soft(((dx - 0.05) / (0.13 * a.heart)) ** 2 + ((y - 0.63) / 0.11) ** 2, 0.15)
+    mediastinum = np.exp(-((dx / 0.05) ** 2)) * (y > 0.08)
+    ribs = (0.5 + 0.5 * np.sin(2 * np.pi * (8.5 * y + 2.5 * dx**2))) ** 6
+    clavicles = np.exp(-(((y - 0.2 + 0.2 * np.abs(dx)) / 0.014) ** 2)) * (np.abs(dx) > 0.03) * (np.abs(dx) < 0.32)
+    img = 0.05 + 0.55 * np.minimum(torso, 1) - 0.38 * lungs * (1 - heart) + 0.14 * mediastinum + 0.06 * heart
+    img = img + torso * (0.04 * ribs + 0.10 * clavicles) + 0.04 * lungs * ribs
+    return img + rng.normal(0, NOISE_SD, (size, size)).astype(np.float32)
+
+
+def _blobs(rng: np.random.Generator, size: int, a: Any, count: int, contrast: np.ndarray,
+           radius: tuple[float, float]) -> np.ndarray:
+    """Sum of Gaussian opacities (separable, so each costs two vectors) centred inside the lungs."""
+    y, x = _grid(size)
+    out = np.zeros((size, size), np.float32)
+    lungs = _lungs(a)
+    for k in range(count):
+        lx, ly, rx, ry = lungs[rng.integers(2)]
+        angle, rho = rng.uniform(0, 2 * np.pi), 0.8 * np.sqrt(rng.random())
+        px, py, s = lx + rho * rx * np.cos(angle), ly + rho * ry * np.sin(angle), rng.uniform(*radius)
+        out += contrast[k] * np.exp(-((y - py) ** 2) / (2 * s * s)) * np.exp(-((x - px) ** 2) / (2 * s * s))
+    return out
+
+
+def _lesion_contrast(sex: str) -> float:
+    return LESION_CONTRAST * (LESION_CONTRAST_FACTOR_F if sex == "F" else 1.0)
+
+
+def _marker(img: np.ndarray, rng: np.random.Generator) -> None:
+    """A bright text-like "AP" block in the top-left corner (a portable-unit marker)."""
+    glyphs = np.array([[0, 1, 1, 0, 0, 1, 1, 1, 0], [1, 0, 0, 1, 0, 1, 0, 0, 1], [1, 1, 1, 1, 0, 1, 1, 1, 0],
+                       [1, 0, 0, 1, 0, 1, 0, 0, 0], [1, 0, 0, 1, 0, 1, 0, 0, 0]], bool)
+    size = img.shape[0]
+    h, w = max(3, round(size * 0.06)), max(5, round(size * 0.13))
+    top, left = (round(size * (0.04 + rng.uniform(0, 0.02))) for _ in range(2))
+    cells = glyphs[np.arange(h) * 5 // h][:, np.arange(w) * 9 // w]
+    block = img[top : top + h, left : left + w]
+    block[cells] = 0.97
+
+
+def _render(row: Any, size: int, seed: int, lesions: bool = True) -> np.ndarray:
+    """One 8-bit grey image. Lesions come from their own random stream, so `lesions=False` renders
+    exactly the same image without them (tests measure the lesion contrast that way)."""
+    base, lesion_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, row.Index]).spawn(2))
+    img = _chest(base, size, row)
+    n = int(base.integers(2, 6))
+    img += _blobs(base, size, row, n, DISTRACTOR_CONTRAST * base.uniform(-1, 1, n), (0.015, 0.04))
+    if lesions and row.label:
+        n = int(row.n_findings) + 1
+        contrast = _lesion_contrast(row.sex) * lesion_rng.uniform(0.8, 1.2, n)
+        img += _blobs(lesion_rng, size, row, n, contrast, (0.03, 0.07))
+    if row.view == "AP":
+        img = img * AP_EXPOSURE[0] + AP_EXPOSURE[1]
+    if row.marker:
+        _marker(img, base)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- what was planted
+
+
+def _rd(rows: pd.DataFrame, mask: np.ndarray | pd.Series | None = None) -> float:
+    """Prevalence difference F - M (images)."""
+    r = rows if mask is None else rows[mask]
+    by_sex = r.groupby("sex")["label"].mean()
+    return round(float(by_sex.get("F", np.nan) - by_sex.get("M", np.nan)), 4)
+
+
+def _phi(a: pd.Series, b: pd.Series) -> float:
+    return round(float(np.corrcoef(a.astype(float), b.astype(float))[0, 1]), 4)
+
+
+def _prevalence(rows: pd.DataFrame, by: pd.Series | np.ndarray) -> dict:
+    return {str(k): round(float(v), 4) for k, v in rows.groupby(by)["label"].mean().items()}
+
+
 def planted_biases(params: dict, rows: pd.DataFrame) -> dict:
+    """The true parameters, the expected directions and what this sample shows (planted_biases.json)."""
+    band = pd.Series(np.take(BAND_LABELS, _band(rows["age"].to_numpy())), index=rows.index)
+    patients = rows.groupby("pid").first()
     return {
         **params,
-        "prevalence_by_age_band": {"direction": "increasing", "logit": dict(zip(BAND_LABELS, BAND_LOGIT,
-                                                                             strict=True))},
-        "prevalence_by_view": {"higher": "AP", "logit_AP_vs_PA": AP_LOGIT},
-        "simpson": {"attribute": "sex", "stratifier": "age_band", "crude_direction": "F<M",
-                    "within_direction": "F>M", "within_logit_F_vs_M": FEMALE_WITHIN_BAND_LOGIT,
-                    "mean_age": AGE_MEAN},
-        "shortcut": {"attribute": "view", "group": "AP",
-                     "artifact": "bright rectangular corner marker and brighter exposure",
-                     "exposure_shift": AP_EXPOSURE_SHIFT},
-        "underdiagnosed_group": {"attribute": "sex", "group": "F", "lesion_contrast": LESION_CONTRAST},
-        "view_by_age_band": dict(zip(BAND_LABELS, AP_SHARE_BY_BAND, strict=True)),
-        "sizes": {"patients": int(rows["pid"].nunique()), "images": len(rows),
-                  "train": int((rows["split"] == "train").sum()),
-                  "valid": int((rows["split"] == "valid").sum())},
+        "model": {"logit": LOGIT, "age_centre": AGE_CENTRE, "patient_effect_sd": PATIENT_EFFECT_SD,
+                  "nih_logit": NIH_LOGIT},
+        "prevalence_by_age_band": {"direction": "increasing", "logit_per_decade": LOGIT["age_per_decade"],
+                                   "observed": _prevalence(rows, band), "nih": NIH_PREVALENCE_BY_BAND},
+        "prevalence_by_view": {"higher": "AP", "reference": "PA", "logit_AP_vs_PA": LOGIT["AP"],
+                               "observed": _prevalence(rows, rows["view"]), "nih": NIH_PREVALENCE_BY_VIEW},
+        "simpson": {"attribute": S.SEX, "stratifier": S.AGE_BAND, "group": "F", "reference": "M",
+                    "crude_direction": "F<M", "within_direction": "F>M", "within_logit_F_vs_M": LOGIT["F"],
+                    "mean_age": AGE_MEAN, "age_sd": AGE_SD, "observed_crude_rd": _rd(rows),
+                    "observed_within_rd": {b: _rd(rows, band == b) for b in BAND_LABELS}},
+        "shortcut": {"attribute": S.VIEW, "group": "AP",
+                     "artifact": "bright 'AP' text block in the top-left corner; brighter, flatter exposure",
+                     "marker_probability": MARKER_PROBABILITY, "exposure_gain_offset": AP_EXPOSURE,
+                     "correlation": {"marker_view": _phi(rows["marker"], rows["view"] == "AP"),
+                                     "marker_label": _phi(rows["marker"], rows["label"])}},
+        "underdiagnosed_group": {"attribute": S.SEX, "group": "F", "expected": "lower TPR for F",
+                                 "lesion_contrast_factor": LESION_CONTRAST_FACTOR_F,
+                                 "lesion_contrast": {s: _lesion_contrast(s) for s in ("M", "F")},
+                                 "distractor_contrast": DISTRACTOR_CONTRAST},
+        "sizes": {"patients": len(patients), "images": len(rows),
+                  **{f"{s}_images": int((rows["split"] == s).sum()) for s in S.SPLITS},
+                  **{f"{s}_patients": int((patients["split"] == s).sum()) for s in S.SPLITS},
+                  "malade": int(rows["label"].sum()), "sain": int((rows["label"] == 0).sum())},
     }
 
 
-def _write(out: Path, rows: pd.DataFrame, params: dict, rng: np.random.Generator) -> None:
+# ---------------------------------------------------------------- writing
+
+
+def _write(out: Path, rows: pd.DataFrame, params: dict) -> None:
     for split in S.SPLITS:
         for folder in (S.POSITIVE_DIR, S.NEGATIVE_DIR):
             (out / split / folder).mkdir(parents=True)
     for r in rows.itertuples():
-        pixels = render_image(rng, params["image_size"], bool(r.label), r.sex, r.view)
         folder = S.POSITIVE_DIR if r.label else S.NEGATIVE_DIR
-        Image.fromarray(pixels, mode="L").save(out / r.split / folder / r.image, optimize=False)
-    (out / "metadata.csv").write_text(_metadata(rows, rng), encoding="utf-8")
-    (out / "planted_biases.json").write_text(json.dumps(planted_biases(params, rows), indent=2))
-    (out / "demo.json").write_text(json.dumps(params, sort_keys=True))
+        img = Image.fromarray(_render(r, params["image_size"], params["seed"]))
+        img.save(out / r.split / folder / r.image, format="PNG", optimize=False, compress_level=6)
+    (out / "metadata.csv").write_text(_metadata_csv(rows), encoding="utf-8", newline="\n")
+    (out / "planted_biases.json").write_text(json.dumps(planted_biases(params, rows), indent=2) + "\n")
+    (out / "demo.json").write_text(json.dumps(params, sort_keys=True) + "\n")  # last: marks a complete demo
 
 
-def make_demo(out_dir: Path, n_patients: int = 400, seed: int = 0, image_size: int = 256) -> Path:
-    """Write the demo dataset to `out_dir` (atomically); return `out_dir`.
-
-    Deterministic from `seed`. An identical previous demo is reused; any other non-empty folder
-    is refused, so nothing of the user's is overwritten. 400 patients give about 1,000 images.
-    """
-    out = Path(out_dir)
-    params = {"n_patients": int(n_patients), "seed": int(seed), "image_size": int(image_size), "version": 2}
-    if out.exists() and any(out.iterdir()):
-        stamp = out / "demo.json"
-        if stamp.exists() and json.loads(stamp.read_text()) == params:
-            return out
-        raise FileExistsError(f"{out} exists and is not an identical demo dataset; choose an empty folder.")
-    if n_patients < 10:
-        raise ValueError("the demo needs at least 10 patients")
-    rng = np.random.default_rng(seed)
-    patients = _patients(rng, n_patients)
-    rows = _images(rng, patients)
-    rows["split"] = rows["pid"].map(_split(rng, patients))
-    rows["image"] = [f"{p:08d}_{k:03d}.png" for p, k in zip(rows["pid"], rows["follow_up"], strict=True)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+def _same_demo(out: Path, params: dict) -> bool:
     try:
-        _write(tmp, rows, params, rng)
-        if out.exists():
+        return json.loads((out / "demo.json").read_text()) == params
+    except (OSError, ValueError):
+        return False
+
+
+def _occupied(out: Path) -> bool:
+    return out.exists() and (not out.is_dir() or any(out.iterdir()))
+
+
+def _publish(tmp: Path, out: Path, params: dict) -> None:
+    """Rename the finished folder into place; a concurrent identical demo is as good as ours."""
+    try:
+        if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         os.replace(tmp, out)
+    except OSError as err:
+        if not _same_demo(out, params):
+            raise FileExistsError(f"{out} appeared while the demo was being written; not overwritten.") from err
+
+
+def make_demo(out_dir: Path, n_patients: int = DEFAULT_PATIENTS, seed: int = 0, image_size: int = 256) -> Path:
+    """Write the demo dataset to `out_dir` (atomically) and return it.
+
+    Deterministic from `seed` (same arguments, same bytes). An identical previous demo (same
+    `demo.json`) is returned as is; any other non-empty `out_dir` raises FileExistsError, so nothing
+    of the user's is ever overwritten. Defaults: 500 patients, about 1,000 images, 256 px.
+    """
+    out = Path(out_dir)
+    params = {"generator_version": GENERATOR_VERSION, "n_patients": int(n_patients), "seed": int(seed),
+              "image_size": int(image_size)}
+    if _same_demo(out, params):
+        return out
+    if _occupied(out):
+        raise FileExistsError(f"{out} exists and is not a demo with these parameters ({params}); "
+                              "choose an empty or new folder.")
+    if n_patients < MIN_PATIENTS or image_size < MIN_SIZE:
+        raise ValueError(f"the demo needs at least {MIN_PATIENTS} patients and {MIN_SIZE} px images")
+    rows = _sample_rows(int(n_patients), int(seed))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        tmp.mkdir()
+        _write(tmp, rows, params)
+        _publish(tmp, out, params)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def calibrate(metadata_csv: Path) -> dict:
-    """Recompute the calibration constants from an NIH metadata file (used by the tests)."""
-    meta = pd.read_csv(metadata_csv)
-    sick = meta[S.FINDINGS] != S.NO_FINDING
-    band = pd.cut(meta[S.AGE_RAW], list(BANDS), right=False, labels=list(BAND_LABELS))
-    findings = meta.loc[sick, S.FINDINGS].str.split("|").explode()
+# ---------------------------------------------------------------- calibration on the real metadata
+
+
+def _fit_logit(X: np.ndarray, y: np.ndarray, iterations: int = 25) -> np.ndarray:
+    """Maximum-likelihood logistic regression (Newton-Raphson)."""
+    beta = np.zeros(X.shape[1])
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-X @ beta))
+        step = np.linalg.solve(X.T @ (X * (p * (1 - p))[:, None]), X.T @ (y - p))
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return beta
+
+
+def calibrate(metadata_csv_gz: Path) -> dict:
+    """Recompute the NIH_* constants from an official NIH metadata file (the tests compare them)."""
+    m = pd.read_csv(metadata_csv_gz)
+    sick = (m[S.FINDINGS] != S.NO_FINDING).astype(float)
+    band = pd.Series(np.take(BAND_LABELS, _band(m[S.AGE_RAW].to_numpy())), index=m.index)
+    sex, ap, age = m[S.SEX_RAW], (m[S.VIEW_RAW] == "AP").astype(float), m[S.AGE_RAW]
+    first = m.sort_values(S.FOLLOW_UP).groupby(S.PATIENT_ID).first()
+    per_patient = m.groupby(S.PATIENT_ID).size().value_counts(normalize=True)
+    counts = m.loc[sick == 1, S.FINDINGS].str.count("[|]").add(1).clip(upper=4).value_counts(normalize=True)
+    spacing = m["OriginalImagePixelSpacing[x"].round(3).value_counts()
+    X = np.column_stack([np.ones(len(m)), (age - AGE_CENTRE) / 10, ap, (sex == "F").astype(float)])
     return {
-        "share_female": float((meta[S.SEX_RAW] == "F").mean()),
-        "share_ap": float((meta[S.VIEW_RAW] == "AP").mean()),
-        "prevalence_by_band": sick.groupby(band, observed=True).mean().to_dict(),
-        "prevalence_by_view": sick.groupby(meta[S.VIEW_RAW]).mean().to_dict(),
-        "findings": (findings.value_counts() / len(meta[S.FINDINGS].str.split("|").explode())).to_dict(),
+        "share_female": float((first[S.SEX_RAW] == "F").mean()), "share_ap": float(ap.mean()),
+        "prevalence": float(sick.mean()),
+        "prevalence_by_band": sick.groupby(band).mean().to_dict(),
+        "prevalence_by_view": sick.groupby(m[S.VIEW_RAW]).mean().to_dict(),
+        "prevalence_by_sex": sick.groupby(sex).mean().to_dict(),
+        "prevalence_by_sex_band": {s: sick[sex == s].groupby(band[sex == s]).mean().to_dict() for s in ("F", "M")},
+        "age": {s: (float(g.mean()), float(g.std())) for s, g in first.groupby(S.SEX_RAW)[S.AGE_RAW]},
+        "ap_share_by_band": ap.groupby(band).mean().to_dict(),
+        "logit": dict(zip(NIH_LOGIT, _fit_logit(X, sick.to_numpy()).tolist(), strict=True)),
+        "images_per_patient": tuple(float(per_patient.get(k, 0.0)) for k in range(1, 9)),
+        "n_findings": tuple(float(counts.get(k, 0.0)) for k in range(1, 5)),
+        "findings": (m[S.FINDINGS].str.split("|").explode().value_counts() / len(m)).drop(S.NO_FINDING).to_dict(),
+        "pixel_spacing": (spacing[list(NIH_PIXEL_SPACING)] / spacing[list(NIH_PIXEL_SPACING)].sum()).to_dict(),
     }
+
+
+# The constants above, under the keys `calibrate` returns.
+NIH_CALIBRATION = {
+    "share_female": NIH_SHARE_FEMALE, "share_ap": NIH_SHARE_AP, "prevalence": NIH_PREVALENCE,
+    "prevalence_by_band": NIH_PREVALENCE_BY_BAND, "prevalence_by_view": NIH_PREVALENCE_BY_VIEW,
+    "prevalence_by_sex": NIH_PREVALENCE_BY_SEX, "prevalence_by_sex_band": NIH_PREVALENCE_BY_SEX_BAND,
+    "age": NIH_AGE, "ap_share_by_band": NIH_AP_SHARE_BY_BAND, "logit": NIH_LOGIT,
+    "images_per_patient": NIH_IMAGES_PER_PATIENT, "n_findings": NIH_N_FINDINGS, "findings": NIH_FINDINGS,
+    "pixel_spacing": NIH_PIXEL_SPACING,
+}
