@@ -100,8 +100,10 @@ class StudyConfig:
     def data_path(self) -> Path:
         """The data folder; the demo folder (generated on demand) when none is set."""
         if self.is_demo:
+            from .demo import GENERATOR_VERSION  # a new generator writes a new folder, never reuses an old one
+
             d = self.demo
-            return cache_dir() / f"demo-{d.n_patients}p-{d.image_size}px-s{d.seed}"
+            return cache_dir() / f"demo-{d.n_patients}p-{d.image_size}px-s{d.seed}-v{GENERATOR_VERSION}"
         path = Path(self.data_dir).expanduser()
         return path if path.is_absolute() else (PROJECT_ROOT / path)
 

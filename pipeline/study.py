@@ -64,7 +64,7 @@ class StudyContext:
 
 def _ensure_demo(config: StudyConfig) -> None:
     path = config.data_path()
-    if config.is_demo and not (path / "metadata.csv").exists():
+    if config.is_demo and not (path / "demo.json").exists():
         from .demo import make_demo
 
         d = config.demo
