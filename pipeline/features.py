@@ -1,29 +1,67 @@
 """Last-layer mode: features once, then one classification head per weighting scheme.
 
 The idea of Deep Feature Reweighting (Kirichenko et al. 2022): train the backbone once without
-weights (ERM), extract its penultimate features for every image, then re-fit only the last layer
-with each weighting's sample weights. Comparing six weightings then costs one training.
+weights (ERM), or take a pre-trained backbone as it is, extract its penultimate features for every
+image once (cached), then re-fit only the last layer with each weighting's sample weights.
+Comparing six weightings then costs one training and six logistic regressions.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pandas as pd
+import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-# Fixed L2 strength: choosing it on validation scores would leak into the reported numbers.
+from .config import TrainingConfig
+from .images import image_array
+
+# Fixed L2 strength of the head (on standardised features, weights normalised to mean 1):
+# choosing it on the validation images would leak into the numbers reported on them.
 HEAD_C = 1.0
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed: int) -> np.ndarray:
-    """Fit a weighted logistic head on the train rows' features; return its fitted pipeline."""
+def fit_head(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed: int) -> Pipeline:
+    """A weighted logistic head fitted on the train rows' features."""
+    w = np.asarray(weights, dtype=float)
     head = make_pipeline(StandardScaler(), LogisticRegression(C=HEAD_C, max_iter=5000, random_state=seed))
-    head.fit(features, labels, logisticregression__sample_weight=weights)
+    head.fit(features, labels, logisticregression__sample_weight=w / w.mean())
     return head
 
 
-def head_proba(features_train: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-               features_all: np.ndarray, seed: int) -> np.ndarray:
-    """Probability of malade for every image from a head fitted with these weights."""
-    return fit_head(features_train, labels, weights, seed).predict_proba(features_all)[:, 1]
+def head_proba(features: np.ndarray, is_train: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+               seed: int) -> np.ndarray:
+    """Probability of malade for every row, from a head fitted on the train rows with `weights`."""
+    head = fit_head(features[is_train], labels[is_train], weights, seed)
+    return head.predict_proba(features)[:, 1]
+
+
+@torch.no_grad()
+def embed(backbone: torch.nn.Module, pixels: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Penultimate features of uint8 pixels (N, H, W) through a backbone, in inference mode."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone = backbone.eval().to(device)
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        x = torch.from_numpy(np.array(pixels[start:start + batch_size])).unsqueeze(1).to(device)
+        with torch.autocast(device, enabled=device == "cuda"):
+            out.append(backbone(x.float() / 255.0).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def pretrained_features(key: pd.DataFrame, config: TrainingConfig, paths: list[str]) -> dict:
+    """Features of a frozen pre-trained backbone for every row (no training at all).
+
+    Cached on the content in `key`; `paths` only say where to read the pixels.
+    """
+    from .models import build_backbone
+
+    t0 = time.perf_counter()
+    pixels = image_array(key.assign(path=paths), config.image_size)
+    backbone, _ = build_backbone(config.backbone, pretrained=True)
+    return {"features": embed(backbone, pixels), "epochs": 0, "inner_val_bacc": float("nan"),
+            "seconds": time.perf_counter() - t0}

@@ -1,37 +1,67 @@
-"""Backbone registry: adding a backbone is one function returning (feature extractor, feature size).
+"""Backbone registry and the Lightning module (backbone + one linear unit).
 
-Every backbone takes a 1-channel image batch (N, 1, H, W) scaled to [0, 1] and returns features
-(N, D); the classification head (one linear unit) is added by the training module.
+Adding a backbone is one function `fn(pretrained: bool) -> (module, feature_size)` decorated with
+`@register("name")`. Every backbone takes a 1-channel batch (N, 1, H, W) scaled to [0, 1] and
+returns features (N, D). Pre-trained weights that cannot be downloaded (no network) fall back to a
+random initialisation with a warning, so the pipeline still runs offline.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import warnings
 from collections.abc import Callable
 
+import lightning as L
+import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
+from torch.nn import functional as F
 
 Backbone = tuple[nn.Module, int]
-BACKBONES: dict[str, Callable[[], Backbone]] = {}
+BackboneFactory = Callable[[bool], Backbone]
+BACKBONES: dict[str, BackboneFactory] = {}
+REQUIRES: dict[str, str] = {}  # backbone -> optional package it needs
 
 
-def register(name: str) -> Callable:
-    def wrap(fn: Callable[[], Backbone]) -> Callable[[], Backbone]:
+def register(name: str, requires: str | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
+    def wrap(fn: BackboneFactory) -> BackboneFactory:
         BACKBONES[name] = fn
+        if requires:
+            REQUIRES[name] = requires
         return fn
 
     return wrap
 
 
-def build_backbone(name: str) -> Backbone:
+def available_backbones() -> list[str]:
+    """Registered backbones whose optional dependencies are installed."""
+    return [n for n in BACKBONES if n not in REQUIRES or importlib.util.find_spec(REQUIRES[n]) is not None]
+
+
+def build_backbone(name: str, pretrained: bool = True) -> Backbone:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)} (study.yml > "
-                         "training > backbone)")
-    return BACKBONES[name]()
+        raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)} "
+                         "(study.yml > training > backbone)")
+    if name not in available_backbones():
+        raise ValueError(f"backbone '{name}' needs `pip install {REQUIRES[name]}`")
+    return BACKBONES[name](pretrained)
 
 
-class _GreyToRGB(nn.Module):
+def _or_random(name: str, load: Callable[[], nn.Module], fallback: Callable[[], nn.Module]) -> nn.Module:
+    """`load()` (pre-trained weights), or `fallback()` (random init) with a warning when it fails."""
+    try:
+        return load()
+    except Exception as err:  # no network, proxy, corrupt download: all end the same way
+        warnings.warn(f"{name}: pre-trained weights could not be loaded ({type(err).__name__}: {err}); "
+                      "using a RANDOM initialisation instead. Results will be much weaker than with "
+                      "pre-trained weights: run once with internet access to download them.", stacklevel=3)
+        return fallback()
+
+
+class GreyToRGB(nn.Module):
     """Adapt a 1-channel [0, 1] batch to an ImageNet model: 3 channels, ImageNet normalisation."""
 
     def __init__(self, body: nn.Module):
@@ -44,23 +74,18 @@ class _GreyToRGB(nn.Module):
         return self.body((x.expand(-1, 3, -1, -1) - self.mean) / self.std)
 
 
-def _torchvision(name: str, weights_name: str) -> nn.Module:
-    """A torchvision model with ImageNet weights, or randomly initialised (with a warning) offline."""
+def _torchvision(name: str, weights: str, pretrained: bool) -> nn.Module:
     import torchvision
 
     builder = getattr(torchvision.models, name)
-    try:
-        return builder(weights=weights_name)
-    except Exception as err:  # no network, proxy, corrupt download: all end the same way
-        warnings.warn(f"{name}: ImageNet weights could not be loaded ({type(err).__name__}: {err}); "
-                      "using a RANDOM initialisation. Results will be much weaker than with "
-                      "pre-trained weights.", stacklevel=3)
+    if not pretrained:
         return builder(weights=None)
+    return _or_random(name, lambda: builder(weights=weights), lambda: builder(weights=None))
 
 
 @register("small_cnn")
-def small_cnn() -> Backbone:
-    """Four conv blocks; trains in minutes on a CPU at 64-128 px."""
+def small_cnn(pretrained: bool = False) -> Backbone:
+    """Four conv blocks (no pre-trained weights); trains in minutes on a CPU at 64-128 px."""
     def block(cin: int, cout: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
                              nn.ReLU(inplace=True), nn.MaxPool2d(2))
@@ -71,35 +96,138 @@ def small_cnn() -> Backbone:
 
 
 @register("resnet18")
-def resnet18() -> Backbone:
-    model = _torchvision("resnet18", "IMAGENET1K_V1")
+def resnet18(pretrained: bool = True) -> Backbone:
+    model = _torchvision("resnet18", "IMAGENET1K_V1", pretrained)
     dim = model.fc.in_features
     model.fc = nn.Identity()
-    return _GreyToRGB(model), dim
+    return GreyToRGB(model), dim
 
 
 @register("densenet121")
-def densenet121() -> Backbone:
-    model = _torchvision("densenet121", "IMAGENET1K_V1")
+def densenet121(pretrained: bool = True) -> Backbone:
+    model = _torchvision("densenet121", "IMAGENET1K_V1", pretrained)
     dim = model.classifier.in_features
     model.classifier = nn.Identity()
-    return _GreyToRGB(model), dim
+    return GreyToRGB(model), dim
 
 
-@register("xrv_densenet121_chex")
-def xrv_densenet121_chex() -> Backbone:
-    """torchxrayvision DenseNet-121 trained on CheXpert (never saw NIH images), when installed."""
-    try:
+class _XRVFeatures(nn.Module):
+    """torchxrayvision DenseNet penultimate features; it expects pixels in [-1024, 1024]."""
+
+    def __init__(self, weights: str | None):
+        super().__init__()
         import torchxrayvision as xrv
-    except ImportError as err:
-        raise ValueError("backbone 'xrv_densenet121_chex' needs `pip install torchxrayvision`") from err
 
-    class _XRV(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = xrv.models.DenseNet(weights="densenet121-res224-chex")
+        self.model = xrv.models.DenseNet(weights=weights)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model.features2(x * 2048 - 1024)  # xrv expects [-1024, 1024]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features2(x * 2048 - 1024)
 
-    return _XRV(), 1024
+
+def _xrv(weights: str, pretrained: bool) -> Backbone:
+    if not pretrained:
+        return _XRVFeatures(None), 1024
+    return _or_random(f"torchxrayvision {weights}", lambda: _XRVFeatures(weights), lambda: _XRVFeatures(None)), 1024
+
+
+# torchxrayvision weights trained without NIH images, so the NIH validation images stay unseen.
+@register("xrv_densenet121_chex", requires="torchxrayvision")
+def xrv_densenet121_chex(pretrained: bool = True) -> Backbone:
+    return _xrv("densenet121-res224-chex", pretrained)
+
+
+@register("xrv_densenet121_mimic", requires="torchxrayvision")
+def xrv_densenet121_mimic(pretrained: bool = True) -> Backbone:
+    return _xrv("densenet121-res224-mimic_nb", pretrained)
+
+
+# ---------------------------------------------------------------- the Lightning module
+
+
+def augment(x: torch.Tensor, shift: float = 0.05, degrees: float = 5.0, zoom: float = 0.05) -> torch.Tensor:
+    """Small random affine per image (shift, rotation, zoom). No flip: the heart is on the left."""
+    n = x.shape[0]
+    u = torch.rand(n, 4, device=x.device) * 2 - 1
+    angle, scale = u[:, 0] * math.radians(degrees), 1 + u[:, 1] * zoom
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * shift], 1),
+                         torch.stack([sin, cos, u[:, 3] * 2 * shift], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+class Classifier(L.LightningModule):
+    """Backbone + one linear unit; weighted binary cross-entropy; validation balanced accuracy.
+
+    Batches are (uint8 pixels (N, 1, H, W), labels, weights). Train weights are normalised to mean 1
+    beforehand, so `mean(w * loss)` estimates the weighted risk without depending on a batch's mix.
+    """
+
+    def __init__(self, backbone: str = "small_cnn", learning_rate: float = 1e-3, image_size: int = 128,
+                 weighted_loss: bool = True, pretrained: bool = True, augment: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone, dim = build_backbone(backbone, pretrained)
+        self.head = nn.Linear(dim, 1)
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x.float() / 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
+        x, y, w = batch
+        x = x.float() / 255.0
+        if self.hparams.augment:
+            x = augment(x)
+        loss = F.binary_cross_entropy_with_logits(self.head(self.backbone(x)).squeeze(1), y, reduction="none")
+        loss = (loss * w).mean() if self.hparams.weighted_loss else loss.mean()
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":  # validation inside fit: statistics of the current weights
+            self.precise_batchnorm()
+
+    @torch.no_grad()
+    def precise_batchnorm(self, max_images: int = 1024, batch_size: int = 128) -> None:
+        """Recompute BatchNorm statistics with the current weights on (up to) `max_images` train images.
+
+        The running averages lag behind fast-changing weights in short trainings, which shifts every
+        logit at evaluation time (good AUC, poor accuracy at 0.5); "precise BN" (Wu & Johnson 2021).
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        data = getattr(self.trainer.train_dataloader, "dataset", None)
+        if not norms or data is None or not hasattr(data, "__getitems__"):
+            return
+        rows = np.unique(np.linspace(0, len(data) - 1, min(len(data), max_images)).astype(int))
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        was_training = self.training
+        self.train()
+        for start in range(0, len(rows), batch_size):
+            x = data.__getitems__(rows[start:start + batch_size].tolist())[0].to(self.device)
+            self.backbone(x.float() / 255.0)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        self.train(was_training)
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
+        x, y, w = batch
+        self._val.append((torch.sigmoid(self(x).float()), y, w))
+
+    def on_validation_epoch_end(self) -> None:
+        scores, labels, weights = (torch.cat(t) for t in zip(*self._val, strict=True))
+        self._val.clear()
+        if self.trainer.world_size > 1:  # DDP: every rank scores the whole validation set
+            scores, labels, weights = (self.all_gather(t).flatten() for t in (scores, labels, weights))
+        y, s, w = labels.cpu().numpy(), scores.cpu().numpy(), weights.cpu().numpy()
+        bacc = balanced_accuracy_score(y, s >= 0.5, sample_weight=w) if len(set(y)) == 2 else 0.0
+        self.log("val_bacc", float(bacc), prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate, weight_decay=1e-4)

@@ -1,251 +1,484 @@
-"""The course's training contract, and the cached entry point the study uses.
+"""Training: the Lightning loop, the study's cached entry point, and the course's contract.
 
-    train_classifier(logdir, datadir, weights_col, csv) -> (ckpt_path, ckpt_score)
+    train_classifier(logdir, datadir, weights_col, csv, **options) -> (ckpt_path, ckpt_score)
     pred_classifier(datadir, csv_in, csv_out, ckpt_path)
-    python -m pipeline.train --logdir --datadir --csv --weights_col --csv_out [--train False --ckpt PATH]
+    python -m pipeline.train --logdir D --datadir D --csv F --weights_col W --csv_out F [--train False --ckpt P]
 
-Speed comes from decoding every PNG once (`images.image_array`), a small CNN by default, and the
-last-layer mode (`features.py`): one backbone training, then one head per weighting scheme.
+Speed comes from decoding every PNG once (`images.image_array`), batches sliced from that array
+(no per-image work in the loader), a small CNN by default, and the last-layer mode (`features.py`):
+one backbone training, then one logistic head per weighting scheme.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
+import json
+import logging
+import os
 import sys
 import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from . import features
 from . import schema as S
-from .cache import atomic_path, cache_dir, code_version, memory
+from .cache import atomic_path, atomic_write_text, cache_dir, memory
 from .config import ConfigError, TrainingConfig
 from .data import CheckReport, list_images
-from .features import head_proba
-from .images import image_array
+from .images import digests, image_array
+from .models import Classifier, available_backbones
 
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available: False" banners
+logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*")
+warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
+
+IN_MEMORY_BYTES = 2 << 30  # a training set up to 2 GiB is copied to RAM (no loader workers needed)
 INNER_VAL_FRACTION = 0.15  # share of train patients held out for early stopping in the study
+
+
+# ---------------------------------------------------------------- data loading
+
+
+class PixelData(Dataset):
+    """(uint8 pixels, label, weight) of some rows of a decoded array, fetched a whole batch at a time.
+
+    Small sets are copied to RAM; larger ones stay memory-mapped (re-opened in each loader worker).
+    """
+
+    def __init__(self, pixels: np.ndarray, rows: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+        self.rows = np.asarray(rows)
+        self.labels = torch.tensor(np.asarray(labels, dtype=np.float32))
+        self.weights = torch.tensor(np.asarray(weights, dtype=np.float32))
+        lazy = getattr(pixels, "filename", None) and len(self.rows) * pixels[0].nbytes > IN_MEMORY_BYTES
+        self.file = str(pixels.filename) if lazy else None
+        self._pixels = None if lazy else np.ascontiguousarray(pixels[self.rows])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.file is None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:  # a memory-map is re-opened, never pickled, in a worker
+        return {**self.__dict__, "_pixels": None} if self.file else self.__dict__
+
+    def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = np.asarray(index)
+        if self._pixels is None:
+            self._pixels = np.load(self.file, mmap_mode="r")
+        if self.file:  # read rows in file order, then restore the batch order
+            src, order = self.rows[idx], np.argsort(self.rows[idx])
+            x = np.empty((len(idx), *self._pixels.shape[1:]), np.uint8)
+            x[order] = self._pixels[src[order]]
+        else:
+            x = self._pixels[idx]
+        return torch.from_numpy(x).unsqueeze(1), self.labels[idx], self.weights[idx]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([i]))
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def num_workers(requested: int, in_memory: bool) -> int:
+    """Loader processes: as requested, else none for data in RAM, else min(4, cores - 1)."""
+    if requested >= 0:
+        return requested
+    return 0 if in_memory else max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _gpu(config: TrainingConfig) -> bool:
+    return torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+
+
+def loader(data: PixelData, config: TrainingConfig, shuffle: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if shuffle and config.sampler:  # draw in proportion to the weights instead of weighting the loss
+        sampler = WeightedRandomSampler(data.weights.double(), len(data), replacement=True, generator=generator)
+    workers = num_workers(config.num_workers, data.in_memory)
+    return DataLoader(data, batch_size=config.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=generator, num_workers=workers, collate_fn=_as_is, pin_memory=_gpu(config),
+                      persistent_workers=workers > 0)
+
+
+# ---------------------------------------------------------------- the training loop
+
+
+@dataclass
+class Fitted:
+    model: Classifier
+    ckpt: str
+    score: float  # best validation balanced accuracy (weighted by the validation weights)
+    epochs: int
+    seconds: float
+
+
+def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
+        weights: np.ndarray, config: TrainingConfig, seed: int, logdir: Path,
+        val_weights: np.ndarray | None = None) -> Fitted:
+    """Train on pixels[train_rows] with `weights`, keep the epoch with the best validation balanced accuracy."""
+    t0 = time.perf_counter()
+    if getattr(config, "cpu_threads", 0) > 0:  # 1 is fastest for small images on a busy 2-core machine
+        torch.set_num_threads(config.cpu_threads)
+    L.seed_everything(seed, workers=True, verbose=False)
+    gpu = _gpu(config)
+    w = np.asarray(weights, dtype=float)
+    w = w / w.mean()
+    model = Classifier(config.backbone, config.learning_rate, config.image_size, weighted_loss=not config.sampler,
+                       pretrained=getattr(config, "pretrained", True))
+    ckpt_dir = Path(logdir) / "checkpoints"
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_bacc",
+                                                     mode="max", save_top_k=1, enable_version_counter=False)
+    stop = L.pytorch.callbacks.EarlyStopping(monitor="val_bacc", mode="max", patience=config.patience)
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices,
+        strategy=config.strategy, precision="16-mixed" if gpu else "32-true",
+        deterministic="warn" if gpu else True,  # some CUDA kernels have no deterministic version
+        callbacks=[checkpoint, stop], logger=L.pytorch.loggers.CSVLogger(str(logdir), name="logs"),
+        enable_progress_bar=os.environ.get("FAIRCXR_PROGRESS", "1") == "1", enable_model_summary=False,
+        log_every_n_steps=1, num_sanity_val_steps=0,
+    )
+    vw = np.ones(len(val_rows)) if val_weights is None else np.asarray(val_weights, dtype=float)
+    train_loader = loader(PixelData(pixels, train_rows, labels[train_rows], w), config, True, seed)
+    val_loader = loader(PixelData(pixels, val_rows, labels[val_rows], vw), config, False, seed)
+    trainer.fit(model, train_loader, val_loader)
+    best = Classifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", pretrained=False)
+    score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    fitted = Fitted(best, checkpoint.best_model_path, score, trainer.current_epoch, time.perf_counter() - t0)
+    if trainer.is_global_zero:
+        record = {"seed": seed, "deterministic": not gpu, "best_val_balanced_accuracy": score,
+                  "epochs": fitted.epochs, "n_train": len(train_rows), "n_val": len(val_rows),
+                  "seconds": fitted.seconds, "config": dataclasses.asdict(config),
+                  "versions": {"torch": torch.__version__, "lightning": L.__version__}}
+        atomic_write_text(Path(fitted.ckpt).with_suffix(".json"), json.dumps(record, indent=2, default=str))
+    return fitted
+
+
+def predict(model: Classifier, pixels: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(probability of malade, penultimate features) for every image."""
+    feats = features.embed(model.backbone, pixels, batch_size)
+    with torch.no_grad():
+        logits = model.head.cpu().float()(torch.from_numpy(feats)).squeeze(1)
+    return torch.sigmoid(logits).numpy(), feats
 
 
 # ---------------------------------------------------------------- the study's entry point
 
 
-def _inner_split(train: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Patient-disjoint split of the train rows for early stopping (valid stays untouched)."""
-    gss = GroupShuffleSplit(n_splits=1, test_size=INNER_VAL_FRACTION, random_state=seed)
-    fit_idx, stop_idx = next(gss.split(train, groups=train[S.PATIENT]))
-    return fit_idx, stop_idx
-
-
-def _fit_full(frame: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int,
-              paths: list[str], code: str = "") -> dict:
-    """Train a whole network with these weights; probabilities and features for every row.
-
-    Cached on content (digests, labels, splits), weights, config, seed and the training code's
-    version; `paths` only say where to read the pixels, so a moved data folder re-uses the cache.
-    """
-    from .lightning_module import fit, predict
-
-    t0 = time.perf_counter()
-    pixels = image_array(frame.assign(**{S.PATH: paths}), config.image_size)
-    is_train = (frame[S.SPLIT] == "train").to_numpy()
-    train_rows = np.flatnonzero(is_train)
-    fit_idx, stop_idx = _inner_split(frame.iloc[train_rows], seed)
-    labels = frame[S.LABEL].to_numpy()
-    fit_rows, stop_rows = train_rows[fit_idx], train_rows[stop_idx]
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as logdir:
-        model, _, score, epochs = fit((pixels[fit_rows], labels[fit_rows], weights[fit_idx]),
-                                      (pixels[stop_rows], labels[stop_rows]), config, seed, Path(logdir))
-        proba, features = predict(model, pixels)
-    return {"proba": proba, "features": features, "epochs": epochs, "inner_val_bacc": score,
-            "seconds": time.perf_counter() - t0}
-
-
-def _fit_full_cached(*args: Any) -> dict:
-    """`_fit_full` through the cache of the current cache folder (resolved at call time)."""
-    code = code_version("train", "lightning_module", "models", "images")
-    return memory().cache(_fit_full, ignore=["paths"])(*args, code=code)
-
-
-def _key_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns that determine a training result (content digest, not the path)."""
-    cols = [S.IMAGE, "digest", S.SPLIT, S.LABEL, S.PATIENT]
-    return frame[[c for c in cols if c in frame.columns]].reset_index(drop=True)
-
-
-def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int,
-                         logdir: Path | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Predictions for every row of the canonical frame, from a model trained with `weights`.
-
-    `weights` are aligned with the frame's train rows in frame order. In "full" mode a network is
-    trained with them; in "last_layer" mode the cached unweighted network's features are re-used
-    and only a weighted logistic head is fitted. Results are cached on content and parameters.
-    """
-    key, paths = _key_frame(frame), frame[S.PATH].tolist()
-    weights = np.asarray(weights, dtype=float)
-    if len(weights) != int((key[S.SPLIT] == "train").sum()):
-        raise ValueError("weights must have one value per train image")
-    t0 = time.perf_counter()
-    if config.mode == "full":
-        result = _fit_full_cached(key, weights, config, seed, paths)
-        proba = result["proba"]
-    else:
-        base = _fit_full_cached(key, np.ones_like(weights), config, seed, paths)
-        result = base
-        is_train = (key[S.SPLIT] == "train").to_numpy()
-        proba = head_proba(base["features"][is_train], key.loc[is_train, S.LABEL].to_numpy(), weights,
-                           base["features"], seed)
-    preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: proba})
-    info = {"mode": config.mode, "backbone": config.backbone, "image_size": config.image_size,
-            "seed": seed, "epochs": int(result["epochs"]), "inner_val_bacc": float(result["inner_val_bacc"]),
-            "backbone_training_seconds": float(result["seconds"]), "seconds": time.perf_counter() - t0}
-    return preds, info
-
-
-def describe_mode(config: TrainingConfig) -> str:
-    """One sentence on how the numbers were produced."""
-    if config.mode == "full":
-        return (f"one {config.backbone} network trained per weighting ({config.image_size} px, at most "
-                f"{config.max_epochs} epochs, early stopping on held-out train patients)")
-    return (f"one {config.backbone} network trained once without weights ({config.image_size} px, at most "
-            f"{config.max_epochs} epochs), then one weighted logistic head per weighting on its features "
-            "(last-layer mode, Kirichenko et al. 2022)")
+def pick_patients(frame: pd.DataFrame, fraction: float, seed: int, strata: tuple[str, ...]) -> set[str]:
+    """`fraction` of the patients of each stratum (each patient's most frequent value of `strata`)."""
+    stratum = pd.Series("", index=pd.Index(sorted(frame[S.PATIENT].unique()), name=S.PATIENT))
+    for col in (c for c in strata if c in frame.columns):
+        counts = frame.assign(_v=frame[col].astype(str)).groupby([S.PATIENT, "_v"]).size().reset_index(name="n")
+        top = counts.sort_values(["n", "_v"], ascending=[False, True]).drop_duplicates(S.PATIENT)
+        stratum = stratum + "|" + top.set_index(S.PATIENT)["_v"].reindex(stratum.index)
+    rng, kept = np.random.default_rng(seed), []
+    for _, members in stratum.groupby(stratum, sort=True):
+        ids = rng.permutation(members.index.to_numpy())
+        kept.extend(ids[:max(1, int(np.floor(fraction * len(ids) + 0.5)))])
+    return set(kept)
 
 
 def subsample_patients(frame: pd.DataFrame, fraction: float, seed: int,
                        strata: tuple[str, ...] = (S.LABEL, S.SEX)) -> pd.DataFrame:
-    """Keep `fraction` of the patients of each split, whole, stratified on label and group."""
+    """Keep `fraction` of the patients, whole, stratified on their majority label, group and split."""
     if fraction >= 1:
         return frame
-    kept = []
-    for _, part in frame.groupby(S.SPLIT, sort=False):
-        patients = part.groupby(S.PATIENT).agg({c: lambda s: s.mode().iloc[0] if s.notna().any() else "NA"
-                                                 for c in strata if c in part.columns})
-        stratum = patients.astype(str).agg("|".join, axis=1)
-        n_splits = max(2, round(1 / fraction))
-        counts = stratum.value_counts()
-        stratum = stratum.where(stratum.map(counts) >= n_splits, "rare")
-        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        _, keep_idx = next(folds.split(patients, stratum, groups=patients.index))
-        kept.append(part[part[S.PATIENT].isin(patients.index[keep_idx])])
-    return pd.concat(kept).sort_index()
+    return frame[frame[S.PATIENT].isin(pick_patients(frame, fraction, seed, (*strata, S.SPLIT)))]
+
+
+def _network_config(config: TrainingConfig, keep_mode: bool = False) -> TrainingConfig:
+    """The config with the fields that do not change a result set to their defaults (a cache key)."""
+    neutral = ["seeds", "subsample_fraction", "subsample_seed", "num_workers"]
+    neutral += [] if keep_mode else ["mode", "feature_source"]
+    default = TrainingConfig()
+    return dataclasses.replace(config, **{f: getattr(default, f) for f in neutral if hasattr(default, f)})
+
+
+def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, paths: list[str],
+              logdir: Path | None = None) -> dict:
+    """Train a network with these weights (early stopping on held-out train patients); predict every row.
+
+    Cached on content (digests, labels, splits, patients), weights, config and seed; `paths` and
+    `logdir` only say where to read pixels and write logs. Features are kept for the unweighted network.
+    """
+    t0 = time.perf_counter()
+    pixels = image_array(key.assign(**{S.PATH: paths}), config.image_size)
+    labels = key[S.LABEL].to_numpy()
+    train_rows = np.flatnonzero((key[S.SPLIT] == "train").to_numpy())
+    held = key[S.PATIENT].iloc[train_rows].isin(pick_patients(key.iloc[train_rows], INNER_VAL_FRACTION, seed,
+                                                              (S.LABEL,))).to_numpy()
+    with contextlib.ExitStack() as stack:
+        folder = logdir or stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir()))
+        fitted = fit(pixels, labels, train_rows[~held], train_rows[held], weights[~held], config, seed,
+                     Path(folder), val_weights=weights[held])
+        proba, feats = predict(fitted.model, pixels)
+    return {"proba": proba, "features": feats if np.ptp(weights) == 0 else None, "epochs": fitted.epochs,
+            "inner_val_bacc": fitted.score, "seconds": time.perf_counter() - t0}
+
+
+def _cached(fn: Any) -> Any:
+    """`fn` through the joblib cache of the current cache folder (resolved at call time)."""
+    return memory().cache(fn, ignore=[a for a in ("paths", "logdir") if a in fn.__code__.co_varnames])
+
+
+def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, paths: list[str],
+                 logdir: Path | None = None) -> dict:
+    """Probabilities for every row in `config.mode`, with what produced them."""
+    net = _network_config(config)
+    if config.mode == "full":
+        base = _cached(_fit_full)(key, weights, net, seed, paths, logdir)
+        proba = base["proba"]
+    else:
+        if getattr(config, "feature_source", "erm") == "pretrained":
+            base = _cached(features.pretrained_features)(key, net, paths)
+        else:
+            base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, paths, logdir)
+        is_train = (key[S.SPLIT] == "train").to_numpy()
+        proba = features.head_proba(base["features"], is_train, key[S.LABEL].to_numpy(), weights, seed)
+    return {"proba": proba, "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
+            "backbone_seconds": float(base["seconds"])}
+
+
+def _key_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns that determine a training result: content digests, not paths."""
+    key = frame[[c for c in (S.IMAGE, "digest", S.SPLIT, S.LABEL, S.PATIENT) if c in frame.columns]]
+    key = key.reset_index(drop=True)
+    return key if "digest" in key.columns else key.assign(digest=digests(frame))
+
+
+def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int,
+                         logdir: Path | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predictions for every row of the canonical frame (in frame order), from a model fitted with `weights`.
+
+    `weights` are aligned with the frame's train rows in frame order. "full" mode trains a network
+    with them; "last_layer" mode re-uses the cached unweighted network's (or a frozen pre-trained
+    backbone's) features and fits only a weighted logistic head. Results are cached on content and
+    parameters, so a repeated call returns at once. Returns (predictions, how they were produced).
+    """
+    key, paths = _key_frame(frame), frame[S.PATH].tolist()
+    weights = np.asarray(weights, dtype=float)
+    if len(weights) != int((key[S.SPLIT] == "train").sum()):
+        raise ValueError(f"weights must have one value per train image ({len(weights)} given)")
+    if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    weights = weights / weights.mean()  # the scale of the weights does not change the model
+    t0 = time.perf_counter()
+    cached = _cached(_predictions)
+    args = (key, weights, _network_config(config, keep_mode=True), seed, paths, logdir)
+    hit = cached.check_call_in_cache(*args)
+    result = cached(*args)
+    preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"]})
+    info = {"mode": config.mode, "backbone": config.backbone, "image_size": config.image_size, "seed": seed,
+            "epochs": result["epochs"], "inner_val_bacc": result["inner_val_bacc"],
+            "backbone_training_seconds": result["backbone_seconds"], "cached": bool(hit),
+            "seconds": time.perf_counter() - t0, "description": describe_mode(config)}
+    return preds, info
+
+
+def describe_mode(config: TrainingConfig) -> str:
+    """One English sentence on how the predictions were produced."""
+    net = f"{config.backbone} network ({config.image_size} px"
+    stop = f"at most {config.max_epochs} epochs, early stopping on held-out train patients)"
+    if config.mode == "full":
+        how = "a weighted sampler" if config.sampler else "a weighted loss"
+        return f"one {net}, {stop} trained per weighting with {how}"
+    if getattr(config, "feature_source", "erm") == "pretrained":
+        return (f"frozen pre-trained {config.backbone} features ({config.image_size} px), one weighted logistic "
+                "head per weighting (last-layer mode, Kirichenko et al. 2022)")
+    return (f"one {net}, {stop} trained once without weights, then one weighted logistic head per weighting "
+            "on its features (last-layer mode, Kirichenko et al. 2022)")
 
 
 # ---------------------------------------------------------------- the course's contract
 
 
-def _contract_frame(datadir: Path, csv: Path) -> pd.DataFrame:
-    """Images of datadir joined to the rows of csv (labels from the folders)."""
-    if not Path(csv).is_file():
-        raise FileNotFoundError(f"{csv} does not exist: pass the metadata CSV with --csv.")
-    if not Path(datadir).is_dir():
-        raise FileNotFoundError(f"{datadir} does not exist: pass your data folder with --datadir.")
-    meta = pd.read_csv(csv, dtype={S.IMAGE: str})
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A metadata CSV as text cells, whatever its separator (`,` `;`) and encoding (UTF-8, Latin-1)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: pass the metadata CSV with --csv.")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    header = text.split("\n", 1)[0]
+    try:
+        meta = pd.read_csv(io.StringIO(text), sep=";" if header.count(";") > header.count(",") else ",",
+                           dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ConfigError(f"{path} cannot be read as CSV ({err}).") from err
+    meta.columns = [str(c).strip() for c in meta.columns]
     if S.IMAGE not in meta.columns:
-        raise ConfigError(f"{csv} has no '{S.IMAGE}' column: pass a metadata CSV of the NIH format.")
-    images = list_images(Path(datadir), CheckReport(Path(datadir)))
-    frame = images.merge(meta, on=S.IMAGE, how="inner")
-    if frame.empty:
-        raise ConfigError(f"no image of {datadir} has a row in {csv}.")
-    frame[S.PATIENT] = frame.get(S.PATIENT_ID, frame[S.IMAGE]).astype(str)
-    return frame.reset_index(drop=True)
+        raise ConfigError(f"{path} has no '{S.IMAGE}' column (found {list(meta.columns)[:6]}): "
+                          "pass a metadata CSV of the NIH format.")
+    return meta
+
+
+def _contract_frame(datadir: Path, csv: Path) -> pd.DataFrame:
+    """Images of datadir/{train,valid}/{malade,sain} joined to their rows of csv (labels from the folders)."""
+    if not datadir.is_dir():
+        raise FileNotFoundError(f"data folder {datadir} does not exist: pass it with --datadir.")
+    meta = _read_csv(csv)
+    images = list_images(datadir, CheckReport(datadir))
+    if images.empty:
+        raise ConfigError(f"no PNG image in {datadir}/{{train,valid}}/{{malade,sain}}/.")
+    reserved = [c for c in (S.PATH, S.SPLIT, S.LABEL, S.PROBA) if c in meta.columns]
+    meta = meta.drop(columns=reserved).drop_duplicates(S.IMAGE)
+    frame = images.merge(meta, on=S.IMAGE, how="left", indicator=True)
+    orphans = int((frame["_merge"] == "left_only").sum())
+    if orphans == len(frame):
+        raise ConfigError(f"no image of {datadir} has a row in {csv} (column '{S.IMAGE}').")
+    if orphans:
+        print(f"warning: {orphans} image(s) of {datadir} have no row in {csv}; they are left out.", file=sys.stderr)
+    frame = frame[frame["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
+    frame[S.PATIENT] = frame[S.PATIENT_ID] if S.PATIENT_ID in frame.columns else frame[S.IMAGE]
+    return frame
+
+
+def _train_weights(train: pd.DataFrame, weights_col: str | None, csv: Path) -> np.ndarray:
+    if not weights_col:
+        return np.ones(len(train))
+    if weights_col not in train.columns:
+        raise ConfigError(f"{csv} has no column '{weights_col}': write the weights there, or pass "
+                          "--weights_col of an existing column (or none for uniform weights).")
+    w = pd.to_numeric(train[weights_col], errors="coerce").to_numpy(dtype=float)
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ConfigError(f"column '{weights_col}' of {csv} must hold a non-negative number for every train "
+                          f"image ({int((~np.isfinite(w)).sum())} missing or not numeric).")
+    return w
 
 
 def _training_config(options: dict[str, Any]) -> tuple[TrainingConfig, int]:
+    options = dict(options)
     seed = int(options.pop("seed", 0))
     known = {f.name for f in dataclasses.fields(TrainingConfig)}
-    unknown = set(options) - known
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-    return dataclasses.replace(TrainingConfig(mode="full"), **options), seed
+        raise ConfigError(f"unknown training option(s) {unknown}; known: seed, {', '.join(sorted(known))}")
+    config = dataclasses.replace(TrainingConfig(mode="full"), **options)
+    if config.backbone not in available_backbones():
+        raise ConfigError(f"unknown backbone '{config.backbone}'; available: {', '.join(available_backbones())}")
+    return config, seed
 
 
 def train_classifier(logdir: str | Path, datadir: str | Path, weights_col: str | None, csv: str | Path,
                      **options: Any) -> tuple[str, float]:
-    """Train on datadir/train with the CSV's sample weights; return (checkpoint path, best val bal. acc.).
+    """Train on datadir/train with the CSV's sample weights; return (checkpoint path, best valid bal. acc.).
 
-    Options are TrainingConfig fields (backbone, image_size, max_epochs, ...) and `seed`.
+    Options are TrainingConfig fields (backbone, image_size, max_epochs, sampler, accelerator, ...) and
+    `seed`. The checkpoint is logdir/checkpoints/best.ckpt, with best.json (seed, config, score) next to it.
     """
-    from .lightning_module import fit
-
-    config, seed = _training_config(dict(options))
+    config, seed = _training_config(options)
     frame = _contract_frame(Path(datadir), Path(csv))
-    train, valid = frame[frame[S.SPLIT] == "train"], frame[frame[S.SPLIT] == "valid"]
-    if weights_col:
-        if weights_col not in frame.columns:
-            raise ConfigError(f"{csv} has no column '{weights_col}': write the weights there, or pass "
-                              "--weights_col of an existing column.")
-        weights = pd.to_numeric(train[weights_col], errors="coerce").to_numpy(dtype=float)
-        if not np.all(np.isfinite(weights)) or (weights < 0).any():
-            raise ConfigError(f"column '{weights_col}' of {csv} must hold non-negative numbers.")
-    else:
-        weights = np.ones(len(train))
-    train_px, valid_px = image_array(train, config.image_size), image_array(valid, config.image_size)
-    _, ckpt, score, _ = fit((train_px, train[S.LABEL].to_numpy(), weights),
-                            (valid_px, valid[S.LABEL].to_numpy()), config, seed, Path(logdir))
-    return ckpt, score
+    is_train = (frame[S.SPLIT] == "train").to_numpy()
+    for split, rows in (("train", is_train), ("valid", ~is_train)):
+        if set(frame.loc[rows, S.LABEL]) != {0, 1}:
+            raise ConfigError(f"{split} of {datadir} needs images in both malade/ and sain/ with rows in {csv}.")
+    weights = _train_weights(frame[is_train], weights_col, Path(csv))
+    pixels = image_array(frame, config.image_size)
+    fitted = fit(pixels, frame[S.LABEL].to_numpy(), np.flatnonzero(is_train), np.flatnonzero(~is_train),
+                 weights, config, seed, Path(logdir))
+    return fitted.ckpt, fitted.score
 
 
-def pred_classifier(datadir: str | Path, csv_in: str | Path, csv_out: str | Path,
-                    ckpt_path: str | Path) -> None:
-    """Write the probability of malade for every image of csv_in found in datadir."""
-    from .lightning_module import Classifier, predict
-
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist: pass the path that "
-                                "train_classifier returned.")
-    model = Classifier.load_from_checkpoint(str(ckpt_path), map_location="cpu")
+def pred_classifier(datadir: str | Path, csv_in: str | Path, csv_out: str | Path, ckpt_path: str | Path) -> None:
+    """Write the probability of malade for every image of csv_in found in datadir, with its metadata."""
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist: pass the path train_classifier returned.")
+    try:
+        model = Classifier.load_from_checkpoint(str(ckpt), map_location="cpu", pretrained=False)
+    except Exception as err:
+        raise ConfigError(f"{ckpt} is not a checkpoint of pipeline.train ({type(err).__name__}).") from err
     frame = _contract_frame(Path(datadir), Path(csv_in))
     proba, _ = predict(model, image_array(frame, model.hparams.image_size))
     out = frame.drop(columns=[S.PATH]).assign(**{S.PROBA: proba})
     first = [S.IMAGE, S.SPLIT, S.LABEL, S.PROBA]
-    out = out[first + [c for c in out.columns if c not in first]]
     with atomic_path(Path(csv_out)) as tmp:
-        out.to_csv(tmp, index=False)
+        out[first + [c for c in out.columns if c not in first]].to_csv(tmp, index=False)
+
+
+# ---------------------------------------------------------------- command line
 
 
 def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
+    if text.strip().lower() in ("true", "1", "yes", "oui"):
         return True
-    if text.lower() in ("false", "0", "no"):
+    if text.strip().lower() in ("false", "0", "no", "non"):
         return False
-    raise argparse.ArgumentTypeError("expected True or False")
+    raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
+
+
+def _devices(text: str) -> Any:
+    if text.isdigit():
+        return int(text)
+    return [int(d) for d in text.split(",")] if "," in text else text
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--logdir", default="logs", help="logs and checkpoints go to LOGDIR/ (default: logs)")
+    p.add_argument("--datadir", required=True, help="folder with train/ and valid/ (malade/, sain/)")
+    p.add_argument("--csv", required=True, help="metadata CSV (with the weights column)")
+    p.add_argument("--weights_col", default=None, help="column of sample weights (default: uniform)")
+    p.add_argument("--csv_out", default=None, help="write predictions for every image of --csv here")
+    p.add_argument("--train", type=_bool, default=True, help="False: predict only, with --ckpt")
+    p.add_argument("--ckpt", default=None, help="checkpoint to predict with (when --train False)")
+    p.add_argument("--seed", type=int, default=0)
+    for name, kind in (("backbone", str), ("image_size", int), ("max_epochs", int), ("patience", int),
+                       ("batch_size", int), ("learning_rate", float), ("sampler", _bool), ("accelerator", str),
+                       ("devices", _devices), ("strategy", str), ("num_workers", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"TrainingConfig.{name}")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--logdir", default="logs")
-    parser.add_argument("--datadir", required=True)
-    parser.add_argument("--csv", required=True, help="metadata CSV (with the weights column)")
-    parser.add_argument("--weights_col", default=None)
-    parser.add_argument("--csv_out", default=None, help="predictions CSV")
-    parser.add_argument("--train", type=_bool, default=True)
-    parser.add_argument("--ckpt", default=None)
-    parser.add_argument("--backbone", default="small_cnn")
-    parser.add_argument("--image_size", type=int, default=128)
-    parser.add_argument("--max_epochs", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainingConfig)}
+               and v is not None}
     try:
         ckpt = args.ckpt
         if args.train:
-            ckpt, score = train_classifier(args.logdir, args.datadir, args.weights_col, args.csv,
-                                           backbone=args.backbone, image_size=args.image_size,
-                                           max_epochs=args.max_epochs, seed=args.seed)
+            ckpt, score = train_classifier(args.logdir, args.datadir, args.weights_col, args.csv, seed=args.seed,
+                                           **options)
+            from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+            if rank_zero_only.rank != 0:  # DDP: the other processes stop here
+                return 0
             print(f"best checkpoint: {ckpt} (validation balanced accuracy {score:.3f})")
-        elif not ckpt:
-            raise ConfigError("--train False needs --ckpt PATH of a trained checkpoint.")
+        elif not ckpt or not args.csv_out:
+            raise ConfigError("--train False predicts only: it needs --ckpt PATH and --csv_out FILE.")
         if args.csv_out:
             pred_classifier(args.datadir, args.csv, args.csv_out, ckpt)
             print(f"predictions written to {args.csv_out}")
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:
+        if os.environ.get("FAIRCXR_DEBUG"):
+            raise
+        text = (str(err).strip().splitlines() or [""])[0]
+        known = isinstance(err, ConfigError | FileNotFoundError)
+        print(f"error: {text}" if known else f"error: {type(err).__name__}: {text}", file=sys.stderr)
         return 2
     return 0
 

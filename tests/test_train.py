@@ -1,132 +1,258 @@
-"""The training engine: the course's contract, weights that matter, reproducibility, decode-once cache."""
+"""The training engine: weights that matter, reproducible seeds, last-layer cache, the course's contract."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from pipeline import images
+from pipeline import models, train
+from pipeline.cache import file_digest
 from pipeline.config import TrainingConfig, load_config
 from pipeline.data import load_dataset
-from pipeline.demo import make_demo
-from pipeline.train import pred_classifier, predict_with_weights, subsample_patients, train_classifier
+from pipeline.train import (
+    describe_mode,
+    pred_classifier,
+    predict_with_weights,
+    subsample_patients,
+    train_classifier,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-FAST = TrainingConfig(image_size=32, max_epochs=3, patience=1, batch_size=32)
+NIH = SHARED / "nih1000-64px"
+FAST = TrainingConfig(image_size=32, max_epochs=2, patience=2, batch_size=32)
+needs_nih = pytest.mark.skipif(not NIH.exists(), reason=f"real NIH subset {NIH} absent")
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FAIRCXR_PROGRESS", "0")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: one thread is fastest on a busy 2-core machine
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
 def demo(tmp_path: Path) -> pd.DataFrame:
-    data = make_demo(tmp_path / "demo", n_patients=80, seed=3, image_size=64)
+    """The canonical frame of a small demo (or of the real subset while pipeline.demo is missing)."""
+    try:
+        from pipeline.demo import make_demo
+    except ImportError:
+        if not NIH.exists():
+            pytest.skip("neither pipeline.demo nor the real NIH subset is available")
+        data = NIH
+    else:
+        data = make_demo(tmp_path / "demo", n_patients=80, seed=3, image_size=64)
     return load_dataset(data, load_config(data_dir=str(data)))[0]
 
 
-def _train_n(frame: pd.DataFrame) -> int:
-    return int((frame["split"] == "train").sum())
-
-
-def test_up_weighting_one_class_changes_the_model(tmp_path: Path):
-    """On uninformative images a network can only learn the (weighted) class prior."""
-    from pipeline.lightning_module import fit, predict
-
+@pytest.fixture()
+def noise(tmp_path: Path) -> pd.DataFrame:
+    """Images of pure noise, half of them labelled malade: a model can only learn the (weighted) prior."""
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (256, 16, 16), dtype=np.uint8)
-    labels = np.tile([0, 1], 128)
-    config = dataclasses.replace(FAST, image_size=16, max_epochs=2, patience=2, learning_rate=1e-2)
-    means = {}
-    for name, weights in {"uniform": np.ones(256), "positives x10": np.where(labels == 1, 10.0, 1.0)}.items():
-        model, _, _, _ = fit((pixels[:192], labels[:192], weights[:192]), (pixels[192:], labels[192:]), config,
-                             seed=0, logdir=tmp_path / name)
-        means[name] = predict(model, pixels)[0].mean()
-    assert means["positives x10"] > means["uniform"] + 0.15, means
+    rows = []
+    for i in range(240):
+        path = tmp_path / "noise" / f"{i:04d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(path)
+        rows.append({"Image Index": path.name, "path": str(path), "digest": file_digest(path),
+                     "split": "train" if i < 180 else "valid", "label": i % 2, "patient": f"p{i // 2}",
+                     "sex": "MF"[i % 4 // 2]})
+    return pd.DataFrame(rows)
 
 
-def test_last_layer_heads_follow_the_weights(demo: pd.DataFrame):
-    labels = demo.loc[demo["split"] == "train", "label"].to_numpy()
-    base, info = predict_with_weights(demo, np.ones(_train_n(demo)), FAST, seed=0)
-    heavy, _ = predict_with_weights(demo, np.where(labels == 0, 20.0, 1.0), FAST, seed=0)
-    assert info["mode"] == "last_layer"
-    assert heavy["proba"].mean() < base["proba"].mean() - 0.02
+def _train_labels(frame: pd.DataFrame) -> np.ndarray:
+    return frame.loc[frame["split"] == "train", "label"].to_numpy()
 
 
-def test_same_seed_same_predictions(demo: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("a network was trained again")
+
+    monkeypatch.setattr(train, "fit", fail)
+
+
+@pytest.mark.parametrize(("mode", "sampler"), [("full", False), ("full", True), ("last_layer", False)])
+def test_up_weighting_malade_predicts_more_malade(noise: pd.DataFrame, mode: str, sampler: bool):
+    config = dataclasses.replace(FAST, image_size=16, mode=mode, sampler=sampler, learning_rate=1e-2)
+    labels = _train_labels(noise)
+    mean, rate = {}, {}
+    for name, weights in {"uniform": np.ones(len(labels)), "malade x10": np.where(labels == 1, 10.0, 1.0)}.items():
+        proba = predict_with_weights(noise, weights, config, seed=0)[0]["proba"]
+        mean[name], rate[name] = proba.mean(), (proba >= 0.5).mean()
+    assert mean["malade x10"] > mean["uniform"] + 0.15, mean  # the prior moves towards 10 / 11
+    assert rate["malade x10"] > 0.75 and rate["malade x10"] >= rate["uniform"], rate
+
+
+def test_same_seed_same_predictions_other_seed_other_model(demo: pd.DataFrame, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
     full = dataclasses.replace(FAST, mode="full")
-    first, _ = predict_with_weights(demo, np.ones(_train_n(demo)), full, seed=7)
+    ones = np.ones(len(_train_labels(demo)))
+    first, _ = predict_with_weights(demo, ones, full, seed=7)
     monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "fresh"))  # retrain from scratch
-    second, _ = predict_with_weights(demo, np.ones(_train_n(demo)), full, seed=7)
+    second, info = predict_with_weights(demo, ones, full, seed=7)
+    assert not info["cached"]
     np.testing.assert_allclose(first["proba"], second["proba"], atol=1e-6)
+    other, _ = predict_with_weights(demo, ones, full, seed=8)
+    assert np.abs(other["proba"].to_numpy() - first["proba"].to_numpy()).max() > 1e-3
 
 
-def test_images_are_decoded_once_and_a_corrupt_cache_is_rebuilt(demo: pd.DataFrame, monkeypatch):
-    first = np.array(images.image_array(demo, 32))
-    calls = []
-    monkeypatch.setattr(images, "decode", lambda *a: calls.append(a) or np.zeros((32, 32), np.uint8))
-    np.testing.assert_array_equal(images.image_array(demo, 32), first)
-    assert calls == []  # served from the cache
-    entry = next((Path(images.cache_dir()) / "images").glob("*.npy"))
-    entry.write_bytes(entry.read_bytes()[:1000])  # a partial write
-    rebuilt = images.image_array(demo, 32)
-    assert len(calls) == len(demo) and rebuilt.shape == first.shape
+def test_predictions_cover_every_row_in_frame_order(demo: pd.DataFrame):
+    shuffled = demo.sample(frac=1, random_state=0)
+    preds, info = predict_with_weights(shuffled, np.ones(len(_train_labels(shuffled))), FAST, seed=0)
+    assert list(preds.columns) == ["Image Index", "split", "label", "proba"]
+    assert preds["Image Index"].tolist() == shuffled["Image Index"].tolist()
+    assert preds["label"].tolist() == shuffled["label"].tolist() and preds["proba"].between(0, 1).all()
+    assert {"mode", "backbone", "epochs", "inner_val_bacc", "seed", "seconds"} <= set(info)
+    with pytest.raises(ValueError, match="one value per train image"):
+        predict_with_weights(demo, np.ones(3), FAST, seed=0)
 
 
-@pytest.mark.parametrize("folder", ["nih7-1024px", "nih50-256px"])
-def test_any_size_and_mode_is_resized_to_grey(folder: str):
-    path = next((SHARED / folder).rglob("*.png"), None)
-    if path is None:
-        pytest.skip(f"{SHARED / folder} absent")
-    with Image.open(path) as im:
-        assert im.size[0] >= 256
-    out = images.decode(path, 64)
-    assert out.shape == (64, 64) and out.dtype == np.uint8 and out.std() > 5
+def test_last_layer_trains_one_network_then_only_heads(demo: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
+    labels = _train_labels(demo)
+    base, info = predict_with_weights(demo, np.ones(len(labels)), FAST, seed=0)
+    assert info["mode"] == "last_layer" and not info["cached"]
+    _no_training(monkeypatch)
+    again, info = predict_with_weights(demo, np.ones(len(labels)), FAST, seed=0)
+    assert info["cached"]
+    pd.testing.assert_frame_equal(again, base)
+    heavy, info = predict_with_weights(demo, np.where(labels == 0, 20.0, 1.0), FAST, seed=0)
+    assert not info["cached"]  # a new head on the cached network's features
+    assert heavy["proba"].mean() < base["proba"].mean() - 0.05
+    same_net, _ = predict_with_weights(demo, np.ones(len(labels)), dataclasses.replace(FAST, mode="full"), seed=0)
+    pd.testing.assert_series_equal(same_net["split"], base["split"])  # full + uniform = the cached ERM network
 
 
-def test_subsampling_keeps_whole_patients_and_both_classes(demo: pd.DataFrame):
-    half = subsample_patients(demo, 0.5, seed=0)
-    kept = set(half["patient"])
-    assert 0.3 < len(kept) / demo["patient"].nunique() < 0.7
-    assert demo[demo["patient"].isin(kept)].shape[0] == len(half)  # no patient cut in two
-    for split in ("train", "valid"):
-        assert set(half.loc[half["split"] == split, "label"]) == {0, 1}
+def test_subsampling_keeps_whole_patients_stratified(demo: pd.DataFrame):
+    for fraction in (0.3, 0.5, 0.75):
+        part = subsample_patients(demo, fraction, seed=0)
+        kept = set(part["patient"])
+        assert abs(len(kept) / demo["patient"].nunique() - fraction) < 0.12, fraction
+        assert len(demo[demo["patient"].isin(kept)]) == len(part)  # no patient cut in two
+        for split in ("train", "valid"):
+            assert set(part.loc[part["split"] == split, "label"]) == {0, 1}
+    assert subsample_patients(demo, 0.5, seed=0).equals(subsample_patients(demo, 0.5, seed=0))
+    assert set(subsample_patients(demo, 0.5, seed=1)["patient"]) != set(subsample_patients(demo, 0.5, 0)["patient"])
+    assert subsample_patients(demo, 1.0, seed=0) is demo
 
 
-@pytest.mark.skipif(not (SHARED / "nih1000-64px").exists(), reason="../shared/data/nih1000-64px absent")
+def test_describe_mode_says_how():
+    assert "last-layer" in describe_mode(FAST) and "small_cnn" in describe_mode(FAST)
+    full = describe_mode(dataclasses.replace(FAST, mode="full", sampler=True))
+    assert "per weighting" in full and "sampler" in full
+
+
+def test_loader_workers_and_memory_mapped_batches(noise: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
+    assert train.num_workers(-1, in_memory=True) == 0
+    assert train.num_workers(-1, in_memory=False) == max(0, min(4, (os.cpu_count() or 1) - 1))
+    assert train.num_workers(3, in_memory=True) == 3
+    pixels = train.image_array(noise, 16)
+    rows, labels, weights = np.array([5, 1, 9, 3]), np.arange(4.0), np.ones(4)
+    in_ram = train.PixelData(pixels, rows, labels, weights)
+    monkeypatch.setattr(train, "IN_MEMORY_BYTES", 0)
+    mapped = train.PixelData(pixels, rows, labels, weights)
+    assert in_ram.in_memory and not mapped.in_memory
+    for a, b in zip(in_ram.__getitems__([3, 0, 2]), mapped.__getitems__([3, 0, 2]), strict=True):
+        torch.testing.assert_close(a, b)
+    np.testing.assert_array_equal(in_ram.__getitems__([1])[0][0, 0].numpy(), pixels[1])
+
+
+def test_backbone_registry_and_offline_fallback(monkeypatch: pytest.MonkeyPatch):
+    import torchvision
+
+    net, dim = models.build_backbone("small_cnn")
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, dim)
+
+    def offline(*, weights):
+        if weights is not None:
+            raise OSError("no network")
+        return real(weights=None)
+
+    real = torchvision.models.resnet18
+    monkeypatch.setattr(torchvision.models, "resnet18", offline)
+    with pytest.warns(UserWarning, match="RANDOM initialisation"):
+        net, dim = models.build_backbone("resnet18", pretrained=True)
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, dim) == (2, 512)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        models.build_backbone("resnet18", pretrained=False)  # no download tried, no warning
+    with pytest.raises(ValueError, match="unknown backbone"):
+        models.build_backbone("vgg")
+    if "torchxrayvision" not in sys.modules and "xrv_densenet121_chex" not in models.available_backbones():
+        with pytest.raises(ValueError, match="pip install torchxrayvision"):
+            models.build_backbone("xrv_densenet121_chex")
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "pipeline.train", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+@needs_nih
 def test_course_contract_from_python_and_command_line(tmp_path: Path):
-    data = SHARED / "nih1000-64px"
     csv = tmp_path / "weighted.csv"
-    meta = pd.read_csv(data / "metadata.csv")
+    meta = pd.read_csv(NIH / "metadata.csv")
     meta.assign(WEIGHTS=np.where(meta["Patient Gender"] == "F", 2.0, 1.0)).to_csv(csv, index=False)
-    ckpt, score = train_classifier(tmp_path / "logs", data, "WEIGHTS", csv, image_size=32, max_epochs=1)
+    ckpt, score = train_classifier(tmp_path / "logs", NIH, "WEIGHTS", csv, image_size=32, max_epochs=1, seed=3)
     assert Path(ckpt).is_file() and 0 <= score <= 1
+    record = json.loads(Path(ckpt).with_suffix(".json").read_text())
+    assert record["seed"] == 3 and record["best_val_balanced_accuracy"] == pytest.approx(score)
+    assert list((tmp_path / "logs" / "logs").rglob("metrics.csv"))
     out = tmp_path / "preds.csv"
-    pred_classifier(data, csv, out, ckpt)
+    pred_classifier(NIH, csv, out, ckpt)
     preds = pd.read_csv(out)
     assert list(preds.columns[:4]) == ["Image Index", "split", "label", "proba"]
     assert len(preds) == 800 and preds["proba"].between(0, 1).all()
-    assert {"Patient ID", "Patient Gender", "Patient Age", "View Position"} <= set(preds.columns)
+    assert preds.groupby("split").size().to_dict() == {"train": 600, "valid": 200}
+    assert {"Patient ID", "Patient Gender", "Patient Age", "View Position", "WEIGHTS"} <= set(preds.columns)
+    by_path = preds.set_index("Image Index")
+    assert (by_path.loc[[p.name for p in (NIH / "valid" / "malade").glob("*.png")], "label"] == 1).all()
+
     cli_out = tmp_path / "cli.csv"
-    done = subprocess.run([sys.executable, "-m", "pipeline.train", "--train", "False", "--ckpt", ckpt,
-                           "--datadir", str(data), "--csv", str(csv), "--csv_out", str(cli_out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = _run_cli("--train", "False", "--ckpt", ckpt, "--datadir", str(NIH), "--csv", str(csv),
+                    "--csv_out", str(cli_out))
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(pd.read_csv(cli_out)["proba"], preds["proba"], atol=1e-6)
 
+    trained_out = tmp_path / "cli_trained.csv"
+    done = _run_cli("--logdir", str(tmp_path / "cli_logs"), "--datadir", str(NIH), "--csv", str(csv),
+                    "--weights_col", "WEIGHTS", "--csv_out", str(trained_out), "--image_size", "32",
+                    "--max_epochs", "1", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert "validation balanced accuracy" in done.stdout
+    np.testing.assert_allclose(pd.read_csv(trained_out)["proba"], preds["proba"], atol=1e-5)  # same seed
 
-def test_command_line_errors_are_one_clear_line(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "pipeline.train", "--datadir", str(tmp_path), "--csv",
-                           str(tmp_path / "missing.csv")], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 2
-    assert "missing.csv does not exist" in done.stderr and "Traceback" not in done.stderr
+
+@needs_nih
+def test_command_line_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    meta = NIH / "metadata.csv"
+    cases = {
+        "missing.csv does not exist": ["--datadir", str(NIH), "--csv", str(tmp_path / "missing.csv")],
+        "has no column 'POIDS'": ["--datadir", str(NIH), "--csv", str(meta), "--weights_col", "POIDS"],
+        "needs --ckpt PATH and --csv_out": ["--datadir", str(NIH), "--csv", str(meta), "--train", "False"],
+        "does not exist: pass it with --datadir": ["--datadir", str(tmp_path / "nowhere"), "--csv", str(meta)],
+        "is not a checkpoint": ["--datadir", str(NIH), "--csv", str(meta), "--train", "False", "--ckpt", str(meta),
+                                "--csv_out", str(tmp_path / "x.csv")],
+        "unknown backbone": ["--datadir", str(NIH), "--csv", str(meta), "--backbone", "vgg", "--image_size", "16"],
+    }
+    for expected, args in cases.items():
+        assert train.main(args) == 2, expected
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    done = _run_cli(*cases["missing.csv does not exist"])  # the real command line, in its own process
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing.csv'} does not exist: pass the metadata CSV with --csv."]
