@@ -21,6 +21,11 @@ def cache_dir() -> Path:
     return path
 
 
+def output_dir() -> Path:
+    """Where files for the user are written: `$FAIRCXR_OUTPUT` or `_output/` at the project root."""
+    return Path(os.environ.get("FAIRCXR_OUTPUT", PROJECT_ROOT / "_output"))
+
+
 def memory() -> joblib.Memory:
     """joblib memory under the cache folder (results keyed on their arguments)."""
     return joblib.Memory(cache_dir() / "joblib", verbose=0)

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import schema as S
-from .cache import PROJECT_ROOT, code_version, memory
+from .cache import code_version, memory, output_dir
 from .config import StudyConfig, load_config
 from .data import CheckReport, fingerprint, load_dataset
 
@@ -157,7 +157,7 @@ def _write_weights(ctx: StudyContext) -> None:
     from .weighting import write_weights_csv
 
     source = ctx.config.data_path() / "metadata.csv"
-    out_dir = PROJECT_ROOT / "_output" / "weights"
+    out_dir = output_dir() / "weights"
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
     for method, weights in ctx.weights.items():
         write_weights_csv(source, train, weights, ctx.config.weighting.weights_col, out_dir / f"{method}.csv")

@@ -26,7 +26,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for chapter in (ROOT / "chapters").glob("*.qmd"):
         (project / "chapters" / chapter.name).write_bytes(chapter.read_bytes())
     env = {**os.environ, "FAIRCXR_CONFIG": str(TINY), "FAIRCXR_CACHE": str(project / "cache"),
-           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "FAIRCXR_OUTPUT": str(project / "_output")}
     env.pop("FAIRCXR_DATA", None)
     done = subprocess.run([sys.executable, "-m", "pipeline", "render", "--project", str(project), "--no-quarto"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

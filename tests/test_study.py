@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ def _trainings() -> int:
 def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FAIRCXR_PROGRESS", "0")
+    monkeypatch.setenv("FAIRCXR_OUTPUT", str(tmp_path / "output"))
     return make_demo(tmp_path / "data", n_patients=60, seed=1, image_size=64)
 
 
@@ -71,11 +71,11 @@ def test_a_changed_metadata_cell_changes_results_without_retraining(data: Path):
     assert not first.weights["group_balanced"].equals(second.weights["group_balanced"])
 
 
-def test_weights_are_exported_for_the_course_script(data: Path):
+def test_weights_are_exported_for_the_course_script(data: Path, tmp_path: Path):
     ctx = _run(data)
-    out = ROOT / "_output" / "weights" / "reweighing.csv"
+    out = tmp_path / "output" / "weights" / "reweighing.csv"
     exported = pd.read_csv(out)
     train = ctx.frame[ctx.frame["split"] == "train"]
     weights = exported.set_index("Image Index").loc[train["Image Index"], "WEIGHTS"].to_numpy()
     np.testing.assert_allclose(weights, ctx.weights["reweighing"].to_numpy())
-    shutil.rmtree(ROOT / "_output" / "weights")
+    assert (data / "metadata.csv").read_text().count("WEIGHTS") == 0  # the user's file is untouched
