@@ -150,7 +150,10 @@ def _probe_image(path: str) -> tuple[str, int, int, str]:
 def probe_images(paths: pd.Series) -> pd.DataFrame:
     """Decode every image once (memoised on path, size and mtime) to find unreadable ones."""
     memo_file = cache_dir() / "probe-memo.json"
-    memo = json.loads(memo_file.read_text()) if memo_file.exists() else {}
+    try:
+        memo = json.loads(memo_file.read_text()) if memo_file.exists() else {}
+    except (ValueError, OSError):
+        memo = {}  # a corrupt memo is only a cache: rebuild it
     out = []
     for path in paths:
         st = Path(path).stat()
@@ -216,6 +219,27 @@ def _check_consistency(f: pd.DataFrame, report: CheckReport) -> None:
                    "Keep all images of a patient in one split.", leaking)
 
 
+def _check_groups(f: pd.DataFrame, config: StudyConfig, report: CheckReport) -> None:
+    """Groups of a sensitive attribute that evaluation cannot measure: absent from valid, or one class."""
+    valid = f[f[S.SPLIT] == "valid"]
+    for attribute in config.sensitive_attributes:
+        if attribute not in f.columns:
+            report.add("error", "unknown-attribute", f"Sensitive attribute '{attribute}' is not a column of the "
+                       "dataset.", f"Use some of {[S.SEX, S.AGE_BAND, S.VIEW]} in study.yml > sensitive_attributes.")
+            continue
+        absent = sorted(set(f[attribute].dropna().astype(str)) - set(valid[attribute].dropna().astype(str)))
+        if absent:
+            report.add("warning", "group-absent-from-valid", f"Group(s) {absent} of '{attribute}' have no valid "
+                       "image: their metrics are reported as undefined.",
+                       "Move some patients of that group to valid, or accept undefined metrics for it.")
+        classes = valid.groupby(valid[attribute].astype(str))[S.LABEL].nunique()
+        single = sorted(classes[classes < 2].index)
+        if single:
+            report.add("warning", "group-one-class", f"In valid, group(s) {single} of '{attribute}' have images "
+                       "of one class only: their TPR or FPR is undefined (reported as n.d.).",
+                       "Nothing to fix if that is your data; more patients of that group would help.")
+
+
 def check_dataset(data_dir: Path, config: StudyConfig) -> CheckReport:
     """Validate a data folder and build the canonical frame (None when unusable)."""
     data_dir = Path(data_dir)
@@ -262,6 +286,7 @@ def check_dataset(data_dir: Path, config: StudyConfig) -> CheckReport:
     frame = pd.concat([frame, probe_cols], axis=1)[~broken].reset_index(drop=True)
     frame = _derive(frame, config, report)
     _check_consistency(frame, report)
+    _check_groups(frame, config, report)
     for split in S.SPLITS:
         classes = set(frame.loc[frame[S.SPLIT] == split, S.LABEL])
         if classes != {0, 1}:
