@@ -62,6 +62,7 @@ def pretrained_features(key: pd.DataFrame, config: TrainingConfig, paths: list[s
 
     t0 = time.perf_counter()
     pixels = image_array(key.assign(path=paths), config.image_size)
+    torch.manual_seed(0)  # layers without pre-trained weights get a reproducible initialisation
     backbone, _ = build_backbone(config.backbone, pretrained=True)
     return {"features": embed(backbone, pixels), "epochs": 0, "inner_val_bacc": float("nan"),
             "seconds": time.perf_counter() - t0}

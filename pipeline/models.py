@@ -226,6 +226,8 @@ class Classifier(L.LightningModule):
         if self.trainer.world_size > 1:  # DDP: every rank scores the whole validation set
             scores, labels, weights = (self.all_gather(t).flatten() for t in (scores, labels, weights))
         y, s, w = labels.cpu().numpy(), scores.cpu().numpy(), weights.cpu().numpy()
+        if min(w[y == 0].sum(), w[y == 1].sum()) <= 0:  # a class weighted out entirely: plain accuracy
+            w = np.ones_like(w)
         bacc = balanced_accuracy_score(y, s >= 0.5, sample_weight=w) if len(set(y)) == 2 else 0.0
         self.log("val_bacc", float(bacc), prog_bar=True)
 

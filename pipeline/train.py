@@ -207,7 +207,7 @@ def subsample_patients(frame: pd.DataFrame, fraction: float, seed: int,
 
 def _network_config(config: TrainingConfig, keep_mode: bool = False) -> TrainingConfig:
     """The config with the fields that do not change a result set to their defaults (a cache key)."""
-    neutral = ["seeds", "subsample_fraction", "subsample_seed", "num_workers"]
+    neutral = ["seeds", "subsample_fraction", "subsample_seed", "num_workers", "cpu_threads"]
     neutral += [] if keep_mode else ["mode", "feature_source"]
     default = TrainingConfig()
     return dataclasses.replace(config, **{f: getattr(default, f) for f in neutral if hasattr(default, f)})

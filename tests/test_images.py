@@ -75,11 +75,13 @@ def test_second_load_reads_the_cache_without_decoding(frame: pd.DataFrame, monke
     expected = np.stack([images.decode(p, 24) for p in frame["path"]])
     np.testing.assert_array_equal(first, expected)
     entries = sorted((images.cache_dir() / "images").glob("*.npy"))
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in entries]
     calls = _no_decoding(monkeypatch)
     again = images.image_array(frame, 24)
     assert isinstance(again, np.memmap) and calls == []
     np.testing.assert_array_equal(again, first)
     assert sorted((images.cache_dir() / "images").glob("*.npy")) == entries
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in entries] == stamps  # read, not rewritten
     assert not list((images.cache_dir() / "images").glob("*.tmp"))
 
 

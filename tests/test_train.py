@@ -35,6 +35,13 @@ FAST = TrainingConfig(image_size=32, max_epochs=2, patience=2, batch_size=32)
 needs_nih = pytest.mark.skipif(not NIH.exists(), reason=f"real NIH subset {NIH} absent")
 
 
+@dataclasses.dataclass(frozen=True)
+class WithSource(TrainingConfig):
+    """The requested field `feature_source` ("erm" or "pretrained"), until config.py has it."""
+
+    feature_source: str = "pretrained"
+
+
 @pytest.fixture(autouse=True)
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
@@ -134,6 +141,17 @@ def test_last_layer_trains_one_network_then_only_heads(demo: pd.DataFrame, monke
     assert heavy["proba"].mean() < base["proba"].mean() - 0.05
     same_net, _ = predict_with_weights(demo, np.ones(len(labels)), dataclasses.replace(FAST, mode="full"), seed=0)
     pd.testing.assert_series_equal(same_net["split"], base["split"])  # full + uniform = the cached ERM network
+
+
+def test_last_layer_on_frozen_pretrained_features_trains_nothing(demo: pd.DataFrame,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    config = WithSource(**dataclasses.asdict(FAST))
+    _no_training(monkeypatch)
+    labels = _train_labels(demo)
+    base, info = predict_with_weights(demo, np.ones(len(labels)), config, seed=0)
+    assert info["epochs"] == 0 and "frozen" in info["description"] and base["proba"].between(0, 1).all()
+    heavy, _ = predict_with_weights(demo, np.where(labels == 0, 20.0, 1.0), config, seed=0)
+    assert heavy["proba"].mean() < base["proba"].mean() - 0.05
 
 
 def test_subsampling_keeps_whole_patients_stratified(demo: pd.DataFrame):
