@@ -8,39 +8,146 @@ HTML self-contained with MathML, PDF through Typst, slides through reveal.js 5 i
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image
 
 from .cache import atomic_path
-from .qmd import Emitter, RenderError, execute, parse, to_markdown
+from .qmd import Document, Emitter, RenderError, execute, fence_state, parse, split_front_matter, to_markdown
 
 TEMPLATES = Path(__file__).parent / "templates"
 OUTPUTS = ("report.html", "report.pdf", "slides.html")
+EXTENSIONS = {"html": "html", "revealjs": "html", "typst": "pdf"}
+ALIASES = {"pdf": "typst", "html5": "html"}
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
              "octobre", "novembre", "décembre")
 SLIDE_FONT_PT = 30  # keep in line with templates/slides.css
-# Captions carry our own "Figure N :" numbers (the same in HTML and PDF); tables are set smaller.
-REPORT_TYPST = """#set figure(numbering: none)
-#set par(justify: true)
-#show table: set text(size: 7.5pt)
-#show table: set par(justify: false)"""
+# Quarto reveal.js options passed to pandoc under reveal's own (camelCase) names.
+REVEAL_SKIP = {"theme", "embed-resources", "self-contained", "css", "fig-width", "fig-height", "incremental",
+               "slide-level", "toc", "number-sections", "html-math-method", "footer", "logo"}
 
 
-def _typst_header(build: Path, name: str, code: str) -> list[str]:
-    """pandoc arguments that put raw Typst code in the document's header."""
-    build.mkdir(parents=True, exist_ok=True)
-    path = build / f"{name}-header.typ"
-    path.write_text(code + "\n", encoding="utf-8")
-    return ["--include-in-header", str(path)]
+class SlideOverflowWarning(UserWarning):
+    """A slide's content is taller than the slide (reveal.js would clip it silently)."""
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def render_all(project_dir: Path, outputs: tuple[str, ...] = OUTPUTS,
+               use_quarto: bool | None = None) -> list[Path]:
+    """Render `outputs` (names under the output folder, e.g. "report.pdf") of a Quarto project.
+
+    Uses Quarto when it is on PATH (unless use_quarto is False), else the offline fallback.
+    Each document is executed once for all its outputs in the fallback.
+    """
+    project = Path(project_dir).resolve()
+    plan: dict[str, list[str]] = {}
+    for name in outputs:
+        stem, _, ext = name.rpartition(".")
+        qmd = project / f"{stem}.qmd"
+        if not qmd.is_file():
+            raise RenderError(f"cannot make {name}: {qmd} does not exist")
+        plan.setdefault(stem, []).append(_format_for(qmd, ext))
+    written: list[Path] = []
+    for stem, formats in plan.items():
+        written += render_file(project / f"{stem}.qmd", formats, use_quarto=use_quarto, project_dir=project)
+    return written
+
+
+def render_file(qmd: Path, formats: list[str], use_quarto: bool | None = None,
+                project_dir: Path | None = None) -> list[Path]:
+    """Render one document to `formats` ("html", "typst" or "pdf", "revealjs") in the output folder."""
+    qmd = Path(qmd).resolve()
+    project = Path(project_dir).resolve() if project_dir else _project_of(qmd)
+    formats = [ALIASES.get(f, f) for f in formats]
+    unknown = [f for f in formats if f not in EXTENSIONS]
+    if unknown:
+        raise RenderError(f"{qmd.name}: unsupported format(s) {unknown}; use html, typst (pdf) or revealjs")
+    out_dir = project / (_project_config(project).get("output-dir") or "_output")
+    if use_quarto is None:
+        use_quarto = shutil.which("quarto") is not None
+    if use_quarto:
+        return _render_quarto(qmd, formats, project, out_dir)
+    return _render_fallback(qmd, formats, project, out_dir)
+
+
+# ---------------------------------------------------------------- project
+
+
+def _project_of(qmd: Path) -> Path:
+    for folder in qmd.parents:
+        if (folder / "_quarto.yml").is_file():
+            return folder
+    return qmd.parent
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+
+def _project_config(project: Path) -> dict[str, Any]:
+    return _load_yaml(project / "_quarto.yml").get("project") or {}
+
+
+def project_meta(project: Path) -> dict[str, Any]:
+    """`_quarto.yml` without its `project:` key: the metadata every document inherits."""
+    meta = dict(_load_yaml(project / "_quarto.yml"))
+    meta.pop("project", None)
+    return meta
+
+
+def _format_for(qmd: Path, ext: str) -> str:
+    if ext == "pdf":
+        return "typst"
+    meta, _ = split_front_matter(qmd.read_text(encoding="utf-8"))
+    fmt = meta.get("format") or {}
+    return "revealjs" if "revealjs" in (fmt if isinstance(fmt, (dict, str)) else {}) else "html"
+
+
+def _rel(path: Path, project: Path) -> str:
+    try:
+        return str(path.relative_to(project))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------- Quarto
+
+
+def _render_quarto(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
+    """`quarto render FILE --to f1,f2`; outputs are named FILE-stem + .html/.pdf (Typst gives a PDF)."""
+    t0 = time.perf_counter()
+    print(f"quarto render {_rel(qmd, project)} --to {','.join(formats)}…", flush=True)
+    done = subprocess.run(["quarto", "render", str(qmd), "--to", ",".join(formats)], cwd=project)
+    if done.returncode != 0:
+        raise RenderError(f"quarto render {qmd.name} failed (exit {done.returncode}); see its messages above")
+    written = []
+    for fmt in formats:
+        name = f"{qmd.stem}.{EXTENSIONS[fmt]}"
+        found = next((p for p in (out_dir / name, qmd.parent / name) if p.is_file()), None)
+        if found is None:
+            raise RenderError(f"quarto render {qmd.name} did not produce {name}")
+        target = out_dir / name
+        if found != target:  # a project without output-dir writes next to the source
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(found, target)
+        written.append(target)
+        print(f"wrote {_rel(target, project)} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return written
+
+
+# ---------------------------------------------------------------- offline fallback
 
 
 def pandoc_path() -> str:
@@ -59,170 +166,234 @@ def revealjs_dir() -> Path:
     return path
 
 
-def project_meta(project: Path) -> dict[str, Any]:
-    config = project / "_quarto.yml"
-    meta = yaml.safe_load(config.read_text(encoding="utf-8")) if config.exists() else {}
-    meta = dict(meta or {})
-    meta.pop("project", None)
-    return meta
+def kernel_env(project: Path) -> dict[str, str]:
+    """The kernel imports the project's modules and this `pipeline`, whatever the current folder."""
+    paths = [str(project), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
 
-def _pandoc_meta(meta: dict[str, Any], project: Path) -> dict[str, Any]:
-    keep = {k: meta[k] for k in ("title", "subtitle", "author", "date", "lang", "link-citations")
-            if k in meta}
-    if keep.get("date") == "today":
-        today = dt.date.today()
-        keep["date"] = f"{today.day} {MONTHS_FR[today.month - 1]} {today.year}"
-    if "bibliography" in meta:
-        keep["bibliography"] = str((project / meta["bibliography"]).resolve())
-    return keep
-
-
-def _format_options(meta: dict[str, Any], fmt: str) -> dict[str, Any]:
-    formats = meta.get("format", {})
-    opts = formats.get(fmt, {}) if isinstance(formats, dict) else {}
-    return opts if isinstance(opts, dict) else {}
-
-
-def run_pandoc(markdown: str, out: Path, to: str, args: list[str], build: Path, meta: dict[str, Any]) -> None:
-    build.mkdir(parents=True, exist_ok=True)
-    source = build / f"{out.stem}.{to}.md"
-    source.write_text(markdown, encoding="utf-8")
-    meta_file = build / f"{out.stem}.{to}.meta.yml"
-    meta_file.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
-    cmd = [pandoc_path(), str(source), "-f", "markdown", "-t", to, "--standalone", "--fail-if-warnings",
-           "--metadata-file", str(meta_file), "--lua-filter", str(TEMPLATES / "callouts.lua"),
-           "--resource-path", str(build), "-o", str(out), *args]
-    if "bibliography" in meta:
-        cmd.append("--citeproc")
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RenderError(f"pandoc failed for {out.name} (exit {done.returncode}):\n{done.stderr.strip()}")
-
-
-def _html(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> None:
-    opts = _format_options(meta, "html")
-    args = ["--embed-resources", "--mathml", "--css", str(TEMPLATES / "report.css"),
-            f"--toc-depth={opts.get('toc-depth', 2)}"]
-    args += ["--toc"] if opts.get("toc", True) else []
-    args += ["--number-sections"] if opts.get("number-sections", True) else []
-    with atomic_path(target) as tmp:
-        run_pandoc(markdown, tmp.with_suffix(".html"), "html5", args, build, _pandoc_meta(meta, build.parents[1]))
-        os.replace(tmp.with_suffix(".html"), tmp)
-
-
-def _typst_source(markdown: str, out: Path, build: Path, meta: dict[str, Any], opts: dict[str, Any]) -> None:
-    pmeta = _pandoc_meta(meta, build.parents[1])
-    pmeta.update({"papersize": opts.get("papersize", "a4"), "fontsize": opts.get("fontsize", "11pt"),
-                  "margin": opts.get("margin", {"x": "2cm", "y": "2cm"})})
-    if opts.get("number-sections", True):
-        pmeta["section-numbering"] = opts.get("section-numbering", "1.1.")
-    args = ["--toc"] if opts.get("toc", True) else []
-    run_pandoc(markdown, out, "typst", [*args, *_typst_header(build, "report", REPORT_TYPST)], build, pmeta)
-
-
-def _pdf(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> int:
-    import typst
-
-    typ = build / f"{target.stem}.typ"
-    _typst_source(markdown, typ, build, meta, _format_options(meta, "typst"))
-    with atomic_path(target) as tmp:
-        typst.compile(str(typ), output=str(tmp), root="/")
-    return len(re.findall(rb"/Type\s*/Page\b", target.read_bytes()))
-
-
-def _slides(markdown: str, target: Path, build: Path, meta: dict[str, Any]) -> None:
-    opts = _format_options(meta, "revealjs")
-    args = ["--embed-resources", "--mathml", "--slide-level", "2", "--css", str(TEMPLATES / "slides.css"),
-            "-V", f"revealjs-url={revealjs_dir()}", "-V", f"theme={opts.get('theme', 'white')}",
-            "-V", f"width={opts.get('width', 1280)}", "-V", f"height={opts.get('height', 720)}"]
-    if opts.get("slide-number", True):
-        args += ["-V", "slideNumber=true"]
-    with atomic_path(target) as tmp:
-        run_pandoc(markdown, tmp.with_suffix(".html"), "revealjs", args, build,
-                   _pandoc_meta(meta, build.parents[1]))
-        os.replace(tmp.with_suffix(".html"), tmp)
-
-
-def slide_overflows(markdown: str, build: Path, meta: dict[str, Any], width: int = 1280,
-                    height: int = 720) -> list[str]:
-    """Titles of slides whose content does not fit one page (each slide set in Typst at slide size).
-
-    Reveal.js clips an overflowing slide silently; Typst breaks it onto a second page instead, which
-    we can count. Images keep their on-screen size (PNG rendered at 3x, so width / 3 points).
-    """
-    import typst
-
-    def sized(match: re.Match) -> str:
-        with Image.open(match.group(2)) as im:
-            return f"![{match.group(1)}]({match.group(2)}){{width={im.width / 3:.0f}pt}}"
-
-    markdown = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)(\{[^}]*\})?", sized, markdown)
-    chunks = re.split(r"^## ", markdown, flags=re.M)[1:]
-    overflowing = []
-    for i, chunk in enumerate(chunks):
-        title = chunk.splitlines()[0].split("{")[0].strip()
-        typ = build / f"slide-{i}.typ"
-        smaller = ".smaller" in chunk.splitlines()[0]  # as in slides.css: .smaller tables at half size
-        header = _typst_header(build, "slide", f"#set page(width: {width}pt, height: {height}pt, margin: 40pt)\n"
-                               f"#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)\n"
-                               f"#show table: set text(size: {SLIDE_FONT_PT * (0.5 if smaller else 0.62):.0f}pt)")
-        run_pandoc("## " + chunk, typ, "typst", header, build, {**meta, "suppress-bibliography": True})
-        pdf = build / f"slide-{i}.pdf"
-        typst.compile(str(typ), output=str(pdf), root="/")
-        if len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes())) > 1:
-            overflowing.append(title)
-    return overflowing
-
-
-def render_fallback(project: Path, outputs: tuple[str, ...] = OUTPUTS) -> list[Path]:
-    """Execute report.qmd and slides.qmd once each and convert them offline."""
-    project = project.resolve()
-    out_dir, build = project / "_output", project / "_output" / ".build"
+def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
+    t0 = time.perf_counter()
+    doc = parse(qmd, project_meta(project))
+    build = out_dir / ".build" / qmd.stem
     shutil.rmtree(build, ignore_errors=True)
-    written: list[Path] = []
-    pmeta = project_meta(project)
-    for name in ("report", "slides"):
-        wanted = [o for o in outputs if o.startswith(name + ".")]
-        if not wanted:
-            continue
-        t0 = time.perf_counter()
-        doc = parse(project / f"{name}.qmd", pmeta)
-        print(f"executing {name}.qmd ...", flush=True)
-        results = execute(doc, cwd=project)
-        for out in wanted:
-            fmt = {"report.html": "html", "report.pdf": "typst", "slides.html": "revealjs"}[out]
-            markdown = to_markdown(doc, results, Emitter(fmt, build / f"{name}-{fmt}-media"))
-            target = out_dir / out
-            if fmt == "html":
-                _html(markdown, target, build, doc.meta)
-                detail = ""
-            elif fmt == "typst":
-                detail = f" ({_pdf(markdown, target, build, doc.meta)} pages)"
-            else:
-                _slides(markdown, target, build, doc.meta)
-                check = to_markdown(doc, results, Emitter("typst", build / "slides-check-media"))
-                for title in slide_overflows(check, build / "slides-check", _pandoc_meta(doc.meta, project)):
-                    warnings.warn(f"slides.qmd: slide '{title}' overflows the 1280x720 slide; shorten it "
-                                  "or move content to a backup slide.", stacklevel=2)
-                detail = f" ({len(re.findall(r'^## ', markdown, flags=re.M))} slides)"
-            written.append(target)
-            elapsed = time.perf_counter() - t0
-            print(f"wrote {target.relative_to(project)}{detail} in {elapsed:.1f} s", flush=True)
+    n = len(doc.includes)
+    print(f"executing {qmd.name}" + (f" ({n} chapter{'s' * (n > 1)})" if n else "") + "…", flush=True)
+    results = execute(doc, cwd=qmd.parent, env=kernel_env(project))
+    print(f"executed {qmd.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    written = []
+    for fmt in formats:
+        t1 = time.perf_counter()
+        target = out_dir / f"{qmd.stem}.{EXTENSIONS[fmt]}"
+        markdown = to_markdown(doc, results, Emitter(fmt, build / f"{fmt}-media"))
+        detail = WRITERS[fmt](markdown, target, build, doc)
+        if fmt == "revealjs":
+            check = to_markdown(doc, results, Emitter("typst", build / "check-media"))
+            _warn_overflows(check, build / "check", doc)
+        written.append(target)
+        print(f"wrote {_rel(target, project)}{detail} in {time.perf_counter() - t1:.1f} s", flush=True)
     return written
 
 
-def render_with_quarto(project: Path) -> list[Path]:
-    """`quarto render` renders report.qmd (html + typst) and slides.qmd into _output/."""
-    done = subprocess.run(["quarto", "render"], cwd=project)
+def _date(value: Any, lang: str, path: Path) -> Any:
+    day = {"today": dt.date.today(),
+           "last-modified": dt.date.fromtimestamp(path.stat().st_mtime)}.get(str(value))
+    if day is None:
+        return value
+    return f"{day.day} {MONTHS_FR[day.month - 1]} {day.year}" if lang == "fr" else day.isoformat()
+
+
+def pandoc_meta(doc: Document) -> dict[str, Any]:
+    """The metadata pandoc needs, paths made absolute, Quarto's French defaults filled in."""
+    meta = doc.meta
+    keep = {k: meta[k] for k in ("title", "subtitle", "author", "date", "lang", "abstract", "keywords",
+                                 "link-citations", "nocite", "reference-section-title", "toc-title")
+            if k in meta}
+    lang = str(meta.get("lang", "en"))[:2]
+    if "date" in keep:
+        keep["date"] = _date(keep["date"], lang, doc.path)
+    for key in ("bibliography", "csl"):
+        if key in meta:
+            files = meta[key] if isinstance(meta[key], list) else [meta[key]]
+            keep[key] = [str((doc.path.parent / f).resolve()) for f in files]
+    keep.setdefault("reference-section-title", "Références" if lang == "fr" else "References")
+    keep.setdefault("toc-title", "Table des matières" if lang == "fr" else "Contents")
+    return keep
+
+
+def run_pandoc(markdown: str, out: Path, to: str, args: list[str], build: Path, meta: dict[str, Any],
+               doc: Document) -> None:
+    """pandoc Markdown → `to`, failing on any warning (a missing file, an unresolved citation...)."""
+    build.mkdir(parents=True, exist_ok=True)
+    source = build / f"{doc.path.stem}.{to}.md"
+    source.write_text(markdown, encoding="utf-8")
+    meta_file = build / f"{doc.path.stem}.{to}.meta.yml"
+    meta_file.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
+    cmd = [pandoc_path(), str(source), "-f", "markdown", "-t", to, "--standalone", "--fail-if-warnings",
+           "--metadata-file", str(meta_file), "--lua-filter", str(TEMPLATES / "callouts.lua"),
+           "--resource-path", os.pathsep.join([str(build), str(doc.path.parent)]), "-o", str(out), *args]
+    if meta.get("bibliography"):
+        cmd.append("--citeproc")
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RenderError(f"quarto render failed (exit {done.returncode}); see its messages above")
-    return [project / "_output" / o for o in OUTPUTS if (project / "_output" / o).exists()]
+        raise RenderError(f"pandoc failed for {doc.path.name} → {to} (exit {done.returncode}):\n"
+                          f"{done.stderr.strip()}")
 
 
-def render_all(project: Path, outputs: tuple[str, ...] = OUTPUTS,
-               use_quarto: bool | None = None) -> list[Path]:
-    """Render with Quarto when it is on PATH (unless use_quarto is False), else offline."""
-    if use_quarto is None:
-        use_quarto = shutil.which("quarto") is not None
-    return render_with_quarto(Path(project)) if use_quarto else render_fallback(Path(project), outputs)
+def _options(doc: Document, fmt: str) -> dict[str, Any]:
+    return (doc.meta.get("format") or {}).get(fmt) or {}
+
+
+def _toc_args(opts: dict[str, Any], default_depth: int = 3) -> list[str]:
+    return ["--toc", f"--toc-depth={opts.get('toc-depth', default_depth)}"] if opts.get("toc") else []
+
+
+def write_html(markdown: str, target: Path, build: Path, doc: Document) -> str:
+    opts = _options(doc, "html")
+    args = ["--embed-resources", "--mathml", "--css", str(TEMPLATES / "report.css"), *_toc_args(opts)]
+    args += ["--number-sections"] if opts.get("number-sections") else []
+    with atomic_path(target) as tmp:
+        html = tmp.with_suffix(".html")
+        run_pandoc(markdown, html, "html5", args, build, pandoc_meta(doc), doc)
+        os.replace(html, tmp)
+    return ""
+
+
+def typst_source(markdown: str, typ: Path, build: Path, doc: Document, header: str,
+                 meta: dict[str, Any] | None = None) -> None:
+    """pandoc Markdown → Typst with pandoc's template and a raw Typst header."""
+    opts = _options(doc, "typst")
+    meta = meta if meta is not None else pandoc_meta(doc)
+    meta.update({"papersize": opts.get("papersize", "a4"), "fontsize": opts.get("fontsize", "11pt"),
+                 "margin": opts.get("margin", {"x": "2cm", "y": "2cm"})})
+    numbering = opts.get("section-numbering") or ("1.1" if opts.get("number-sections") else None)
+    if numbering:
+        meta["section-numbering"] = numbering
+    if "mainfont" in opts:
+        meta["mainfont"] = opts["mainfont"]
+    build.mkdir(parents=True, exist_ok=True)
+    head = build / f"{typ.stem}-header.typ"
+    head.write_text(header, encoding="utf-8")
+    run_pandoc(markdown, typ, "typst", [*_toc_args(opts), "--include-in-header", str(head)], build, meta, doc)
+
+
+def _pages(pdf: Path) -> int:
+    return len(re.findall(rb"/Type\s*/Page\b", pdf.read_bytes()))
+
+
+def write_pdf(markdown: str, target: Path, build: Path, doc: Document) -> str:
+    import typst
+
+    typ = build / f"{target.stem}.typ"
+    typst_source(markdown, typ, build, doc, (TEMPLATES / "report-header.typ").read_text(encoding="utf-8"))
+    with atomic_path(target) as tmp:
+        pdf = tmp.with_suffix(".pdf")
+        try:
+            typst.compile(str(typ), output=str(pdf), root="/")
+        except Exception as err:  # typst.TypstError and friends: name the intermediate file
+            raise RenderError(f"typst failed on {typ}:\n{err}") from None
+        pages = _pages(pdf)
+        os.replace(pdf, tmp)
+    return f" ({pages} pages)"
+
+
+def write_slides(markdown: str, target: Path, build: Path, doc: Document) -> str:
+    opts = _options(doc, "revealjs")
+    args = ["--embed-resources", "--mathml", f"--slide-level={opts.get('slide-level', 2)}",
+            "--css", str(TEMPLATES / "slides.css"), "-V", f"revealjs-url={revealjs_dir()}",
+            "-V", f"theme={opts.get('theme', 'white')}"]
+    args += ["--incremental"] if opts.get("incremental") else []
+    for key, value in opts.items():
+        if key not in REVEAL_SKIP and not isinstance(value, (dict, list)):
+            name = re.sub(r"-(\w)", lambda m: m.group(1).upper(), key)
+            args += ["-V", f"{name}={str(value).lower() if isinstance(value, bool) else value}"]
+    with atomic_path(target) as tmp:
+        html = tmp.with_suffix(".html")
+        run_pandoc(markdown, html, "revealjs", args, build, pandoc_meta(doc), doc)
+        os.replace(html, tmp)
+    slides = sum(1 for line in markdown.splitlines() if line.startswith("## "))
+    return f" ({slides} slides)"
+
+
+WRITERS = {"html": write_html, "typst": write_pdf, "revealjs": write_slides}
+
+
+# ---------------------------------------------------------------- slide overflow check
+
+
+def _slide_chunks(markdown: str) -> list[tuple[str, str]]:
+    """(title, markdown) per `##` slide, fenced code ignored; text before the first slide dropped."""
+    chunks: list[tuple[str, list[str]]] = []
+    state = None
+    for line in markdown.split("\n"):
+        code, state = fence_state(state, line)
+        if not code and line.startswith("## "):
+            chunks.append((line[3:].split("{")[0].strip(), []))
+        if chunks:
+            chunks[-1][1].append(line)
+    return [(title, "\n".join(lines)) for title, lines in chunks]
+
+
+def slide_overflows(markdown: str, build: Path, doc: Document, width: int = 1280,
+                    height: int = 720) -> list[str]:
+    """Titles of slides whose content does not fit one slide.
+
+    Reveal.js clips an overflowing slide silently; Typst breaks it onto more pages, which we count:
+    all slides are set in one Typst document at slide size (1 pt per CSS pixel, the font size of
+    slides.css), each starting a page and marking it. Charts keep their on-screen size (their PNG
+    says 216 ppi for a 3x render).
+    """
+    import typst
+
+    chunks = _slide_chunks(markdown)
+    pieces = []
+    for i, (_, chunk) in enumerate(chunks):
+        smaller = ".smaller" in chunk.split("\n", 1)[0]  # as in slides.css: .smaller tables at half size
+        table_pt = SLIDE_FONT_PT * (0.5 if smaller else 0.62)
+        pieces.append(f"```{{=typst}}\n#pagebreak(weak: true)\n#context [#metadata(("
+                      f"i: {i}, page: here().page())) <slide-start>]\n#[\n"
+                      f"#show table: set text(size: {table_pt:.0f}pt)\n```\n\n{chunk}\n\n```{{=typst}}\n]\n```")
+    if not pieces:
+        return []
+    pieces.append("```{=typst}\n#context [#metadata((i: -1, page: here().page())) <slide-start>]\n```")
+    # In the body, not the header: pandoc's template sets the page and text size after the header.
+    # Margins as reveal.js lays a 1280x720 slide out (title 25 px from the left edge).
+    setup = (f"```{{=typst}}\n#set page(width: {width}pt, height: {height}pt, margin: (x: 25pt, y: 20pt), "
+             f"numbering: none)\n#set text(size: {SLIDE_FONT_PT}pt)\n#set figure(numbering: none)\n```")
+    typ = build / "slides-check.typ"
+    meta = {k: v for k, v in pandoc_meta(doc).items() if k in ("lang", "bibliography", "link-citations")}
+    meta["suppress-bibliography"] = True
+    typst_source("\n\n".join([setup, *pieces]), typ, build, doc, "", meta=meta)
+    marks = json.loads(typst.query(str(typ), "<slide-start>", field="value", root="/"))
+    starts = [m["page"] for m in marks]
+    # The end mark sits on the last slide's last page: that slide spans end - start + 1 pages.
+    spans = [b - a for a, b in itertools.pairwise(starts)]
+    spans[-1] += 1
+    return [title for (title, _), span in zip(chunks, spans, strict=True) if span > 1]
+
+
+def _warn_overflows(markdown: str, build: Path, doc: Document) -> None:
+    try:
+        titles = slide_overflows(markdown, build, doc, **_slide_size(doc))
+    except (RenderError, RuntimeError, ValueError) as err:  # the check must never block the slides
+        print(f"warning: slide overflow check skipped: {err}", file=sys.stderr)
+        return
+    for title in titles:
+        path, line = _slide_origin(doc, title)
+        warnings.warn_explicit(f"slide '{title}' overflows the slide; shorten it or move content to a "
+                               "backup slide", SlideOverflowWarning, str(path), line)
+
+
+def _slide_origin(doc: Document, title: str) -> tuple[Path, int]:
+    """Source file and line of the `## title` heading (for the warning), else the document."""
+    for part in doc.parts:
+        for i, line in enumerate(getattr(part, "text", "").split("\n")):
+            if line.startswith("## ") and line[3:].split("{")[0].strip() == title:
+                return part.origins[i]
+    return doc.path, 1
+
+
+def _slide_size(doc: Document) -> dict[str, int]:
+    opts = _options(doc, "revealjs")
+    return {"width": int(opts.get("width", 1280)), "height": int(opts.get("height", 720))}
