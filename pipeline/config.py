@@ -50,6 +50,9 @@ class TrainingConfig:
     num_workers: int = -1  # -1: chosen from the number of CPU cores
     subsample_fraction: float = 1.0  # fraction of PATIENTS kept (stratified), 1.0 = all
     subsample_seed: int = 0
+    feature_source: str = "erm"  # last-layer features: "erm" (trained once, unweighted) or "pretrained" (frozen)
+    pretrained: bool = True  # try ImageNet / torchxrayvision weights for the backbones that have them
+    cpu_threads: int = 0  # torch CPU threads; 0 keeps torch's default (1 helps on a busy 2-core machine)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,8 @@ def _validate(config: StudyConfig, path: Path) -> None:
         raise ConfigError(f"{path}: age_bands must be increasing edges, e.g. [0, 40, 60, 200].")
     if config.training.mode not in ("last_layer", "full"):
         raise ConfigError(f"{path}: training.mode must be 'last_layer' or 'full'.")
+    if config.training.feature_source not in ("erm", "pretrained"):
+        raise ConfigError(f"{path}: training.feature_source must be 'erm' or 'pretrained'.")
     if not 0 < config.training.subsample_fraction <= 1:
         raise ConfigError(f"{path}: training.subsample_fraction must be in (0, 1].")
     if not 0 < config.postprocessing.fit_fraction < 1:
