@@ -48,9 +48,7 @@ def _render(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, data_dir=args.data)
     study.run(config)  # compute (or load from the cache) before the documents execute
-    outputs = render_all(Path(args.project), use_quarto=False if args.no_quarto else None)
-    for path in outputs:
-        print(f"wrote {path}")
+    render_all(Path(args.project), use_quarto=False if args.no_quarto else None)  # prints what it writes
     return 0
 
 

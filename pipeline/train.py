@@ -143,7 +143,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     w = np.asarray(weights, dtype=float)
     w = w / w.mean()
     model = Classifier(config.backbone, config.learning_rate, config.image_size, weighted_loss=not config.sampler,
-                       pretrained=getattr(config, "pretrained", True))
+                       pretrained=config.pretrained)
     ckpt_dir = Path(logdir) / "checkpoints"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_bacc",
                                                      mode="max", save_top_k=1, enable_version_counter=False)
@@ -248,7 +248,7 @@ def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig,
         base = _cached(_fit_full)(key, weights, net, seed, paths, logdir)
         proba = base["proba"]
     else:
-        if getattr(config, "feature_source", "erm") == "pretrained":
+        if config.feature_source == "pretrained":
             base = _cached(features.pretrained_features)(key, net, paths)
         else:
             base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, paths, logdir)
@@ -301,7 +301,7 @@ def describe_mode(config: TrainingConfig) -> str:
     if config.mode == "full":
         how = "a weighted sampler" if config.sampler else "a weighted loss"
         return f"one {net}, {stop} trained per weighting with {how}"
-    if getattr(config, "feature_source", "erm") == "pretrained":
+    if config.feature_source == "pretrained":
         return (f"frozen pre-trained {config.backbone} features ({config.image_size} px), one weighted logistic "
                 "head per weighting (last-layer mode, Kirichenko et al. 2022)")
     return (f"one {net}, {stop} trained once without weights, then one weighted logistic head per weighting "

@@ -35,13 +35,6 @@ FAST = TrainingConfig(image_size=32, max_epochs=2, patience=2, batch_size=32)
 needs_nih = pytest.mark.skipif(not NIH.exists(), reason=f"real NIH subset {NIH} absent")
 
 
-@dataclasses.dataclass(frozen=True)
-class WithSource(TrainingConfig):
-    """The requested field `feature_source` ("erm" or "pretrained"), until config.py has it."""
-
-    feature_source: str = "pretrained"
-
-
 @pytest.fixture(autouse=True)
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
@@ -145,7 +138,7 @@ def test_last_layer_trains_one_network_then_only_heads(demo: pd.DataFrame, monke
 
 def test_last_layer_on_frozen_pretrained_features_trains_nothing(demo: pd.DataFrame,
                                                                    monkeypatch: pytest.MonkeyPatch):
-    config = WithSource(**dataclasses.asdict(FAST))
+    config = dataclasses.replace(FAST, feature_source="pretrained")
     _no_training(monkeypatch)
     labels = _train_labels(demo)
     base, info = predict_with_weights(demo, np.ones(len(labels)), config, seed=0)
