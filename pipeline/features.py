@@ -53,10 +53,11 @@ def embed(backbone: torch.nn.Module, pixels: np.ndarray, batch_size: int = 128) 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def pretrained_features(key: pd.DataFrame, config: TrainingConfig, paths: list[str]) -> dict:
+def pretrained_features(key: pd.DataFrame, config: TrainingConfig, code: str, paths: list[str]) -> dict:
     """Features of a frozen pre-trained backbone for every row (no training at all).
 
-    Cached on the content in `key`; `paths` only say where to read the pixels.
+    Cached on the content in `key`, the config and `code` (the network code's version); `paths`
+    only say where to read the pixels.
     """
     from .models import build_backbone
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from . import features
 from . import schema as S
-from .cache import atomic_path, atomic_write_text, cache_dir, memory
+from .cache import atomic_path, atomic_write_text, cache_dir, code_version, memory
 from .config import ConfigError, TrainingConfig
 from .data import CheckReport, list_images
 from .images import digests, image_array
@@ -213,12 +213,13 @@ def _network_config(config: TrainingConfig, keep_mode: bool = False) -> Training
     return dataclasses.replace(config, **{f: getattr(default, f) for f in neutral if hasattr(default, f)})
 
 
-def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, paths: list[str],
-              logdir: Path | None = None) -> dict:
+def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, code: str,
+              paths: list[str], logdir: Path | None = None) -> dict:
     """Train a network with these weights (early stopping on held-out train patients); predict every row.
 
-    Cached on content (digests, labels, splits, patients), weights, config and seed; `paths` and
-    `logdir` only say where to read pixels and write logs. Features are kept for the unweighted network.
+    Cached on content (digests, labels, splits, patients), weights, config, seed and `code` (the
+    version of the network's code); `paths` and `logdir` only say where to read pixels and write logs.
+    Features are kept for the unweighted network.
     """
     t0 = time.perf_counter()
     pixels = image_array(key.assign(**{S.PATH: paths}), config.image_size)
@@ -240,18 +241,18 @@ def _cached(fn: Any) -> Any:
     return memory().cache(fn, ignore=[a for a in ("paths", "logdir") if a in fn.__code__.co_varnames])
 
 
-def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, paths: list[str],
-                 logdir: Path | None = None) -> dict:
+def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, code: str,
+                 paths: list[str], logdir: Path | None = None) -> dict:
     """Probabilities for every row in `config.mode`, with what produced them."""
     net = _network_config(config)
     if config.mode == "full":
-        base = _cached(_fit_full)(key, weights, net, seed, paths, logdir)
+        base = _cached(_fit_full)(key, weights, net, seed, code, paths, logdir)
         proba = base["proba"]
     else:
         if config.feature_source == "pretrained":
-            base = _cached(features.pretrained_features)(key, net, paths)
+            base = _cached(features.pretrained_features)(key, net, code, paths)
         else:
-            base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, paths, logdir)
+            base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, code, paths, logdir)
         is_train = (key[S.SPLIT] == "train").to_numpy()
         proba = features.head_proba(base["features"], is_train, key[S.LABEL].to_numpy(), weights, seed)
     return {"proba": proba, "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
@@ -283,7 +284,8 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
     weights = weights / weights.mean()  # the scale of the weights does not change the model
     t0 = time.perf_counter()
     cached = _cached(_predictions)
-    args = (key, weights, _network_config(config, keep_mode=True), seed, paths, logdir)
+    code = code_version("models", "features", "images")  # a changed network or head retrains
+    args = (key, weights, _network_config(config, keep_mode=True), seed, code, paths, logdir)
     hit = cached.check_call_in_cache(*args)
     result = cached(*args)
     preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"]})

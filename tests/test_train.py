@@ -22,6 +22,7 @@ from pipeline.config import TrainingConfig, load_config
 from pipeline.data import load_dataset
 from pipeline.train import (
     describe_mode,
+    fit,
     pred_classifier,
     predict_with_weights,
     subsample_patients,
@@ -134,6 +135,17 @@ def test_last_layer_trains_one_network_then_only_heads(demo: pd.DataFrame, monke
     assert heavy["proba"].mean() < base["proba"].mean() - 0.05
     same_net, _ = predict_with_weights(demo, np.ones(len(labels)), dataclasses.replace(FAST, mode="full"), seed=0)
     pd.testing.assert_series_equal(same_net["split"], base["split"])  # full + uniform = the cached ERM network
+
+
+def test_changed_network_code_retrains(demo: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
+    ones = np.ones(len(_train_labels(demo)))
+    predict_with_weights(demo, ones, FAST, seed=0)
+    assert predict_with_weights(demo, ones, FAST, seed=0)[1]["cached"]
+    monkeypatch.setattr(train, "code_version", lambda *modules: "edited models.py")
+    trained = []
+    monkeypatch.setattr(train, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))
+    _, info = predict_with_weights(demo, ones, FAST, seed=0)
+    assert not info["cached"] and trained == [1]
 
 
 def test_last_layer_on_frozen_pretrained_features_trains_nothing(demo: pd.DataFrame,
