@@ -22,6 +22,9 @@ DATA_ENV = "FAIRCXR_DATA"
 CONFIG_ENV = "FAIRCXR_CONFIG"
 
 
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
+
+
 class ConfigError(ValueError):
     """A config value the study cannot use; the message names the file and the fix."""
 
@@ -47,6 +50,7 @@ class TrainingConfig:
     accelerator: str = "auto"
     devices: Any = "auto"
     strategy: str = "auto"
+    precision: str = "auto"  # Lightning precision; auto: bf16-mixed or 16-mixed on a GPU, 32-true on a CPU
     num_workers: int = -1  # -1: chosen from the number of CPU cores
     subsample_fraction: float = 1.0  # fraction of PATIENTS kept (stratified), 1.0 = all
     subsample_seed: int = 0
@@ -169,6 +173,8 @@ def _validate(config: StudyConfig, path: Path) -> None:
         raise ConfigError(f"{path}: age_bands must be increasing edges, e.g. [0, 40, 60, 200].")
     if config.training.mode not in ("last_layer", "full"):
         raise ConfigError(f"{path}: training.mode must be 'last_layer' or 'full'.")
+    if config.training.precision not in PRECISIONS:
+        raise ConfigError(f"{path}: training.precision must be one of {', '.join(PRECISIONS)}.")
     if config.training.feature_source not in ("erm", "pretrained"):
         raise ConfigError(f"{path}: training.feature_source must be 'erm' or 'pretrained'.")
     if not 0 < config.training.subsample_fraction <= 1:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from . import features
 from . import schema as S
 from .cache import atomic_path, atomic_write_text, cache_dir, code_version, memory
-from .config import ConfigError, TrainingConfig
+from .config import PRECISIONS, ConfigError, TrainingConfig
 from .data import CheckReport, list_images
 from .images import digests, image_array
 from .models import Classifier, available_backbones
@@ -108,6 +108,15 @@ def _gpu(config: TrainingConfig) -> bool:
     return torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
 
 
+def precision(config: TrainingConfig) -> str:
+    """Lightning precision: mixed on a GPU (bf16 where supported: no loss scaling), full on a CPU."""
+    if config.precision != "auto":
+        return config.precision
+    if not _gpu(config):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 def loader(data: PixelData, config: TrainingConfig, shuffle: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     sampler = None
@@ -150,7 +159,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     stop = L.pytorch.callbacks.EarlyStopping(monitor="val_bacc", mode="max", patience=config.patience)
     trainer = L.Trainer(
         max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices,
-        strategy=config.strategy, precision="16-mixed" if gpu else "32-true",
+        strategy=config.strategy, precision=precision(config),
         deterministic="warn" if gpu else True,  # some CUDA kernels have no deterministic version
         callbacks=[checkpoint, stop], logger=L.pytorch.loggers.CSVLogger(str(logdir), name="logs"),
         enable_progress_bar=os.environ.get("FAIRCXR_PROGRESS", "1") == "1", enable_model_summary=False,
@@ -164,7 +173,8 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     fitted = Fitted(best, checkpoint.best_model_path, score, trainer.current_epoch, time.perf_counter() - t0)
     if trainer.is_global_zero:
-        record = {"seed": seed, "deterministic": not gpu, "best_val_balanced_accuracy": score,
+        record = {"seed": seed, "deterministic": not gpu, "precision": precision(config),
+                  "best_val_balanced_accuracy": score,
                   "epochs": fitted.epochs, "n_train": len(train_rows), "n_val": len(val_rows),
                   "seconds": fitted.seconds, "config": dataclasses.asdict(config),
                   "versions": {"torch": torch.__version__, "lightning": L.__version__}}
@@ -377,6 +387,8 @@ def _training_config(options: dict[str, Any]) -> tuple[TrainingConfig, int]:
     if unknown:
         raise ConfigError(f"unknown training option(s) {unknown}; known: seed, {', '.join(sorted(known))}")
     config = dataclasses.replace(TrainingConfig(mode="full"), **options)
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{config.precision}'; choose one of {', '.join(PRECISIONS)}")
     if config.backbone not in available_backbones():
         raise ConfigError(f"unknown backbone '{config.backbone}'; available: {', '.join(available_backbones())}")
     return config, seed
@@ -449,7 +461,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     for name, kind in (("backbone", str), ("image_size", int), ("max_epochs", int), ("patience", int),
                        ("batch_size", int), ("learning_rate", float), ("sampler", _bool), ("accelerator", str),
-                       ("devices", _devices), ("strategy", str), ("num_workers", int)):
+                       ("devices", _devices), ("strategy", str), ("precision", str), ("num_workers", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help=f"TrainingConfig.{name}")
     return p
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline import models, train
 from pipeline.cache import file_digest
-from pipeline.config import TrainingConfig, load_config
+from pipeline.config import ConfigError, TrainingConfig, load_config
 from pipeline.data import load_dataset
 from pipeline.train import (
     describe_mode,
@@ -279,3 +279,16 @@ def test_command_line_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.C
     done = _run_cli(*cases["missing.csv does not exist"])  # the real command line, in its own process
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'missing.csv'} does not exist: pass the metadata CSV with --csv."]
+
+
+def test_mixed_precision_path_trains_and_is_recorded(noise: pd.DataFrame, tmp_path: Path):
+    """The GPU's mixed-precision path (autocast in training and validation), run on the CPU in bf16."""
+    assert train.precision(TrainingConfig(accelerator="cpu")) == "32-true"
+    config = dataclasses.replace(FAST, image_size=16, mode="full", precision="bf16-mixed", learning_rate=1e-2)
+    labels = _train_labels(noise)
+    preds, _ = predict_with_weights(noise, np.where(labels == 1, 10.0, 1.0), config, seed=0, logdir=tmp_path)
+    assert preds["proba"].between(0, 1).all() and preds["proba"].mean() > 0.6  # the weights still act
+    record = json.loads(next(tmp_path.rglob("best.json")).read_text())
+    assert record["precision"] == "bf16-mixed"
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        train._training_config({"precision": "fp8"})

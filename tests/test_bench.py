@@ -1,0 +1,28 @@
+"""The benchmark runs end to end and prints every figure the training issue asks for (no timing asserted)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline import bench
+from pipeline.demo import make_demo
+
+
+def test_bench_prints_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAIRCXR_PROGRESS", "0")
+    data = make_demo(tmp_path / "demo", n_patients=40, seed=2, image_size=64)
+    bench.run(data, "tiny demo", size=32, epochs=1, backbones={"small_cnn": 32}, study_backbone="small_cnn")
+    out = capsys.readouterr().out
+    for figure in (r"decoding PNGs \d+ img/s", r"reading the cache \d+ img/s", r"course's loader \d+ img/s",
+                   r"from the cache [\d.]+ s \([\d.]+x and [\d.]+x faster\)", r"training speed small_cnn @ 32 px: \d+",
+                   r"one full training of small_cnn .*: [\d.]+ s", r"full [\d.]+ s; last-layer [\d.]+ s cold",
+                   r"frozen backbone [\d.]+ s", r"mean balanced accuracy last_layer: [\d.]+ vs full [\d.]+"):
+        assert re.search(figure, out), (figure, out)
+    table = [line.split() for line in out.splitlines() if line.split()[:1] in (["full"], ["last_layer"])]
+    assert len(table) == 12  # six weightings in each mode, with their balanced accuracy and AUC
+    assert all(0 <= float(row[2]) <= 1 and 0 <= float(row[3]) <= 1 for row in table)
