@@ -89,7 +89,7 @@ def rates_by_group_chart(group_rates: Mapping[str, pd.DataFrame], metrics: tuple
     methods = list(dict.fromkeys(data["method_label"]))
     color = alt.Color("group_label:N", title=N.attribute_label(attribute),
                       scale=_group_scale(attribute, groups, palette))
-    y = alt.Y("method_label:N", sort=methods, title=None, axis=alt.Axis(labelLimit=260))
+    y = alt.Y("method_label:N", sort=methods, title=None, axis=alt.Axis(labelLimit=340))
     offset = alt.YOffset("group_label:N", sort=[N.group_label(attribute, g) for g in groups])
     tooltip = [alt.Tooltip("method_label:N", title="Méthode"), alt.Tooltip("group_label:N", title="Groupe"),
                alt.Tooltip("metric_label:N", title="Mesure"), alt.Tooltip("text:N", title="Valeur (IC 95 %)")]

@@ -342,7 +342,7 @@ def _common_tpr(s: np.ndarray, y: np.ndarray, g: np.ndarray, groups: list[str],
     return float(TPR_GRID[best]), {a: float(t[best]) for a, t in per_group.items()}
 
 
-@register("equal_opportunity", label_fr="Seuils par groupe (égalité des chances)", reference="hardt2016",
+@register("equal_opportunity", label_fr="Égalité des chances (seuils par groupe)", reference="hardt2016",
           formula=r"\hat{y} = 1[s \geq t_a],\ \mathrm{TPR}_a(t_a) = \tau\ \forall a,"
                   r"\ \tau = \arg\max \mathrm{BA}",
           description_fr="Un seuil par groupe, pour que tous les groupes aient la même sensibilité (le même "
@@ -407,16 +407,16 @@ def threshold_optimizer(constraint: str, tol: float | None = None, grid_size: in
     return fit
 
 
-_TO = "ThresholdOptimizer (fairlearn) — "
-register("to_demographic_parity", label_fr=_TO + "parité démographique", reference="weerts2023fairlearn",
+_TO = " (ThresholdOptimizer)"  # the constraint first: it is what tells the three apart in a narrow axis
+register("to_demographic_parity", label_fr="Parité démographique" + _TO, reference="weerts2023fairlearn",
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{SR}_a = \mathrm{SR}_b", randomised=True,
          description_fr="Seuils par groupe, tirés au hasard entre deux valeurs, qui égalisent le taux de "
                         "décisions « malade » entre groupes.")(threshold_optimizer("demographic_parity"))
-register("to_equalized_odds", label_fr=_TO + "égalité des cotes", reference="hardt2016", randomised=True,
+register("to_equalized_odds", label_fr="Égalité des cotes" + _TO, reference="hardt2016", randomised=True,
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{TPR}_a = \mathrm{TPR}_b,\ \mathrm{FPR}_a = \mathrm{FPR}_b",
          description_fr="Seuils par groupe randomisés qui égalisent à la fois la sensibilité et le taux de "
                         "faux positifs (Hardt et al.).")(threshold_optimizer("equalized_odds"))
-register("to_tpr_parity", label_fr=_TO + "parité des sensibilités", reference="weerts2023fairlearn",
+register("to_tpr_parity", label_fr="Parité des sensibilités" + _TO, reference="weerts2023fairlearn",
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{TPR}_a = \mathrm{TPR}_b", randomised=True,
          description_fr="Seuils par groupe randomisés qui égalisent la sensibilité, donc le sous-diagnostic, "
                         "entre groupes.")(threshold_optimizer("true_positive_rate_parity"))

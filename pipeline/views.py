@@ -401,9 +401,9 @@ def grid_table(ctx: StudyContext) -> pd.DataFrame:
 
 
 def for_slide(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
-    """Fonts readable from the back of a room."""
+    """Fonts readable from the back of a room; the legend beside the chart (a slide is wide, not tall)."""
     return (chart.configure_axis(labelFontSize=17, titleFontSize=19)
-            .configure_legend(labelFontSize=16, titleFontSize=17, labelLimit=320)
+            .configure_legend(labelFontSize=16, titleFontSize=17, labelLimit=320, orient="right")
             .configure_header(labelFontSize=18).configure_title(fontSize=20))
 
 
@@ -428,5 +428,5 @@ def slide_weighting_message(ctx: StudyContext) -> str:
 def slide_pareto_message(ctx: StudyContext) -> str:
     both = _beats_both(ctx)
     front = ctx.grid.frontier("eo_diff")
-    return (f"{len(front)} combinaisons sur le front de Pareto"
-            + (f" ; {both[0]} bat chacune de ses composantes." if both else "."))
+    return (f"{len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre."
+            + (f" {both[0]} fait mieux que ses deux composantes." if both else ""))
