@@ -247,8 +247,17 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
 
 
 def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False) -> pd.DataFrame:
+    """The non-dominated combinations; `compact` (slides): one row per distinct displayed result."""
     front = ctx.grid.table[ctx.grid.table[f"frontier_{gap}"]].sort_values(gap)
-    return _grid_rows(ctx, compact, front)
+    rows = _grid_rows(ctx, compact, front)
+    if not compact:
+        return rows
+    groups = rows.groupby([c for c in rows.columns if c != "Méthode"], sort=False, dropna=False)
+    first = groups.head(1).copy()
+    size = groups["Méthode"].transform("size")[first.index]
+    first["Méthode"] = [f"{name} (+{k - 1} identique{'s' if k > 2 else ''})" if k > 1 else name
+                        for name, k in zip(first["Méthode"], size, strict=True)]
+    return first.reset_index(drop=True)
 
 
 def postprocessing_narrative(ctx: StudyContext) -> str:

@@ -1,0 +1,31 @@
+"""Chapter and slide views: what a reader sees from the study's tables."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from pipeline import views
+
+
+def _grid(rows: list[tuple[str, str, float, float, bool]]) -> SimpleNamespace:
+    table = pd.DataFrame(rows, columns=["weighting", "postprocessor", "balanced_accuracy", "eo_diff",
+                                        "frontier_eo_diff"])
+    for m in views.SHOWN:
+        if m not in table:
+            table[m] = 0.5 if m != "auc" else np.nan
+        table[f"{m}_low"], table[f"{m}_high"] = table[m] - 0.1, table[m] + 0.1
+    return SimpleNamespace(grid=SimpleNamespace(table=table))
+
+
+def test_slide_pareto_table_counts_identical_combinations_once():
+    ctx = _grid([("uniform", "none", 0.99, 0.06, True), ("jtt", "none", 0.99, 0.06, True),
+                 ("reweighing", "none", 0.99, 0.06, True), ("jtt", "equal_opportunity", 0.97, 0.0, True),
+                 ("uniform", "equal_opportunity", 0.96, 0.01, False)])
+    slide = views.pareto_table(ctx, compact=True)
+    assert len(slide) == 2  # the dominated row is gone, three identical results make one row
+    assert slide["Méthode"].iloc[0].startswith(views.method_label("jtt"))
+    assert slide["Méthode"].iloc[1].endswith("(+2 identiques)")
+    assert len(views.pareto_table(ctx)) == 4  # the report lists every combination with its intervals
