@@ -141,15 +141,44 @@ def test_equal_opportunity_picks_the_common_tpr_with_the_best_balanced_accuracy(
     assert chosen >= max(others) - 1e-12
 
 
-def test_global_threshold_matches_brute_force_and_scikit_learn():
-    fit, score = P.split_fit_score(planted(4), 0.5, 0, "sex")
+def test_best_threshold_matches_brute_force_and_scikit_learn():
+    fit, _ = P.split_fit_score(planted(4), 0.5, 0, "sex")
     s, y = fit["proba"].to_numpy(), fit["label"].to_numpy()
     brute = max(np.unique(s), key=lambda t: _bacc(y, (s >= t).astype(float)))
     tuned = TunedThresholdClassifierCV(FrozenEstimator(P.ScoreEstimator().fit()), scoring="balanced_accuracy",
                                        thresholds=np.unique(s), cv="prefit", refit=False).fit(s[:, None], y)
+    assert P.best_threshold(s, y) == pytest.approx(brute) == pytest.approx(tuned.best_threshold_)
+
+
+def test_global_threshold_is_the_one_standard_error_rule():
+    fit, score = P.split_fit_score(planted(4), 0.5, 0, "sex")
+    s, y = fit["proba"].to_numpy(), fit["label"].to_numpy()
     decider = P.POSTPROCESSORS["threshold_global"].fit(fit, "sex", 0)
-    assert decider.params["threshold"] == pytest.approx(brute) == pytest.approx(tuned.best_threshold_)
-    np.testing.assert_array_equal(decider.decide(score), score["proba"] >= brute)
+    t = decider.params["threshold"]
+    np.testing.assert_array_equal(decider.decide(score), score["proba"] >= t)
+    best = P.best_threshold(s, y)
+    tpr, fpr = (s[y == 1] >= best).mean(), (s[y == 0] >= best).mean()
+    se = 0.5 * np.sqrt(tpr * (1 - tpr) / (y == 1).sum() + fpr * (1 - fpr) / (y == 0).sum())
+    within = [c for c in np.append(np.unique(s), 0.5) if _bacc(y, (s >= c).astype(float)) >= _bacc(y, s >= best) - se]
+    assert _bacc(y, (s >= t).astype(float)) >= _bacc(y, (s >= best).astype(float)) - se - 1e-12
+    assert abs(t - 0.5) == pytest.approx(min(abs(c - 0.5) for c in within))
+
+
+def test_one_standard_error_rule_keeps_0_5_on_a_flat_curve_and_moves_on_a_clear_shift():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 60)
+    calibrated = np.clip(0.5 + np.where(y == 1, 0.15, -0.15) + rng.normal(0, 0.25, 120), 0, 1)
+    assert P.stable_threshold(calibrated, y) == 0.5  # the exact argmax is elsewhere, by noise alone
+    assert P.best_threshold(calibrated, y) != 0.5
+    shifted = np.clip(calibrated + 0.35, 0, 1)  # every score 0.35 too high: 0.5 is clearly wrong
+    assert P.stable_threshold(shifted, y) > 0.7
+    gain = []  # on new patients from the same model, the rule does at least as well as the exact maximum
+    for k in range(200):
+        draw = np.random.default_rng(k)
+        fit_s, new_s = (np.clip(0.5 + np.where(y == 1, 0.15, -0.15) + draw.normal(0, 0.25, 120), 0, 1)
+                        for _ in range(2))
+        gain.append(_bacc(y, new_s >= P.stable_threshold(fit_s, y)) - _bacc(y, new_s >= P.best_threshold(fit_s, y)))
+    assert np.mean(gain) > 0
 
 
 @pytest.mark.parametrize("method", TO_METHODS)
