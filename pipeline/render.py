@@ -32,6 +32,10 @@ ALIASES = {"pdf": "typst", "html5": "html"}
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
              "octobre", "novembre", "décembre")
 SLIDE_FONT_PT = 30  # keep in line with templates/slides.css
+# Table rows as reveal.js draws them: a line box of 1.3 em (line-height) plus 0.2 em padding above and
+# below, i.e. 1.7 em a row; Typst's default rows (cap height + 5 pt) are a third shorter.
+REVEAL_TABLE_ROWS = ('top-edge: "ascender", bottom-edge: "descender")\n'
+                     "#show table: set par(leading: 0.2em)\n#show table: set table(inset: (x: 0.5em, y: 0.3em))")
 # Quarto reveal.js options passed to pandoc under reveal's own (camelCase) names.
 REVEAL_SKIP = {"theme", "embed-resources", "self-contained", "css", "fig-width", "fig-height", "incremental",
                "slide-level", "toc", "number-sections", "html-math-method", "footer", "logo"}
@@ -353,7 +357,8 @@ def slide_overflows(markdown: str, build: Path, doc: Document, width: int = 1280
         table_pt = SLIDE_FONT_PT * (0.5 if smaller else 0.62)
         pieces.append(f"```{{=typst}}\n#pagebreak(weak: true)\n#context [#metadata(("
                       f"i: {i}, page: here().page())) <slide-start>]\n#[\n"
-                      f"#show table: set text(size: {table_pt:.0f}pt)\n```\n\n{chunk}\n\n```{{=typst}}\n]\n```")
+                      f"#show table: set text(size: {table_pt:.0f}pt, {REVEAL_TABLE_ROWS}\n```\n\n{chunk}\n\n"
+                      "```{=typst}\n]\n```")
     if not pieces:
         return []
     pieces.append("```{=typst}\n#context [#metadata((i: -1, page: here().page())) <slide-start>]\n```")

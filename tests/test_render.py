@@ -237,3 +237,19 @@ def test_quarto_is_used_when_on_path(tmp_path, monkeypatch):
     calls = log.read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["render", "render"]
     assert calls[0].endswith("report.qmd --to html,typst") and calls[1].endswith("slides.qmd --to revealjs")
+
+
+def test_slide_overflow_counts_table_rows_as_reveal_lays_them_out(tmp_path):
+    """Reveal.js rows are 1.7 em tall (line-height 1.3, padding 0.2 em): 26 rows of a `.smaller` table
+    overflow a 720 px slide, 14 rows fit."""
+    qmd = tmp_path / "s.qmd"
+    qmd.write_text("---\nformat: revealjs\n---\n")
+    doc = parse(qmd)
+
+    def table(rows: int) -> str:
+        body = "\n".join(f"| Méthode {i} + post-traitement | 0,{i:02d} | 0,50 |" for i in range(rows))
+        return f"| Méthode | Exact.<br>équil. | Écart |\n|---|--:|--:|\n{body}\n"
+
+    markdown = (f"## Annexe longue {{.smaller}}\n\n{table(26)}\n\n## Annexe courte {{.smaller}}\n\n{table(14)}\n\n"
+                f"## Tableau normal\n\n{table(14)}\n")
+    assert slide_overflows(markdown, tmp_path / "build", doc) == ["Annexe longue"]
