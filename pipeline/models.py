@@ -174,8 +174,15 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters()
         self.backbone, dim = build_backbone(backbone, pretrained)
         self.backbone = self.backbone.to(memory_format=torch.channels_last)  # faster convolutions, CPU and GPU
-        self.head = nn.Linear(dim, 1)
+        self.head = nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, 1))  # standardised features, as in last-layer
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def start_at_prior(self, labels: np.ndarray, weights: np.ndarray) -> None:
+        """Output bias = the weighted log-odds of the training labels: the model starts at the prior the
+        weights ask for (learning it through the bias alone takes hundreds of steps)."""
+        prior = float(np.clip(np.average(labels, weights=weights), 1e-3, 1 - 1e-3))
+        self.head[-1].bias.fill_(math.log(prior / (1 - prior)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x.float() / 255.0)
@@ -206,7 +213,7 @@ class Classifier(L.LightningModule):
         """
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         data = getattr(self.trainer.train_dataloader, "dataset", None)
-        if not norms or data is None or not hasattr(data, "__getitems__"):
+        if not norms or data is None or not hasattr(data, "__getitems__") or len(data) < 2:
             return
         rows = np.unique(np.linspace(0, len(data) - 1, min(len(data), max_images)).astype(int))
         momenta = [m.momentum for m in norms]
@@ -215,9 +222,9 @@ class Classifier(L.LightningModule):
             m.momentum = None  # cumulative average over the batches below
         was_training = self.training
         self.train()
-        for start in range(0, len(rows), batch_size):
-            x = data.__getitems__(rows[start:start + batch_size].tolist())[0].to(self.device)
-            self.backbone(x.float() / 255.0)
+        for chunk in np.array_split(rows, -(-len(rows) // batch_size)):  # near-equal chunks: none of one image
+            x = data.__getitems__(chunk.tolist())[0].to(self.device)
+            self.head(self.backbone(x.float() / 255.0))
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         self.train(was_training)

@@ -123,9 +123,10 @@ def loader(data: PixelData, config: TrainingConfig, shuffle: bool, seed: int) ->
     if shuffle and config.sampler:  # draw in proportion to the weights instead of weighting the loss
         sampler = WeightedRandomSampler(data.weights.double(), len(data), replacement=True, generator=generator)
     workers = num_workers(config.num_workers, data.in_memory)
+    lone_last = shuffle and len(data) > config.batch_size and len(data) % config.batch_size == 1
     return DataLoader(data, batch_size=config.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       generator=generator, num_workers=workers, collate_fn=_as_is, pin_memory=_gpu(config),
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, drop_last=lone_last)  # BatchNorm needs 2 images
 
 
 # ---------------------------------------------------------------- the training loop
@@ -153,6 +154,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     w = w / w.mean()
     model = Classifier(config.backbone, config.learning_rate, config.image_size, weighted_loss=not config.sampler,
                        pretrained=config.pretrained)
+    model.start_at_prior(labels[train_rows], w)
     ckpt_dir = Path(logdir) / "checkpoints"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_bacc",
                                                      mode="max", save_top_k=1, enable_version_counter=False)
@@ -186,7 +188,7 @@ def predict(model: Classifier, pixels: np.ndarray, batch_size: int = 256) -> tup
     """(probability of malade, penultimate features) for every image."""
     feats = features.embed(model.backbone, pixels, batch_size)
     with torch.no_grad():
-        logits = model.head.cpu().float()(torch.from_numpy(feats)).squeeze(1)
+        logits = model.head.cpu().float().eval()(torch.from_numpy(feats)).squeeze(1)
     return torch.sigmoid(logits).numpy(), feats
 
 
