@@ -160,6 +160,11 @@ def seed_sentence(ctx: StudyContext) -> str:
             f"graine {seeds[0]}.")
 
 
+def _in_sentence(label: str) -> str:
+    """A label inside a sentence: « Écart de sensibilité (TPR) » -> « écart de sensibilité (TPR) », « AUC » kept."""
+    return label if label[:2].isupper() else label[:1].lower() + label[1:]
+
+
 def _significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
     sentences = []
     for name, part in table.groupby(key, sort=False):
@@ -167,7 +172,7 @@ def _significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
         shown = [m for m in SHOWN if m in p.index]
         if name == table.attrs.get("baseline", "uniform") or not p.loc[shown, "significant"].any():
             continue
-        moved = [f"{METRIC_LABELS_FR[m].lower()} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
+        moved = [f"{_in_sentence(METRIC_LABELS_FR[m])} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
                  for m in SHOWN if m in p.index and p.loc[m, "significant"]]
         sentences.append(f"**{labeller(name)}** change significativement : {', '.join(moved)}.")

@@ -29,3 +29,8 @@ def test_slide_pareto_table_counts_identical_combinations_once():
     assert slide["Méthode"].iloc[0].startswith(views.method_label("jtt"))
     assert slide["Méthode"].iloc[1].endswith("(+2 identiques)")
     assert len(views.pareto_table(ctx)) == 4  # the report lists every combination with its intervals
+
+
+def test_metric_names_inside_sentences_keep_their_acronyms():
+    assert views._in_sentence("AUC") == "AUC"
+    assert views._in_sentence("Écart d'égalité des chances (TPR)") == "écart d'égalité des chances (TPR)"
