@@ -161,11 +161,11 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
 # ---------------------------------------------------------------- Pareto front
 
 
-def _collapse_ties(front: pd.DataFrame, x: str, y: str, label_col: str) -> pd.DataFrame:
-    """One row per distinct point of the front; ties are labelled « A (+2 identiques) »."""
-    key = [front[x].round(12), front[y].round(12)]
-    first = front.groupby(key, sort=False).head(1).copy()
-    size = front.groupby(key, sort=False)[label_col].transform("size")[first.index]
+def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFrame:
+    """One row per distinct value of `key` (columns or Series); ties are labelled « A (+2 identiques) »."""
+    groups = front.groupby(key, sort=False, dropna=False)
+    first = groups.head(1).copy()
+    size = groups[label_col].transform("size")[first.index]
     first[label_col] = [f"{lab} (+{k - 1} identique{'s' if k > 2 else ''})" if k > 1 else str(lab)
                         for lab, k in zip(first[label_col], size, strict=True)]
     return first
@@ -201,7 +201,8 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
                alt.Tooltip("x_text:N", title=METRIC_LABELS_FR.get(x, x))]
     cloud = _bars_and_points(data, x, y, color, tooltip, metric_title(x), metric_title(y)).encode(
         opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)))
-    front = _collapse_ties(data[data[frontier_col].astype(bool)], x, y, label_col).sort_values(x)
+    front = data[data[frontier_col].astype(bool)]
+    front = collapse_ties(front, [front[x].round(12), front[y].round(12)], label_col).sort_values(x)
     line = alt.Chart(front).mark_line(color=F.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(
         x=f"{x}:Q", y=f"{y}:Q", order=f"{x}:Q")
     text = alt.Chart(front).mark_text(align="left", dx=8, dy=-6, fontSize=11, color=F.NEUTRAL).encode(

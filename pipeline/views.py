@@ -257,12 +257,7 @@ def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False)
     rows = _grid_rows(ctx, compact, front)
     if not compact:
         return rows
-    groups = rows.groupby([c for c in rows.columns if c != "Méthode"], sort=False, dropna=False)
-    first = groups.head(1).copy()
-    size = groups["Méthode"].transform("size")[first.index]
-    first["Méthode"] = [f"{name} (+{k - 1} identique{'s' if k > 2 else ''})" if k > 1 else name
-                        for name, k in zip(first["Méthode"], size, strict=True)]
-    return first.reset_index(drop=True)
+    return FR.collapse_ties(rows, [c for c in rows.columns if c != "Méthode"], "Méthode").reset_index(drop=True)
 
 
 def postprocessing_narrative(ctx: StudyContext) -> str:
