@@ -255,8 +255,13 @@ def best_threshold(score: np.ndarray, y: np.ndarray) -> float:
     if len(np.unique(y)) < 2:
         return DEFAULT_THRESHOLD
     candidates = np.unique(score)
-    bacc = (_share_at_least(score[y == 1], candidates) + 1 - _share_at_least(score[y == 0], candidates)) / 2
-    return float(candidates[np.argmax(bacc)])
+    return float(candidates[np.argmax(_bacc_curve(score, y, candidates)[2])])
+
+
+def _bacc_curve(score: np.ndarray, y: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(TPR, FPR, balanced accuracy) of 1[score >= t] for every candidate t, from sorted counts."""
+    tpr, fpr = _share_at_least(score[y == 1], candidates), _share_at_least(score[y == 0], candidates)
+    return tpr, fpr, (tpr + 1 - fpr) / 2
 
 
 def stable_threshold(score: np.ndarray, y: np.ndarray, anchor: float = DEFAULT_THRESHOLD) -> float:
@@ -271,9 +276,7 @@ def stable_threshold(score: np.ndarray, y: np.ndarray, anchor: float = DEFAULT_T
     if len(np.unique(y)) < 2:
         return anchor
     candidates = np.unique(np.append(score, anchor))
-    tpr = _share_at_least(score[y == 1], candidates)
-    fpr = _share_at_least(score[y == 0], candidates)
-    bacc = (tpr + 1 - fpr) / 2
+    tpr, fpr, bacc = _bacc_curve(score, y, candidates)
     best = int(np.argmax(bacc))
     se = 0.5 * np.sqrt(tpr[best] * (1 - tpr[best]) / (y == 1).sum() + fpr[best] * (1 - fpr[best]) / (y == 0).sum())
     near = np.where(bacc >= bacc[best] - se - 1e-12, np.abs(candidates - anchor), np.inf)

@@ -149,7 +149,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     if getattr(config, "cpu_threads", 0) > 0:  # 1 is fastest for small images on a busy 2-core machine
         torch.set_num_threads(config.cpu_threads)
     L.seed_everything(seed, workers=True, verbose=False)
-    gpu = _gpu(config)
+    gpu, chosen_precision = _gpu(config), precision(config)
     w = np.asarray(weights, dtype=float)
     w = w / w.mean()
     model = Classifier(config.backbone, config.learning_rate, config.image_size, weighted_loss=not config.sampler,
@@ -161,7 +161,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     stop = L.pytorch.callbacks.EarlyStopping(monitor="val_bacc", mode="max", patience=config.patience)
     trainer = L.Trainer(
         max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices,
-        strategy=config.strategy, precision=precision(config),
+        strategy=config.strategy, precision=chosen_precision,
         deterministic="warn" if gpu else True,  # some CUDA kernels have no deterministic version
         callbacks=[checkpoint, stop], logger=L.pytorch.loggers.CSVLogger(str(logdir), name="logs"),
         enable_progress_bar=os.environ.get("FAIRCXR_PROGRESS", "1") == "1", enable_model_summary=False,
@@ -175,7 +175,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     fitted = Fitted(best, checkpoint.best_model_path, score, trainer.current_epoch, time.perf_counter() - t0)
     if trainer.is_global_zero:
-        record = {"seed": seed, "deterministic": not gpu, "precision": precision(config),
+        record = {"seed": seed, "deterministic": not gpu, "precision": chosen_precision,
                   "best_val_balanced_accuracy": score,
                   "epochs": fitted.epochs, "n_train": len(train_rows), "n_val": len(val_rows),
                   "seconds": fitted.seconds, "config": dataclasses.asdict(config),
