@@ -205,9 +205,12 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
     front = collapse_ties(front, [front[x].round(12), front[y].round(12)], label_col).sort_values(x)
     line = alt.Chart(front).mark_line(color=F.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(
         x=f"{x}:Q", y=f"{y}:Q", order=f"{x}:Q")
-    text = alt.Chart(front).mark_text(align="left", dx=8, dy=-6, fontSize=11, color=F.NEUTRAL).encode(
+    # Only the two ends of the front are named (the fairest, the most accurate): the points between
+    # are often a few pixels apart and their names would overprint; the front's table lists them all.
+    ends = [alt.Chart(front.iloc[[k]]).mark_text(align=align, dx=dx, dy=-8, fontSize=11, color=F.NEUTRAL).encode(
         x=f"{x}:Q", y=f"{y}:Q", text=f"{label_col}:N")
+        for k, align, dx in ((0, "left", 8), (-1, "right", -8))][:len(front)]
     direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
     default = f"Compromis performance–équité : front de Pareto {direction}".strip()
-    layers = [line, cloud, text] if show_labels else [line, cloud]
+    layers = [line, cloud, *ends] if show_labels else [line, cloud]
     return alt.layer(*layers).properties(width=F.WIDTH - 120, height=340, title=title or default)
