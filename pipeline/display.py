@@ -72,6 +72,9 @@ def _cell(value: Any, digits: int | None, decimal: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+WRAP_AT = 40  # characters: a cell longer than this wraps, so its length no longer sets the column width
+
+
 def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = None,
                    decimal: str = ",") -> str:
     """A pipe table (hand-written: pandas' to_markdown needs the extra `tabulate` package).
@@ -82,8 +85,11 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     frame = df.reset_index() if index else df
     cells = [[_cell(v, digits, decimal) for v in row] for row in frame.itertuples(index=False)]
     names = [_cell(c, None, decimal) for c in frame.columns]
-    # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content.
-    widths = [max([len(n) // 2, *(len(r[i]) for r in cells)], default=3) for i, n in enumerate(names)]
+    # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content, but
+    # a long paragraph or formula wraps anyway (capped), and no column is narrower than its longest word.
+    widths = [max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT),
+                  max((len(w) for r in cells for w in r[i].split()), default=3))
+              for i, n in enumerate(names)]
     numeric = [i > 0 and all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—"))
                for i in range(len(names))]
     align = "|" + "|".join(("-" * max(3, w) + ":") if num else (":" + "-" * max(3, w))

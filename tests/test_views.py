@@ -34,3 +34,14 @@ def test_slide_pareto_table_counts_identical_combinations_once():
 def test_metric_names_inside_sentences_keep_their_acronyms():
     assert views._in_sentence("AUC") == "AUC"
     assert views._in_sentence("Écart d'égalité des chances (TPR)") == "écart d'égalité des chances (TPR)"
+
+
+def test_table_columns_share_width_by_content_capped_and_never_below_the_longest_word():
+    from pipeline.display import WRAP_AT, markdown_table
+
+    table = pd.DataFrame({"Méthode": ["Parité démographique (ThresholdOptimizer)"],
+                          "Principe": ["Seuils par groupe, tirés au hasard entre deux valeurs, " * 3],
+                          "Référence": ["[@weerts2023fairlearn]"]})
+    dashes = [len(c.strip(":")) for c in markdown_table(table).split("\n")[1].strip("|").split("|")]
+    assert dashes[1] == WRAP_AT  # a paragraph wraps: its length does not take the page
+    assert dashes[0] == WRAP_AT and dashes[2] == len("[@weerts2023fairlearn]")
