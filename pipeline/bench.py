@@ -28,12 +28,12 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
-from . import schema as S
-from .config import TrainingConfig, load_config
-from .data import load_dataset
-from .images import decode, image_array
-from .models import Classifier
-from .train import PixelData, loader, predict_with_weights
+from pipeline.config import TrainingConfig, load_config
+from pipeline.data import schema as S
+from pipeline.data.folder import load_dataset
+from pipeline.data.images import decode, image_array
+from pipeline.model.backbones import Classifier
+from pipeline.model.training import PixelData, loader, predict_with_weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -152,7 +152,7 @@ def study_weights(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Six weight vectors for the train rows: the registry's schemes, or simple ones without it."""
     train = frame[frame[S.SPLIT] == "train"].reset_index(drop=True)
     try:
-        from .weighting import compute_weights
+        from pipeline.fairness.weighting import compute_weights
 
         methods = ("uniform", "class_balanced", "group_balanced", "reweighing", "reweighing_intersectional",
                    "effective_number")
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         folders = [(Path(d), Path(d).name) for d in args.data]
         if not folders:
             try:
-                from .demo import make_demo
+                from pipeline.data.demo import make_demo
 
                 folders.append((make_demo(Path(scratch) / "demo", n_patients=400, seed=0, image_size=256),
                                 "demo (400 patients, 256 px PNGs)"))

@@ -73,7 +73,8 @@ def combined_digest(parts: Iterable[str]) -> str:
 
 
 def code_version(*modules: str) -> str:
-    """Digest of some pipeline modules' source: part of a cache key, so that a change to the code
-    that computes a result invalidates it (joblib alone only watches the cached function's body)."""
+    """Digest of some pipeline modules' source (dotted names under `pipeline`, e.g. "fairness.metrics"):
+    part of a cache key, so that a change to the code that computes a result invalidates it (joblib
+    alone only watches the cached function's body)."""
     here = Path(__file__).parent
-    return combined_digest((here / f"{m}.py").read_text(encoding="utf-8") for m in modules)
+    return combined_digest((here / f"{m.replace('.', '/')}.py").read_text(encoding="utf-8") for m in modules)

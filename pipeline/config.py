@@ -15,12 +15,20 @@ from typing import Any
 
 import yaml
 
-from .cache import PROJECT_ROOT, cache_dir
+from pipeline.cache import PROJECT_ROOT, cache_dir
 
 CONFIG_FILE = PROJECT_ROOT / "study.yml"
+
+
 DATA_ENV = "FAIRCXR_DATA"
+
+
 CONFIG_ENV = "FAIRCXR_CONFIG"
 
+
+# Version of the synthetic demo generator (pipeline.data.demo): a new generator writes a new folder,
+# never reuses an old one. Bump it when the output of a given (seed, size) changes.
+DEMO_GENERATOR_VERSION = 4
 
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
 
@@ -107,10 +115,8 @@ class StudyConfig:
     def data_path(self) -> Path:
         """The data folder; the demo folder (generated on demand) when none is set."""
         if self.is_demo:
-            from .demo import GENERATOR_VERSION  # a new generator writes a new folder, never reuses an old one
-
             d = self.demo
-            return cache_dir() / f"demo-{d.n_patients}p-{d.image_size}px-s{d.seed}-v{GENERATOR_VERSION}"
+            return cache_dir() / f"demo-{d.n_patients}p-{d.image_size}px-s{d.seed}-v{DEMO_GENERATOR_VERSION}"
         path = Path(self.data_dir).expanduser()
         return path if path.is_absolute() else (PROJECT_ROOT / path)
 

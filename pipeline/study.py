@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import schema as S
-from .cache import code_version, memory, output_dir
-from .config import StudyConfig, load_config
-from .data import CheckReport, fingerprint, load_dataset
+from pipeline.cache import code_version, memory, output_dir
+from pipeline.config import StudyConfig, load_config
+from pipeline.data import schema as S
+from pipeline.data.folder import CheckReport, fingerprint, load_dataset
 
 
 @dataclass
@@ -65,7 +65,7 @@ class StudyContext:
 def _ensure_demo(config: StudyConfig) -> None:
     path = config.data_path()
     if config.is_demo and not (path / "demo.json").exists():
-        from .demo import make_demo
+        from pipeline.data.demo import make_demo
 
         d = config.demo
         print(f"No data folder configured: writing the demo dataset to {path}")
@@ -89,8 +89,8 @@ def _attach_attributes(preds: pd.DataFrame, frame: pd.DataFrame, config: StudyCo
 
 def _train_all(ctx: StudyContext) -> None:
     """One model (or head) per weighting method and seed; JTT gets the ERM model's train errors."""
-    from .train import predict_with_weights
-    from .weighting import compute_weights
+    from pipeline.fairness.weighting import compute_weights
+    from pipeline.model.training import predict_with_weights
 
     config = ctx.config
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
@@ -119,7 +119,7 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
 def _weighting_metrics(decided: dict[str, pd.DataFrame], attributes: list[str], main: str, n_boot: int,
                        seed: int, code: str) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Comparison tables per attribute and per-group rates for the main attribute (`code`: cache key)."""
-    from .metrics import bootstrap_group_metrics, compare_methods
+    from pipeline.fairness.metrics import bootstrap_group_metrics, compare_methods
 
     comparisons = {a: compare_methods(decided, a, "uniform", n_boot, seed) for a in dict.fromkeys([*attributes, main])}
     rates = {m: bootstrap_group_metrics(p, main, n_boot, seed) for m, p in decided.items()}
@@ -133,14 +133,14 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
     compute = memory().cache(_weighting_metrics)
     ctx.comparison_by_attribute, ctx.group_rates = compute(decided, list(ctx.config.sensitive_attributes),
                                                            attribute, ev.n_bootstrap, ev.seed,
-                                                           code_version("metrics"))
+                                                           code_version("fairness.metrics"))
     ctx.comparison = ctx.comparison_by_attribute[attribute]
     ctx.seed_metrics = _seed_metrics(ctx)
 
 
 def _seed_metrics(ctx: StudyContext) -> pd.DataFrame:
     """Point metrics of every method for every training seed: seed variability next to method effects."""
-    from .metrics import point_metrics
+    from pipeline.fairness.metrics import point_metrics
 
     keep = set(ctx.evaluation[S.IMAGE])
     rows = []
@@ -154,7 +154,7 @@ def _seed_metrics(ctx: StudyContext) -> pd.DataFrame:
 
 def _write_weights(ctx: StudyContext) -> None:
     """Each method's weights in a copy of metadata.csv (column WEIGHTS), for the course's own script."""
-    from .weighting import write_weights_csv
+    from pipeline.fairness.weighting import write_weights_csv
 
     source = ctx.config.data_path() / "metadata.csv"
     out_dir = output_dir() / "weights"
@@ -166,7 +166,7 @@ def _write_weights(ctx: StudyContext) -> None:
 def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, fit_fraction: float, seed: int,
           n_boot: int, boot_seed: int, code: str):
     """The post-processing grid (`code`: cache key of the code that computes it)."""
-    from .grid import run_grid
+    from pipeline.fairness.grid import run_grid
 
     return run_grid(preds, methods, attribute, fit_fraction, seed, n_boot, boot_seed)
 
@@ -179,7 +179,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     full_frame, check = load_dataset(config.data_path(), config)
     frame = full_frame
     if config.training.subsample_fraction < 1:
-        from .train import subsample_patients
+        from pipeline.model.training import subsample_patients
 
         frame = subsample_patients(full_frame, config.training.subsample_fraction,
                                    config.training.subsample_seed)
@@ -195,8 +195,9 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     ctx.timings["weighting metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pp, ev = config.postprocessing, config.evaluation
+    code = code_version("fairness.metrics", "fairness.postprocess", "fairness.grid")
     ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
-                                     pp.seed, ev.n_bootstrap, ev.seed, code_version("metrics", "postprocess", "grid"))
+                                     pp.seed, ev.n_bootstrap, ev.seed, code)
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     return ctx
 
@@ -230,5 +231,3 @@ def seeds_used(config: StudyConfig) -> dict[str, Any]:
     return {"training": list(config.training.seeds), "subsample": config.training.subsample_seed,
             "post-processing split": config.postprocessing.seed, "bootstrap": config.evaluation.seed,
             "demo": config.demo.seed if config.is_demo else None}
-
-

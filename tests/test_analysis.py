@@ -19,18 +19,21 @@ import pytest
 from scipy.stats.contingency import association
 from sklearn.metrics import roc_auc_score
 
-from pipeline import analysis as A
-from pipeline import data, display, figures
-from pipeline import narrative as N
-from pipeline import schema as S
 from pipeline.config import StudyConfig
+from pipeline.data import folder, quality
+from pipeline.data import schema as S
+from pipeline.fairness import data_analysis, simpson
+from pipeline.fairness import data_bias as A
+from pipeline.report import data as data_chapter
+from pipeline.report import display, style
+from pipeline.report import french as fr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NIH_FULL = SHARED / "nih-metadata" / "Data_Entry_2017_v2020.csv.gz"
 NIH_SUBSET = SHARED / "nih1000-64px"
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "02-data.qmd"
 CONFIG = StudyConfig()
-NB = N.NBSP
+NB = fr.NBSP
 
 
 # ---------------------------------------------------------------- fixtures
@@ -48,9 +51,9 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, cache):
     """A demo dataset of 1,500 patients (tiny images: the metadata is what matters here)."""
-    make_demo = pytest.importorskip("pipeline.demo").make_demo
+    make_demo = pytest.importorskip("pipeline.data.demo").make_demo
     out = make_demo(tmp_path_factory.mktemp("demo") / "data", n_patients=1500, seed=1, image_size=16)
-    report = data.check_dataset(out, CONFIG)
+    report = folder.check_dataset(out, CONFIG)
     assert report.frame is not None, report.format()
     planted = json.loads((Path(out) / "planted_biases.json").read_text())
     return types.SimpleNamespace(frame=report.frame, check=report, planted=planted)
@@ -58,7 +61,7 @@ def demo(tmp_path_factory, cache):
 
 @pytest.fixture(scope="module")
 def demo_an(demo):
-    return A.analyse(demo.frame, CONFIG, demo.check)
+    return data_analysis.analyse(demo.frame, CONFIG, demo.check)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def nih():
         pytest.skip(f"full NIH metadata not found at {NIH_FULL}")
     t0 = time.perf_counter()
     frame, report = A.read_metadata_frame(NIH_FULL, CONFIG)
-    an = A.analyse(frame, CONFIG, report)
+    an = data_analysis.analyse(frame, CONFIG, report)
     print(f"\nfull NIH ({len(frame)} images): read + analyse in {time.perf_counter() - t0:.1f} s; {an.timings}")
     return an
 
@@ -114,12 +117,12 @@ def test_demo_simpson_reversal_is_flagged_and_only_it(demo, demo_an):
 
 
 def test_simpson_sentence_explains_the_reversal_with_its_numbers(demo_an):
-    text = N.simpson_text(demo_an)
+    text = data_chapter.simpson_text(demo_an)
     row = _row(demo_an.simpson, attribute=S.SEX, stratifier=S.AGE_BAND)
-    assert "Paradoxe de Simpson" in text and N.FACT_SENTENCE in text
-    for value in (N.points_ci(row["crude_rd"], row["crude_rd_low"], row["crude_rd_high"]),
-                  N.points_ci(row["adj_rd"], row["adj_rd_low"], row["adj_rd_high"]),
-                  N.percent(row["driver_share_group"]), N.percent(row["driver_share_reference"])):
+    assert "Paradoxe de Simpson" in text and data_chapter.FACT_SENTENCE in text
+    for value in (fr.points_ci(row["crude_rd"], row["crude_rd_low"], row["crude_rd_high"]),
+                  fr.points_ci(row["adj_rd"], row["adj_rd_low"], row["adj_rd_high"]),
+                  fr.percent(row["driver_share_group"]), fr.percent(row["driver_share_reference"])):
         assert value in text
 
 
@@ -138,7 +141,7 @@ def test_mantel_haenszel_and_reversal_on_a_textbook_paradox():
     f = _kidney_stones()
     config = CONFIG.replace(sensitive_attributes=(S.VIEW, S.SEX))
     boot = A.patient_bootstrap(f, 500, 0)
-    summary, _ = A.simpson(f, config, boot)
+    summary, _ = simpson.simpson(f, config, boot)
     row = _row(summary, attribute=S.VIEW, stratifier=S.SEX)
     # Hand computation: strata (a, b, c, d) = (cases A, non-cases A, cases B, non-cases B) x 4.
     strata = [(81, 6, 234, 36), (192, 71, 55, 25)]
@@ -154,9 +157,9 @@ def test_mantel_haenszel_and_reversal_on_a_textbook_paradox():
 
 def test_our_pooled_odds_ratio_equals_statsmodels(demo):
     boot = A.patient_bootstrap(demo.frame, 50, 0)
-    t = A._stratified(demo.frame, S.SEX, ("F", "M"), S.AGE_BAND, boot, CONFIG)
+    t = simpson._stratified(demo.frame, S.SEX, ("F", "M"), S.AGE_BAND, boot, CONFIG)
     _, odds = A.mantel_haenszel(t.observed)
-    assert float(odds) == pytest.approx(A.statsmodels_pooled_or(t.observed), rel=1e-10)
+    assert float(odds) == pytest.approx(simpson.statsmodels_pooled_or(t.observed), rel=1e-10)
 
 
 def test_vectorised_bootstrap_tables_equal_explicitly_resampled_data(demo):
@@ -216,7 +219,7 @@ def test_full_nih_runs_at_scale_and_shows_the_real_age_sex_interplay(nih):
     assert strata.loc["0-39", "rd"] < 0 < strata.loc["60+", "rd"]  # women: less often sick young, more old
     assert row["effect_modification"] and row["gap_low"] > 0 and (row["gap_max"], row["gap_min"]) == ("60+", "0-39")
     # Prevalence by view and age agrees with the demo's independent NIH calibration.
-    from pipeline.demo import NIH_PREVALENCE_BY_BAND, NIH_PREVALENCE_BY_VIEW
+    from pipeline.data.demo import NIH_PREVALENCE_BY_BAND, NIH_PREVALENCE_BY_VIEW
 
     for attribute, expected in ((S.VIEW, NIH_PREVALENCE_BY_VIEW), (S.AGE_BAND, NIH_PREVALENCE_BY_BAND)):
         for group, p in expected.items():
@@ -230,8 +233,8 @@ def test_full_nih_runs_at_scale_and_shows_the_real_age_sex_interplay(nih):
 def test_quality_table_lists_validator_issues_in_french(cache):
     if not NIH_SUBSET.exists():
         pytest.skip(f"NIH subset not found at {NIH_SUBSET}")
-    report = data.check_dataset(NIH_SUBSET, CONFIG)
-    table = A.quality_table(report, CONFIG)
+    report = folder.check_dataset(NIH_SUBSET, CONFIG)
+    table = quality.quality_table(report, CONFIG)
     assert list(table["code"]) == [i.code for i in report.issues] and len(table) > 0
     for issue in report.issues:
         row = _row(table, code=issue.code)
@@ -239,15 +242,15 @@ def test_quality_table_lists_validator_issues_in_french(cache):
     if "patient-leakage" in report.codes():
         assert "exclues" in _row(table, code="patient-leakage")["action"]
         keep = CONFIG.replace(evaluation=CONFIG.evaluation.__class__(exclude_leaking_patients=False))
-        assert "optimistes" in _row(A.quality_table(report, keep), code="patient-leakage")["action"]
-    shown = N.quality_table(types.SimpleNamespace(quality=table))
+        assert "optimistes" in _row(quality.quality_table(report, keep), code="patient-leakage")["action"]
+    shown = data_chapter.quality_table(types.SimpleNamespace(quality=table))
     assert list(shown.columns) == ["Niveau", "Problème", "Nombre", "Ce que fait l'étude"]
 
 
 def test_metadata_only_frame_matches_the_validator(cache):
     if not NIH_SUBSET.exists():
         pytest.skip(f"NIH subset not found at {NIH_SUBSET}")
-    report = data.check_dataset(NIH_SUBSET, CONFIG)
+    report = folder.check_dataset(NIH_SUBSET, CONFIG)
     meta = pd.read_csv(NIH_SUBSET / "metadata.csv", dtype=str, keep_default_na=False)
     frame, _ = A.frame_from_metadata(meta, CONFIG)
     merged = report.frame.merge(frame, on=S.IMAGE, suffixes=("", "_meta"))
@@ -276,42 +279,42 @@ def test_univariate_shares_sum_to_one_and_imbalance_ratios(demo_an):
 
 
 @pytest.mark.parametrize("value, text", [
-    (N.number(1234.5), f"1{NB}234,5"),
-    (N.integer(112120), f"112{NB}120"),
-    (N.number(-0.04, 1), "0,0"),
-    (N.number(-2.5, 1), "−2,5"),
-    (N.number(float("nan")), "—"),
-    (N.percent(0.623), f"62{NB}%"),
-    (N.percent_ci(0.62, 0.58, 0.66), f"62{NB}% [58{NB};{NB}66]"),
-    (N.percent_ci(0.4633, 0.4532, 0.4721), f"46,3{NB}% [45,3{NB};{NB}47,2]"),
-    (N.points(0.052), f"+5,2{NB}points"),
-    (N.points(-0.006), f"−0,6{NB}point"),
-    (N.ratio_ci(1.5234, 1.31, 1.771), f"1,52 [1,31{NB};{NB}1,77]"),
-    (N.p_value(0.00002), f"p{NB}<{NB}0,001"),
-    (N.p_value(0.3134), f"p{NB}={NB}0,31"),
-    (N.p_value(0.0034), f"p{NB}={NB}0,003"),
-    (N.count(1, "images"), f"1{NB}image"),
-    (N.count(15, "patients"), f"15{NB}patients"),
-    (N.group_label(S.AGE_BAND, "60+"), "60 ans et plus"),
-    (N.group_label(S.AGE_BAND, "0-39"), "0–39 ans"),
+    (fr.number(1234.5), f"1{NB}234,5"),
+    (fr.integer(112120), f"112{NB}120"),
+    (fr.number(-0.04, 1), "0,0"),
+    (fr.number(-2.5, 1), "−2,5"),
+    (fr.number(float("nan")), "—"),
+    (fr.percent(0.623), f"62{NB}%"),
+    (fr.percent_ci(0.62, 0.58, 0.66), f"62{NB}% [58{NB};{NB}66]"),
+    (fr.percent_ci(0.4633, 0.4532, 0.4721), f"46,3{NB}% [45,3{NB};{NB}47,2]"),
+    (fr.points(0.052), f"+5,2{NB}points"),
+    (fr.points(-0.006), f"−0,6{NB}point"),
+    (fr.ratio_ci(1.5234, 1.31, 1.771), f"1,52 [1,31{NB};{NB}1,77]"),
+    (fr.p_value(0.00002), f"p{NB}<{NB}0,001"),
+    (fr.p_value(0.3134), f"p{NB}={NB}0,31"),
+    (fr.p_value(0.0034), f"p{NB}={NB}0,003"),
+    (fr.count(1, "images"), f"1{NB}image"),
+    (fr.count(15, "patients"), f"15{NB}patients"),
+    (fr.group_label(S.AGE_BAND, "60+"), "60 ans et plus"),
+    (fr.group_label(S.AGE_BAND, "0-39"), "0–39 ans"),
 ])
 def test_french_formatting(value, text):
     assert value == text
 
 
 def test_prevalence_sentence_quotes_both_groups_with_intervals(demo_an):
-    sentence = N.prevalence_sentence(demo_an, S.VIEW)
+    sentence = data_chapter.prevalence_sentence(demo_an, S.VIEW)
     prev = demo_an.prevalence[demo_an.prevalence["attribute"] == S.VIEW].set_index("group")
-    d = min(N.precision(lo, hi) for lo, hi in zip(prev["low"], prev["high"], strict=True))
+    d = min(fr.precision(lo, hi) for lo, hi in zip(prev["low"], prev["high"], strict=True))
     for group in ("AP", "PA"):
         r = prev.loc[group]
-        assert f"{N.percent_ci(r['prevalence'], r['low'], r['high'], d)} en {group}" in sentence
+        assert f"{fr.percent_ci(r['prevalence'], r['low'], r['high'], d)} en {group}" in sentence
     assert "." not in re.sub(r"\d\.\d", "", sentence[:-1])  # no English decimal point
     assert sentence.startswith("Selon l'incidence") and sentence.endswith(".")
 
 
 def test_generated_text_has_no_english_number_format(demo_an):
-    text = N.chapter_summary(demo_an)
+    text = data_chapter.chapter_summary(demo_an)
     assert not re.search(r"\d\.\d", text) and not re.search(r"\d%", text) and not re.search(r"\bnan\b", text)
 
 
@@ -319,14 +322,14 @@ def test_generated_text_has_no_english_number_format(demo_an):
 
 
 def test_one_colour_per_group_everywhere():
-    sex = figures.group_colors(S.SEX, ["M", "F"])
-    assert sex == figures.PALETTE[S.SEX]
-    assert figures.color_scale(S.SEX, ["M", "F"]).to_dict() == {"domain": ["Homme", "Femme"],
+    sex = style.group_colors(S.SEX, ["M", "F"])
+    assert sex == style.PALETTE[S.SEX]
+    assert style.color_scale(S.SEX, ["M", "F"]).to_dict() == {"domain": ["Homme", "Femme"],
                                                                "range": [sex["M"], sex["F"]]}
-    assert figures.label_scale(["Femme", "AP"]).to_dict()["range"] == [sex["F"], figures.PALETTE[S.VIEW]["AP"]]
-    bands = figures.age_band_colors(CONFIG.age_band_labels())
+    assert style.label_scale(["Femme", "AP"]).to_dict()["range"] == [sex["F"], style.PALETTE[S.VIEW]["AP"]]
+    bands = style.age_band_colors(CONFIG.age_band_labels())
     assert len(set(bands.values())) == 3
-    spare = figures.group_colors("hospital", ["a", "b", "c"])
+    spare = style.group_colors("hospital", ["a", "b", "c"])
     assert len(set(spare.values())) == 3
 
 
@@ -334,10 +337,11 @@ def test_charts_render_with_tooltips(demo_an):
     import vl_convert as vlc
 
     an = demo_an
-    charts = [figures.univariate_chart(an.univariate, an.images_per_patient),
-              figures.prevalence_chart(an.prevalence, an.overall), figures.intersection_chart(an.intersections),
-              figures.association_chart(an.composition, an.associations),
-              figures.simpson_chart(an.simpson, an.simpson_strata)]
+    charts = [data_chapter.univariate_chart(an.univariate, an.images_per_patient),
+              data_chapter.prevalence_chart(an.prevalence, an.overall),
+              data_chapter.intersection_chart(an.intersections),
+              data_chapter.association_chart(an.composition, an.associations),
+              data_chapter.simpson_chart(an.simpson, an.simpson_strata)]
     for chart in charts:
         spec = chart.to_dict()
         assert "tooltip" in json.dumps(spec)

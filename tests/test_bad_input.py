@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from pipeline.config import load_config
-from pipeline.data import check_dataset, load_dataset
-from pipeline.demo import make_demo
+from pipeline.data.demo import make_demo
+from pipeline.data.folder import check_dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

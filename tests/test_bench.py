@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import bench
-from pipeline.demo import make_demo
+from pipeline.data.demo import make_demo
 
 
 def test_bench_prints_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import demo as D
-from pipeline import schema as S
+from pipeline.data import demo as D
+from pipeline.data import schema as S
 
 NIH_FULL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-metadata" / "Data_Entry_2017_v2020.csv.gz"
 COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import images
 from pipeline.cache import file_digest
+from pipeline.data import images
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -17,9 +17,9 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score, roc_auc_score
 
-from pipeline import figures_results as FR
-from pipeline import metrics as M
-from pipeline import schema as S
+from pipeline.data import schema as S
+from pipeline.fairness import metrics as M
+from pipeline.report import charts
 
 BANDS = ["0-39", "40-59", "60+"]
 
@@ -330,7 +330,7 @@ def test_compare_methods_rows_equal_bootstrap_and_paired_difference():
 def test_pareto_frontier():
     df = pd.DataFrame({"gap": [0.10, 0.05, 0.05, 0.20, 0.01, np.nan, 0.05],
                        "bacc": [0.80, 0.78, 0.70, 0.85, 0.60, 0.99, 0.78]})
-    front = FR.pareto_frontier(df, minimise="gap", maximise="bacc")
+    front = charts.pareto_frontier(df, minimise="gap", maximise="bacc")
     assert list(front) == [True, True, False, True, True, False, True]  # ties stay, NaN never
 
 
@@ -339,11 +339,11 @@ def test_result_charts_build(tmp_path):
     methods = {"uniform": p, "reweighing": p.assign(**{M.DECISION: (p[S.PROBA] >= 0.45).astype(float)})}
     rates = {m: M.bootstrap_group_metrics(q, S.SEX, n_boot=50) for m, q in methods.items()}
     comparison = M.compare_methods(methods, S.SEX, n_boot=50)
-    grid = M.comparison_wide(comparison).assign(label=lambda d: d["method"].map(FR.method_label))
-    charts = [FR.rates_by_group_chart(rates), FR.tradeoff_chart(comparison),
-              FR.pareto_chart(grid, color_col="method"), FR.pareto_chart(grid, show_labels=False)]
-    for chart in charts:
+    grid = M.comparison_wide(comparison).assign(label=lambda d: d["method"].map(charts.method_label))
+    built = [charts.rates_by_group_chart(rates), charts.tradeoff_chart(comparison),
+             charts.pareto_chart(grid, color_col="method"), charts.pareto_chart(grid, show_labels=False)]
+    for chart in built:
         spec = chart.to_dict()
         assert "Femme" in chart.to_json() or "Uniforme" in chart.to_json()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    assert "Femme" in charts[0].to_json() and "Reweighing" in charts[1].to_json()
+    assert "Femme" in built[0].to_json() and "Reweighing" in built[1].to_json()

@@ -10,9 +10,9 @@ import pytest
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import TunedThresholdClassifierCV
 
-from pipeline import postprocess as P
-from pipeline.grid import pareto_frontier, pareto_table, run_grid
-from pipeline.metrics import point_metrics
+from pipeline.fairness import postprocess as P
+from pipeline.fairness.grid import pareto_frontier, pareto_table, run_grid
+from pipeline.fairness.metrics import point_metrics
 
 TO_METHODS = ("to_demographic_parity", "to_equalized_odds", "to_tpr_parity")
 GROUP_AWARE = tuple(m for m in P.POSTPROCESSORS if m not in ("none", "threshold_global"))

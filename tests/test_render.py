@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.qmd import Cell, Emitter, RenderError, conditional_content, number_crossrefs, parse, to_markdown
-from pipeline.render import SlideOverflowWarning, render_all, render_file, slide_overflows
+from pipeline.render.qmd import Cell, Emitter, RenderError, conditional_content, number_crossrefs, parse, to_markdown
+from pipeline.render.renderer import SlideOverflowWarning, render_all, render_file, slide_overflows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "render"
 EXTERNAL = re.compile(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=[\"']?(https?:)?//", re.I)

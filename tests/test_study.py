@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline import study
 from pipeline.cache import cache_dir
 from pipeline.config import load_config
-from pipeline.demo import make_demo
+from pipeline.data.demo import make_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
@@ -20,7 +20,7 @@ TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
 
 def _trainings() -> int:
     """Number of cached network trainings."""
-    folder = cache_dir() / "joblib" / "pipeline" / "train" / "_fit_full"
+    folder = cache_dir() / "joblib" / "pipeline" / "model" / "training" / "_fit_full"
     return sum(1 for p in folder.glob("*/output.pkl")) if folder.exists() else 0
 
 

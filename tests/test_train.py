@@ -16,18 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import models, train
 from pipeline.cache import file_digest
 from pipeline.config import ConfigError, TrainingConfig, load_config
-from pipeline.data import load_dataset
-from pipeline.train import (
-    describe_mode,
-    fit,
-    pred_classifier,
-    predict_with_weights,
-    subsample_patients,
-    train_classifier,
-)
+from pipeline.data.folder import load_dataset
+from pipeline.model import backbones, contract, training
+from pipeline.model.training import describe_mode, fit, predict_with_weights, subsample_patients
+from pipeline.train import pred_classifier, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -50,7 +44,7 @@ def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def demo(tmp_path: Path) -> pd.DataFrame:
     """The canonical frame of a small demo (or of the real subset while pipeline.demo is missing)."""
     try:
-        from pipeline.demo import make_demo
+        from pipeline.data.demo import make_demo
     except ImportError:
         if not NIH.exists():
             pytest.skip("neither pipeline.demo nor the real NIH subset is available")
@@ -83,7 +77,7 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("a network was trained again")
 
-    monkeypatch.setattr(train, "fit", fail)
+    monkeypatch.setattr(training, "fit", fail)
 
 
 @pytest.mark.parametrize(("mode", "sampler"), [("full", False), ("full", True), ("last_layer", False)])
@@ -141,9 +135,9 @@ def test_changed_network_code_retrains(demo: pd.DataFrame, monkeypatch: pytest.M
     ones = np.ones(len(_train_labels(demo)))
     predict_with_weights(demo, ones, FAST, seed=0)
     assert predict_with_weights(demo, ones, FAST, seed=0)[1]["cached"]
-    monkeypatch.setattr(train, "code_version", lambda *modules: "edited models.py")
+    monkeypatch.setattr(training, "code_version", lambda *modules: "edited backbones.py")
     trained = []
-    monkeypatch.setattr(train, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))
+    monkeypatch.setattr(training, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))
     _, info = predict_with_weights(demo, ones, FAST, seed=0)
     assert not info["cached"] and trained == [1]
 
@@ -179,14 +173,14 @@ def test_describe_mode_says_how():
 
 
 def test_loader_workers_and_memory_mapped_batches(noise: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
-    assert train.num_workers(-1, in_memory=True) == 0
-    assert train.num_workers(-1, in_memory=False) == max(0, min(4, (os.cpu_count() or 1) - 1))
-    assert train.num_workers(3, in_memory=True) == 3
-    pixels = train.image_array(noise, 16)
+    assert training.num_workers(-1, in_memory=True) == 0
+    assert training.num_workers(-1, in_memory=False) == max(0, min(4, (os.cpu_count() or 1) - 1))
+    assert training.num_workers(3, in_memory=True) == 3
+    pixels = training.image_array(noise, 16)
     rows, labels, weights = np.array([5, 1, 9, 3]), np.arange(4.0), np.ones(4)
-    in_ram = train.PixelData(pixels, rows, labels, weights)
-    monkeypatch.setattr(train, "IN_MEMORY_BYTES", 0)
-    mapped = train.PixelData(pixels, rows, labels, weights)
+    in_ram = training.PixelData(pixels, rows, labels, weights)
+    monkeypatch.setattr(training, "IN_MEMORY_BYTES", 0)
+    mapped = training.PixelData(pixels, rows, labels, weights)
     assert in_ram.in_memory and not mapped.in_memory
     for a, b in zip(in_ram.__getitems__([3, 0, 2]), mapped.__getitems__([3, 0, 2]), strict=True):
         torch.testing.assert_close(a, b)
@@ -196,7 +190,7 @@ def test_loader_workers_and_memory_mapped_batches(noise: pd.DataFrame, monkeypat
 def test_backbone_registry_and_offline_fallback(monkeypatch: pytest.MonkeyPatch):
     import torchvision
 
-    net, dim = models.build_backbone("small_cnn")
+    net, dim = backbones.build_backbone("small_cnn")
     assert net(torch.rand(2, 1, 32, 32)).shape == (2, dim)
 
     def offline(*, weights):
@@ -207,16 +201,16 @@ def test_backbone_registry_and_offline_fallback(monkeypatch: pytest.MonkeyPatch)
     real = torchvision.models.resnet18
     monkeypatch.setattr(torchvision.models, "resnet18", offline)
     with pytest.warns(UserWarning, match="RANDOM initialisation"):
-        net, dim = models.build_backbone("resnet18", pretrained=True)
+        net, dim = backbones.build_backbone("resnet18", pretrained=True)
     assert net(torch.rand(2, 1, 32, 32)).shape == (2, dim) == (2, 512)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        models.build_backbone("resnet18", pretrained=False)  # no download tried, no warning
+        backbones.build_backbone("resnet18", pretrained=False)  # no download tried, no warning
     with pytest.raises(ValueError, match="unknown backbone"):
-        models.build_backbone("vgg")
-    if "torchxrayvision" not in sys.modules and "xrv_densenet121_chex" not in models.available_backbones():
+        backbones.build_backbone("vgg")
+    if "torchxrayvision" not in sys.modules and "xrv_densenet121_chex" not in backbones.available_backbones():
         with pytest.raises(ValueError, match="pip install torchxrayvision"):
-            models.build_backbone("xrv_densenet121_chex")
+            backbones.build_backbone("xrv_densenet121_chex")
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -273,7 +267,7 @@ def test_command_line_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.C
         "unknown backbone": ["--datadir", str(NIH), "--csv", str(meta), "--backbone", "vgg", "--image_size", "16"],
     }
     for expected, args in cases.items():
-        assert train.main(args) == 2, expected
+        assert contract.main(args) == 2, expected
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
     done = _run_cli(*cases["missing.csv does not exist"])  # the real command line, in its own process
@@ -283,7 +277,7 @@ def test_command_line_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.C
 
 def test_mixed_precision_path_trains_and_is_recorded(noise: pd.DataFrame, tmp_path: Path):
     """The GPU's mixed-precision path (autocast in training and validation), run on the CPU in bf16."""
-    assert train.precision(TrainingConfig(accelerator="cpu")) == "32-true"
+    assert training.precision(TrainingConfig(accelerator="cpu")) == "32-true"
     config = dataclasses.replace(FAST, image_size=16, mode="full", precision="bf16-mixed", learning_rate=1e-2)
     labels = _train_labels(noise)
     preds, _ = predict_with_weights(noise, np.where(labels == 1, 10.0, 1.0), config, seed=0, logdir=tmp_path)
@@ -291,4 +285,4 @@ def test_mixed_precision_path_trains_and_is_recorded(noise: pd.DataFrame, tmp_pa
     record = json.loads(next(tmp_path.rglob("best.json")).read_text())
     assert record["precision"] == "bf16-mixed"
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
-        train._training_config({"precision": "fp8"})
+        contract._training_config({"precision": "fp8"})

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from pipeline import views
+from pipeline.report import postprocessing, tables
 
 
 def _grid(rows: list[tuple[str, str, float, float, bool]]) -> SimpleNamespace:
     table = pd.DataFrame(rows, columns=["weighting", "postprocessor", "balanced_accuracy", "eo_diff",
                                         "frontier_eo_diff"])
-    for m in views.SHOWN:
+    for m in tables.SHOWN:
         if m not in table:
             table[m] = 0.5 if m != "auc" else np.nan
         table[f"{m}_low"], table[f"{m}_high"] = table[m] - 0.1, table[m] + 0.1
@@ -24,20 +24,20 @@ def test_slide_pareto_table_counts_identical_combinations_once():
     ctx = _grid([("uniform", "none", 0.99, 0.06, True), ("jtt", "none", 0.99, 0.06, True),
                  ("reweighing", "none", 0.99, 0.06, True), ("jtt", "equal_opportunity", 0.97, 0.0, True),
                  ("uniform", "equal_opportunity", 0.96, 0.01, False)])
-    slide = views.pareto_table(ctx, compact=True)
+    slide = postprocessing.pareto_table(ctx, compact=True)
     assert len(slide) == 2  # the dominated row is gone, three identical results make one row
-    assert slide["Méthode"].iloc[0].startswith(views.method_label("jtt"))
+    assert slide["Méthode"].iloc[0].startswith(tables.method_label("jtt"))
     assert slide["Méthode"].iloc[1].endswith("(+2 identiques)")
-    assert len(views.pareto_table(ctx)) == 4  # the report lists every combination with its intervals
+    assert len(postprocessing.pareto_table(ctx)) == 4  # the report lists every combination with its intervals
 
 
 def test_metric_names_inside_sentences_keep_their_acronyms():
-    assert views._in_sentence("AUC") == "AUC"
-    assert views._in_sentence("Écart d'égalité des chances (TPR)") == "écart d'égalité des chances (TPR)"
+    assert tables.in_sentence("AUC") == "AUC"
+    assert tables.in_sentence("Écart d'égalité des chances (TPR)") == "écart d'égalité des chances (TPR)"
 
 
 def test_table_columns_share_width_by_content_capped_and_never_below_the_longest_word():
-    from pipeline.display import WRAP_AT, markdown_table
+    from pipeline.report.display import WRAP_AT, markdown_table
 
     table = pd.DataFrame({"Méthode": ["Parité démographique (ThresholdOptimizer)"],
                           "Principe": ["Seuils par groupe, tirés au hasard entre deux valeurs, " * 3],

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import data
-from pipeline import schema as S
-from pipeline import weighting as W
 from pipeline.config import StudyConfig
+from pipeline.data import folder
+from pipeline.data import schema as S
+from pipeline.fairness import weighting as W
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NIH_SUBSET = SHARED / "nih1000-64px"
@@ -30,7 +30,7 @@ def nih_train(tmp_path_factory) -> pd.DataFrame:
         pytest.skip(f"real NIH subset not found at {NIH_SUBSET}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FAIRCXR_CACHE", str(tmp_path_factory.mktemp("cache")))
-        report = data.check_dataset(NIH_SUBSET, CONFIG)
+        report = folder.check_dataset(NIH_SUBSET, CONFIG)
     assert report.frame is not None, report.format()
     return report.frame[report.frame[S.SPLIT] == "train"].reset_index(drop=True)
 

@@ -35,19 +35,22 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from . import schema as S
+from pipeline.data import schema as S
 
 DECISION = "decision"
+
+
 FOLD = "fold"
+
+
 NA_GROUP = "__missing__"  # rows whose sensitive value is missing: always the global threshold
+
+
 DEFAULT_THRESHOLD = 0.5
 
 
 class FallbackWarning(UserWarning):
     """A group could not be fitted (absent, one class only, missing value): global threshold used."""
-
-
-# ---------------------------------------------------------------- registry
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,6 @@ def register(name: str, *, label_fr: str, formula: str, reference: str = "", ran
         return fit
 
     return wrap
-
-
-# ---------------------------------------------------------------- protocol
 
 
 def _mode(values: pd.Series) -> str:
@@ -185,9 +185,6 @@ def crossfit(valid_preds: pd.DataFrame, method: str, attribute: str, k: int = 5,
         decider = POSTPROCESSORS[method].fit(valid_preds[~held].reset_index(drop=True), attribute, seed)
         out[held] = decider.decide(valid_preds[held].reset_index(drop=True))
     return valid_preds.assign(**{DECISION: out, FOLD: fold})
-
-
-# ---------------------------------------------------------------- helpers
 
 
 class ScoreEstimator(ClassifierMixin, BaseEstimator):
@@ -315,9 +312,6 @@ def _threshold_rule(attribute: str, thresholds: dict[str, float], seen: set[str]
     return _group_rule(attribute, list(thresholds), seen, method, apply, fallback)
 
 
-# ---------------------------------------------------------------- methods: one threshold
-
-
 @register("none", label_fr="Aucun (seuil 0,5)", formula=r"\hat{y} = 1[s \geq 0{,}5]", keeps_score=True,
           description_fr="La décision du modèle telle quelle : malade si la probabilité atteint 0,5.")
 def no_postprocessing(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Decider:
@@ -338,8 +332,6 @@ def threshold_global(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Deci
     t = _global_threshold(s, y, "threshold_global")
     return Decider(lambda p: (p[S.PROBA].to_numpy(float) >= t).astype(float), {"threshold": t})
 
-
-# ---------------------------------------------------------------- methods: group thresholds
 
 TPR_GRID = np.linspace(0, 1, 201)  # common TPRs tried by equal_opportunity
 
@@ -383,9 +375,6 @@ def equal_opportunity(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Dec
     tau, thresholds = _common_tpr(s, y, g, usable, fallback) if usable else (np.nan, {})
     rule = _threshold_rule(attribute, thresholds, _present(g), "equal_opportunity", fallback)
     return Decider(rule, {"tpr": tau, "thresholds": thresholds, "fallback_threshold": fallback})
-
-
-# ---------------------------------------------------------------- methods: fairlearn ThresholdOptimizer
 
 
 def expected_decisions(optimizer: ThresholdOptimizer, X: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -434,14 +423,20 @@ def threshold_optimizer(constraint: str, tol: float | None = None, grid_size: in
 
 
 _TO = " (ThresholdOptimizer)"  # the constraint first: it is what tells the three apart in a narrow axis
+
+
 register("to_demographic_parity", label_fr="Parité démographique" + _TO, reference="weerts2023fairlearn",
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{SR}_a = \mathrm{SR}_b", randomised=True,
          description_fr="Seuils par groupe, tirés au hasard entre deux valeurs, qui égalisent le taux de "
                         "décisions « malade » entre groupes.")(threshold_optimizer("demographic_parity"))
+
+
 register("to_equalized_odds", label_fr="Égalité des cotes" + _TO, reference="hardt2016", randomised=True,
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{TPR}_a = \mathrm{TPR}_b,\ \mathrm{FPR}_a = \mathrm{FPR}_b",
          description_fr="Seuils par groupe randomisés qui égalisent à la fois la sensibilité et le taux de "
                         "faux positifs (Hardt et al.).")(threshold_optimizer("equalized_odds"))
+
+
 register("to_tpr_parity", label_fr="Parité des sensibilités" + _TO, reference="weerts2023fairlearn",
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{TPR}_a = \mathrm{TPR}_b", randomised=True,
          description_fr="Seuils par groupe randomisés qui égalisent la sensibilité, donc le sous-diagnostic, "
@@ -456,7 +451,7 @@ def tradeoff_curve(fit_preds: pd.DataFrame, score_preds: pd.DataFrame, attribute
     Fitted on `fit_preds`, measured on `score_preds` (metrics.point_metrics keys, AUC NaN);
     tol = 0 is the strict constraint, tol = 1 no constraint at all.
     """
-    from .metrics import point_metrics
+    from pipeline.fairness.metrics import point_metrics
 
     rows = []
     for tol in tols:
@@ -467,10 +462,12 @@ def tradeoff_curve(fit_preds: pd.DataFrame, score_preds: pd.DataFrame, attribute
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- methods: reject option
-
 ROC_BACC_LOSS = 0.05  # largest drop of balanced accuracy (fitting part) reject option may pay
+
+
 ROC_SHIFTS = np.linspace(-0.15, 0.15, 13)  # theta - theta_0 tried
+
+
 ROC_MARGINS = np.linspace(0.0, 0.3, 16)  # half-widths of the critical band tried
 
 
@@ -530,9 +527,6 @@ def reject_option(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Decider
     rule = _group_rule(attribute, usable, _present(g), "reject_option", apply, theta0)
     return Decider(rule, {"theta": float(theta[0]), "margin": float(margin[0]), "deprived": deprived,
                           "fallback_threshold": theta0})
-
-
-# ---------------------------------------------------------------- methods: calibrated equalized odds
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

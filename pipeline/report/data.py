@@ -1,9 +1,8 @@
-"""French sentences and display tables generated from the numbers of the data chapter.
+"""Chapter 2 (data): the sentences, tables and charts of `chapters/02-data.qmd`.
 
-Numbers follow French typography: decimal comma, non-breaking space as thousands separator and
-before « % », intervals written « 62 % [58 ; 66] », a true minus sign. Every function returns plain
-Markdown (strings or DataFrames of strings); the chapter prints them inside a clearly marked
-callout, so the user's own prose in the .qmd is never rewritten.
+Everything is computed once by `fairness.data_bias.analyse` (`data_analysis(ctx)`); this module only
+writes it in French and draws it. Generated prose is returned as Markdown that the chapter prints
+inside a callout marked « Texte généré », so the user's own prose is never rewritten.
 """
 
 from __future__ import annotations
@@ -11,189 +10,54 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import altair as alt
+import numpy as np
 import pandas as pd
 
-from . import schema as S
+from pipeline.data import schema as S
+from pipeline.fairness.data_analysis import DataAnalysis, data_analysis
+from pipeline.report import french as fr
+from pipeline.report.french import (
+    ATTRIBUTE_NOUN,
+    DASH,
+    attribute_label,
+    cell_label,
+    count,
+    excludes_zero,
+    group_label,
+    group_phrase,
+    integer,
+    is_missing,
+    lower_first,
+    number,
+    of_group,
+    p_value,
+    percent,
+    percent_ci,
+    points,
+    points_ci,
+    precision,
+    ratio_ci,
+    strength,
+    subject,
+    than,
+)
+from pipeline.report.style import (
+    NEUTRAL,
+    PREVALENCE_TITLE,
+    WIDTH,
+    color_scale,
+    group_colors,
+    interval_layer,
+    label_groups,
+    nice_ticks,
+    percent_axis,
+    signed_axis,
+)
 
-NBSP = "\u00a0"
-MINUS = "\u2212"
-DASH = "—"
-GENERATED_TITLE = "Texte généré à partir des données — à garder, modifier ou supprimer"
-
-ATTRIBUTE_FR = {**S.ATTRIBUTE_LABELS_FR, S.SPLIT: "Partition", "n_findings_group": "Nombre d'anomalies",
-                "patient_images": "Images par patient"}
-# (noun with article, "à ... égal(e)") for sentences.
-ATTRIBUTE_NOUN = {S.SEX: ("le sexe", "à sexe égal"), S.AGE_BAND: ("la tranche d'âge", "à tranche d'âge égale"),
-                  S.VIEW: ("l'incidence", "à incidence égale"), S.LABEL: ("la classe", "à classe égale")}
-SPLIT_FR = {"train": "apprentissage", "valid": "validation", "total": "ensemble"}
 VERDICT_FR = {"reversal": "Renversement (paradoxe de Simpson)", "weak_reversal": "Renversement non établi",
               "confounding": "Confusion", "effect_modification": "Écart variable selon la strate",
               "none": "Peu de changement"}
-
-
-# ---------------------------------------------------------------- numbers
-
-
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float | int) and not math.isfinite(float(x)))
-
-
-def number(x: float | None, decimals: int = 1, sign: bool = False) -> str:
-    """1234.5 -> « 1 234,5 »; `sign` adds « + » to positive values; NaN -> « — »."""
-    if _missing(x):
-        return DASH
-    text = f"{abs(x):,.{decimals}f}".replace(",", NBSP).replace(".", ",")
-    is_zero = set(text) <= set("0," + NBSP)
-    prefix = "" if is_zero else MINUS if x < 0 else "+" if sign else ""
-    return prefix + text
-
-
-def integer(n: float | None) -> str:
-    return number(n, 0)
-
-
-def precision(low: float, high: float) -> int:
-    """Decimals of a percentage: 1 when its interval is narrower than 5 points, else 0."""
-    if _missing(low) or _missing(high):
-        return 0
-    return 1 if abs(high - low) * 100 < 5 else 0
-
-
-def percent(p: float | None, decimals: int = 0) -> str:
-    """0.623 -> « 62 % » (non-breaking space before %)."""
-    return DASH if _missing(p) else f"{number(100 * p, decimals)}{NBSP}%"
-
-
-def bracket(low: str, high: str) -> str:
-    """« [58 ; 66] » with non-breaking spaces, so an interval never breaks across lines."""
-    return f"[{low}{NBSP};{NBSP}{high}]"
-
-
-def percent_ci(p: float, low: float, high: float, decimals: int | None = None) -> str:
-    """« 62 % [58 ; 66] » (decimals chosen from the interval width unless given)."""
-    d = precision(low, high) if decimals is None else decimals
-    return f"{percent(p, d)} {bracket(number(100 * low, d), number(100 * high, d))}"
-
-
-def points(d: float, decimals: int = 1) -> str:
-    """A difference of proportions in percentage points: 0.052 -> « +5,2 points »."""
-    if _missing(d):
-        return DASH
-    unit = "point" if abs(round(100 * d, decimals)) < 2 else "points"
-    return f"{number(100 * d, decimals, sign=True)}{NBSP}{unit}"
-
-
-def points_ci(d: float, low: float, high: float, decimals: int = 1, unit: bool = True) -> str:
-    """« +5,2 points [+3,1 ; +7,4] » (without « points » when `unit` is False)."""
-    value = points(d, decimals) if unit else number(100 * d, decimals, sign=True)
-    return f"{value} {bracket(number(100 * low, decimals, True), number(100 * high, decimals, True))}"
-
-
-def ratio_ci(x: float, low: float, high: float, decimals: int = 2) -> str:
-    """« 1,52 [1,31 ; 1,77] »."""
-    return f"{number(x, decimals)} {bracket(number(low, decimals), number(high, decimals))}"
-
-
-def p_value(p: float) -> str:
-    """« p < 0,001 », « p = 0,003 », « p = 0,31 »."""
-    if _missing(p):
-        return f"p{NBSP}:{NBSP}{DASH}"
-    if p < 0.001:
-        return f"p{NBSP}<{NBSP}0,001"
-    return f"p{NBSP}={NBSP}{number(p, 3 if p < 0.01 else 2)}"
-
-
-def excludes_zero(low: float, high: float) -> bool:
-    return not _missing(low) and not _missing(high) and (low > 0 or high < 0)
-
-
-# ---------------------------------------------------------------- groups in words
-
-
-def attribute_label(attribute: str) -> str:
-    return ATTRIBUTE_FR.get(attribute, attribute)
-
-
-def group_label(attribute: str, group: Any) -> str:
-    """Short French label of a group, for tables and figures: Femme, AP, 60 ans et plus, malade."""
-    if attribute == S.AGE_BAND:
-        text = str(group)
-        return f"{text[:-1]} ans et plus" if text.endswith("+") else f"{text.replace('-', '–')} ans"
-    if attribute == S.SPLIT:
-        return SPLIT_FR.get(str(group), str(group))
-    if attribute == S.LABEL:
-        return {"0": "sain", "1": "malade"}.get(str(group), str(group))
-    return str(S.GROUP_LABELS_FR.get(group, group))
-
-
-def group_phrase(attribute: str, group: Any) -> str:
-    """« chez les femmes », « en AP », « chez les 60 ans et plus »."""
-    if attribute == S.SEX:
-        return {"F": "chez les femmes", "M": "chez les hommes"}.get(str(group), f"pour le sexe {group}")
-    if attribute == S.AGE_BAND:
-        return f"chez les {group_label(attribute, group)}"
-    if attribute == S.VIEW:
-        return f"en {group}"
-    if "×" in str(group):
-        return f"en {group}"
-    return f"dans le groupe {group}"
-
-
-def subject(attribute: str, group: Any) -> str:
-    """Plural subject: « les femmes », « les 60 ans et plus », « les clichés AP »."""
-    if attribute == S.SEX:
-        return {"F": "les femmes", "M": "les hommes"}.get(str(group), f"le sexe {group}")
-    if attribute == S.AGE_BAND:
-        return f"les {group_label(attribute, group)}"
-    if attribute == S.VIEW:
-        return f"les clichés {group}"
-    return f"le groupe {group}"
-
-
-def than(attribute: str, group: Any) -> str:
-    """« que chez les hommes », « qu'en PA »."""
-    phrase = group_phrase(attribute, group)
-    return f"qu'{phrase}" if phrase[0] in "aeiouéèh" else f"que {phrase}"
-
-
-def of_group(attribute: str, group: Any) -> str:
-    """« des femmes », « des 60 ans et plus », « en AP » (after « des images »)."""
-    if attribute in (S.SEX, S.AGE_BAND):
-        return "des " + subject(attribute, group).split(" ", 1)[1]
-    return group_phrase(attribute, group)
-
-
-def cell_label(pair_row: pd.Series) -> str:
-    """« Femme × 60 ans et plus » for a row of the intersections table."""
-    return (f"{group_label(pair_row['attr_a'], pair_row['group_a'])} × "
-            f"{group_label(pair_row['attr_b'], pair_row['group_b'])}")
-
-
-def generated(text: str, title: str = GENERATED_TITLE) -> str:
-    """Wrap generated Markdown in a callout that says where it comes from."""
-    return f'\n::: {{.callout-note appearance="simple"}}\n## {title}\n\n{text.strip()}\n:::\n'
-
-
-def strength(v: float) -> str:
-    """Words for a Cramér's V (orders of magnitude, not a test)."""
-    if _missing(v):
-        return "indéterminée"
-    return ("très faible" if v < 0.1 else "faible" if v < 0.2 else "modérée" if v < 0.4 else "forte")
-
-
-# ---------------------------------------------------------------- data quality and univariate
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def count(n: float, unit: str) -> str:
-    """« 1 image », « 15 patients » (French: singular below 2)."""
-    if _missing(n):
-        return DASH
-    word = unit[:-1] if abs(n) < 2 and unit.endswith("s") else unit
-    return f"{integer(n)}{NBSP}{word}"
 
 
 def quality_text(an: Any) -> str:
@@ -202,8 +66,8 @@ def quality_text(an: Any) -> str:
     if q.empty:
         return ("Le validateur (`python -m pipeline check`) n'a relevé aucun problème : images lisibles, "
                 "métadonnées complètes et cohérentes, aucun patient à la fois en apprentissage et en validation.")
-    items = [f"{_lower_first(r.problem)} ({count(r.count, r.unit)})" if not _missing(r.count)
-             else _lower_first(r.problem) for r in q.itertuples()]
+    items = [f"{lower_first(r.problem)} ({count(r.count, r.unit)})" if not is_missing(r.count)
+             else lower_first(r.problem) for r in q.itertuples()]
     blocking = (q["level"] == "error").any()
     verdict = "dont au moins un bloquant" if blocking else "aucun n'empêche l'étude"
     return (f"Le validateur a relevé {len(q)} point(s) ({verdict}) : " + " ; ".join(items)
@@ -234,7 +98,7 @@ def univariate_text(an: Any) -> str:
     if ratios:
         parts.append("Rapports majoritaire / minoritaire en apprentissage : " + " ; ".join(ratios) + ".")
     gap, where = _split_gap(an.univariate)
-    if not _missing(gap):
+    if not is_missing(gap):
         parts.append(f"La validation reproduit la composition de l'apprentissage à {points(abs(gap)).lstrip('+')} près "
                      f"au plus ({where}).")
     parts.append(age_text(an))
@@ -264,9 +128,6 @@ def patients_text(an: Any) -> str:
         head += f"les autres en ont jusqu'à {integer(t['max'])} (moyenne {number(t['mean'], 1)} par patient)"
     return (head + " : les images d'un même patient ne sont pas indépendantes, d'où des intervalles "
             "calculés par bootstrap sur les patients.")
-
-
-# ---------------------------------------------------------------- bivariate
 
 
 def _test_row(an: Any, attribute: str) -> pd.Series | None:
@@ -315,7 +176,7 @@ def prevalence_text(an: Any) -> str:
              f"{percent_ci(o['prevalence'], o['low'], o['high'])}."]
     parts += [s for a in an.config.sensitive_attributes if (s := prevalence_sentence(an, a))]
     trend = an.age_trend
-    if trend and not _missing(trend.get("odds_ratio")):
+    if trend and not is_missing(trend.get("odds_ratio")):
         parts.append(f"En continu, chaque décennie d'âge multiplie la cote d'être malade par "
                      f"{ratio_ci(trend['odds_ratio'], trend['low'], trend['high'])} ({p_value(trend['p_value'])}).")
     deff = an.prevalence["deff"].dropna()
@@ -346,14 +207,11 @@ def association_text(an: Any) -> str:
         target = comp["group_b"].iloc[-1]
         shares = comp[comp["group_b"] == target]
         listed = ", ".join(f"{percent(s.share)} {group_phrase(r.attr_a, s.group_a)}" for s in shares.itertuples())
-        test = f", {p_value(r.p_value)}" if not _missing(r.p_value) else ""
+        test = f", {p_value(r.p_value)}" if not is_missing(r.p_value) else ""
         parts.append(f"**{attribute_label(r.attr_a)} et {attribute_label(r.attr_b).lower()}** : association "
                      f"{strength(r.cramers_v)} (V de Cramér {ratio_ci(r.cramers_v, r.v_low, r.v_high)}{test}) ; "
                      f"part des images {of_group(r.attr_b, target)} : {listed}.")
     return "\n\n".join(parts)
-
-
-# ---------------------------------------------------------------- Simpson's paradox
 
 
 def _strata_of(an: Any, row: pd.Series) -> pd.DataFrame:
@@ -464,9 +322,6 @@ def simpson_text(an: Any) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-# ---------------------------------------------------------------- consequences for the model
-
-
 def model_text(an: Any) -> str:
     """What the data imply for the classifier: shortcut ceiling, what group metrics will reflect."""
     tests = an.tests.set_index("attribute")
@@ -498,9 +353,6 @@ def _to_reference(attribute: str, group: Any) -> str:
     """« aux hommes », « aux clichés PA » (after « par rapport »)."""
     sub = subject(attribute, group)
     return "aux " + sub[4:] if sub.startswith("les ") else "au " + sub[3:] if sub.startswith("le ") else sub
-
-
-# ---------------------------------------------------------------- display tables (strings)
 
 
 def quality_table(an: Any) -> pd.DataFrame:
@@ -573,3 +425,194 @@ def chapter_summary(an: Any) -> str:
     """All generated paragraphs of the chapter, in its order (for the slides or a quick look)."""
     return "\n\n".join([quality_text(an), univariate_text(an), prevalence_text(an), intersection_text(an),
                         association_text(an), simpson_text(an), model_text(an)])
+
+
+def _split_color() -> alt.Color:
+    return alt.Color("split_label:N", scale=color_scale(S.SPLIT, ["train", "valid"]), title="Partition")
+
+
+def univariate_chart(univ: pd.DataFrame, images_per_patient: pd.DataFrame | None = None) -> alt.ConcatChart:
+    """Share of images per group, train vs valid side by side, one panel per variable."""
+    df = label_groups(univ, "variable", "group").assign(
+        split_label=lambda d: d["split"].map(fr.SPLIT_FR),
+        text=lambda d: [f"{fr.integer(n)} images, {fr.integer(p)} patients ({fr.percent(s, 1)})"
+                        for n, p, s in zip(d["n_images"], d["n_patients"], d["share"], strict=True)])
+    panels = [_bars(g, fr.attribute_label(v), g.sort_values("order")["label"].unique().tolist())
+              for v, g in df.groupby("variable", sort=False)]
+    if images_per_patient is not None:
+        ipp = images_per_patient[images_per_patient["split"] != "total"].assign(
+            label=lambda d: d["bin"], share=lambda d: d["share_images"],
+            split_label=lambda d: d["split"].map(fr.SPLIT_FR),
+            text=lambda d: [f"{fr.integer(p)} patients, {fr.integer(n)} images ({fr.percent(s, 1)} des images)"
+                            for p, n, s in zip(d["n_patients"], d["n_images"], d["share_images"], strict=True)])
+        panels.append(_bars(ipp, "Images du patient (nombre)", list(dict.fromkeys(ipp["bin"]))))
+    return alt.concat(*panels, columns=3).resolve_scale(x="independent", xOffset="independent",
+                                                        y="independent")
+
+
+def _label_angle(labels: list[str], room: float) -> int:
+    """0 when the labels fit side by side in `room` pixels (about 7 px a character), else -35."""
+    return 0 if sum(len(str(x)) for x in labels) * 7.5 < room else -35
+
+
+def _bars(df: pd.DataFrame, title: str, order: list[str]) -> alt.Chart:
+    return alt.Chart(df, title=title, width=165, height=150).mark_bar().encode(
+        x=alt.X("label:N", sort=order, title=None, axis=alt.Axis(labelAngle=_label_angle(order, 165))),
+        xOffset=alt.XOffset("split_label:N", sort=["apprentissage", "validation"]),
+        y=alt.Y("share:Q", axis=percent_axis("Part des images"), scale=alt.Scale(zero=True)),
+        color=_split_color(),
+        tooltip=[alt.Tooltip("label:N", title="Groupe"), alt.Tooltip("split_label:N", title="Partition"),
+                 alt.Tooltip("text:N", title="Effectif")])
+
+
+def _prevalence_text(df: pd.DataFrame) -> list[str]:
+    return [fr.percent_ci(p, lo, hi) for p, lo, hi in zip(df["prevalence"], df["low"], df["high"], strict=True)]
+
+
+def _domain(df: pd.DataFrame, low: str = "low", high: str = "high", pad: float = 0.01,
+            step: float = 0.05) -> list[float]:
+    """Axis range covering every interval, widened to round values (multiples of `step`) in [0, 1]."""
+    lo = np.floor((np.nanmin(df[low]) - pad) / step) * step
+    hi = np.ceil((np.nanmax(df[high]) + pad) / step) * step
+    return [float(max(0.0, lo)), float(min(1.0, hi))]
+
+
+def prevalence_chart(prev: pd.DataFrame, overall: pd.Series | None = None) -> alt.VConcatChart:
+    """Prevalence of `malade` by group with 95 % intervals, one row of panels per attribute."""
+    domain = _domain(prev)
+    panels = []
+    n_panels = prev["attribute"].nunique()
+    for i, (attribute, g) in enumerate(prev.groupby("attribute", sort=False)):
+        groups = g["group"].tolist()
+        df = label_groups(g, "attribute", "group").assign(text=_prevalence_text(g), n=g["n_images"].map(fr.integer))
+        y = alt.Y("label:N", sort=[fr.group_label(attribute, x) for x in groups], title=None)
+        layer = interval_layer(df, "prevalence", "low", "high", y,
+                               alt.Color("label:N", scale=color_scale(attribute, groups), legend=None),
+                               [alt.Tooltip("label:N", title="Groupe"), alt.Tooltip("text:N", title="Prévalence"),
+                                alt.Tooltip("n:N", title="Images")],
+                               percent_axis(PREVALENCE_TITLE, labels=i == n_panels - 1), domain=domain)
+        if overall is not None:
+            layer += alt.Chart(pd.DataFrame({"p": [overall["prevalence"]]})).mark_rule(
+                strokeDash=[4, 3], color=NEUTRAL).encode(x="p:Q")
+        panels.append(layer.properties(title=fr.attribute_label(attribute), width=WIDTH - 140,
+                                       height=24 * len(groups)))
+    return alt.vconcat(*panels, spacing=12).resolve_scale(color="independent")
+
+
+def intersection_chart(inter: pd.DataFrame) -> alt.VConcatChart:
+    """Prevalence in each cell of each attribute pair: rows = first attribute, colour = second."""
+    domain = _domain(inter)
+    panels = []
+    n_panels = inter["pair"].nunique()
+    for i, (_, g) in enumerate(inter.groupby("pair", sort=False)):
+        a, b = g["attr_a"].iloc[0], g["attr_b"].iloc[0]
+        ga, gb = list(dict.fromkeys(g["group_a"])), list(dict.fromkeys(g["group_b"]))
+        df = g.assign(label_a=[fr.group_label(a, x) for x in g["group_a"]],
+                      label=[fr.group_label(b, x) for x in g["group_b"]], text=_prevalence_text(g),
+                      n=g["n_images"].map(fr.integer))
+        layer = interval_layer(
+            df, "prevalence", "low", "high",
+            alt.Y("label_a:N", sort=[fr.group_label(a, x) for x in ga], title=fr.attribute_label(a)),
+            alt.Color("label:N", scale=color_scale(b, gb), title=fr.attribute_label(b),
+                      legend=alt.Legend(orient="right")),
+            [alt.Tooltip("label_a:N", title=fr.attribute_label(a)), alt.Tooltip("label:N", title=fr.attribute_label(b)),
+             alt.Tooltip("text:N", title="Prévalence"), alt.Tooltip("n:N", title="Images")],
+            percent_axis(PREVALENCE_TITLE, labels=i == n_panels - 1),
+            y_offset=alt.YOffset("label:N", sort=[fr.group_label(b, x) for x in gb]), domain=domain)
+        panels.append(layer.properties(width=WIDTH - 230, height=16 * len(ga) * len(gb),
+                                       title=f"{fr.attribute_label(a)} × {fr.attribute_label(b).lower()}"))
+    return alt.vconcat(*panels, spacing=12).resolve_scale(color="independent")
+
+
+def association_chart(composition: pd.DataFrame, associations: pd.DataFrame) -> alt.HConcatChart:
+    """Heatmaps of the composition of each attribute pair (each row sums to 100 %), V in subtitle."""
+    panels = []
+    for r in associations.itertuples():
+        g = composition[(composition["attr_a"] == r.attr_a) & (composition["attr_b"] == r.attr_b)]
+        df = g.assign(label_a=[fr.group_label(r.attr_a, x) for x in g["group_a"]],
+                      label_b=[fr.group_label(r.attr_b, x) for x in g["group_b"]],
+                      text=g["share"].map(fr.percent), ci=[fr.percent_ci(s, lo, hi) for s, lo, hi in
+                                                          zip(g["share"], g["low"], g["high"], strict=True)],
+                      n=g["n_images"].map(fr.integer))
+        order_a = [fr.group_label(r.attr_a, x) for x in dict.fromkeys(g["group_a"])]
+        order_b = [fr.group_label(r.attr_b, x) for x in dict.fromkeys(g["group_b"])]
+        cell = 45 if max(len(x) for x in order_b) <= 5 else 70
+        base = alt.Chart(df).encode(x=alt.X("label_b:N", sort=order_b, title=fr.attribute_label(r.attr_b),
+                                            axis=alt.Axis(labelAngle=_label_angle(order_b, cell * len(order_b)))),
+                                    y=alt.Y("label_a:N", sort=order_a, title=fr.attribute_label(r.attr_a)))
+        heat = base.mark_rect().encode(
+            color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
+            tooltip=[alt.Tooltip("label_a:N", title=fr.attribute_label(r.attr_a)),
+                     alt.Tooltip("label_b:N", title=fr.attribute_label(r.attr_b)),
+                     alt.Tooltip("ci:N", title="Part de la ligne"), alt.Tooltip("n:N", title="Images")])
+        text = base.mark_text(fontSize=12).encode(
+            text="text:N", color=alt.condition("datum.share > 0.6", alt.value("white"), alt.value("black")))
+        subtitle = f"V de Cramér {fr.ratio_ci(r.cramers_v, r.v_low, r.v_high)}"
+        panels.append((heat + text).properties(
+            width=cell * len(order_b), height=32 * len(order_a),
+            title=alt.TitleParams(f"{fr.attribute_label(r.attr_a)} × {fr.attribute_label(r.attr_b).lower()}",
+                                  subtitle=subtitle)))
+    return alt.hconcat(*panels)
+
+
+def simpson_frame(summary: pd.DataFrame, strata: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of crude, stratum-specific and adjusted risk differences (in points) per panel."""
+    rows = []
+    for r in summary.itertuples():
+        panel = (f"{fr.group_label(r.attribute, r.group)} vs {fr.group_label(r.attribute, r.reference)}, "
+                 f"selon {fr.ATTRIBUTE_NOUN.get(r.stratifier, (r.stratifier,))[0]}")
+        rows.append({"panel": panel, "kind": "brut", "label": "Brut", "rd": r.crude_rd,
+                     "low": r.crude_rd_low, "high": r.crude_rd_high, "verdict": VERDICT_FR[r.verdict],
+                     "stratifier": r.stratifier, "group": "brut"})
+        sub = strata[(strata["attribute"] == r.attribute) & (strata["group"] == r.group)
+                     & (strata["stratifier"] == r.stratifier) & ~strata["small"]]
+        rows += [{"panel": panel, "kind": "strate", "label": fr.group_label(r.stratifier, s.stratum), "rd": s.rd,
+                  "low": s.rd_low, "high": s.rd_high, "verdict": VERDICT_FR[r.verdict],
+                  "stratifier": r.stratifier, "group": str(s.stratum)} for s in sub.itertuples()]
+        rows.append({"panel": panel, "kind": "ajusté", "label": "Ajusté (MH)", "rd": r.adj_rd,
+                     "low": r.adj_rd_low, "high": r.adj_rd_high, "verdict": VERDICT_FR[r.verdict],
+                     "stratifier": r.stratifier, "group": "ajusté"})
+    df = pd.DataFrame(rows)
+    df[["rd", "low", "high"]] *= 100
+    df["text"] = [fr.points_ci(d / 100, lo / 100, hi / 100) for d, lo, hi in zip(df["rd"], df["low"], df["high"],
+                                                                               strict=True)]
+    return df
+
+
+def _simpson_colors(df: pd.DataFrame) -> alt.Scale:
+    domain, colors = ["Brut", "Ajusté (MH)"], ["#000000", "#7F7F7F"]
+    for stratifier, g in df[df["kind"] == "strate"].groupby("stratifier", sort=False):
+        groups = list(dict.fromkeys(g["group"]))
+        for grp, col in group_colors(stratifier, groups).items():
+            label = fr.group_label(stratifier, grp)
+            if label not in domain:
+                domain.append(label)
+                colors.append(col)
+    return alt.Scale(domain=domain, range=colors)
+
+
+def simpson_chart(summary: pd.DataFrame, strata: pd.DataFrame, columns: int = 2) -> alt.ConcatChart:
+    """Crude vs within-stratum vs Mantel-Haenszel differences with 95 % intervals, one panel per
+    (contrast, stratifier); a reversal shows the crude point on the other side of 0."""
+    df = simpson_frame(summary, strata)
+    scale = _simpson_colors(df)
+    lo, hi = float(np.nanmin(df["low"])), float(np.nanmax(df["high"]))
+    domain = [min(lo, 0) - 1, max(hi, 0) + 1]
+    axis = signed_axis("Écart de prévalence (points)", nice_ticks(domain[0], domain[1], 4))
+    panels = []
+    for panel, g in df.groupby("panel", sort=False):
+        y = alt.Y("label:N", sort=list(g["label"]), title=None)
+        layer = interval_layer(
+            g, "rd", "low", "high", y, alt.Color("label:N", scale=scale, legend=None),
+            [alt.Tooltip("label:N", title="Estimation"), alt.Tooltip("text:N", title="Écart (IC 95 %)")],
+            axis, domain=domain)
+        zero = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color=NEUTRAL, strokeDash=[4, 3]).encode(x="x:Q")
+        panels.append((zero + layer).properties(
+            width=WIDTH // columns - 120, height=24 * len(g),
+            title=alt.TitleParams(panel, subtitle=g["verdict"].iloc[0], fontSize=13)))
+    return alt.concat(*panels, columns=columns)
+
+
+def analysis(ctx: Any) -> DataAnalysis:
+    """Everything the chapter shows, computed once per study (`fairness.data_analysis`)."""
+    return data_analysis(ctx)

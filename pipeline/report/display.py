@@ -19,8 +19,14 @@ from typing import Any
 import pandas as pd
 
 PNG_PPI = 216  # 3 pixels per CSS pixel, and a print size where 1 CSS pixel = 1 pt
+
+
 BUNDLE_ATTR = "data-vega-bundle"  # marks the inlined library so the fallback can place it once
+
+
 _NUMERIC = re.compile(r"^[−+\-]?\d|^n\.d\.$")
+
+
 _state = {"bundle_emitted": False}
 
 

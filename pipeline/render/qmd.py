@@ -25,15 +25,31 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
 PYTHON_CELL = re.compile(r"^\{python(?:[\s,][^}]*)?\}\s*$")
+
+
 INCLUDE = re.compile(r"^\s*\{\{<\s*include\s+(\S+?)\s*>\}\}\s*$")
+
+
 SHORTCODE = re.compile(r"\{\{<\s*([\w-]+)\s*(.*?)\s*>\}\}")
+
+
 INLINE = re.compile(r"`\{python\}\s+([^`]+)`")
+
+
 PAGEBREAK_MARK = "[[PAGEBREAK]]"
+
+
 PAGEBREAK = ("```{=typst}\n#pagebreak()\n```\n\n```{=html}\n"
              '<div style="page-break-after: always;"></div>\n```')
+
+
 XREF_WORDS = {"fr": {"fig": "Figure", "tbl": "Tableau", "sec": "Section", "delim": "\u00a0:"},
               "en": {"fig": "Figure", "tbl": "Table", "sec": "Section", "delim": ":"}}
+
+
 HTML_FORMATS = ("html", "html4", "html5", "revealjs")
 
 
@@ -71,9 +87,6 @@ class Document:
         except ValueError:
             pass
         return f"{path}:{line}"
-
-
-# ---------------------------------------------------------------- reading
 
 
 def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -204,9 +217,6 @@ def parse(path: Path, project_meta: dict[str, Any] | None = None) -> Document:
     return doc
 
 
-# ---------------------------------------------------------------- execution
-
-
 class _ThisPython(KernelSpecManager):
     """The kernel runs the interpreter rendering the document (its venv), whatever is installed."""
 
@@ -289,9 +299,6 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-# ---------------------------------------------------------------- outputs to markdown
-
-
 @dataclass
 class Emitter:
     """Turns executed parts into pandoc Markdown for one output format ("html", "typst", "revealjs")."""
@@ -314,7 +321,7 @@ class Emitter:
 
     def raw_html(self, html: str) -> str:
         """Raw HTML, with the Vega library inlined before the first chart only."""
-        from .display import BUNDLE_ATTR, bundle_script
+        from pipeline.report.display import BUNDLE_ATTR, bundle_script
 
         html = re.sub(rf'<script type="module" {BUNDLE_ATTR}[^>]*>.*?</script>', "", html, flags=re.S)
         if "vegaEmbed(" in html and not self.vega_library:
@@ -399,9 +406,6 @@ def to_markdown(doc: Document, outputs: list[Any], emitter: Emitter) -> str:
             pieces.append(INLINE.sub(lambda _m, it=values: next(it, ""), part.text))
     text = conditional_content("\n".join(pieces).replace(PAGEBREAK_MARK, PAGEBREAK), emitter.fmt)
     return number_crossrefs(callout_titles(text), xref_words(doc.meta))
-
-
-# ---------------------------------------------------------------- markdown passes
 
 
 def _outside_code(text: str, fn: Any) -> str:

@@ -34,55 +34,105 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import schema as S
+from pipeline.config import DEMO_GENERATOR_VERSION
+from pipeline.data import schema as S
 
 DEFAULT_PATIENTS = 500
+
+
 MIN_PATIENTS, MIN_SIZE = 10, 16
-GENERATOR_VERSION = 4  # bump when the output of a given (seed, size) changes
+
+
+GENERATOR_VERSION = DEMO_GENERATOR_VERSION  # defined in config: the demo folder's name carries it
+
+
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+
+
 BANDS = (0, 40, 60, 200)
+
+
 BAND_LABELS = ("0-39", "40-59", "60+")
+
+
 AGE_CENTRE = 50  # the logistic models use (age - 50) / 10: log-odds per decade
 
-# ---------------------------------------------------------------- calibration
-# Computed by `calibrate` on ../shared/data/nih-metadata/Data_Entry_2017_v2020.csv.gz (112,120 images,
-# 30,805 patients); tests/test_demo.py checks them against that file. Image-level unless stated.
+
 NIH_SHARE_FEMALE = 0.460  # patients
+
+
 NIH_SHARE_AP = 0.400
+
+
 NIH_PREVALENCE = 0.462  # any finding
+
+
 NIH_PREVALENCE_BY_BAND = {"0-39": 0.419, "40-59": 0.463, "60+": 0.517}
+
+
 NIH_PREVALENCE_BY_VIEW = {"AP": 0.530, "PA": 0.416}
+
+
 NIH_PREVALENCE_BY_SEX = {"F": 0.458, "M": 0.464}
+
+
 NIH_PREVALENCE_BY_SEX_BAND = {"F": {"0-39": 0.405, "40-59": 0.462, "60+": 0.531},
                               "M": {"0-39": 0.431, "40-59": 0.465, "60+": 0.507}}
+
+
 NIH_AGE = {"F": (44.7, 16.1), "M": (46.2, 17.2)}  # patients' age at first image: mean, sd
+
+
 NIH_AP_SHARE_BY_BAND = {"0-39": 0.423, "40-59": 0.389, "60+": 0.387}
-# Logistic model of any finding on (age - 50) / 10, AP and F (maximum likelihood, all images).
+
+
 NIH_LOGIT = {"intercept": -0.311, "age_per_decade": 0.097, "AP": 0.474, "F": -0.005}
+
+
 NIH_IMAGES_PER_PATIENT = (0.568, 0.134, 0.068, 0.043, 0.030, 0.026, 0.020, 0.016)  # 1..8 images, patients
+
+
 NIH_N_FINDINGS = (0.598, 0.276, 0.094, 0.032)  # 1, 2, 3, 4+ findings, among sick images
+
+
 NIH_FINDINGS = {  # share of all images that carry each finding
     "Infiltration": 0.177, "Effusion": 0.119, "Atelectasis": 0.103, "Nodule": 0.056, "Mass": 0.052,
     "Pneumothorax": 0.047, "Consolidation": 0.042, "Pleural_Thickening": 0.030, "Cardiomegaly": 0.025,
     "Emphysema": 0.022, "Edema": 0.021, "Fibrosis": 0.015, "Pneumonia": 0.013, "Hernia": 0.002,
 }
+
+
 NIH_PIXEL_SPACING = {0.139: 0.210, 0.143: 0.416, 0.168: 0.374}  # shares among these three values
 
-# ---------------------------------------------------------------- planted effects
-# NIH effects are small (age: +0.10 log-odds a decade, sex: none); they are amplified here so that
-# 300-500 patients show them with patient-level bootstrap intervals that exclude zero (tuned by
-# simulation over 30 seeds at 400 patients: crude F-M difference about -0.16, interval below 0 for
-# 30/30 seeds; age-band-adjusted (Mantel-Haenszel) difference about +0.24, interval above 0 for 30/30).
+
 LOGIT = {"intercept": -1.0, "age_per_decade": 0.90, "AP": 0.80, "F": 1.60}
+
+
 PATIENT_EFFECT_SD = 0.4  # a patient's images are correlated; labels still change between follow-ups
+
+
 AGE_MEAN = {"F": 35.0, "M": 63.0}  # women much younger: the crude F-M difference becomes negative
+
+
 AGE_SD = 14.0
+
+
 MARKER_PROBABILITY = {"AP": 0.90, "PA": 0.03}  # bright "AP" text block, top-left corner
+
+
 AP_EXPOSURE = (0.88, 0.08)  # AP: img * gain + offset (brighter, flatter)
+
+
 LESION_CONTRAST = 0.05  # peak opacity of a lesion for men (image in [0, 1]); 0.16 made the task too easy
+
+
 LESION_CONTRAST_FACTOR_F = 0.45  # women's lesions: 45 % of men's contrast
+
+
 DISTRACTOR_CONTRAST = 0.05  # normal overlapping structures (vessels), signed, in every image
+
+
 NOISE_SD = 0.02
 
 
@@ -99,9 +149,6 @@ def _band(age: np.ndarray) -> np.ndarray:
 def _logit(age: np.ndarray, ap: np.ndarray, female: np.ndarray, coef: dict) -> np.ndarray:
     return (coef["intercept"] + coef["age_per_decade"] * (age - AGE_CENTRE) / 10
             + coef["AP"] * ap + coef["F"] * female)
-
-
-# ---------------------------------------------------------------- metadata
 
 
 def _patients(rng: np.random.Generator, n: int) -> pd.DataFrame:
@@ -173,9 +220,6 @@ def _metadata_csv(rows: pd.DataFrame) -> str:
         f"{r.image},{r.findings},{r.follow_up},{r.pid},{r.age},{r.sex},{r.view},"
         f"{r.width},{r.height},{r.spacing},{r.spacing}" for r in rows.itertuples()]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- images
 
 
 @lru_cache(maxsize=4)
@@ -260,9 +304,6 @@ def _render(row: Any, size: int, seed: int, lesions: bool = True) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-# ---------------------------------------------------------------- what was planted
-
-
 def _rd(rows: pd.DataFrame, mask: np.ndarray | pd.Series | None = None) -> float:
     """Prevalence difference F - M (images)."""
     r = rows if mask is None else rows[mask]
@@ -308,9 +349,6 @@ def planted_biases(params: dict, rows: pd.DataFrame) -> dict:
                   **{f"{s}_patients": int((patients["split"] == s).sum()) for s in S.SPLITS},
                   "malade": int(rows["label"].sum()), "sain": int((rows["label"] == 0).sum())},
     }
-
-
-# ---------------------------------------------------------------- writing
 
 
 def _write(out: Path, rows: pd.DataFrame, params: dict) -> None:
@@ -377,9 +415,6 @@ def make_demo(out_dir: Path, n_patients: int = DEFAULT_PATIENTS, seed: int = 0, 
     return out
 
 
-# ---------------------------------------------------------------- calibration on the real metadata
-
-
 def _fit_logit(X: np.ndarray, y: np.ndarray, iterations: int = 25) -> np.ndarray:
     """Maximum-likelihood logistic regression (Newton-Raphson)."""
     beta = np.zeros(X.shape[1])
@@ -420,7 +455,6 @@ def calibrate(metadata_csv_gz: Path) -> dict:
     }
 
 
-# The constants above, under the keys `calibrate` returns.
 NIH_CALIBRATION = {
     "share_female": NIH_SHARE_FEMALE, "share_ap": NIH_SHARE_AP, "prevalence": NIH_PREVALENCE,
     "prevalence_by_band": NIH_PREVALENCE_BY_BAND, "prevalence_by_view": NIH_PREVALENCE_BY_VIEW,

@@ -24,19 +24,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import schema as S
-from .metrics import DECISION, compare_methods, comparison_wide
-from .postprocess import POSTPROCESSORS, split_fit_score
+from pipeline.data import schema as S
+from pipeline.fairness.metrics import DECISION, compare_methods, comparison_wide
+from pipeline.fairness.postprocess import POSTPROCESSORS, split_fit_score
 
 __all__ = ["KEY_METRICS", "GridResult", "pareto_frontier", "pareto_table", "run_grid"]
 
-# Overall TPR/FPR are left out: comparison_wide names the paired difference of `fpr` "fpr_diff",
-# which is also the name of the FPR gap.
+
 KEY_METRICS = ("balanced_accuracy", "auc", "eo_diff", "eopp_diff", "fpr_diff", "dp_diff", "dp_ratio",
                "worst_group_bacc", "worst_group_tpr", "ece_gap")
+
+
 FRONT_GAPS = ("eo_diff", "eopp_diff")  # gaps with a Pareto front against balanced accuracy
+
+
 PERFORMANCE = "balanced_accuracy"
+
+
 SCORE_COL = "kept_score"  # the score a rule keeps (AUC, ECE), NaN when the rule does not keep one
+
+
 BASELINE = ("uniform", "none")
 
 

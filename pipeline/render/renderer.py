@@ -22,30 +22,47 @@ from typing import Any
 
 import yaml
 
-from .cache import atomic_path
-from .qmd import Document, Emitter, RenderError, execute, fence_state, parse, split_front_matter, to_markdown
+from pipeline.cache import atomic_path
+from pipeline.render.qmd import (
+    Document,
+    Emitter,
+    RenderError,
+    execute,
+    fence_state,
+    parse,
+    split_front_matter,
+    to_markdown,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
+
+
 OUTPUTS = ("report.html", "report.pdf", "slides.html")
+
+
 EXTENSIONS = {"html": "html", "revealjs": "html", "typst": "pdf"}
+
+
 ALIASES = {"pdf": "typst", "html5": "html"}
+
+
 MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre",
              "octobre", "novembre", "décembre")
+
+
 SLIDE_FONT_PT = 30  # keep in line with templates/slides.css
-# Table rows as reveal.js draws them: a line box of 1.3 em (line-height) plus 0.2 em padding above and
-# below, i.e. 1.7 em a row; Typst's default rows (cap height + 5 pt) are a third shorter.
+
+
 REVEAL_TABLE_ROWS = ('top-edge: "ascender", bottom-edge: "descender")\n'
                      "#show table: set par(leading: 0.2em)\n#show table: set table(inset: (x: 0.5em, y: 0.3em))")
-# Quarto reveal.js options passed to pandoc under reveal's own (camelCase) names.
+
+
 REVEAL_SKIP = {"theme", "embed-resources", "self-contained", "css", "fig-width", "fig-height", "incremental",
                "slide-level", "toc", "number-sections", "html-math-method", "footer", "logo"}
 
 
 class SlideOverflowWarning(UserWarning):
     """A slide's content is taller than the slide (reveal.js would clip it silently)."""
-
-
-# ---------------------------------------------------------------- entry points
 
 
 def render_all(project_dir: Path, outputs: tuple[str, ...] = OUTPUTS,
@@ -86,9 +103,6 @@ def render_file(qmd: Path, formats: list[str], use_quarto: bool | None = None,
     return _render_fallback(qmd, formats, project, out_dir)
 
 
-# ---------------------------------------------------------------- project
-
-
 def _project_of(qmd: Path) -> Path:
     for folder in qmd.parents:
         if (folder / "_quarto.yml").is_file():
@@ -126,9 +140,6 @@ def _rel(path: Path, project: Path) -> str:
         return str(path)
 
 
-# ---------------------------------------------------------------- Quarto
-
-
 def _render_quarto(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
     """`quarto render FILE --to f1,f2`; outputs are named FILE-stem + .html/.pdf (Typst gives a PDF)."""
     t0 = time.perf_counter()
@@ -151,9 +162,6 @@ def _render_quarto(qmd: Path, formats: list[str], project: Path, out_dir: Path) 
     return written
 
 
-# ---------------------------------------------------------------- offline fallback
-
-
 def pandoc_path() -> str:
     import pypandoc
 
@@ -172,7 +180,7 @@ def revealjs_dir() -> Path:
 
 def kernel_env(project: Path) -> dict[str, str]:
     """The kernel imports the project's modules and this `pipeline`, whatever the current folder."""
-    paths = [str(project), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    paths = [str(project), str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p),
             "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
@@ -321,9 +329,6 @@ def write_slides(markdown: str, target: Path, build: Path, doc: Document) -> str
 
 
 WRITERS = {"html": write_html, "typst": write_pdf, "revealjs": write_slides}
-
-
-# ---------------------------------------------------------------- slide overflow check
 
 
 def _slide_chunks(markdown: str) -> list[tuple[str, str]]:

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import schema as S
-from .cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
+from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
+from pipeline.data import schema as S
 
 DIGEST = "digest"
+
+
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking (PIL scales its support)
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from . import schema as S
-from .cache import atomic_write_text, cache_dir, combined_digest, file_digest
-from .config import StudyConfig
+from pipeline.cache import atomic_write_text, cache_dir, combined_digest, file_digest
+from pipeline.config import StudyConfig
+from pipeline.data import schema as S
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,6 @@ class DataError(RuntimeError):
         super().__init__(report.format())
 
 
-# ---------------------------------------------------------------- metadata.csv
-
-
 def read_metadata(path: Path, report: CheckReport, mapping: dict[str, str]) -> pd.DataFrame | None:
     """Read metadata.csv whatever its separator (`,` or `;`) and encoding (UTF-8 or Latin-1)."""
     raw = path.read_bytes()
@@ -111,9 +108,6 @@ def read_metadata(path: Path, report: CheckReport, mapping: dict[str, str]) -> p
                    + "; ".join(hints), [path])
         return None
     return meta
-
-
-# ---------------------------------------------------------------- images on disk
 
 
 def list_images(data_dir: Path, report: CheckReport) -> pd.DataFrame:
@@ -165,10 +159,7 @@ def probe_images(paths: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["problem", "width", "height", "mode", "digest"], index=paths.index)
 
 
-# ---------------------------------------------------------------- canonical frame
-
-
-def _derive(frame: pd.DataFrame, config: StudyConfig, report: CheckReport) -> pd.DataFrame:
+def derive_columns(frame: pd.DataFrame, config: StudyConfig, report: CheckReport) -> pd.DataFrame:
     """Add the canonical columns (patient, age, sex, view, age_band, n_findings)."""
     f = frame.copy()
     f[S.PATIENT] = f[S.PATIENT_ID].astype(str).str.strip()
@@ -284,7 +275,7 @@ def check_dataset(data_dir: Path, config: StudyConfig) -> CheckReport:
                    "they are excluded.", "Replace them with valid PNG files.", frame.loc[broken, S.PATH])
     probe_cols = probe[["digest", "width", "height", "mode"]]
     frame = pd.concat([frame, probe_cols], axis=1)[~broken].reset_index(drop=True)
-    frame = _derive(frame, config, report)
+    frame = derive_columns(frame, config, report)
     _check_consistency(frame, report)
     _check_groups(frame, config, report)
     for split in S.SPLITS:

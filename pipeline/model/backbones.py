@@ -21,8 +21,14 @@ from torch import nn
 from torch.nn import functional as F
 
 Backbone = tuple[nn.Module, int]
+
+
 BackboneFactory = Callable[[bool], Backbone]
+
+
 BACKBONES: dict[str, BackboneFactory] = {}
+
+
 REQUIRES: dict[str, str] = {}  # backbone -> optional package it needs
 
 
@@ -135,7 +141,6 @@ def _xrv(weights: str, pretrained: bool) -> Backbone:
     return _or_random(f"torchxrayvision {weights}", lambda: _XRVFeatures(weights), lambda: _XRVFeatures(None)), 1024
 
 
-# torchxrayvision weights trained without NIH images, so the NIH validation images stay unseen.
 @register("xrv_densenet121_chex", requires="torchxrayvision")
 def xrv_densenet121_chex(pretrained: bool = True) -> Backbone:
     return _xrv("densenet121-res224-chex", pretrained)
@@ -144,9 +149,6 @@ def xrv_densenet121_chex(pretrained: bool = True) -> Backbone:
 @register("xrv_densenet121_mimic", requires="torchxrayvision")
 def xrv_densenet121_mimic(pretrained: bool = True) -> Backbone:
     return _xrv("densenet121-res224-mimic_nb", pretrained)
-
-
-# ---------------------------------------------------------------- the Lightning module
 
 
 def augment(x: torch.Tensor, shift: float = 0.05, degrees: float = 5.0, zoom: float = 0.05) -> torch.Tensor:

@@ -16,32 +16,33 @@ Functions return tidy DataFrames; `analyse` bundles everything the chapter shows
 from __future__ import annotations
 
 import itertools
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from statsmodels.stats.contingency_tables import StratifiedTable
 
-from . import schema as S
-from .config import StudyConfig
-from .data import CheckReport, Issue
+from pipeline.config import StudyConfig
+from pipeline.data import schema as S
+from pipeline.data.folder import CheckReport
 
 ALPHA = 0.05
+
+
 MISSING = "manquant"
+
+
 FINDINGS_GROUP = "n_findings_group"  # 0, 1, 2, 3+ findings (univariate only)
+
+
 SPLIT_ORDER = ("train", "valid")
+
+
 FIXED_ORDER: dict[str, tuple[Any, ...]] = {S.SEX: ("M", "F"), S.VIEW: ("PA", "AP"), S.LABEL: (0, 1),
                                            S.SPLIT: SPLIT_ORDER, FINDINGS_GROUP: ("0", "1", "2", "3+")}
-CONFOUNDING_THRESHOLD = 0.10  # change-in-estimate rule on the odds ratio (crude vs adjusted)
-MIN_STRATUM_IMAGES = 5  # a stratum-specific difference needs this many images in each group
-
-
-# ---------------------------------------------------------------- canonical frame without images
 
 
 def frame_from_metadata(meta: pd.DataFrame, config: StudyConfig, valid_share: float = 0.2,
@@ -51,7 +52,7 @@ def frame_from_metadata(meta: pd.DataFrame, config: StudyConfig, valid_share: fl
     `label` = any finding (Finding Labels != No Finding). `split` is kept when the table has one;
     otherwise patients (never images) are drawn into `valid` with probability `valid_share`.
     """
-    from .data import _derive
+    from pipeline.data.folder import derive_columns
 
     f = meta.astype(str).rename(columns=config.column_mapping).copy()
     f[S.LABEL] = (f[S.FINDINGS].str.strip() != S.NO_FINDING).astype(int)
@@ -61,16 +62,13 @@ def frame_from_metadata(meta: pd.DataFrame, config: StudyConfig, valid_share: fl
         valid = dict(zip(patients, rng.random(len(patients)) < valid_share, strict=True))
         f[S.SPLIT] = np.where(f[S.PATIENT_ID].str.strip().map(valid), "valid", "train")
     report = CheckReport(Path(source))
-    return _derive(f, config, report), report
+    return derive_columns(f, config, report), report
 
 
 def read_metadata_frame(path: Path, config: StudyConfig, **kwargs: Any) -> tuple[pd.DataFrame, CheckReport]:
     """`frame_from_metadata` of a CSV file (gzip accepted), e.g. the full NIH Data_Entry file."""
     meta = pd.read_csv(path, dtype=str, keep_default_na=False)
     return frame_from_metadata(meta, config, source=path, **kwargs)
-
-
-# ---------------------------------------------------------------- groups and their order
 
 
 def levels(frame: pd.DataFrame, column: str, config: StudyConfig | None = None) -> list[Any]:
@@ -93,9 +91,6 @@ def _codes(series: pd.Series, groups: list[Any]) -> np.ndarray:
     """Integer code of each row's group (-1: missing or not among `groups`)."""
     values = series.astype(object) if isinstance(series.dtype, pd.CategoricalDtype) else series
     return pd.Index(groups, dtype=object).get_indexer(values.to_numpy(dtype=object)).astype(np.int64)
-
-
-# ---------------------------------------------------------------- patient bootstrap
 
 
 @dataclass(frozen=True)
@@ -175,10 +170,6 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
-# ---------------------------------------------------------------- estimators on stacks of tables
-# Binary tables have the label on the last axis (0 = sain, 1 = malade).
-
-
 def prevalence_of(t: np.ndarray) -> np.ndarray:
     return _div(t[..., 1], t.sum(axis=-1))
 
@@ -222,9 +213,6 @@ def design_effect(p: np.ndarray, n: np.ndarray, replicates: np.ndarray) -> np.nd
         warnings.simplefilter("ignore", RuntimeWarning)
         var = np.nanvar(replicates, axis=0, ddof=1)
     return _div(var, _div(p * (1 - p), n))
-
-
-# ---------------------------------------------------------------- univariate
 
 
 def _findings_group(frame: pd.DataFrame) -> pd.Series:
@@ -273,6 +261,8 @@ def imbalance(univ: pd.DataFrame) -> pd.DataFrame:
 
 
 PATIENT_BINS = (1, 2, 3, 6, 11, 51)
+
+
 PATIENT_BIN_LABELS = ("1", "2", "3-5", "6-10", "11-50", "51+")
 
 
@@ -319,9 +309,6 @@ def age_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- bivariate: prevalence by group
-
-
 def _prevalence_rows(t: Tables, ref_index: int | None = 0) -> pd.DataFrame:
     """Prevalence, design effect, and differences vs the reference group of a (G, 2) Tables."""
     obs, rep = t.observed, t.replicates
@@ -353,7 +340,7 @@ def prevalence(frame: pd.DataFrame, attribute: str, boot: PatientBootstrap,
     (design effect), reference, rd (+ rd_low/rd_high), odds_ratio (+ or_low/or_high).
     """
     t = tables(frame, [attribute, S.LABEL], boot, config=config)
-    return _prevalence_rows(t).assign(attribute=attribute).pipe(_first, "attribute")
+    return _prevalence_rows(t).assign(attribute=attribute).pipe(columns_first, "attribute")
 
 
 def overall_prevalence(frame: pd.DataFrame, boot: PatientBootstrap) -> pd.Series:
@@ -363,7 +350,7 @@ def overall_prevalence(frame: pd.DataFrame, boot: PatientBootstrap) -> pd.Series
     return row[["prevalence", "low", "high", "n_images", "n_patients", "deff"]]
 
 
-def _first(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
+def columns_first(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return df[[*columns, *[c for c in df.columns if c not in columns]]]
 
 
@@ -392,9 +379,6 @@ def intersections(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstr
         rows.insert(4, "group_b", [y for _ in ga for y in gb])
         out.append(rows[rows["n_images"] > 0])
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-
-
-# ---------------------------------------------------------------- tests that account for patients
 
 
 def cluster_wald_test(y: np.ndarray, group: np.ndarray, clusters: np.ndarray) -> tuple[float, int, float]:
@@ -488,9 +472,6 @@ def age_trend(frame: pd.DataFrame, per_years: float = 10.0) -> dict[str, float]:
             "high": float(high), "p_value": float(res.pvalues[1]), "n_images": len(f)}
 
 
-# ---------------------------------------------------------------- attribute-attribute associations
-
-
 def attribute_associations(frame: pd.DataFrame, config: StudyConfig,
                            boot: PatientBootstrap) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cramér's V (with CI and a cluster test) of each pair of attributes, and their composition.
@@ -520,308 +501,3 @@ def _composition(t: Tables, a: str, b: str) -> pd.DataFrame:
     return pd.DataFrame({"attr_a": a, "group_a": [x for x in ga for _ in gb], "attr_b": b,
                          "group_b": [y for _ in ga for y in gb], "n_images": t.observed.ravel().astype(int),
                          "share": share.ravel(), "low": low.ravel(), "high": high.ravel()})
-
-
-# ---------------------------------------------------------------- Simpson's paradox detector
-
-
-def contrasts(frame: pd.DataFrame, attribute: str, config: StudyConfig | None = None,
-              age: str = "extremes") -> list[tuple[Any, Any]]:
-    """(group, reference) pairs compared for an attribute: F vs M, AP vs PA, oldest vs youngest band.
-
-    `age="each"` compares every age band with the youngest instead of only the extremes.
-    """
-    groups = levels(frame, attribute, config)
-    if len(groups) < 2:
-        return []
-    if attribute == S.AGE_BAND and age == "extremes":
-        return [(groups[-1], groups[0])]
-    return [(g, groups[0]) for g in groups[1:]]
-
-
-def _stratified(frame: pd.DataFrame, attribute: str, pair: tuple[Any, Any], stratifier: str,
-                boot: PatientBootstrap, config: StudyConfig | None) -> Tables:
-    """Tables (reference, group) x (sain, malade) x strata, on rows where all three are known."""
-    strata = levels(frame, stratifier, config)
-    return tables(frame, [attribute, S.LABEL, stratifier], boot,
-                  groups=[[pair[1], pair[0]], [0, 1], strata])
-
-
-def _stratum_rd(t: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-stratum prevalences (group, reference) and risk-difference replicates (B, K)."""
-    p_g, p_r = prevalence_of(np.moveaxis(t.observed[1], -1, 0)), prevalence_of(np.moveaxis(t.observed[0], -1, 0))
-    rep_g = prevalence_of(np.moveaxis(t.replicates[:, 1], -1, 1))
-    rep_r = prevalence_of(np.moveaxis(t.replicates[:, 0], -1, 1))
-    return p_g, p_r, rep_g - rep_r
-
-
-def _small(t: Tables) -> np.ndarray:
-    return (t.observed[1].sum(axis=0) < MIN_STRATUM_IMAGES) | (t.observed[0].sum(axis=0) < MIN_STRATUM_IMAGES)
-
-
-def _stratum_rows(t: Tables) -> pd.DataFrame:
-    """Risk difference and odds ratio of the compared group within each stratum, with CIs."""
-    obs, rep = t.observed, t.replicates
-    p_g, p_r, rd_rep = _stratum_rd(t)
-    small = _small(t)
-    out = pd.DataFrame({"stratum": t.groups[2], "n_group": obs[1].sum(axis=0).astype(int),
-                        "n_reference": obs[0].sum(axis=0).astype(int), "p_group": p_g, "p_reference": p_r,
-                        "rd": p_g - p_r})
-    out["rd_low"], out["rd_high"] = interval(rd_rep)
-    out["odds_ratio"] = odds_ratio_of(obs[1, 1], obs[1, 0], obs[0, 1], obs[0, 0])
-    out["or_low"], out["or_high"] = interval(odds_ratio_of(rep[:, 1, 1], rep[:, 1, 0], rep[:, 0, 1],
-                                                           rep[:, 0, 0]))
-    out.loc[small, ["rd", "rd_low", "rd_high", "odds_ratio", "or_low", "or_high"]] = np.nan
-    out["small"] = small
-    return out
-
-
-def strata_gap(t: Tables) -> dict[str, Any]:
-    """Largest minus smallest stratum risk difference (usable strata), with a paired interval.
-
-    An interval excluding 0 means the difference between groups depends on the stratum (effect
-    modification); the strata are chosen on the data, so the interval is slightly optimistic.
-    """
-    p_g, p_r, rd_rep = _stratum_rd(t)
-    rd = np.where(_small(t), np.nan, p_g - p_r)
-    if np.isfinite(rd).sum() < 2:
-        return {"gap": np.nan, "gap_low": np.nan, "gap_high": np.nan, "gap_max": None, "gap_min": None}
-    hi, lo = int(np.nanargmax(rd)), int(np.nanargmin(rd))
-    low, high = interval(rd_rep[:, hi] - rd_rep[:, lo])
-    return {"gap": float(rd[hi] - rd[lo]), "gap_low": float(low), "gap_high": float(high),
-            "gap_max": t.groups[2][hi], "gap_min": t.groups[2][lo]}
-
-
-def _crude_and_adjusted(t: Tables) -> dict[str, float]:
-    obs, rep = t.observed, t.replicates
-    crude, crude_rep = obs.sum(axis=-1), rep.sum(axis=-1)
-    p, p_rep = prevalence_of(crude), prevalence_of(crude_rep)
-    out = {"n_images": int(obs.sum()), "p_group": p[1], "p_reference": p[0], "crude_rd": p[1] - p[0],
-           "crude_or": float(odds_ratio_of(crude[1, 1], crude[1, 0], crude[0, 1], crude[0, 0]))}
-    out["crude_rd_low"], out["crude_rd_high"] = interval(p_rep[:, 1] - p_rep[:, 0])
-    out["crude_or_low"], out["crude_or_high"] = interval(odds_ratio_of(
-        crude_rep[:, 1, 1], crude_rep[:, 1, 0], crude_rep[:, 0, 1], crude_rep[:, 0, 0]))
-    rd, odds = mantel_haenszel(obs)
-    rd_rep, odds_rep = mantel_haenszel(rep)
-    out.update({"adj_rd": float(rd), "adj_or": float(odds)})
-    out["adj_rd_low"], out["adj_rd_high"] = interval(rd_rep)
-    out["adj_or_low"], out["adj_or_high"] = interval(odds_rep)
-    return {k: float(v) for k, v in out.items()}
-
-
-def homogeneity_p(observed: np.ndarray) -> float:
-    """Breslow-Day test of equal odds ratios across strata (statsmodels; IMAGE level, indicative)."""
-    tabs = [observed[::-1, ::-1, k] for k in range(observed.shape[-1])]  # [[a, b], [c, d]]
-    tabs = [x for x in tabs if (x.sum(axis=1) > 0).all() and (x.sum(axis=0) > 0).all()]
-    if len(tabs) < 2:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(StratifiedTable(tabs).test_equal_odds(adjust=True).pvalue)
-
-
-def statsmodels_pooled_or(observed: np.ndarray) -> float:
-    """Mantel-Haenszel pooled odds ratio by statsmodels' StratifiedTable (to cross-check ours)."""
-    tabs = [observed[::-1, ::-1, k] for k in range(observed.shape[-1])]
-    tabs = [x for x in tabs if (x.sum(axis=1) > 0).all()]
-    return float(StratifiedTable(tabs).oddsratio_pooled)
-
-
-def _excludes_zero(low: float, high: float) -> bool:
-    return bool(low > 0 or high < 0)
-
-
-def _flags(row: dict[str, Any], strata: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Reversal, confounding and effect-modification flags of one (attribute, stratifier) row."""
-    crude, adj = row["crude_rd"], row["adj_rd"]
-    usable = strata[~strata["small"]]
-    opposite = np.sign(crude) * np.sign(adj) < 0
-    same_as_adj = int((np.sign(usable["rd"]) == np.sign(adj)).sum())
-    clear = opposite and _excludes_zero(row["crude_rd_low"], row["crude_rd_high"]) and _excludes_zero(
-        row["adj_rd_low"], row["adj_rd_high"])
-    change = abs(row["crude_or"] / row["adj_or"] - 1) if row["adj_or"] > 0 else np.nan
-    above, below = (usable["rd_low"] > 0).any(), (usable["rd_high"] < 0).any()
-    flags = {"reversal": bool(opposite), "reversal_clear": bool(clear),
-             "strata_with_adjusted_sign": same_as_adj, "n_strata": len(usable),
-             "or_change": float(change), "confounding": bool(change > threshold),
-             "qualitative_interaction": bool(above and below),
-             "effect_modification": bool(row["gap_low"] > 0)}
-    flags["verdict"] = ("reversal" if clear else "weak_reversal" if opposite else
-                        "confounding" if flags["confounding"] else
-                        "effect_modification" if flags["effect_modification"] else "none")
-    return flags
-
-
-def _driver(t: Tables) -> dict[str, Any]:
-    """The stratum with the highest prevalence and its share among each group's images."""
-    by_stratum = t.observed.sum(axis=0)  # (labels, strata)
-    p = prevalence_of(by_stratum.T)
-    k = int(np.nanargmax(p))
-    n_group, n_ref = t.observed[1].sum(axis=0), t.observed[0].sum(axis=0)
-    return {"driver_stratum": t.groups[2][k], "driver_prevalence": float(p[k]),
-            "driver_share_group": float(n_group[k] / n_group.sum()),
-            "driver_share_reference": float(n_ref[k] / n_ref.sum())}
-
-
-def simpson(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap,
-            threshold: float = CONFOUNDING_THRESHOLD, age: str = "extremes") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Crude vs stratum-specific vs Mantel-Haenszel-adjusted contrasts, and their flags.
-
-    For each sensitive attribute A (contrasts: see `contrasts`) and each other attribute S:
-    crude RD/OR, RD/OR within each stratum of S, Mantel-Haenszel pooled RD/OR, all with patient
-    bootstrap CIs, on the same images (A, S and the label known). Flags: `reversal` (crude and
-    adjusted RD of opposite signs), `reversal_clear` (and both intervals exclude 0), `confounding`
-    (|OR crude / OR adjusted - 1| > threshold), `effect_modification` (the gap between the largest
-    and smallest stratum RD has an interval above 0, see `strata_gap`), `qualitative_interaction`
-    (one stratum's interval above 0 and another's below). `verdict` is the first of reversal,
-    weak_reversal, confounding, effect_modification, none. Returns (summary, strata).
-    """
-    summary, strata = [], []
-    attrs = list(config.sensitive_attributes)
-    for attribute, stratifier in itertools.permutations(attrs, 2):
-        for pair in contrasts(frame, attribute, config, age):
-            t = _stratified(frame, attribute, pair, stratifier, boot, config)
-            if t.observed.sum() == 0:
-                continue
-            keys = {"attribute": attribute, "group": pair[0], "reference": pair[1], "stratifier": stratifier}
-            rows = _stratum_rows(t)
-            row = {**keys, **_crude_and_adjusted(t), **strata_gap(t)}
-            row.update(_flags(row, rows, threshold))
-            row["homogeneity_p"] = homogeneity_p(t.observed)
-            row.update(_driver(t))
-            summary.append(row)
-            strata.append(rows.assign(**keys))
-    if not summary:
-        return pd.DataFrame(), pd.DataFrame()
-    strata_df = pd.concat(strata, ignore_index=True).pipe(_first, "attribute", "group", "reference",
-                                                          "stratifier")
-    return pd.DataFrame(summary), strata_df
-
-
-# ---------------------------------------------------------------- data quality
-
-
-@dataclass(frozen=True)
-class QualityRule:
-    problem: str  # French description of the problem
-    unit: str  # what the count counts
-    action: str  # what the study does about it
-
-
-QUALITY_RULES: dict[str, QualityRule] = {
-    "missing-data-dir": QualityRule("Dossier de données introuvable", "dossier",
-                                    "Arrêt : l'étude ne peut pas tourner."),
-    "missing-metadata": QualityRule("metadata.csv absent", "fichier", "Arrêt : l'étude ne peut pas tourner."),
-    "metadata-unreadable": QualityRule("metadata.csv illisible", "fichier", "Arrêt : l'étude ne peut pas tourner."),
-    "metadata-columns": QualityRule("Colonnes NIH manquantes dans metadata.csv", "fichier",
-                                    "Arrêt ; correspondance possible via column_mapping."),
-    "metadata-encoding": QualityRule("metadata.csv n'est pas en UTF-8", "fichier",
-                                     "Lu en Latin-1 ; aucune donnée perdue."),
-    "missing-folder": QualityRule("Dossier de classe manquant", "dossier", "Arrêt : l'étude ne peut pas tourner."),
-    "no-images": QualityRule("Aucune image PNG", "dossier", "Arrêt : l'étude ne peut pas tourner."),
-    "missing-class": QualityRule("Une partition ne contient qu'une classe", "partition",
-                                 "Arrêt : ni apprentissage ni évaluation possibles."),
-    "stray-files": QualityRule("Fichiers non PNG dans les dossiers d'images", "fichiers", "Ignorés."),
-    "duplicate-rows": QualityRule("Lignes en double dans metadata.csv", "lignes",
-                                  "La première ligne de chaque image est gardée."),
-    "image-without-row": QualityRule("Images sans ligne de métadonnées", "images",
-                                     "Exclues (attributs inconnus)."),
-    "row-without-image": QualityRule("Lignes de métadonnées sans image", "lignes",
-                                     "Ignorées (hors de notre sous-ensemble)."),
-    "unreadable-image": QualityRule("Images illisibles", "images", "Exclues."),
-    "bad-age": QualityRule("Âge manquant ou invraisemblable", "images",
-                           "Gardées ; exclues des seules analyses par tranche d'âge."),
-    "bad-sex": QualityRule("Sexe inconnu", "images", "Gardées ; exclues des seules analyses par sexe."),
-    "bad-view": QualityRule("Incidence autre que PA/AP", "images",
-                            "Gardées ; exclues des seules analyses par incidence."),
-    "label-disagreement": QualityRule("Dossier (malade/sain) en désaccord avec « Finding Labels »", "images",
-                                      "Le label du dossier est utilisé, comme dans le cours."),
-    "patient-leakage": QualityRule("Patients présents en apprentissage et en validation", "patients",
-                                   "Leurs images de validation sont exclues de l'évaluation."),
-}
-LEVEL_FR = {"error": "bloquant", "warning": "avertissement"}
-
-
-def quality_table(check: CheckReport | None, config: StudyConfig | None = None) -> pd.DataFrame:
-    """One row per validator issue: level, code, problem, count, what the study does (French)."""
-    issues: list[Issue] = list(check.issues) if check is not None else []
-    rows = []
-    for issue in issues:
-        rule = QUALITY_RULES.get(issue.code, QualityRule(issue.message, "éléments", issue.fix))
-        action = rule.action
-        if issue.code == "patient-leakage" and config and not config.evaluation.exclude_leaking_patients:
-            action = "Gardées (evaluation.exclude_leaking_patients = false) : résultats optimistes."
-        rows.append({"level": issue.level, "code": issue.code, "problem": rule.problem,
-                     "count": len(issue.files) if issue.files else np.nan, "unit": rule.unit,
-                     "action": action})
-    return pd.DataFrame(rows, columns=["level", "code", "problem", "count", "unit", "action"])
-
-
-# ---------------------------------------------------------------- everything the chapter shows
-
-
-@dataclass
-class DataAnalysis:
-    """All results of the data chapter, computed once from the canonical frame."""
-
-    config: StudyConfig
-    frame: pd.DataFrame
-    check: CheckReport | None
-    bootstrap: dict[str, Any]
-    quality: pd.DataFrame
-    univariate: pd.DataFrame
-    imbalance: pd.DataFrame
-    images_per_patient: pd.DataFrame
-    patients: pd.DataFrame
-    ages: pd.DataFrame
-    overall: pd.Series
-    prevalence: pd.DataFrame
-    tests: pd.DataFrame
-    age_trend: dict[str, float]
-    intersections: pd.DataFrame
-    associations: pd.DataFrame
-    composition: pd.DataFrame
-    simpson: pd.DataFrame
-    simpson_strata: pd.DataFrame
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None = None,
-            n_boot: int | None = None, seed: int | None = None) -> DataAnalysis:
-    """Every table of the data chapter. Bootstrap size and seed default to `config.evaluation`."""
-    n_boot = n_boot or config.evaluation.n_bootstrap
-    seed = config.evaluation.seed if seed is None else seed
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name], clock = now - clock, now
-
-    boot = patient_bootstrap(frame, n_boot, seed)
-    lap("bootstrap weights")
-    univ = univariate(frame, config)
-    lap("univariate")
-    prev, overall = bivariate(frame, config, boot), overall_prevalence(frame, boot)
-    tests, trend = bias_tests(frame, config, boot), age_trend(frame)
-    lap("bivariate")
-    inter = intersections(frame, config, boot)
-    assoc, comp = attribute_associations(frame, config, boot)
-    lap("intersections and associations")
-    simp, strata = simpson(frame, config, boot)
-    lap("simpson")
-    return DataAnalysis(config, frame, check, boot.describe(), quality_table(check, config), univ,
-                        imbalance(univ), images_per_patient(frame), patient_summary(frame), age_summary(frame),
-                        overall, prev, tests, trend, inter, assoc, comp, simp, strata, timings)
-
-
-_ANALYSES: dict[tuple[str, str], DataAnalysis] = {}
-
-
-def data_analysis(ctx: Any) -> DataAnalysis:
-    """`analyse` of a study context (`.config`, `.frame`, `.check`), computed once per process."""
-    key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
-    if key not in _ANALYSES:
-        _ANALYSES[key] = analyse(ctx.frame, ctx.config, getattr(ctx, "check", None))
-    return _ANALYSES[key]

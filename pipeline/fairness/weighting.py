@@ -28,10 +28,12 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_sample_weight
 
-from . import schema as S
-from .cache import atomic_path
+from pipeline.cache import atomic_path
+from pipeline.data import schema as S
 
 JTT_UPWEIGHT = 5.0
+
+
 JTT_THRESHOLD = 0.5
 
 
@@ -56,9 +58,6 @@ def register(name: str, label_fr: str, formula: str, reference: str = "",
         return fn
 
     return wrap
-
-
-# ---------------------------------------------------------------- helpers
 
 
 def group_keys(train: pd.DataFrame, attributes: list[str]) -> pd.Series:
@@ -110,9 +109,6 @@ def balanced_threshold(y: np.ndarray, proba: np.ndarray) -> float:
     fpr, tpr, thresholds = roc_curve(y, proba)
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))
-
-
-# ---------------------------------------------------------------- methods
 
 
 @register("uniform", "Uniforme (référence)", r"w_i = 1")
@@ -230,9 +226,6 @@ def jtt(train: pd.DataFrame, attributes: list[str], train_proba: np.ndarray | No
     t = balanced_threshold(y, proba) if jtt_threshold == "balanced" else float(jtt_threshold)
     wrong = (proba >= t).astype(int) != y
     return np.where(wrong, float(jtt_upweight), 1.0)
-
-
-# ---------------------------------------------------------------- entry points
 
 
 def compute_weights(method: str, train: pd.DataFrame, attributes: list[str], **context: object) -> pd.Series:

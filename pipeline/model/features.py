@@ -17,11 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .config import TrainingConfig
-from .images import image_array
+from pipeline.config import TrainingConfig
+from pipeline.data.images import image_array
 
-# Fixed L2 strength of the head (on standardised features, weights normalised to mean 1):
-# choosing it on the validation images would leak into the numbers reported on them.
 HEAD_C = 1.0
 
 
@@ -59,7 +57,7 @@ def pretrained_features(key: pd.DataFrame, config: TrainingConfig, code: str, pa
     Cached on the content in `key`, the config and `code` (the network code's version); `paths`
     only say where to read the pixels.
     """
-    from .models import build_backbone
+    from pipeline.model.backbones import build_backbone
 
     t0 = time.perf_counter()
     pixels = image_array(key.assign(path=paths), config.image_size)

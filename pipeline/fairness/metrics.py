@@ -38,23 +38,48 @@ from fairlearn.metrics import MetricFrame, selection_rate
 from scipy import sparse
 from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score, roc_auc_score
 
-from . import schema as S
+from pipeline.data import schema as S
 
 DECISION = "decision"
+
+
 ECE_BINS = 10
+
+
 MIN_PER_CLASS = 1  # images of a class a group needs for the rates of that class to be defined
+
+
 MIN_DEFINED_SHARE = 0.9  # share of bootstrap replicates where a metric must be defined for an interval
+
+
 LEVEL = 0.95
+
+
 _NO_GROUP = "__missing__"
+
+
 MAX_CELLS = 4_000_000  # replicates x images held in memory at once by the bootstrap
 
+
 GROUP_METRICS = ("tpr", "fpr", "fnr", "selection_rate", "precision", "balanced_accuracy", "auc", "ece")
+
+
 OVERALL = ("balanced_accuracy", "auc", "tpr", "fpr", "ece")
+
+
 GAPS = ("dp_diff", "dp_ratio", "eopp_diff", "fpr_diff", "eo_diff", "worst_group_bacc", "worst_group_tpr",
         "ece_gap")
+
+
 SUMMARY = OVERALL + GAPS
+
+
 KEY_METRICS = ("balanced_accuracy", "auc", "eo_diff", "eopp_diff", "dp_diff", "worst_group_bacc", "ece_gap")
+
+
 LOWER_IS_BETTER = frozenset({"fpr", "fnr", "ece", "dp_diff", "eopp_diff", "fpr_diff", "eo_diff", "ece_gap"})
+
+
 METRIC_LABELS_FR = {
     "balanced_accuracy": "Exactitude équilibrée", "auc": "AUC", "tpr": "Sensibilité (TPR)",
     "fpr": "Taux de faux positifs (FPR)", "fnr": "Sous-diagnostic (FNR)", "selection_rate": "Taux de sélection",
@@ -72,9 +97,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
-
-
-# ---------------------------------------------------------------- inputs
 
 
 def _score(preds: pd.DataFrame, score_col: str | None) -> np.ndarray | None:
@@ -110,9 +132,6 @@ def group_order(values: pd.Series) -> list[str]:
     if isinstance(values.dtype, pd.CategoricalDtype):
         return [str(c) for c in values.cat.categories if str(c) in present]
     return sorted(present)
-
-
-# ---------------------------------------------------------------- per-image metric functions
 
 
 def calibration_error(y: np.ndarray, score: np.ndarray, bins: int = ECE_BINS,
@@ -175,10 +194,9 @@ def _ece(y_true, y_score) -> float:
 
 _DECISION_METRICS: dict[str, Callable] = {"tpr": _tpr, "fpr": _fpr, "fnr": _fnr, "selection_rate": _selection,
                                           "precision": _precision, "balanced_accuracy": _bacc}
+
+
 _SCORE_METRICS: dict[str, Callable] = {"auc": _auc, "ece": _ece}
-
-
-# ---------------------------------------------------------------- point estimates (MetricFrame)
 
 
 def _quiet_frame(**kwargs: object) -> MetricFrame:
@@ -264,9 +282,6 @@ def point_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECIS
     gaps = _gaps({m: groups[m].to_numpy(float) for m in GROUP_METRICS})
     out.update({k: float(v) for k, v in gaps.items()})
     return {k: out[k] for k in SUMMARY}
-
-
-# ---------------------------------------------------------------- fast path for the bootstrap
 
 
 @dataclass
@@ -403,9 +418,6 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
     alpha = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values[ok], [alpha, 100 - alpha])
     return float(low), float(high), share
-
-
-# ---------------------------------------------------------------- bootstrap tables
 
 
 def _attrs(table: pd.DataFrame, **info: object) -> pd.DataFrame:

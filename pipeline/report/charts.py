@@ -15,10 +15,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from . import figures as F
-from . import narrative as N
-from .grid import pareto_frontier
-from .metrics import LOWER_IS_BETTER, METRIC_LABELS_FR, comparison_wide
+from pipeline.fairness.grid import pareto_frontier
+from pipeline.fairness.metrics import LOWER_IS_BETTER, METRIC_LABELS_FR, comparison_wide
+from pipeline.report import french as fr
+from pipeline.report import style
 
 SHORT_FR = {"tpr": "TPR (sensibilité)", "fpr": "FPR (faux positifs)", "fnr": "FNR (sous-diagnostic)",
             "selection_rate": "Taux de sélection", "precision": "Précision",
@@ -30,8 +30,8 @@ LEGEND = alt.Legend(labelLimit=320, columns=2)
 
 def method_label(name: str) -> str:
     """French name of a weighting or post-processing method (its registry's label_fr)."""
-    from .postprocess import POSTPROCESSORS
-    from .weighting import WEIGHTINGS
+    from pipeline.fairness.postprocess import POSTPROCESSORS
+    from pipeline.fairness.weighting import WEIGHTINGS
 
     for registry in (WEIGHTINGS, POSTPROCESSORS):
         if name in registry:
@@ -46,18 +46,15 @@ def metric_title(metric: str) -> str:
 
 
 def _method_scale(methods: list[str], labels: list[str], palette: Mapping[str, str] | None) -> alt.Scale:
-    colors = F.group_colors("method", methods)
+    colors = style.group_colors("method", methods)
     colors.update({m: palette[m] for m in methods if palette and m in palette})
     return alt.Scale(domain=labels, range=[colors[str(m)] for m in methods])
 
 
 def _group_scale(attribute: str, groups: list[str], palette: Mapping[str, str] | None) -> alt.Scale:
-    colors = F.group_colors(attribute, groups)
+    colors = style.group_colors(attribute, groups)
     colors.update({g: palette[g] for g in groups if palette and g in palette})
-    return alt.Scale(domain=[N.group_label(attribute, g) for g in groups], range=[colors[g] for g in groups])
-
-
-# ---------------------------------------------------------------- per-group rates
+    return alt.Scale(domain=[fr.group_label(attribute, g) for g in groups], range=[colors[g] for g in groups])
 
 
 def rates_long(group_rates: Mapping[str, pd.DataFrame], metrics: tuple[str, ...] = ("tpr", "fpr"),
@@ -70,10 +67,10 @@ def rates_long(group_rates: Mapping[str, pd.DataFrame], metrics: tuple[str, ...]
         part["method_label"] = (labels or {}).get(method) or method_label(method)
         parts.append(part)
     data = pd.concat(parts, ignore_index=True)
-    data["group_label"] = [N.group_label(a, g) for a, g in zip(data["attribute"], data["group"], strict=True)]
+    data["group_label"] = [fr.group_label(a, g) for a, g in zip(data["attribute"], data["group"], strict=True)]
     data["metric_label"] = data["metric"].map(SHORT_FR)
-    data["text"] = [N.percent_ci(e, lo, hi, 1) if np.isfinite(lo) and np.isfinite(hi) else
-                    f"{N.percent(e, 1)} (intervalle non défini)"
+    data["text"] = [fr.percent_ci(e, lo, hi, 1) if np.isfinite(lo) and np.isfinite(hi) else
+                    f"{fr.percent(e, 1)} (intervalle non défini)"
                     for e, lo, hi in zip(data["estimate"], data["low"], data["high"], strict=True)]
     return data
 
@@ -87,27 +84,24 @@ def rates_by_group_chart(group_rates: Mapping[str, pd.DataFrame], metrics: tuple
     attribute = str(data["attribute"].iloc[0])
     groups = list(dict.fromkeys(data["group"]))
     methods = list(dict.fromkeys(data["method_label"]))
-    color = alt.Color("group_label:N", title=N.attribute_label(attribute),
+    color = alt.Color("group_label:N", title=fr.attribute_label(attribute),
                       scale=_group_scale(attribute, groups, palette))
     y = alt.Y("method_label:N", sort=methods, title=None, axis=alt.Axis(labelLimit=340))
-    offset = alt.YOffset("group_label:N", sort=[N.group_label(attribute, g) for g in groups])
+    offset = alt.YOffset("group_label:N", sort=[fr.group_label(attribute, g) for g in groups])
     tooltip = [alt.Tooltip("method_label:N", title="Méthode"), alt.Tooltip("group_label:N", title="Groupe"),
                alt.Tooltip("metric_label:N", title="Mesure"), alt.Tooltip("text:N", title="Valeur (IC 95 %)")]
     panels = []
     for i, metric in enumerate(metrics):
         part = data[(data["metric"] == metric) & data["estimate"].notna()]
-        layer = F.interval_layer(part, "estimate", "low", "high",
+        layer = style.interval_layer(part, "estimate", "low", "high",
                                  y if i == 0 else y.axis(labels=False, ticks=False),
-                                 color, tooltip, F.percent_axis(SHORT_FR.get(metric, metric)),
+                                 color, tooltip, style.percent_axis(SHORT_FR.get(metric, metric)),
                                  y_offset=offset, domain=[0, 1])
-        panels.append(layer.properties(width=(F.WIDTH - 200) // len(metrics),
+        panels.append(layer.properties(width=(style.WIDTH - 200) // len(metrics),
                                        height=alt.Step(10 + 4 * len(groups))))
     names = " et ".join(SHORT_FR.get(m, m).split(" (")[0] for m in metrics)
-    default = f"{names} par groupe ({N.attribute_label(attribute).lower()}), IC 95 %"
+    default = f"{names} par groupe ({fr.attribute_label(attribute).lower()}), IC 95 %"
     return alt.hconcat(*panels, spacing=8).properties(title=title or default)
-
-
-# ---------------------------------------------------------------- performance vs fairness
 
 
 def _wide(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
@@ -134,8 +128,8 @@ def _bars_and_points(data: pd.DataFrame, x: str, y: str, color: alt.Color, toolt
 def _ci_text(data: pd.DataFrame, m: str) -> list[str]:
     lows = data.get(f"{m}_low", pd.Series(np.nan, index=data.index))
     highs = data.get(f"{m}_high", pd.Series(np.nan, index=data.index))
-    return [N.ratio_ci(e, lo, hi) if np.isfinite(lo) and np.isfinite(hi) else
-            f"{N.number(e, 2)} (intervalle non défini)" for e, lo, hi in zip(data[m], lows, highs, strict=True)]
+    return [fr.ratio_ci(e, lo, hi) if np.isfinite(lo) and np.isfinite(hi) else
+            f"{fr.number(e, 2)} (intervalle non défini)" for e, lo, hi in zip(data[m], lows, highs, strict=True)]
 
 
 def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: str = "balanced_accuracy",
@@ -155,10 +149,7 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
                alt.Tooltip("gap_text:N", title=METRIC_LABELS_FR.get(gap, gap))]
     chart = _bars_and_points(data, gap, performance, color, tooltip, metric_title(gap), metric_title(performance))
     default = f"{METRIC_LABELS_FR.get(performance, performance)} et équité, par méthode (IC 95 %)"
-    return chart.properties(width=F.WIDTH - 120, height=320, title=title or default)
-
-
-# ---------------------------------------------------------------- Pareto front
+    return chart.properties(width=style.WIDTH - 120, height=320, title=title or default)
 
 
 def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFrame:
@@ -195,7 +186,7 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
                           scale=_method_scale(names, labels, palette))
     else:
         color = alt.Color("status:N", title=None, scale=alt.Scale(
-            domain=["sur le front de Pareto", "dominée"], range=[F.NEUTRAL, "#BBBBBB"]))
+            domain=["sur le front de Pareto", "dominée"], range=[style.NEUTRAL, "#BBBBBB"]))
     tooltip = [alt.Tooltip(f"{label_col}:N", title="Configuration"), alt.Tooltip("status:N", title="Statut"),
                alt.Tooltip("y_text:N", title=METRIC_LABELS_FR.get(y, y)),
                alt.Tooltip("x_text:N", title=METRIC_LABELS_FR.get(x, x))]
@@ -203,14 +194,14 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
         opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)))
     front = data[data[frontier_col].astype(bool)]
     front = collapse_ties(front, [front[x].round(12), front[y].round(12)], label_col).sort_values(x)
-    line = alt.Chart(front).mark_line(color=F.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(
+    line = alt.Chart(front).mark_line(color=style.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(
         x=f"{x}:Q", y=f"{y}:Q", order=f"{x}:Q")
     # Only the two ends of the front are named (the fairest, the most accurate): the points between
     # are often a few pixels apart and their names would overprint; the front's table lists them all.
-    ends = [alt.Chart(front.iloc[[k]]).mark_text(align=align, dx=dx, dy=-8, fontSize=11, color=F.NEUTRAL).encode(
+    ends = [alt.Chart(front.iloc[[k]]).mark_text(align=align, dx=dx, dy=-8, fontSize=11, color=style.NEUTRAL).encode(
         x=f"{x}:Q", y=f"{y}:Q", text=f"{label_col}:N")
         for k, align, dx in ((0, "left", 8), (-1, "right", -8))][:len(front)]
     direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
     default = f"Compromis performance–équité : front de Pareto {direction}".strip()
     layers = [line, cloud, *ends] if show_labels else [line, cloud]
-    return alt.layer(*layers).properties(width=F.WIDTH - 120, height=340, title=title or default)
+    return alt.layer(*layers).properties(width=style.WIDTH - 120, height=340, title=title or default)

@@ -1,0 +1,95 @@
+"""Everything the data chapter shows, computed once: `analyse(frame, config)` and `data_analysis(ctx)`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import StudyConfig
+from pipeline.data.folder import CheckReport
+from pipeline.data.quality import quality_table
+from pipeline.fairness.data_bias import (
+    age_summary,
+    age_trend,
+    attribute_associations,
+    bias_tests,
+    bivariate,
+    images_per_patient,
+    imbalance,
+    intersections,
+    overall_prevalence,
+    patient_bootstrap,
+    patient_summary,
+    univariate,
+)
+from pipeline.fairness.simpson import simpson
+
+
+@dataclass
+class DataAnalysis:
+    """All results of the data chapter, computed once from the canonical frame."""
+
+    config: StudyConfig
+    frame: pd.DataFrame
+    check: CheckReport | None
+    bootstrap: dict[str, Any]
+    quality: pd.DataFrame
+    univariate: pd.DataFrame
+    imbalance: pd.DataFrame
+    images_per_patient: pd.DataFrame
+    patients: pd.DataFrame
+    ages: pd.DataFrame
+    overall: pd.Series
+    prevalence: pd.DataFrame
+    tests: pd.DataFrame
+    age_trend: dict[str, float]
+    intersections: pd.DataFrame
+    associations: pd.DataFrame
+    composition: pd.DataFrame
+    simpson: pd.DataFrame
+    simpson_strata: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None = None,
+            n_boot: int | None = None, seed: int | None = None) -> DataAnalysis:
+    """Every table of the data chapter. Bootstrap size and seed default to `config.evaluation`."""
+    n_boot = n_boot or config.evaluation.n_bootstrap
+    seed = config.evaluation.seed if seed is None else seed
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name], clock = now - clock, now
+
+    boot = patient_bootstrap(frame, n_boot, seed)
+    lap("bootstrap weights")
+    univ = univariate(frame, config)
+    lap("univariate")
+    prev, overall = bivariate(frame, config, boot), overall_prevalence(frame, boot)
+    tests, trend = bias_tests(frame, config, boot), age_trend(frame)
+    lap("bivariate")
+    inter = intersections(frame, config, boot)
+    assoc, comp = attribute_associations(frame, config, boot)
+    lap("intersections and associations")
+    simp, strata = simpson(frame, config, boot)
+    lap("simpson")
+    return DataAnalysis(config, frame, check, boot.describe(), quality_table(check, config), univ,
+                        imbalance(univ), images_per_patient(frame), patient_summary(frame), age_summary(frame),
+                        overall, prev, tests, trend, inter, assoc, comp, simp, strata, timings)
+
+
+_ANALYSES: dict[tuple[str, str], DataAnalysis] = {}
+
+
+def data_analysis(ctx: Any) -> DataAnalysis:
+    """`analyse` of a study context (`.config`, `.frame`, `.check`), computed once per process."""
+    key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
+    if key not in _ANALYSES:
+        _ANALYSES[key] = analyse(ctx.frame, ctx.config, getattr(ctx, "check", None))
+    return _ANALYSES[key]

@@ -1,0 +1,209 @@
+"""Simpson's paradox and confounding: does a crude gap between groups hold within strata?
+
+For each attribute pair and stratifier, stratum-specific risk differences, the Mantel-Haenszel
+pooled odds ratio against the crude one (change-in-estimate rule), a homogeneity test, and a
+verdict: reversal, confounding, effect modification or stable. Intervals from the shared patient
+bootstrap of `data_bias`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.contingency_tables import StratifiedTable
+
+from pipeline.config import StudyConfig
+from pipeline.data import schema as S
+from pipeline.fairness.data_bias import (
+    PatientBootstrap,
+    Tables,
+    columns_first,
+    interval,
+    levels,
+    mantel_haenszel,
+    odds_ratio_of,
+    prevalence_of,
+    tables,
+)
+
+CONFOUNDING_THRESHOLD = 0.10  # change-in-estimate rule on the odds ratio (crude vs adjusted)
+
+
+MIN_STRATUM_IMAGES = 5  # a stratum-specific difference needs this many images in each group
+
+
+def contrasts(frame: pd.DataFrame, attribute: str, config: StudyConfig | None = None,
+              age: str = "extremes") -> list[tuple[Any, Any]]:
+    """(group, reference) pairs compared for an attribute: F vs M, AP vs PA, oldest vs youngest band.
+
+    `age="each"` compares every age band with the youngest instead of only the extremes.
+    """
+    groups = levels(frame, attribute, config)
+    if len(groups) < 2:
+        return []
+    if attribute == S.AGE_BAND and age == "extremes":
+        return [(groups[-1], groups[0])]
+    return [(g, groups[0]) for g in groups[1:]]
+
+
+def _stratified(frame: pd.DataFrame, attribute: str, pair: tuple[Any, Any], stratifier: str,
+                boot: PatientBootstrap, config: StudyConfig | None) -> Tables:
+    """Tables (reference, group) x (sain, malade) x strata, on rows where all three are known."""
+    strata = levels(frame, stratifier, config)
+    return tables(frame, [attribute, S.LABEL, stratifier], boot,
+                  groups=[[pair[1], pair[0]], [0, 1], strata])
+
+
+def _stratum_rd(t: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-stratum prevalences (group, reference) and risk-difference replicates (B, K)."""
+    p_g, p_r = prevalence_of(np.moveaxis(t.observed[1], -1, 0)), prevalence_of(np.moveaxis(t.observed[0], -1, 0))
+    rep_g = prevalence_of(np.moveaxis(t.replicates[:, 1], -1, 1))
+    rep_r = prevalence_of(np.moveaxis(t.replicates[:, 0], -1, 1))
+    return p_g, p_r, rep_g - rep_r
+
+
+def _small(t: Tables) -> np.ndarray:
+    return (t.observed[1].sum(axis=0) < MIN_STRATUM_IMAGES) | (t.observed[0].sum(axis=0) < MIN_STRATUM_IMAGES)
+
+
+def _stratum_rows(t: Tables) -> pd.DataFrame:
+    """Risk difference and odds ratio of the compared group within each stratum, with CIs."""
+    obs, rep = t.observed, t.replicates
+    p_g, p_r, rd_rep = _stratum_rd(t)
+    small = _small(t)
+    out = pd.DataFrame({"stratum": t.groups[2], "n_group": obs[1].sum(axis=0).astype(int),
+                        "n_reference": obs[0].sum(axis=0).astype(int), "p_group": p_g, "p_reference": p_r,
+                        "rd": p_g - p_r})
+    out["rd_low"], out["rd_high"] = interval(rd_rep)
+    out["odds_ratio"] = odds_ratio_of(obs[1, 1], obs[1, 0], obs[0, 1], obs[0, 0])
+    out["or_low"], out["or_high"] = interval(odds_ratio_of(rep[:, 1, 1], rep[:, 1, 0], rep[:, 0, 1],
+                                                           rep[:, 0, 0]))
+    out.loc[small, ["rd", "rd_low", "rd_high", "odds_ratio", "or_low", "or_high"]] = np.nan
+    out["small"] = small
+    return out
+
+
+def strata_gap(t: Tables) -> dict[str, Any]:
+    """Largest minus smallest stratum risk difference (usable strata), with a paired interval.
+
+    An interval excluding 0 means the difference between groups depends on the stratum (effect
+    modification); the strata are chosen on the data, so the interval is slightly optimistic.
+    """
+    p_g, p_r, rd_rep = _stratum_rd(t)
+    rd = np.where(_small(t), np.nan, p_g - p_r)
+    if np.isfinite(rd).sum() < 2:
+        return {"gap": np.nan, "gap_low": np.nan, "gap_high": np.nan, "gap_max": None, "gap_min": None}
+    hi, lo = int(np.nanargmax(rd)), int(np.nanargmin(rd))
+    low, high = interval(rd_rep[:, hi] - rd_rep[:, lo])
+    return {"gap": float(rd[hi] - rd[lo]), "gap_low": float(low), "gap_high": float(high),
+            "gap_max": t.groups[2][hi], "gap_min": t.groups[2][lo]}
+
+
+def _crude_and_adjusted(t: Tables) -> dict[str, float]:
+    obs, rep = t.observed, t.replicates
+    crude, crude_rep = obs.sum(axis=-1), rep.sum(axis=-1)
+    p, p_rep = prevalence_of(crude), prevalence_of(crude_rep)
+    out = {"n_images": int(obs.sum()), "p_group": p[1], "p_reference": p[0], "crude_rd": p[1] - p[0],
+           "crude_or": float(odds_ratio_of(crude[1, 1], crude[1, 0], crude[0, 1], crude[0, 0]))}
+    out["crude_rd_low"], out["crude_rd_high"] = interval(p_rep[:, 1] - p_rep[:, 0])
+    out["crude_or_low"], out["crude_or_high"] = interval(odds_ratio_of(
+        crude_rep[:, 1, 1], crude_rep[:, 1, 0], crude_rep[:, 0, 1], crude_rep[:, 0, 0]))
+    rd, odds = mantel_haenszel(obs)
+    rd_rep, odds_rep = mantel_haenszel(rep)
+    out.update({"adj_rd": float(rd), "adj_or": float(odds)})
+    out["adj_rd_low"], out["adj_rd_high"] = interval(rd_rep)
+    out["adj_or_low"], out["adj_or_high"] = interval(odds_rep)
+    return {k: float(v) for k, v in out.items()}
+
+
+def homogeneity_p(observed: np.ndarray) -> float:
+    """Breslow-Day test of equal odds ratios across strata (statsmodels; IMAGE level, indicative)."""
+    tabs = [observed[::-1, ::-1, k] for k in range(observed.shape[-1])]  # [[a, b], [c, d]]
+    tabs = [x for x in tabs if (x.sum(axis=1) > 0).all() and (x.sum(axis=0) > 0).all()]
+    if len(tabs) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(StratifiedTable(tabs).test_equal_odds(adjust=True).pvalue)
+
+
+def statsmodels_pooled_or(observed: np.ndarray) -> float:
+    """Mantel-Haenszel pooled odds ratio by statsmodels' StratifiedTable (to cross-check ours)."""
+    tabs = [observed[::-1, ::-1, k] for k in range(observed.shape[-1])]
+    tabs = [x for x in tabs if (x.sum(axis=1) > 0).all()]
+    return float(StratifiedTable(tabs).oddsratio_pooled)
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return bool(low > 0 or high < 0)
+
+
+def _flags(row: dict[str, Any], strata: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """Reversal, confounding and effect-modification flags of one (attribute, stratifier) row."""
+    crude, adj = row["crude_rd"], row["adj_rd"]
+    usable = strata[~strata["small"]]
+    opposite = np.sign(crude) * np.sign(adj) < 0
+    same_as_adj = int((np.sign(usable["rd"]) == np.sign(adj)).sum())
+    clear = opposite and _excludes_zero(row["crude_rd_low"], row["crude_rd_high"]) and _excludes_zero(
+        row["adj_rd_low"], row["adj_rd_high"])
+    change = abs(row["crude_or"] / row["adj_or"] - 1) if row["adj_or"] > 0 else np.nan
+    above, below = (usable["rd_low"] > 0).any(), (usable["rd_high"] < 0).any()
+    flags = {"reversal": bool(opposite), "reversal_clear": bool(clear),
+             "strata_with_adjusted_sign": same_as_adj, "n_strata": len(usable),
+             "or_change": float(change), "confounding": bool(change > threshold),
+             "qualitative_interaction": bool(above and below),
+             "effect_modification": bool(row["gap_low"] > 0)}
+    flags["verdict"] = ("reversal" if clear else "weak_reversal" if opposite else
+                        "confounding" if flags["confounding"] else
+                        "effect_modification" if flags["effect_modification"] else "none")
+    return flags
+
+
+def _driver(t: Tables) -> dict[str, Any]:
+    """The stratum with the highest prevalence and its share among each group's images."""
+    by_stratum = t.observed.sum(axis=0)  # (labels, strata)
+    p = prevalence_of(by_stratum.T)
+    k = int(np.nanargmax(p))
+    n_group, n_ref = t.observed[1].sum(axis=0), t.observed[0].sum(axis=0)
+    return {"driver_stratum": t.groups[2][k], "driver_prevalence": float(p[k]),
+            "driver_share_group": float(n_group[k] / n_group.sum()),
+            "driver_share_reference": float(n_ref[k] / n_ref.sum())}
+
+
+def simpson(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap,
+            threshold: float = CONFOUNDING_THRESHOLD, age: str = "extremes") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Crude vs stratum-specific vs Mantel-Haenszel-adjusted contrasts, and their flags.
+
+    For each sensitive attribute A (contrasts: see `contrasts`) and each other attribute S:
+    crude RD/OR, RD/OR within each stratum of S, Mantel-Haenszel pooled RD/OR, all with patient
+    bootstrap CIs, on the same images (A, S and the label known). Flags: `reversal` (crude and
+    adjusted RD of opposite signs), `reversal_clear` (and both intervals exclude 0), `confounding`
+    (|OR crude / OR adjusted - 1| > threshold), `effect_modification` (the gap between the largest
+    and smallest stratum RD has an interval above 0, see `strata_gap`), `qualitative_interaction`
+    (one stratum's interval above 0 and another's below). `verdict` is the first of reversal,
+    weak_reversal, confounding, effect_modification, none. Returns (summary, strata).
+    """
+    summary, strata = [], []
+    attrs = list(config.sensitive_attributes)
+    for attribute, stratifier in itertools.permutations(attrs, 2):
+        for pair in contrasts(frame, attribute, config, age):
+            t = _stratified(frame, attribute, pair, stratifier, boot, config)
+            if t.observed.sum() == 0:
+                continue
+            keys = {"attribute": attribute, "group": pair[0], "reference": pair[1], "stratifier": stratifier}
+            rows = _stratum_rows(t)
+            row = {**keys, **_crude_and_adjusted(t), **strata_gap(t)}
+            row.update(_flags(row, rows, threshold))
+            row["homogeneity_p"] = homogeneity_p(t.observed)
+            row.update(_driver(t))
+            summary.append(row)
+            strata.append(rows.assign(**keys))
+    if not summary:
+        return pd.DataFrame(), pd.DataFrame()
+    strata_df = pd.concat(strata, ignore_index=True).pipe(columns_first, "attribute", "group", "reference",
+                                                          "stratifier")
+    return pd.DataFrame(summary), strata_df
