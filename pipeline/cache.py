@@ -8,8 +8,10 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import joblib
+if TYPE_CHECKING:
+    import joblib
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +30,18 @@ def output_dir() -> Path:
 
 def memory() -> joblib.Memory:
     """joblib memory under the cache folder (results keyed on their arguments)."""
+    import joblib  # imported here: a command that fails on its config answers before loading it
+
     return joblib.Memory(cache_dir() / "joblib", verbose=0)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 @contextlib.contextmanager
@@ -37,6 +50,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a file for the user is 0644 like any other
     os.close(fd)
     try:
         yield Path(tmp)

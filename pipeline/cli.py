@@ -1,19 +1,62 @@
 """Command line: `python -m pipeline {demo,check,study,render,clean}`.
 
-Errors the user can fix are printed as one clear message (exit code 2), never a traceback.
+Errors the user can fix are printed as one clear message (exit code 2), never a traceback. The
+whole config is validated first (keys, types, ranges, method names, attributes), before any data
+is read or any model trained; an interrupt (Ctrl-C) says where it stopped and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from pipeline.cache import cache_dir
-from pipeline.config import ConfigError, load_config
-from pipeline.data.folder import DataError, check_dataset
-from pipeline.render.qmd import RenderError
+from pipeline import progress
+from pipeline.cache import PROJECT_ROOT, cache_dir, output_dir
+from pipeline.config import CONFIG_ENV, DATA_ENV, ConfigError, StudyConfig, load_config
+
+# Registries whose names study.yml may use: key -> module that fills the registry with `register("name", ...)`.
+REGISTRIES = {"weighting.methods": "fairness/weighting.py", "postprocessing.methods": "fairness/postprocess.py",
+              "training.backbone": "model/backbones.py"}
+
+
+ATTRIBUTE_KEYS = ("sensitive_attributes", "weighting.attribute", "postprocessing.attribute")
+
+
+def registered_names(module: str) -> list[str]:
+    """Names a module registers (`@register("name")` or `register("name", ...)(fn)`), read from its source:
+    importing the registries would import torch and Lightning (seconds) before a typo could be reported."""
+    tree = ast.parse((Path(__file__).parent / module).read_text(encoding="utf-8"))
+    return [node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register"
+            and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)]
+
+
+def attribute_columns(config: StudyConfig) -> list[str]:
+    """Columns a sensitive attribute can name: the derived ones, plus the extra columns of metadata.csv."""
+    from pipeline.data import schema as S
+    from pipeline.data.folder import TableError, canonical_headers, read_table
+
+    derived = [S.SEX, S.AGE_BAND, S.VIEW]
+    meta = config.data_path() / "metadata.csv"
+    if config.is_demo or not meta.is_file():
+        return derived
+    try:
+        table = canonical_headers(read_table(meta)[0].head(0).rename(columns=config.column_mapping))
+    except (TableError, OSError):
+        return derived  # the folder check names the problem
+    return [*derived, *[c for c in table.columns if c not in S.NIH_COLUMNS and not c.startswith("Unnamed")]]
+
+
+def load_valid_config(args: argparse.Namespace, data_dir: str | None) -> StudyConfig:
+    """The config, validated whole (ConfigError lists every problem) before any long work."""
+    choices = {key: registered_names(module) for key, module in REGISTRIES.items()}
+    config = load_config(args.config, data_dir=data_dir, choices=choices)
+    columns = attribute_columns(config)
+    return load_config(args.config, data_dir=data_dir, choices={**choices, **dict.fromkeys(ATTRIBUTE_KEYS, columns)})
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -27,28 +70,38 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config, data_dir=args.dir)
+    config = load_valid_config(args, args.dir)
+    from pipeline.data.folder import check_dataset
+
     report = check_dataset(config.data_path(), config)
     print(report.format())
     return report.exit_code
 
 
 def _study(args: argparse.Namespace) -> int:
+    config = load_valid_config(args, args.data)
     from pipeline import study
 
-    config = load_config(args.config, data_dir=args.data)
     ctx = study.run(config)
     print(ctx.summary())
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
+    config = load_valid_config(args, args.data)
     from pipeline import study
     from pipeline.render.renderer import render_all
 
-    config = load_config(args.config, data_dir=args.data)
     study.run(config)  # compute (or load from the cache) before the documents execute
-    render_all(Path(args.project), use_quarto=False if args.no_quarto else None)  # prints what it writes
+    # The documents' kernels read the same data folder and config as this command.
+    os.environ[DATA_ENV] = str(config.data_path()) if not config.is_demo else ""
+    if args.config:
+        os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    with progress.stage("rendering"):
+        written = render_all(Path(args.project), use_quarto=False if args.no_quarto else None)
+    weights = sorted((output_dir() / "weights").glob("*.csv"))
+    print("Outputs:", *[f"  {p}" for p in written], f"  {len(weights)} weights CSVs in {output_dir() / 'weights'}",
+          sep="\n")
     return 0
 
 
@@ -61,7 +114,8 @@ def _clean(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
-    parser.add_argument("--config", type=Path, default=None, help="config file (default: study.yml)")
+    parser.add_argument("--config", type=Path, default=None, help=f"config file (default: {PROJECT_ROOT}/study.yml)")
+    parser.add_argument("--verbose", action="store_true", help="show Lightning's per-epoch progress bars too")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="write the synthetic demo dataset to DIR")
     p.add_argument("dir")
@@ -85,15 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(err: Exception) -> bool:
+    """Errors with a message for the user (the classes are imported only once something failed)."""
+    from pipeline.data.folder import DataError
+    from pipeline.render.qmd import RenderError
+
+    return isinstance(err, ConfigError | DataError | RenderError | FileExistsError | FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[progress.VERBOSE_ENV] = "1"
     try:
         return args.func(args)
-    except (ConfigError, DataError, RenderError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted: finished results are cached; run the same command again to resume.",
-              file=sys.stderr)
+        where = progress.interrupted_stage()
+        print(f"\ninterrupted{' while ' + where if where else ''}: finished results are cached and nothing "
+              "half-written is kept; run the same command again to resume.", file=sys.stderr)
         return 130
-
+    except Exception as err:
+        if not isinstance(err, ConfigError) and not _user_error(err):
+            raise
+        lines = str(err).splitlines() if isinstance(err, ConfigError) else [str(err)]
+        print(*[f"error: {line}" for line in lines], sep="\n", file=sys.stderr)
+        return 2

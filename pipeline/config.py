@@ -6,9 +6,13 @@ The data folder can be overridden by the `FAIRCXR_DATA` environment variable or 
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import difflib
 import itertools
 import os
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,61 +133,189 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build a (nested) dataclass from a dict, naming unknown keys clearly."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}. Fix or remove them."
-        )
+# Allowed values of the keys with a fixed vocabulary. The method and backbone names live in registries
+# of higher layers: the command line passes them to `load_config(choices=...)`.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "training.mode": ("last_layer", "full"),
+    "training.precision": PRECISIONS,
+    "training.feature_source": ("erm", "pretrained"),
+    "training.accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+}
+
+
+# Ranges of the numbers (a number without an entry must be >= 0): key -> (test, what it must be).
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "training.image_size": (lambda v: 8 <= v <= 4096, "between 8 and 4096 (pixels)"),
+    "demo.image_size": (lambda v: 8 <= v <= 4096, "between 8 and 4096 (pixels)"),
+    "demo.n_patients": (lambda v: v >= 10, "at least 10"),
+    "training.max_epochs": (lambda v: v >= 1, "at least 1"),
+    "training.patience": (lambda v: v >= 1, "at least 1"),
+    "training.batch_size": (lambda v: v >= 2, "at least 2 (BatchNorm needs two images)"),
+    "training.learning_rate": (lambda v: 0 < v < 10, "above 0 and below 10, e.g. 0.001"),
+    "training.num_workers": (lambda v: v >= -1, "-1 (automatic) or more"),
+    "training.subsample_fraction": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "postprocessing.fit_fraction": (lambda v: 0 < v < 1, "strictly between 0 and 1, e.g. 0.5"),
+    "evaluation.n_bootstrap": (lambda v: v >= 1, "at least 1 (500 or more for the report)"),
+}
+
+
+NON_EMPTY = ("sensitive_attributes", "training.seeds", "weighting.methods", "postprocessing.methods")
+
+
+def _closest(value: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(valid), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _number(value: Any, integer: bool) -> float | int | None:
+    """`value` as an int (or float), or None; YAML reads 1e-3 as text, so numeric text is accepted."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or value != value:  # NaN
+        return None
+    if integer:
+        return int(value) if float(value).is_integer() else None
+    return float(value)
+
+
+def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
+    """`value` converted to the field's type, or a problem appended (and None returned)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        out = [_coerce(item, args[0], key, problems) for item in items]
+        return None if any(v is None for v in out) else tuple(out)
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key} = {value!r}: must be a mapping, e.g. {{\"Sexe\": \"Patient Gender\"}}.")
+            return None
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{key} = {value!r}: must be true or false.")
+        return None
+    if hint in (int, float):
+        number = _number(value, integer=hint is int)
+        if number is None:
+            kind = "a whole number" if hint is int else "a number"
+            problems.append(f"{key} = {value!r}: must be {kind}.")
+        return number
+    if hint is str:
+        if isinstance(value, str):
+            return value.strip()
+        problems.append(f"{key} = {value!r}: must be text.")
+        return None
+    return value  # Any
+
+
+def _build(cls: type, values: dict[str, Any], where: str, problems: list[str]) -> Any:
+    """Build a (nested) dataclass from a dict; every unknown key and wrong type goes to `problems`
+    (that key then keeps its default, so the other keys are still checked)."""
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
+        key = f"{where}{name}"
+        if name not in known:
+            problems.append(f"{key}: unknown key.{_closest(name, known)} Valid keys"
+                            f"{' of ' + where.rstrip('.') if where else ''}: {', '.join(known)}.")
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{name}' must be a mapping of options.")
-            value = _build(type(default), value, f"{where} > {name}")
-        elif isinstance(default, tuple) and isinstance(value, list | tuple):
-            value = tuple(value)
-        elif isinstance(default, tuple):
-            value = (value,)
-        kwargs[name] = value
+                problems.append(f"{key} = {value!r}: must be a mapping of options (keys indented under it).")
+                continue
+            kwargs[name] = _build(hint, value, f"{key}.", problems)
+            continue
+        coerced = _coerce(value, hint, key, problems)
+        if coerced is not None:
+            kwargs[name] = coerced
     return cls(**kwargs)
 
 
-def load_config(path: Path | None = None, data_dir: str | None = None) -> StudyConfig:
-    """Read the study config; `data_dir` (CLI) or `$FAIRCXR_DATA` override its data folder."""
-    path = Path(path or os.environ.get(CONFIG_ENV) or CONFIG_FILE)
+def _read_text(path: Path) -> str:
+    """The config's text: UTF-8 (with or without BOM) or UTF-16 with a BOM, as editors save it."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte {raw[err.start]:#04x} on line {line}). "
+                          "Save it as UTF-8 in your editor.") from err
+
+
+def load_config(path: Path | None = None, data_dir: str | None = None,
+                choices: dict[str, Iterable[str]] | None = None) -> StudyConfig:
+    """Read and validate the study config; `data_dir` (CLI) or `$FAIRCXR_DATA` override its data folder.
+
+    Every problem is collected, then raised as one ConfigError with one line per problem naming the
+    key, the bad value and the valid choices. `choices` adds allowed values for dotted keys (method
+    names from the registries, attributes from the data's columns) to `CHOICES`.
+    """
+    explicit = path or os.environ.get(CONFIG_ENV)
+    path = Path(explicit or CONFIG_FILE)
     values: dict[str, Any] = {}
-    if path.exists():
+    if explicit and not path.is_file():
+        raise ConfigError(f"{path}: config file not found. Pass an existing file with --config (or "
+                          f"${CONFIG_ENV}), or leave both unset to use {CONFIG_FILE}.")
+    if path.is_file():
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = yaml.safe_load(_read_text(path)) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names.") from err
+            raise ConfigError(f"{path}: not valid YAML ({err}). Fix the line it names (indent with spaces, "
+                              "not tabs).") from err
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of options at the top level.")
+            raise ConfigError(f"{path}: expected a mapping of options (key: value lines) at the top level.")
     values = {k: v for k, v in values.items() if v is not None}
     override = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
     if override:  # a folder given on the command line or in the environment is relative to cwd
         values["data_dir"] = str(Path(override).expanduser().resolve())
     values["data_dir"] = str(values.get("data_dir") or "")
-    config = _build(StudyConfig, values, str(path))
-    _validate(config, path)
+    problems: list[str] = []
+    config = _build(StudyConfig, values, "", problems)
+    problems += config_problems(config, {**CHOICES, **(choices or {})})
+    if problems:
+        raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
     return config
 
 
-def _validate(config: StudyConfig, path: Path) -> None:
+def _leaves(obj: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every option of a (nested) config."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{where}{f.name}.")
+        else:
+            yield f"{where}{f.name}", value
+
+
+def config_problems(config: StudyConfig, choices: dict[str, Iterable[str]]) -> list[str]:
+    """Values out of range or outside their choices, one line each (generic over the config's fields)."""
+    problems = []
+    for key, value in _leaves(config):
+        items = value if isinstance(value, tuple) else (value,)
+        if key in NON_EMPTY and not items:
+            problems.append(f"{key} is empty: give at least one value.")
+        if key in choices:
+            valid = list(dict.fromkeys(choices[key]))
+            for item in items:
+                if item not in valid:
+                    problems.append(f"{key} = {item!r}: not a valid choice.{_closest(item, valid)} "
+                                    f"Valid: {', '.join(map(str, valid))}.")
+        for item in items:
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                test, what = RANGES.get(key, (lambda v: v >= 0, "0 or more"))
+                if not test(item):
+                    problems.append(f"{key} = {item!r}: must be {what}.")
     edges = config.age_bands
     if len(edges) < 2 or list(edges) != sorted(set(edges)):
-        raise ConfigError(f"{path}: age_bands must be increasing edges, e.g. [0, 40, 60, 200].")
-    if config.training.mode not in ("last_layer", "full"):
-        raise ConfigError(f"{path}: training.mode must be 'last_layer' or 'full'.")
-    if config.training.precision not in PRECISIONS:
-        raise ConfigError(f"{path}: training.precision must be one of {', '.join(PRECISIONS)}.")
-    if config.training.feature_source not in ("erm", "pretrained"):
-        raise ConfigError(f"{path}: training.feature_source must be 'erm' or 'pretrained'.")
-    if not 0 < config.training.subsample_fraction <= 1:
-        raise ConfigError(f"{path}: training.subsample_fraction must be in (0, 1].")
-    if not 0 < config.postprocessing.fit_fraction < 1:
-        raise ConfigError(f"{path}: postprocessing.fit_fraction must be in (0, 1).")
+        problems.append(f"age_bands = {list(edges)}: age_bands must be increasing edges, e.g. [0, 40, 60, 200].")
+    return problems

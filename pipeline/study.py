@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline import progress
 from pipeline.cache import code_version, memory, output_dir
 from pipeline.config import StudyConfig, load_config
 from pipeline.data import schema as S
@@ -96,13 +97,21 @@ def _train_all(ctx: StudyContext) -> None:
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
     attributes = [config.weighting.attribute]
     methods = list(dict.fromkeys(["uniform", *config.weighting.methods]))
+    total, done = len(methods) * len(config.training.seeds), 0
     for seed in config.training.seeds:
         erm_proba = None
         for method in methods:
+            done += 1
+            head = config.training.mode == "last_layer" and (method != "uniform" or
+                                                             config.training.feature_source == "pretrained")
+            progress.update(f"{'head' if head else 'network'} {done}/{total} ({method}, seed {seed})")
             context = {"train_proba": erm_proba} if erm_proba is not None else {}
             weights = compute_weights(method, train, attributes,
                                       all_attributes=list(config.sensitive_attributes), **context)
             preds, info = predict_with_weights(ctx.frame, weights.to_numpy(), config.training, seed)
+            if not head and not info["cached"]:
+                progress.milestone(f"network {done}/{total} ({method}, seed {seed}): {info['epochs']} epochs, "
+                                   f"{info['backbone_training_seconds']:.1f} s")
             preds = _attach_attributes(preds, ctx.frame, config)
             if method == "uniform":
                 erm_proba = preds.loc[preds[S.SPLIT] == "train", S.PROBA].to_numpy()
@@ -176,7 +185,11 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     config = config or load_config()
     _ensure_demo(config)
     t0 = time.perf_counter()
-    full_frame, check = load_dataset(config.data_path(), config)
+    with progress.stage("checking the data folder") as stage:
+        full_frame, check = load_dataset(config.data_path(), config)
+        n_warnings = len(check.issues)
+        stage.done(f"{len(full_frame)} images, {full_frame[S.PATIENT].nunique()} patients"
+                   + (f", {n_warnings} warning(s): see `python -m pipeline check`" if n_warnings else ""))
     frame = full_frame
     if config.training.subsample_fraction < 1:
         from pipeline.model.training import subsample_patients
@@ -187,19 +200,34 @@ def run(config: StudyConfig | None = None) -> StudyContext:
                        fingerprint(frame))
     ctx.timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _train_all(ctx)
-    _write_weights(ctx)
+    with progress.stage("training") as stage:
+        _train_all(ctx)
+        _write_weights(ctx)
+        cached = sum(bool(i.get("cached")) for i in ctx.train_info.values())
+        stage.done(f"{len(ctx.seed_predictions)} models ({describe_count(config)}), "
+                   f"{cached}/{len(ctx.train_info)} of the first seed from the cache")
     ctx.timings["training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _evaluate_weightings(ctx)
+    pp, ev = config.postprocessing, config.evaluation
+    with progress.stage(f"metrics ({ev.n_bootstrap} bootstrap replicates)"):
+        _evaluate_weightings(ctx)
     ctx.timings["weighting metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pp, ev = config.postprocessing, config.evaluation
     code = code_version("fairness.metrics", "fairness.postprocess", "fairness.grid")
-    ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
-                                     pp.seed, ev.n_bootstrap, ev.seed, code)
+    with progress.stage(f"post-processing grid ({len(ctx.predictions)} x {len(pp.methods)})"):
+        ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
+                                         pp.seed, ev.n_bootstrap, ev.seed, code)
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     return ctx
+
+
+def describe_count(config: StudyConfig) -> str:
+    """What the trainings were: networks and heads per seed (for the progress line)."""
+    n_seeds, n_methods = len(config.training.seeds), len(dict.fromkeys(["uniform", *config.weighting.methods]))
+    if config.training.mode == "full":
+        return f"{n_seeds * n_methods} networks"
+    networks = 0 if config.training.feature_source == "pretrained" else n_seeds
+    return f"{networks} networks + {n_seeds * n_methods - networks} heads"
 
 
 _CONTEXTS: dict[str, StudyContext] = {}

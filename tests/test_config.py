@@ -31,7 +31,7 @@ def test_command_line_folder_wins_over_environment(tmp_path, monkeypatch):
 def test_unknown_key_names_the_file_and_the_known_keys(tmp_path):
     path = tmp_path / "study.yml"
     path.write_text("training:\n  epochs: 3\n")
-    with pytest.raises(ConfigError, match=r"study.yml > training: unknown key\(s\) \['epochs'\]") as err:
+    with pytest.raises(ConfigError, match=r"study.yml: training.epochs: unknown key. Did you mean .max_epochs.") as err:
         load_config(path)
     assert "max_epochs" in str(err.value)
 

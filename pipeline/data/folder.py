@@ -7,8 +7,12 @@ so `python -m pipeline check DIR` can report them all; the data folder is only e
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import io
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,27 +79,86 @@ class DataError(RuntimeError):
         super().__init__(report.format())
 
 
-def read_metadata(path: Path, report: CheckReport, mapping: dict[str, str]) -> pd.DataFrame | None:
-    """Read metadata.csv whatever its separator (`,` or `;`) and encoding (UTF-8 or Latin-1)."""
-    raw = path.read_bytes()
+class TableError(ValueError):
+    """A metadata file that cannot be read as a table; the message names the cause and the fix."""
+
+
+XLSX_MAGIC, XLS_MAGIC = b"PK\x03\x04", b"\xd0\xcf\x11\xe0"
+
+
+EXPORT_FIX = "Open it in your spreadsheet and save it as « CSV UTF-8 (comma-separated) » under the name metadata.csv."
+
+
+def _decode(raw: bytes) -> tuple[str, str]:
+    """(text, encoding) of a CSV as spreadsheets save it: UTF-8 (BOM or not), UTF-16 (BOM or not), Latin-1."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16"), "UTF-16"
+    if len(raw) >= 4 and raw[1:4:2] == b"\0\0" and raw[0:4:2] != b"\0\0":  # UTF-16 LE without BOM
+        return raw.decode("utf-16-le", errors="replace"), "UTF-16"
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig"), "UTF-8"
     except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+        return raw.decode("latin-1"), "Latin-1"
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, str, str]:
+    """(cells as stripped text, separator, encoding or 'xlsx') of a metadata file, whatever the
+    spreadsheet saved: comma, semicolon or tab separators, UTF-8/UTF-16/Latin-1, blank rows, an xlsx
+    workbook under a .csv name (read when openpyxl is installed). Raises TableError naming the fix."""
+    raw = Path(path).read_bytes()
+    if not raw.strip():
+        raise TableError(f"{path} is empty. {EXPORT_FIX}")
+    if raw.startswith(XLS_MAGIC):
+        raise TableError(f"{path} is an old Excel workbook (.xls), not a CSV file. {EXPORT_FIX}")
+    if raw.startswith(XLSX_MAGIC):
+        try:
+            table = pd.read_excel(io.BytesIO(raw), dtype=str, keep_default_na=False, engine="openpyxl")
+        except ImportError as err:
+            raise TableError(f"{path} is an Excel workbook (xlsx) saved under a .csv name. {EXPORT_FIX}") from err
+        except (ValueError, KeyError, OSError) as err:
+            raise TableError(f"{path} looks like a zip or xlsx file but cannot be read ({err}). {EXPORT_FIX}") from err
+        sep, encoding = ",", "xlsx"
+    else:
+        text, encoding = _decode(raw)
+        header = text.lstrip("\ufeff").split("\n", 1)[0]
+        sep = max((",", ";", "\t"), key=header.count)
+        try:
+            table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as err:
+            raise TableError(f"{path} cannot be parsed as CSV ({err}). {EXPORT_FIX}") from err
+    table.columns = [str(c).strip().lstrip("\ufeff").strip() for c in table.columns]
+    table = table.apply(lambda col: col.astype(str).str.strip())
+    blank = (table == "").all(axis=1)  # rows a spreadsheet leaves at the end: ",,,,"
+    return table[~blank].reset_index(drop=True), sep, encoding
+
+
+def _squeeze(name: str) -> str:
+    """'Patient ID', 'patient_id', 'PATIENT ID ' -> 'patientid': header names compared loosely."""
+    return re.sub(r"[^0-9a-z#]", "", name.lower())
+
+
+def canonical_headers(table: pd.DataFrame) -> pd.DataFrame:
+    """Headers that differ from the NIH names only by case, spaces or underscores get the NIH name."""
+    wanted = {_squeeze(c): c for c in S.NIH_COLUMNS}
+    rename = {c: wanted[_squeeze(c)] for c in table.columns if _squeeze(c) in wanted and c not in S.NIH_COLUMNS}
+    rename = {c: n for c, n in rename.items() if n not in table.columns}
+    return table.rename(columns=rename)
+
+
+def read_metadata(path: Path, report: CheckReport, mapping: dict[str, str]) -> pd.DataFrame | None:
+    """Read metadata.csv as spreadsheets save it (see `read_table`); NIH headers matched loosely."""
+    try:
+        meta, _, encoding = read_table(path)
+    except TableError as err:
+        report.add("error", "metadata-unreadable", str(err).split(". ")[0] + ".", EXPORT_FIX, [path])
+        return None
+    if encoding == "Latin-1":
         report.add("warning", "metadata-encoding", f"{path.name} is not UTF-8; read as Latin-1.",
                    "Save it as UTF-8 to silence this warning.", [path])
-    header = text.split("\n", 1)[0]
-    sep = ";" if header.count(";") > header.count(",") else ","
-    from io import StringIO
-
-    try:
-        meta = pd.read_csv(StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        report.add("error", "metadata-unreadable", f"{path} cannot be parsed as CSV ({err}).",
-                   "Export it again as a comma-separated CSV with one header line.", [path])
-        return None
-    meta.columns = [str(c).strip() for c in meta.columns]
-    meta = meta.rename(columns=mapping)
+    if encoding == "xlsx":
+        report.add("warning", "metadata-workbook", f"{path.name} is an Excel workbook (xlsx) under a .csv name; "
+                   "read as a workbook, but the course's script (pandas.read_csv) cannot read it.", EXPORT_FIX, [path])
+    meta = canonical_headers(meta.rename(columns=mapping))
     missing = [c for c in S.REQUIRED_COLUMNS if c not in meta.columns]
     if missing:
         hints = []
@@ -107,28 +170,149 @@ def read_metadata(path: Path, report: CheckReport, mapping: dict[str, str]) -> p
                    "Rename the columns, or map them in study.yml under column_mapping: "
                    + "; ".join(hints), [path])
         return None
+    findings = meta[S.FINDINGS]
+    meta[S.FINDINGS] = findings.where(findings.str.lower() != S.NO_FINDING.lower(), S.NO_FINDING)
     return meta
 
 
+# Files that archive tools and operating systems leave: ignored without a word.
+JUNK_NAMES = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "$recycle.bin",
+              "system volume information"}
+
+
+def is_junk(path: Path | str) -> bool:
+    name = Path(path).name
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+# Names students give the split and class folders: compared without case, accents or punctuation.
+FOLDER_ALIASES = {
+    "train": ("train", "training", "trainset", "entrainement", "apprentissage", "trn"),
+    "valid": ("valid", "validation", "val", "validset", "test", "testing", "eval", "evaluation", "dev"),
+    S.POSITIVE_DIR: ("malade", "malades", "sick", "disease", "diseased", "abnormal", "pathologique", "anormal",
+                     "positive", "positif", "pos", "finding", "findings"),
+    S.NEGATIVE_DIR: ("sain", "sains", "saine", "saines", "healthy", "normal", "normale", "nofinding", "negative",
+                     "negatif", "neg"),
+}
+
+
+def _plain(name: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", name)
+    return re.sub(r"[^0-9a-z]", "", "".join(c for c in decomposed if not unicodedata.combining(c)).lower())
+
+
+def find_folder(parent: Path, canonical: str) -> tuple[Path | None, list[Path]]:
+    """(the subfolder of `parent` that plays `canonical`, the other candidates ignored): the exact name
+    first, then a name equal up to case, accents or punctuation, then the aliases in their order."""
+    if not parent.is_dir():
+        return None, []
+    children = [c for c in sorted(parent.iterdir()) if c.is_dir() and not is_junk(c)]
+    aliases = FOLDER_ALIASES[canonical]
+    ranked = sorted((c for c in children if _plain(c.name) in aliases),
+                    key=lambda c: (c.name != canonical, aliases.index(_plain(c.name))))
+    return (ranked[0], ranked[1:]) if ranked else (None, [])
+
+
+def _has_splits(folder: Path) -> bool:
+    return all(find_folder(folder, split)[0] is not None for split in S.SPLITS)
+
+
+def locate_data_folder(data_dir: Path, depth: int = 3) -> Path | None:
+    """The folder with the train and valid folders: `data_dir`, a folder inside it (an archive unzipped
+    into NAME/NAME/), or a folder above it (the user pointed at train/ or train/malade/)."""
+    if _has_splits(data_dir):
+        return data_dir
+    for parent in list(data_dir.parents)[:2]:
+        if _has_splits(parent):
+            return parent
+    level = [data_dir]
+    for _ in range(depth):
+        level = [c for f in level for c in sorted(f.iterdir()) if c.is_dir() and not is_junk(c)]
+        found = [c for c in level if _has_splits(c)]
+        if found:
+            return found[0]
+    return None
+
+
+def _layout_problems(data_dir: Path, report: CheckReport) -> bool:
+    """Report a data folder pointed above, below or beside the real one; True when it is the real one."""
+    root = locate_data_folder(data_dir)
+    if root == data_dir:
+        return True
+    meta = next(iter(sorted(data_dir.rglob("metadata.csv"))), None) if root is None else None
+    if root is None:
+        where = f"; a metadata.csv is at {meta.parent}" if meta else ""
+        report.add("error", "no-split-folders", f"No train/ and valid/ folders in {data_dir} nor in the folders "
+                   f"inside it{where}.", "Point at the folder that holds train/{malade,sain}/, valid/{malade,sain}/ "
+                   "and metadata.csv (the course's layout).", [data_dir])
+        return False
+    fix = f"Point at {root}: `python -m pipeline check {root}`, or data_dir: {root} in study.yml."
+    if not (root / "metadata.csv").is_file() and (data_dir / "metadata.csv").is_file():
+        fix += f" Move (or copy) {data_dir / 'metadata.csv'} into {root} too."
+    report.add("error", "wrong-data-folder", f"{data_dir} is not the data folder: its train/ and valid/ folders "
+               f"are in {root}.", fix, [root])
+    return False
+
+
 def list_images(data_dir: Path, report: CheckReport) -> pd.DataFrame:
-    """Every PNG under DIR/{train,valid}/{malade,sain}, with its split and folder label."""
-    rows, strays = [], []
+    """Every PNG under DIR/{train,valid}/{malade,sain} (folder names matched loosely, subfolders included),
+    with its split and folder label; junk left by archive tools and operating systems is skipped."""
+    rows, strays, nested, renamed, ignored = [], [], set(), [], []
     for split in S.SPLITS:
+        split_dir, others = find_folder(data_dir, split)
+        ignored += others
+        if split_dir is None:
+            report.add("error", "missing-folder", f"Folder {data_dir / split} does not exist.",
+                       f"Create {split}/ with malade/ and sain/ inside, holding the images of {split}.",
+                       [data_dir / split])
+            continue
+        if split_dir.name != split:
+            renamed.append((split_dir, split))
         for folder, label in ((S.POSITIVE_DIR, 1), (S.NEGATIVE_DIR, 0)):
-            sub = data_dir / split / folder
-            if not sub.is_dir():
-                report.add("error", "missing-folder", f"Folder {sub} does not exist.",
-                           f"Create {split}/{folder}/ with the {folder} images of {split}.", [sub])
+            sub, others = find_folder(split_dir, folder)
+            ignored += others
+            if sub is None:
+                report.add("error", "missing-folder", f"Folder {split_dir / folder} does not exist.",
+                           f"Create {split_dir.name}/{folder}/ with the {folder} images of {split}.",
+                           [split_dir / folder])
                 continue
-            for p in sorted(sub.iterdir()):
-                if p.is_file() and p.suffix.lower() == ".png":
+            if sub.name != folder:
+                renamed.append((sub, folder))
+            for p in sorted(sub.rglob("*")):
+                if any(is_junk(part) for part in p.relative_to(sub).parts) or not p.is_file():
+                    continue
+                if p.suffix.lower() == ".png":
                     rows.append((p.name, str(p.resolve()), split, label))
-                elif not p.name.startswith("."):
+                    if p.parent != sub:
+                        nested.add(p.parent)
+                else:
                     strays.append(p)
+    if renamed:
+        report.add("warning", "folder-name", "Folder(s) read under the course's name: "
+                   + ", ".join(f"{p.relative_to(data_dir)}/ as {name}/" for p, name in renamed) + ".",
+                   "Rename them train, valid, malade, sain (lower case) so the course's script finds them too.",
+                   [p for p, _ in renamed])
+    if ignored:
+        report.add("warning", "extra-folder", f"Folder(s) {[str(p.relative_to(data_dir)) for p in ignored]} "
+                   "are ignored: another folder plays their part.",
+                   "Merge them into train/ or valid/ (malade/ or sain/) if they hold images of the study.", ignored)
+    if nested:
+        report.add("warning", "nested-images", f"Images found one folder (or more) deeper than "
+                   f"split/class/: {sorted(str(p.relative_to(data_dir)) for p in nested)[:3]}; they are read.",
+                   "Move them up into train/malade, train/sain, valid/malade or valid/sain.", sorted(nested))
     if strays:
         report.add("warning", "stray-files", f"{len(strays)} file(s) that are not PNG images are ignored.",
                    "Move them out of the image folders, or convert them to PNG.", strays)
-    return pd.DataFrame(rows, columns=[S.IMAGE, S.PATH, S.SPLIT, S.LABEL])
+    images = pd.DataFrame(rows, columns=[S.IMAGE, S.PATH, S.SPLIT, S.LABEL])
+    twice = images[S.IMAGE].str.lower().duplicated(keep=False)
+    if twice.any():
+        n_names = images.loc[twice, S.IMAGE].str.lower().nunique()
+        report.add("warning", "image-in-two-folders", f"{int(twice.sum())} files share {n_names} image name(s) "
+                   "across folders (two splits or two classes); every "
+                   "copy is excluded (its label or split is ambiguous).",
+                   "Keep each image in one folder only.", images.loc[twice, S.PATH])
+        images = images[~twice].reset_index(drop=True)
+    return images
 
 
 def _probe_image(path: str) -> tuple[str, int, int, str]:
@@ -231,17 +415,35 @@ def _check_groups(f: pd.DataFrame, config: StudyConfig, report: CheckReport) -> 
                        "Nothing to fix if that is your data; more patients of that group would help.")
 
 
+def _missing_folder_hint(data_dir: Path) -> tuple[str, str]:
+    """(message, fix) for a data folder that is not a folder: an archive, or a near miss of a sibling."""
+    fix = "Set data_dir in study.yml (or --data / $FAIRCXR_DATA) to your folder."
+    if data_dir.is_file():
+        kind = "an archive: unzip it first, then point at the unzipped folder" if data_dir.suffix.lower() in (
+            ".zip", ".tar", ".gz", ".7z", ".rar") else "a file, not a folder"
+        return f"{data_dir} is {kind}.", fix
+    parent = data_dir.parent
+    siblings = [c.name for c in parent.iterdir() if c.is_dir()] if parent.is_dir() else []
+    close = difflib.get_close_matches(data_dir.name, siblings, n=1, cutoff=0.6)
+    if close:
+        fix = f"Did you mean {parent / close[0]}? " + fix
+    return f"Data folder {data_dir} does not exist.", fix
+
+
 def check_dataset(data_dir: Path, config: StudyConfig) -> CheckReport:
     """Validate a data folder and build the canonical frame (None when unusable)."""
     data_dir = Path(data_dir)
     report = CheckReport(data_dir)
     if not data_dir.is_dir():
-        report.add("error", "missing-data-dir", f"Data folder {data_dir} does not exist.",
-                   "Set data_dir in study.yml (or --data / $FAIRCXR_DATA) to your folder.", [data_dir])
+        report.add("error", "missing-data-dir", *_missing_folder_hint(data_dir), [data_dir])
+        return report
+    if not _layout_problems(data_dir, report):
         return report
     meta_path = data_dir / "metadata.csv"
     if not meta_path.is_file():
-        report.add("error", "missing-metadata", f"{meta_path} does not exist.",
+        close = [p.name for p in data_dir.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".xlsx", ".tsv")]
+        hint = f" ({', '.join(sorted(close))} found there: rename or export it as metadata.csv)" if close else ""
+        report.add("error", "missing-metadata", f"{meta_path} does not exist{hint}.",
                    "Put the NIH metadata.csv of your subset at the root of the data folder.", [meta_path])
     images = list_images(data_dir, report)
     meta = read_metadata(meta_path, report, config.column_mapping) if meta_path.is_file() else None
@@ -250,23 +452,36 @@ def check_dataset(data_dir: Path, config: StudyConfig) -> CheckReport:
             report.add("error", "no-images", f"No PNG image found under {data_dir}/train or /valid.",
                        "Check the layout: train/{malade,sain}/*.png and valid/{malade,sain}/*.png.")
         return report
-    dup = meta[S.IMAGE].duplicated(keep="first")
+    key = "_name"  # image names match the metadata up to case (00001_000.PNG) and a missing extension
+    meta[key] = meta[S.IMAGE].str.lower().where(meta[S.IMAGE].str.lower().str.endswith(".png"),
+                                                 meta[S.IMAGE].str.lower() + ".png")
+    dup = meta[key].duplicated(keep="first")
     if dup.any():
         report.add("warning", "duplicate-rows", f"{int(dup.sum())} duplicated 'Image Index' row(s) in "
                    "metadata.csv; the first row of each is used.", "Remove the duplicated rows.",
                    meta.loc[dup, S.IMAGE])
         meta = meta[~dup]
-    frame = images.merge(meta, on=S.IMAGE, how="left", indicator=True)
+    frame = images.assign(**{key: images[S.IMAGE].str.lower()}).drop(columns=S.IMAGE)
+    frame = frame.merge(meta, on=key, how="left", indicator=True)
     no_row = frame["_merge"] == "left_only"
+    frame[S.IMAGE] = frame[S.IMAGE].where(~no_row, images[S.IMAGE])
+    recased = ~no_row & (frame[S.IMAGE] != images[S.IMAGE])
+    if recased.any():
+        report.add("warning", "name-case", f"{int(recased.sum())} image file name(s) differ from their "
+                   "'Image Index' only by case or extension; they are matched.",
+                   "Rename the files (or the cells) to the same spelling: the course's script compares them exactly.",
+                   frame.loc[recased, S.PATH])
+    frame = frame[[S.IMAGE, *[c for c in frame.columns if c != S.IMAGE]]]
     if no_row.any():
         report.add("warning", "image-without-row", f"{int(no_row.sum())} image(s) have no row in "
                    "metadata.csv; they are excluded.", "Add their rows to metadata.csv.",
                    frame.loc[no_row, S.PATH])
-    no_file = ~meta[S.IMAGE].isin(images[S.IMAGE])
+    no_file = ~meta[key].isin(frame[key])
     if no_file.any():
         report.add("warning", "row-without-image", f"{int(no_file.sum())} row(s) of metadata.csv have no "
                    "image file; they are ignored.", "Nothing to do if those images are not in your subset.",
                    meta.loc[no_file, S.IMAGE])
+    frame = frame.drop(columns=key)
     frame = frame[~no_row].drop(columns="_merge").reset_index(drop=True)
     probe = probe_images(frame[S.PATH])
     broken = probe["problem"] != ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline import progress
 from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
 from pipeline.data import schema as S
 
@@ -95,12 +95,16 @@ def _known_rows(size: int, wanted: set[str]) -> dict[str, tuple[np.ndarray, int]
 
 def _decode_all(paths: Sequence[str], size: int, out: np.ndarray, rows: Sequence[int]) -> None:
     """Decode `paths` into out[rows] with a thread per core (PIL releases the GIL while decoding)."""
-    step = max(1, len(paths) // 10)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+    if not paths:
+        return
+    step = max(1, len(paths) // 100)
+    with progress.stage(f"decoding images at {size} px") as stage, \
+            ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         for i, (row, pixels) in enumerate(zip(rows, pool.map(lambda p: decode(p, size), paths), strict=True)):
             out[row] = pixels
-            if len(paths) >= 2000 and (i + 1) % step == 0:
-                print(f"decoding images at {size} px: {i + 1}/{len(paths)}", file=sys.stderr, flush=True)
+            if (i + 1) % step == 0:
+                stage.update(f"{i + 1}/{len(paths)}")
+        stage.done(f"{len(paths)}/{len(paths)} (once: cached for the next runs)")
 
 
 def image_array(frame: pd.DataFrame, size: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import tempfile
 import time
 import warnings
@@ -29,6 +30,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from pipeline import progress
 from pipeline.cache import atomic_write_text, cache_dir, code_version, memory
 from pipeline.config import TrainingConfig
 from pipeline.data import schema as S
@@ -133,6 +135,13 @@ def loader(data: PixelData, config: TrainingConfig, shuffle: bool, seed: int) ->
                       persistent_workers=workers > 0, drop_last=lone_last)  # BatchNorm needs 2 images
 
 
+class EpochProgress(L.Callback):
+    """The epoch on the study's progress line (Lightning's own bar only with --verbose)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        progress.extra(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
 @dataclass
 class Fitted:
     model: Classifier
@@ -164,14 +173,22 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
         max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices,
         strategy=config.strategy, precision=chosen_precision,
         deterministic="warn" if gpu else True,  # some CUDA kernels have no deterministic version
-        callbacks=[checkpoint, stop], logger=L.pytorch.loggers.CSVLogger(str(logdir), name="logs"),
-        enable_progress_bar=os.environ.get("FAIRCXR_PROGRESS", "1") == "1", enable_model_summary=False,
+        callbacks=[checkpoint, stop, EpochProgress()], logger=L.pytorch.loggers.CSVLogger(str(logdir), name="logs"),
+        enable_progress_bar=progress.verbose(), enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0,
     )
     vw = np.ones(len(val_rows)) if val_weights is None else np.asarray(val_weights, dtype=float)
     train_loader = loader(PixelData(pixels, train_rows, labels[train_rows], w), config, True, seed)
     val_loader = loader(PixelData(pixels, val_rows, labels[val_rows], vw), config, False, seed)
-    trainer.fit(model, train_loader, val_loader)
+    try:
+        trainer.fit(model, train_loader, val_loader)
+    except SystemExit:  # Lightning turns Ctrl-C into SIGINT ignored + sys.exit(1): make it an interrupt again
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
     best = Classifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", pretrained=False)
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     fitted = Fitted(best, checkpoint.best_model_path, score, trainer.current_epoch, time.perf_counter() - t0)

@@ -1,0 +1,112 @@
+"""Progress a person can follow: one line per stage of the study on stderr, rewritten in place on a
+terminal (n/N, epoch), printed once when the stage ends elsewhere (a log, `make report | tee`).
+
+The stage being run is remembered, so an interrupt can say where it stopped. Silent inside a
+Jupyter kernel (the documents show results, not progress) and with FAIRCXR_PROGRESS=0.
+Lightning's own per-epoch bars are shown only with FAIRCXR_VERBOSE=1 (`--verbose`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+PROGRESS_ENV = "FAIRCXR_PROGRESS"
+
+
+VERBOSE_ENV = "FAIRCXR_VERBOSE"
+
+
+_stages: list[Stage] = []
+
+
+_last: list[str] = []  # the stage that was running when the last one failed (for the interrupt message)
+
+
+def enabled() -> bool:
+    return os.environ.get(PROGRESS_ENV, "1") != "0" and "ipykernel" not in sys.modules
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "0") == "1"
+
+
+def _live() -> bool:
+    return sys.stderr.isatty()
+
+
+class Stage:
+    """One stage: `update` rewrites its line on a terminal; `milestone` also prints in a log."""
+
+    def __init__(self, name: str):
+        self.name, self.detail, self.t0, self.closed = name, "", time.perf_counter(), False
+
+    def _write(self, text: str, end: str) -> None:
+        if enabled():
+            sys.stderr.write(("\r\033[K" if _live() else "") + text + end)
+            sys.stderr.flush()
+
+    def update(self, detail: str, extra: str = "") -> None:
+        """Rewrite the line (on a terminal); `extra` (e.g. the epoch) is shown but not kept."""
+        self.detail = detail
+        if _live():
+            self._write(f"{self.name}: {detail}{' ' + extra if extra else ''}", "")
+
+    def milestone(self, detail: str) -> None:
+        self.detail = detail
+        self._write(f"{self.name}: {detail}", "\n")
+
+    def done(self, detail: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        seconds = time.perf_counter() - self.t0
+        self.detail = detail or self.detail
+        self._write(f"{self.name}: {self.detail + ', ' if self.detail else ''}{seconds:.1f} s", "\n")
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[Stage]:
+    """Run a stage; its line ends with the time taken (call `done(detail)` to say what it did)."""
+    current = Stage(name)
+    _stages.append(current)
+    finished = False
+    try:
+        yield current
+        finished = True
+    finally:
+        _stages.pop()
+        if finished:
+            current.done()
+        elif not _last:
+            _last.append(f"{name} ({current.detail})" if current.detail else name)
+            if _live() and enabled():
+                sys.stderr.write("\n")
+
+
+def update(detail: str) -> None:
+    """Update the innermost running stage, if any (lower layers report without knowing the stage)."""
+    if _stages:
+        _stages[-1].update(detail)
+
+
+def extra(text: str) -> None:
+    """Show `text` after the innermost stage's detail (e.g. "epoch 3/15"), on a terminal only."""
+    if _stages:
+        _stages[-1].update(_stages[-1].detail, text)
+
+
+def milestone(detail: str) -> None:
+    """A line kept in the log too (e.g. one per network trained)."""
+    if _stages:
+        _stages[-1].milestone(detail)
+
+
+def interrupted_stage() -> str | None:
+    """The stage an exception (an interrupt) left, or the one running now."""
+    if _last:
+        return _last[0]
+    return _stages[-1].name if _stages else None
