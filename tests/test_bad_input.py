@@ -236,3 +236,217 @@ def test_the_real_subset_reports_its_leak_and_its_mislabelled_image(tmp_path: Pa
     label = next(i for i in report.issues if i.code == "label-disagreement")
     assert [Path(f).name for f in label.files] == ["00000193_019.png"] and "valid/sain" in label.files[0]
     assert tree_hash(data) == before
+
+
+# ------------------------------------------------------------------ students' folders as they arrive (issue 15)
+# Each variant rearranges a copy of the real 256 px subset (or the small demo when ../shared is absent) as
+# unzipping, an operating system or a spreadsheet does; `check` must name the cause and the fix, exit with
+# the right code, never print a traceback, and leave the folder byte-for-byte as it was.
+
+REAL50 = SHARED / "nih50-256px"
+
+
+@pytest.fixture()
+def real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pristine: Path) -> Path:
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
+    source = REAL50 if REAL50.exists() else pristine
+    return Path(shutil.copytree(source, tmp_path / "NOM_Prénom"))
+
+
+def run_check(target: Path, *extra: str) -> tuple[int, str]:
+    done = cli(target, *extra)
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out, out
+    return done.returncode, out
+
+
+def baseline(folder: Path) -> tuple[int, set[str]]:
+    report = check(folder)
+    return report.exit_code, report.codes()
+
+
+def test_pointing_above_the_data_folder_names_the_right_path(real: Path):
+    outer = real.parent / "archive"
+    outer.mkdir()
+    inner = Path(shutil.move(real, outer / "NOM_Prénom"))  # NAME.zip unzipped into NAME/NAME/
+    (outer / "__MACOSX").mkdir()
+    before = tree_hash(outer)
+    code, out = run_check(outer)
+    assert code == 2 and "wrong-data-folder" in out and f"Point at {inner}" in out
+    assert tree_hash(outer) == before
+
+
+def test_pointing_below_or_beside_the_data_folder_names_the_right_path(real: Path):
+    code, out = run_check(real / "train" / "malade")
+    assert code == 2 and f"Point at {real}" in out
+    code, out = run_check(real.parent / (real.name + "_"))  # a typo: a sibling is close
+    assert code == 2 and "does not exist" in out and f"Did you mean {real}" in out
+    archive = real.parent / "NOM_Prénom.zip"
+    archive.write_bytes(b"PK\x03\x04")
+    code, out = run_check(archive)
+    assert code == 2 and "archive: unzip it first" in out
+
+
+def test_metadata_beside_the_image_folders_is_named(real: Path):
+    outer = real.parent / "rendu"
+    inner = outer / "NOM_Prénom"
+    inner.mkdir(parents=True)
+    for split in ("train", "valid"):
+        shutil.move(real / split, inner / split)
+    shutil.move(real / "metadata.csv", outer / "metadata.csv")
+    code, out = run_check(outer)
+    assert code == 2 and f"Point at {inner}" in out and f"Move (or copy) {outer / 'metadata.csv'} into {inner}" in out
+
+
+@pytest.mark.parametrize("names", [
+    {"train": "Train", "valid": "VALID", "malade": "Malade", "sain": "SAIN"},
+    {"train": "training", "valid": "validation", "malade": "sick", "sain": "healthy"},
+    {"train": "Entraînement", "valid": "val", "malade": "disease", "sain": "normal"},
+    {"train": "train", "valid": "test", "malade": "malade", "sain": "No Finding"},
+])
+def test_split_and_class_folders_named_otherwise_are_read_with_the_rename_to_do(real: Path, names: dict):
+    code0, codes0 = baseline(real)
+    n_images = len(check(real).frame)
+    for split in ("train", "valid"):
+        for cls in ("malade", "sain"):
+            (real / split / cls).rename(real / split / names[cls])
+        (real / split).rename(real / names[split])
+    before = tree_hash(real)
+    report = check(real)
+    assert report.exit_code == max(code0, 1) and report.codes() - codes0 == {"folder-name"}
+    assert len(report.frame) == n_images
+    text = report.format()
+    assert f"{names['valid']}/ as valid/" in text and "Rename them train, valid, malade, sain" in text
+    code, out = run_check(real)
+    assert code == report.exit_code and "folder-name" in out
+    assert tree_hash(real) == before
+
+
+def test_test_folder_beside_valid_is_ignored_and_named(real: Path):
+    shutil.copytree(real / "valid", real / "test")
+    report = check(real)
+    assert "extra-folder" in report.codes() and "['test']" in report.format()
+    assert set(report.frame["split"]) == {"train", "valid"}
+
+
+def test_images_one_folder_deeper_are_read(real: Path):
+    n_images = len(check(real).frame)
+    for split in ("train", "valid"):
+        for cls in ("malade", "sain"):
+            sub = real / split / cls
+            (sub / "images").mkdir()
+            for p in sub.glob("*.png"):
+                p.rename(sub / "images" / p.name)
+    report = check(real)
+    assert "nested-images" in report.codes() and len(report.frame) == n_images
+    assert "Move them up into train/malade" in report.format()
+
+
+def test_names_and_extensions_differing_only_by_case_are_matched(real: Path):
+    code0, codes0 = baseline(real)
+    renamed = sorted((real / "train" / "sain").glob("*.png"))[:3]
+    for p in renamed:
+        p.rename(p.with_name(p.stem.upper() + ".PNG"))
+    before = tree_hash(real)
+    report = check(real)
+    assert report.codes() - codes0 == {"name-case"} and report.exit_code == max(code0, 1)
+    assert len(report.frame) == len(list(real.rglob("*.[pP][nN][gG]")))
+    assert {p.name for p in renamed} <= set(report.frame["Image Index"])  # the metadata's spelling is kept
+    assert tree_hash(real) == before
+
+
+def test_files_left_by_archive_tools_and_systems_are_ignored_silently(real: Path):
+    code0, codes0 = baseline(real)
+    sain = real / "train" / "sain"
+    (real / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (sain / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (sain / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (sain / "desktop.ini").write_text("[.ShellClassInfo]")
+    (sain / f"._{one_image(real, 'train', 'sain').name}").write_bytes(b"\0\5\26\7 resource fork")
+    (real / "__MACOSX" / "train" / "sain").mkdir(parents=True)
+    (real / "__MACOSX" / "train" / "sain" / "._x.png").write_bytes(b"\0\5\26\7")
+    report = check(real)
+    assert (report.exit_code, report.codes()) == (code0, codes0), report.format()
+
+
+def test_the_same_image_in_two_splits_or_two_classes_is_named_and_excluded(real: Path):
+    image = one_image(real, "train", "malade")
+    shutil.copy(image, real / "valid" / "sain" / image.name)
+    other = one_image(real, "valid", "malade")
+    shutil.copy(other, real / "valid" / "sain" / other.name)
+    report = check(real)
+    assert "image-in-two-folders" in report.codes() and report.exit_code >= 1
+    assert image.name not in set(report.frame["Image Index"]) and other.name not in set(report.frame["Image Index"])
+    assert str(real / "valid" / "sain" / image.name) in "".join(
+        next(i for i in report.issues if i.code == "image-in-two-folders").files)
+    code, out = run_check(real)
+    assert code == report.exit_code and "Keep each image in one folder only" in out
+
+
+def _table(folder: Path):
+    import pandas as pd
+
+    return pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+
+
+@pytest.mark.parametrize("save", [
+    "utf16", "utf16_tabs", "tabs", "semicolons_crlf", "blank_rows", "spaces", "header_case", "no_finding_case",
+])
+def test_metadata_as_spreadsheets_save_it_is_read(real: Path, save: str):
+    code0, codes0 = baseline(real)
+    frame0 = check(real).frame
+    table, path = _table(real), real / "metadata.csv"
+    if save == "utf16":
+        path.write_bytes(table.to_csv(index=False).encode("utf-16"))  # with its BOM, as Excel's « Unicode text »
+    elif save == "utf16_tabs":
+        path.write_bytes(table.to_csv(index=False, sep="\t").encode("utf-16"))
+    elif save == "tabs":
+        table.to_csv(path, index=False, sep="\t")
+    elif save == "semicolons_crlf":
+        table.to_csv(path, index=False, sep=";", lineterminator="\r\n")
+    elif save == "blank_rows":
+        path.write_text(table.to_csv(index=False) + ",,,,,,,,,,\n,,,,,,,,,,\n\n", encoding="utf-8")
+    elif save == "spaces":
+        table.map(lambda cell: f" {cell}  ").to_csv(path, index=False)
+    elif save == "header_case":
+        table.rename(columns={"Image Index": "image index", "Patient ID": "PATIENT_ID",
+                              "Finding Labels": "finding labels"}).to_csv(path, index=False)
+    elif save == "no_finding_case":
+        table.assign(**{"Finding Labels": table["Finding Labels"].replace("No Finding", "no finding")}).to_csv(
+            path, index=False)
+    before = tree_hash(real)
+    report = check(real)
+    assert (report.exit_code, report.codes()) == (code0, codes0), report.format()
+    columns = ["Image Index", "patient", "sex", "view", "age", "label"]
+    assert report.frame[columns].equals(frame0[columns])
+    assert tree_hash(real) == before
+
+
+def test_a_workbook_saved_as_metadata_csv_is_read_or_refused_with_the_fix(real: Path):
+    pytest.importorskip("openpyxl")
+    codes0 = baseline(real)[1]
+    _table(real).to_excel(real / "metadata.csv", index=False, engine="openpyxl")
+    report = check(real)
+    assert report.codes() - codes0 == {"metadata-workbook"} and len(report.frame) == len(check(real).frame)
+    assert "pandas.read_csv) cannot read it" in report.format() and "CSV UTF-8" in report.format()
+    (real / "metadata.csv").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))  # an old .xls
+    code, out = run_check(real)
+    assert code == 2 and ".xls" in out and "save it as « CSV UTF-8" in out
+
+
+def test_a_workbook_is_refused_with_the_fix_without_openpyxl(real: Path, monkeypatch: pytest.MonkeyPatch):
+    import builtins
+
+    pytest.importorskip("openpyxl")
+    _table(real).to_excel(real / "metadata.csv", index=False, engine="openpyxl")
+    real_import = builtins.__import__
+
+    def no_openpyxl(name, *args, **kwargs):
+        if name.startswith("openpyxl"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openpyxl)
+    report = check(real)
+    assert report.exit_code == 2 and "metadata-unreadable" in report.codes()
+    assert "Excel workbook (xlsx) saved under a .csv name" in report.format() and "CSV UTF-8" in report.format()

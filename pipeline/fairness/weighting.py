@@ -19,7 +19,6 @@ wants the protected attribute in the frame's index; it is five lines of pandas, 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from pipeline.cache import atomic_path
 from pipeline.data import schema as S
+from pipeline.data.folder import canonical_headers, read_table
 
 JTT_UPWEIGHT = 5.0
 
@@ -274,15 +274,8 @@ def write_weights_csv(metadata_csv: Path, train: pd.DataFrame, weights: pd.Serie
     if out_csv.resolve() == metadata_csv.resolve():
         raise ValueError(f"refusing to overwrite the user's metadata file {metadata_csv}; choose another "
                          "output path")
-    raw = metadata_csv.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # the loader accepts Latin-1 too (pipeline.data.read_metadata)
-        text = raw.decode("latin-1")
-    header = text.split("\n", 1)[0]
-    sep = ";" if header.count(";") > header.count(",") else ","
-    meta = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    meta.columns = [str(c).strip() for c in meta.columns]
+    table, sep, _ = read_table(metadata_csv)  # what the loader reads: UTF-16, tabs, a workbook...
+    meta = canonical_headers(table)
     if image_col not in meta.columns:
         raise ValueError(f"{metadata_csv} has no '{image_col}' column to match the train images on")
     by_image = pd.Series(weights.reindex(train.index).to_numpy(float), index=train[S.IMAGE].to_numpy())
