@@ -48,7 +48,8 @@ def attribute_columns(config: StudyConfig) -> list[str]:
         table = canonical_headers(read_table(meta)[0].head(0).rename(columns=config.column_mapping))
     except (TableError, OSError):
         return derived  # the folder check names the problem
-    return [*derived, *[c for c in table.columns if c not in S.NIH_COLUMNS and not c.startswith("Unnamed")]]
+    nih = {*S.NIH_COLUMNS, *S.NIH_IMAGE_COLUMNS}
+    return [*derived, *[c for c in table.columns if c not in nih and not c.startswith("Unnamed")]]
 
 
 def load_valid_config(args: argparse.Namespace, data_dir: str | None) -> StudyConfig:

@@ -29,6 +29,9 @@ REQUIRED_COLUMNS = (IMAGE, FINDINGS, PATIENT_ID, AGE_RAW, SEX_RAW, VIEW_RAW)
 NIH_COLUMNS = (IMAGE, FINDINGS, FOLLOW_UP, PATIENT_ID, AGE_RAW, SEX_RAW, VIEW_RAW)
 
 
+NIH_IMAGE_COLUMNS = ("OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]")  # size, not a group
+
+
 NO_FINDING = "No Finding"
 
 
