@@ -10,12 +10,13 @@ import platform
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pipeline import progress
-from pipeline.cache import code_version, memory, output_dir
+from pipeline.cache import atomic_path, cache_dir, code_version, combined_digest, file_digest, memory, output_dir
 from pipeline.config import StudyConfig, load_config
 from pipeline.data import schema as S
 from pipeline.data.folder import CheckReport, fingerprint, load_dataset
@@ -233,12 +234,58 @@ def describe_count(config: StudyConfig) -> str:
 _CONTEXTS: dict[str, StudyContext] = {}
 
 
+# The modules whose code computes the study (the report and render layers only format it).
+STUDY_CODE = ("cache.py", "config.py", "study.py", "data", "model", "fairness")
+
+
+def study_key(config: StudyConfig) -> str:
+    """Key of the whole computed study, cheap to compute (no decoding, no training stack imported).
+
+    The config, the data folder's files (path, size, modification time; the metadata's bytes) and the
+    source of the code that computes the study: any change recomputes through `run`, which reuses the
+    finer per-step cache.
+    """
+    root = config.data_path()
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    listing = [f"{p.relative_to(root)}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in files]
+    metadata = root / "metadata.csv"
+    here = Path(__file__).parent
+    sources = sorted(q for name in STUDY_CODE for q in ([here / name] if name.endswith(".py")
+                                                        else (here / name).rglob("*.py")))
+    return combined_digest([repr(config), *listing, file_digest(metadata) if metadata.is_file() else "",
+                            *(f"{q.relative_to(here)}:{q.read_text(encoding='utf-8')}" for q in sources)])
+
+
+def _load_or_run(config: StudyConfig) -> StudyContext:
+    """The computed study from its one cached object, else `run` (and store the object)."""
+    import joblib
+
+    _ensure_demo(config)
+    stored = cache_dir() / "study" / f"{study_key(config)}.joblib"
+    if stored.is_file():
+        try:
+            ctx = joblib.load(stored)
+        except Exception as err:  # a truncated or stale pickle is only a cache: recompute
+            print(f"warning: ignoring the cached study {stored}: {err}")
+        else:
+            if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.weights):
+                _write_weights(ctx)  # the user's copies, if _output/ was cleaned meanwhile
+            return ctx
+    ctx = run(config)
+    with atomic_path(stored) as tmp:
+        joblib.dump(ctx, tmp)
+    return ctx
+
+
 def context(config: StudyConfig | None = None) -> StudyContext:
-    """The study for the current config, computed once per Python process."""
+    """The study for the current config: loaded once per Python process from one cached object.
+
+    A document's kernel therefore imports neither torch nor Lightning when the study is cached.
+    """
     config = config or load_config()
     key = repr(config)  # the config holds a dict, so it is not hashable itself
     if key not in _CONTEXTS:
-        _CONTEXTS[key] = run(config)
+        _CONTEXTS[key] = _load_or_run(config)
     return _CONTEXTS[key]
 
 

@@ -11,6 +11,7 @@ resolved, conditional content filtered, callout titles set.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -235,16 +236,37 @@ def _option(cell: Cell, doc: Document, name: str, default: Any) -> Any:
     return cell.options.get(name, (doc.meta.get("execute") or {}).get(name, default))
 
 
-INLINE_CODE = ("print((lambda v: v._repr_markdown_() if hasattr(v, '_repr_markdown_') else v)"
-               "(({expr})), end='')")
+# An inline expression's value as Quarto asks the kernel for it: its display forms (mime bundle).
+INLINE_CODE = ("import json as _qmd_json\nfrom IPython import get_ipython as _qmd_ipython\n"
+               "_qmd_forms = _qmd_ipython().display_formatter.format(({expr}))[0]\n"
+               "print(_qmd_json.dumps({{k: v for k, v in _qmd_forms.items() if k in "
+               "('text/html', 'text/markdown', 'text/latex', 'text/plain')}}), end='')")
+
+
+def _escaped_markdown(text: str) -> str:
+    """A `text/plain` value as Quarto 1.10 writes it: a quoted repr unquoted and its Markdown escaped."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return re.sub(r"([\\`*_{}\[\]()>#+,\-.!])", r"\\\1", text[1:-1].replace("\\", "\\\\"))
+    return text
+
+
+def inline_value(forms: dict[str, str], fmt: str) -> str:
+    """What Quarto writes for an inline expression with these display forms (jupyter-inline.ts)."""
+    order = ["text/html", "text/markdown"] if fmt in HTML_FORMATS else ["text/markdown"]
+    for mime in [*order, "text/plain"]:
+        if mime in forms:
+            data = forms[mime]
+            return (f"`{data}`{{=html}}" if mime == "text/html" else data if mime == "text/markdown"
+                    else _escaped_markdown(data))
+    return ""
 
 
 def execute(doc: Document, cwd: Path, env: dict[str, str] | None = None,
             timeout: int | None = None) -> list[Any]:
     """Run the document's cells and inline expressions in one kernel; outputs per part.
 
-    A cell part gets its Jupyter outputs (None when not evaluated); a text part, the plain-text
-    values of its inline expressions in order.
+    A cell part gets its Jupyter outputs (None when not evaluated); a text part, the display forms
+    (mime bundles) of its inline expressions in order.
     """
     nb = nbformat.v4.new_notebook()
     index: list[tuple[int, int | None]] = []  # (part, inline expression number or None)
@@ -280,7 +302,7 @@ def execute(doc: Document, cwd: Path, env: dict[str, str] | None = None,
         else:
             text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream"
                            and o.get("name") == "stdout")
-            outputs[part] = [*(outputs[part] or []), text]
+            outputs[part] = [*(outputs[part] or []), json.loads(text)]
     return outputs
 
 
@@ -403,7 +425,9 @@ def to_markdown(doc: Document, outputs: list[Any], emitter: Emitter) -> str:
             pieces.append(emitter.cell(part, out or [], doc))
         else:
             values = iter(out or [])
-            pieces.append(INLINE.sub(lambda _m, it=values: next(it, ""), part.text))
+            # As Quarto: an empty value leaves the expression as written.
+            pieces.append(INLINE.sub(lambda m, it=values: inline_value(next(it, {}), emitter.fmt) or m.group(0),
+                                     part.text))
     text = conditional_content("\n".join(pieces).replace(PAGEBREAK_MARK, PAGEBREAK), emitter.fmt)
     return number_crossrefs(callout_titles(text), xref_words(doc.meta))
 

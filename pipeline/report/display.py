@@ -5,6 +5,11 @@ JavaScript is inlined once per kernel, so the HTML opens offline) and `image/png
 216 ppi: 3 pixels per CSS pixel, sharp in print, 1 pt per CSS pixel on paper). Quarto, like the
 fallback, prefers `text/html` for HTML and reveal.js outputs and `image/png` for Typst/PDF.
 `table(df)` prints a Markdown pipe table, for cells with `#| output: asis` (and a `tbl-cap`).
+
+Inline expressions: Quarto shows a value's `text/markdown` form as Markdown, but a plain `str` through
+its repr, Markdown escaped (`\\xa0` and literal `**`). Importing this module in a kernel gives every
+`str` a `text/markdown` form (`markdown_strings`), so `{python} f(ctx)` returning French Markdown
+reads as written, in Quarto and in the fallback (which picks the same form).
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest
+
 PNG_PPI = 216  # 3 pixels per CSS pixel, and a print size where 1 CSS pixel = 1 pt
+
+
+QUARTO_NO_TABLE = "<!--| quarto-html-table-processing: none -->\n"  # Quarto's switch for library authors
 
 
 BUNDLE_ATTR = "data-vega-bundle"  # marks the inlined library so the fallback can place it once
@@ -30,6 +40,22 @@ _NUMERIC = re.compile(r"^[−+\-]?\d|^n\.d\.$")
 _state = {"bundle_emitted": False}
 
 
+def markdown_strings() -> bool:
+    """In an IPython kernel, show `str` values as Markdown (inline expressions); False outside one."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.display_formatter.formatters["text/markdown"].for_type(str, lambda text: text)
+    return True
+
+
+markdown_strings()
+
+
 def _spec(chart: Any) -> dict:
     return chart.to_dict() if hasattr(chart, "to_dict") else dict(chart)
 
@@ -39,7 +65,12 @@ def bundle_script() -> str:
     """Vega, Vega-Lite and Vega-Embed as one inline module script (no CDN: works offline)."""
     import vl_convert as vlc
 
-    js = vlc.javascript_bundle("window.vegaEmbed = vegaEmbed;")
+    path = cache_dir() / "charts" / f"vega-bundle-{vlc.__version__}.js"  # seconds to build: built once
+    if path.is_file():
+        js = path.read_text(encoding="utf-8")
+    else:
+        js = vlc.javascript_bundle("window.vegaEmbed = vegaEmbed;")
+        atomic_write_text(path, js)
     return f'<script type="module" {BUNDLE_ATTR}="1">{js}</script>'
 
 
@@ -48,7 +79,6 @@ def chart_bundle(chart: Any, include_library: bool | None = None) -> dict[str, s
 
     The library goes with the first chart shown by this kernel (`include_library=None`).
     """
-    import vl_convert as vlc
 
     if include_library is None:
         include_library = not _state["bundle_emitted"]
@@ -56,11 +86,26 @@ def chart_bundle(chart: Any, include_library: bool | None = None) -> dict[str, s
     spec = _spec(chart)
     div = f"vega-{uuid.uuid4().hex[:12]}"
     # Module scripts run in document order, after the library's own module script.
-    html = (f'{bundle_script() if include_library else ""}<div id="{div}" class="vega-chart"></div>\n'
+    # The comment tells Quarto not to parse the chart as an HTML table (its script holds "<table" strings).
+    html = (f'{QUARTO_NO_TABLE}{bundle_script() if include_library else ""}<div id="{div}" class="vega-chart"></div>\n'
             f'<script type="module">window.vegaEmbed("#{div}", {json.dumps(spec)}, '
             '{"actions": false, "renderer": "svg"});</script>')
+    return {"text/html": html, "image/png": base64.b64encode(chart_png(spec)).decode("ascii")}
+
+
+def chart_png(spec: dict) -> bytes:
+    """The chart's PNG, cached by content (the spec and the vl-convert version): a re-render after a
+    prose edit converts no chart again."""
+    import vl_convert as vlc
+
+    key = combined_digest([json.dumps(spec, sort_keys=True, default=str), vlc.__version__, str(PNG_PPI)])
+    path = cache_dir() / "charts" / f"{key}.png"
+    if path.is_file():
+        return path.read_bytes()
     png = vlc.vegalite_to_png(spec, ppi=PNG_PPI)
-    return {"text/html": html, "image/png": base64.b64encode(png).decode("ascii")}
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return png
 
 
 def chart(c: Any) -> None:
