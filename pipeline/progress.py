@@ -72,6 +72,8 @@ class Stage:
 def stage(name: str) -> Iterator[Stage]:
     """Run a stage; its line ends with the time taken (call `done(detail)` to say what it did)."""
     current = Stage(name)
+    if not _stages:
+        _last.clear()  # a new top-level stage: forget where an earlier one stopped
     _stages.append(current)
     finished = False
     try:

@@ -105,13 +105,13 @@ def _train_all(ctx: StudyContext) -> None:
             done += 1
             head = config.training.mode == "last_layer" and (method != "uniform" or
                                                              config.training.feature_source == "pretrained")
-            progress.update(f"{'head' if head else 'network'} {done}/{total} ({method}, seed {seed})")
+            progress.update(f"{'head' if head else 'network'} {done}/{total}: {method}, seed {seed}")
             context = {"train_proba": erm_proba} if erm_proba is not None else {}
             weights = compute_weights(method, train, attributes,
                                       all_attributes=list(config.sensitive_attributes), **context)
             preds, info = predict_with_weights(ctx.frame, weights.to_numpy(), config.training, seed)
             if not head and not info["cached"]:
-                progress.milestone(f"network {done}/{total} ({method}, seed {seed}): {info['epochs']} epochs, "
+                progress.milestone(f"network {done}/{total}: {method}, seed {seed}, {info['epochs']} epochs, "
                                    f"{info['backbone_training_seconds']:.1f} s")
             preds = _attach_attributes(preds, ctx.frame, config)
             if method == "uniform":
@@ -228,7 +228,7 @@ def describe_count(config: StudyConfig) -> str:
     if config.training.mode == "full":
         return f"{n_seeds * n_methods} networks"
     networks = 0 if config.training.feature_source == "pretrained" else n_seeds
-    return f"{networks} networks + {n_seeds * n_methods - networks} heads"
+    return f"{networks} network{'s' * (networks != 1)} + {n_seeds * n_methods - networks} heads"
 
 
 _CONTEXTS: dict[str, StudyContext] = {}

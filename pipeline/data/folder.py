@@ -246,7 +246,7 @@ def _layout_problems(data_dir: Path, report: CheckReport) -> bool:
                    f"inside it{where}.", "Point at the folder that holds train/{malade,sain}/, valid/{malade,sain}/ "
                    "and metadata.csv (the course's layout).", [data_dir])
         return False
-    fix = f"Point at {root}: `python -m pipeline check {root}`, or data_dir: {root} in study.yml."
+    fix = f"Point at {root}: data_dir: {root} in study.yml, or --data {root} (check {root})."
     if not (root / "metadata.csv").is_file() and (data_dir / "metadata.csv").is_file():
         fix += f" Move (or copy) {data_dir / 'metadata.csv'} into {root} too."
     report.add("error", "wrong-data-folder", f"{data_dir} is not the data folder: its train/ and valid/ folders "

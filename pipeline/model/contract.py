@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import os
 import sys
 from pathlib import Path
@@ -23,28 +22,20 @@ import pandas as pd
 from pipeline.cache import atomic_path
 from pipeline.config import PRECISIONS, ConfigError, TrainingConfig
 from pipeline.data import schema as S
-from pipeline.data.folder import CheckReport, list_images
+from pipeline.data.folder import CheckReport, TableError, canonical_headers, list_images, read_table
 from pipeline.data.images import image_array
 from pipeline.model.backbones import Classifier, available_backbones
 from pipeline.model.training import fit, predict
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    """A metadata CSV as text cells, whatever its separator (`,` `;`) and encoding (UTF-8, Latin-1)."""
+    """A metadata CSV as text cells, whatever its separator and encoding (see `folder.read_table`)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: pass the metadata CSV with --csv.")
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    header = text.split("\n", 1)[0]
-    try:
-        meta = pd.read_csv(io.StringIO(text), sep=";" if header.count(";") > header.count(",") else ",",
-                           dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ConfigError(f"{path} cannot be read as CSV ({err}).") from err
-    meta.columns = [str(c).strip() for c in meta.columns]
+        meta = canonical_headers(read_table(path)[0])  # as the study reads it: UTF-16, tabs, a workbook...
+    except TableError as err:
+        raise ConfigError(str(err)) from err
     if S.IMAGE not in meta.columns:
         raise ConfigError(f"{path} has no '{S.IMAGE}' column (found {list(meta.columns)[:6]}): "
                           "pass a metadata CSV of the NIH format.")
