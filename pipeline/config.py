@@ -84,8 +84,10 @@ class PostprocessingConfig:
         "to_equalized_odds", "to_tpr_parity", "reject_option", "calibrated_eq_odds",
     )
     attribute: str = "sex"
-    fit_fraction: float = 0.5  # share of valid PATIENTS used to fit post-processors
+    fit_fraction: float = 0.5  # single fit/score split (postprocess.split_fit_score); the grid cross-fits
     seed: int = 0
+    folds: int = 5  # cross-fitting: patient folds, each decided by the rule fitted on the others
+    n_refit: int = 30  # patient resamples in which every rule is refitted (the grid's intervals)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class EvaluationConfig:
     n_bootstrap: int = 500
     seed: int = 0
     exclude_leaking_patients: bool = True
+    min_per_class: int = 10  # a group's rate needs this many images of its class (else « n.d. »)
 
 
 @dataclass(frozen=True)
@@ -185,5 +188,9 @@ def _validate(config: StudyConfig, path: Path) -> None:
         raise ConfigError(f"{path}: training.feature_source must be 'erm' or 'pretrained'.")
     if not 0 < config.training.subsample_fraction <= 1:
         raise ConfigError(f"{path}: training.subsample_fraction must be in (0, 1].")
+    if config.postprocessing.folds < 2 or config.postprocessing.n_refit < 0:
+        raise ConfigError(f"{path}: postprocessing.folds must be >= 2 and postprocessing.n_refit >= 0.")
+    if config.evaluation.min_per_class < 1:
+        raise ConfigError(f"{path}: evaluation.min_per_class must be >= 1 (default 10).")
     if not 0 < config.postprocessing.fit_fraction < 1:
         raise ConfigError(f"{path}: postprocessing.fit_fraction must be in (0, 1).")

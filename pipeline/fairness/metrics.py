@@ -531,12 +531,21 @@ def point_metrics_fast(preds: pd.DataFrame, attribute: str, decision_col: str = 
     return {m: float(reps[m][0]) for m in SUMMARY}
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    """(low, high, share of replicates where defined); NaN bounds when too few are defined."""
+def _interval(values: np.ndarray, center: float | None = None) -> tuple[float, float, float]:
+    """(low, high, share of replicates where defined); NaN bounds when too few are defined.
+
+    Percentile interval; with `center` (the estimate) the normal one, center +- z SD of the replicates,
+    steadier when the replicates are few (the grid's refitting replicates).
+    """
     ok = ~np.isnan(values)
     share = float(ok.mean()) if len(values) else 0.0
     if share < MIN_DEFINED_SHARE or ok.sum() < 2:
         return float("nan"), float("nan"), share
+    if center is not None:
+        if not np.isfinite(center):
+            return float("nan"), float("nan"), share
+        half = stats.norm.ppf(0.5 + LEVEL / 2) * float(np.std(values[ok], ddof=1))
+        return float(center - half), float(center + half), share
     alpha = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values[ok], [alpha, 100 - alpha])
     return float(low), float(high), share
@@ -580,11 +589,12 @@ def _attrs(table: pd.DataFrame, **info: object) -> pd.DataFrame:
     return table
 
 
-def summary_rows(point: dict[str, float], reps: dict[str, np.ndarray], groups: dict[str, np.ndarray]) -> list[dict]:
+def summary_rows(point: dict[str, float], reps: dict[str, np.ndarray], groups: dict[str, np.ndarray],
+                 normal: bool = False) -> list[dict]:
     """metric, estimate, low, high, defined, p_equal (gaps: test of equal group rates)."""
     rows = []
     for m in SUMMARY:
-        low, high, share = _interval(reps[m])
+        low, high, share = _interval(reps[m], point[m] if normal else None)
         p = equal_rates_test(groups, reps, EQUAL_RATES[m]) if m in EQUAL_RATES else np.nan
         rows.append({"metric": m, "estimate": point[m], "low": low, "high": high, "defined": share, "p_equal": p})
     return rows
@@ -680,11 +690,11 @@ def adjust(p: np.ndarray, method: str = CORRECTION) -> np.ndarray:
     return out
 
 
-def _diff_rows(pa: dict, pb: dict, ra: dict, rb: dict) -> list[dict]:
+def _diff_rows(pa: dict, pb: dict, ra: dict, rb: dict, normal: bool = False) -> list[dict]:
     rows = []
     for m in SUMMARY:
-        low, high, share = _interval(ra[m] - rb[m])
         diff = pa[m] - pb[m]
+        low, high, share = _interval(ra[m] - rb[m], diff if normal else None)
         rows.append({"metric": m, "diff": diff, "low": low, "high": high, "defined": share,
                      "p": difference_p(diff, ra[m] - rb[m])})
     return rows
@@ -720,16 +730,18 @@ def paired_difference(preds_a: pd.DataFrame, preds_b: pd.DataFrame, attribute: s
 
 def comparison_table(points: dict[str, dict[str, float]], reps: dict[str, dict[str, np.ndarray]],
                      groups: dict[str, dict[str, np.ndarray]], baseline: str,
-                     tested: tuple[str, ...] = TESTED) -> pd.DataFrame:
+                     tested: tuple[str, ...] = TESTED, normal: bool = False) -> pd.DataFrame:
     """The long comparison table from each method's point metrics and replicates (same resamples).
 
     Columns: method, metric, estimate, low, high, defined, p_equal, diff, diff_low, diff_high, p,
     p_adjusted (Holm over every method but the baseline x `tested` metric), significant.
+    `normal`: normal intervals (estimate +- z SD) instead of percentiles, for few replicates.
     """
     rows = []
     for method in points:
-        diffs = {r["metric"]: r for r in _diff_rows(points[method], points[baseline], reps[method], reps[baseline])}
-        for r in summary_rows(points[method], reps[method], groups[method]):
+        diffs = {r["metric"]: r for r in _diff_rows(points[method], points[baseline], reps[method], reps[baseline],
+                                                    normal)}
+        for r in summary_rows(points[method], reps[method], groups[method], normal):
             d = diffs[r["metric"]]
             rows.append({"method": method, **r, "diff": d["diff"], "diff_low": d["low"], "diff_high": d["high"],
                          "p": d["p"]})
