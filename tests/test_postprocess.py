@@ -82,7 +82,7 @@ def test_the_grid_cross_fits_every_patient_and_refits_without_the_scored_patient
     calls = _spy_on_fits(monkeypatch)
     base = planted(1, n_patients=120)
     preds = {"uniform": base, "jtt": base.assign(proba=base["proba"] ** 0.8)}
-    grid = run_grid(preds, list(P.POSTPROCESSORS), "sex", 3, 0, n_refit=2, boot_seed=0)
+    grid = run_grid(preds, list(P.POSTPROCESSORS), "sex", 3, 0, n_refit=2, boot_seed=0, n_jobs=1)  # spies in-process
     assert grid.n_folds == 3
     assert len(calls) == len(preds) * len(P.POSTPROCESSORS) * 3 * (1 + 2)  # (point fit + 2 refits) x 3 folds
     every = set(base["patient"])

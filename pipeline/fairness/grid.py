@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
@@ -61,6 +62,9 @@ SCORE_COL = "kept_score"  # the score a rule keeps (AUC, ECE), NaN when the rule
 
 
 BASELINE = ("uniform", "none")
+
+
+N_JOBS = -1  # processes for the refits (joblib; -1: every core): the refits are the grid's cost
 
 
 @dataclass
@@ -171,6 +175,15 @@ def crossfit_decisions(preds: pd.DataFrame, method: str, attribute: str, fold: n
     return out, params, notes
 
 
+def _crossfit_and_refits(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, seed: int,
+                         row_draws: np.ndarray) -> tuple[np.ndarray, list[dict], list[str], np.ndarray]:
+    """The cross-fitted decisions and, for each resample (rows of `row_draws`, counts per image), the
+    decisions of the rules refitted on it."""
+    decision, params, notes = crossfit_decisions(preds, method, attribute, fold, seed)
+    refits = [crossfit_decisions(preds, method, attribute, fold, seed, counts)[0] for counts in row_draws]
+    return decision, params, notes, np.stack(refits) if refits else np.zeros((0, len(preds)))
+
+
 def _describe(where: dict[str, str]) -> str:
     return "; ".join(f"{'tous' if g == 'all' else g} : {cls}" for g, cls in where.items())
 
@@ -192,7 +205,7 @@ def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str,
 
 def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str], attribute: str,
              folds: int, seed: int, n_refit: int, boot_seed: int,
-             min_per_class: int = MIN_PER_CLASS) -> GridResult:
+             min_per_class: int = MIN_PER_CLASS, n_jobs: int = N_JOBS) -> GridResult:
     """Cross-fit each post-processor on the evaluation patients, for each weighting; refit in each replicate.
 
     `table` columns: weighting, postprocessor, combination (« weighting + postprocessor »),
@@ -215,16 +228,17 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
                         n_folds=len(np.unique(fold)), n_refit=n_refit)
     notes: list[str] = []
     refits: dict[tuple[str, str], np.ndarray] = {}
-    for weighting, preds in aligned.items():
-        for method in methods:
-            decision, params, caught = crossfit_decisions(preds, method, attribute, fold, seed)
-            notes.extend(caught)
-            kept = preds[S.PROBA].to_numpy(float) if POSTPROCESSORS[method].keeps_score else np.nan
-            result.decisions[(weighting, method)] = preds.assign(**{DECISION: decision, SCORE_COL: kept})
-            result.params[(weighting, method)] = params
-            refits[(weighting, method)] = np.stack([crossfit_decisions(preds, method, attribute, fold, seed,
-                                                                       row_draws[cluster])[0]
-                                                    for row_draws in draws]) if n_refit else np.zeros((0, len(preds)))
+    jobs = [(w, m) for w in aligned for m in methods]
+    row_draws = draws[:, cluster]
+    done = Parallel(n_jobs=n_jobs)(delayed(_crossfit_and_refits)(aligned[w], m, attribute, fold, seed, row_draws)
+                                   for w, m in jobs)
+    for (weighting, method), (decision, params, caught, refitted) in zip(jobs, done, strict=True):
+        preds = aligned[weighting]
+        notes.extend(caught)
+        kept = preds[S.PROBA].to_numpy(float) if POSTPROCESSORS[method].keeps_score else np.nan
+        result.decisions[(weighting, method)] = preds.assign(**{DECISION: decision, SCORE_COL: kept})
+        result.params[(weighting, method)] = params
+        refits[(weighting, method)] = refitted
     result.warnings = list(dict.fromkeys(notes))
     result.timings["fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
