@@ -348,3 +348,24 @@ def test_result_charts_build(tmp_path):
         assert "Femme" in chart.to_json() or "Uniforme" in chart.to_json()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
     assert "Femme" in built[0].to_json() and "Reweighing" in built[1].to_json()
+
+
+# ---------------------------------------------------------------- small groups
+
+
+def test_a_rate_needs_min_per_class_images_and_a_gap_is_nan_when_a_defined_group_drops_out():
+    p = make_preds(200, seed=21)
+    sick_f = p[(p[S.SEX] == "F") & (p[S.LABEL] == 1)]
+    small = p.drop(index=sick_f.index[12:])  # F keeps 12 positives: TPR defined at 10, not at 15
+    assert np.isfinite(M.group_metrics(small, S.SEX).loc["F", "tpr"])
+    assert np.isnan(M.group_metrics(small, S.SEX, min_per_class=15).loc["F", "tpr"])
+    assert np.isnan(M.point_metrics(small, S.SEX, min_per_class=15)["tpr_signed"])
+    assert M.undefined_groups(small, S.SEX, 15) == [{"group": "F", "class": "positifs", "count": 12, "min": 15}]
+    # with 12 positives, many resamples hold fewer than 10: the gap is NaN there, not a gap over M alone
+    design = M._design(small, S.SEX, M.DECISION, S.PROBA)
+    reps = M.replicates_of(design, M.draw_counts(design.n_clusters, 300, 0))
+    f_undefined = np.isnan(reps["group:tpr"][:, 0])
+    assert 0.05 < f_undefined.mean() < 0.95
+    assert np.isnan(reps["eopp_diff"][f_undefined]).all() and np.isfinite(reps["eopp_diff"][~f_undefined]).all()
+    low, _, share = M._interval(reps["eopp_diff"])
+    assert share < M.MIN_DEFINED_SHARE and np.isnan(low)  # too often undefined: no interval, said so

@@ -504,7 +504,7 @@ def replicates_of(design: _Design, draws: np.ndarray, decisions: np.ndarray | No
     rng = np.random.default_rng(seed + 7919) if realised and (design.randomised or decisions is not None) else None
     chunk = int(max(1, MAX_CELLS // max(len(design.y), design.n_clusters, 1)))
     parts = [_replicate(design, draws[i:i + chunk], None if decisions is None else decisions[i:i + chunk], rng)
-             for i in range(0, len(draws), chunk)]
+             for i in range(0, len(draws), chunk)] or [_replicate(design, draws[:0])]  # no replicate
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
