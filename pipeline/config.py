@@ -88,8 +88,10 @@ class PostprocessingConfig:
         "to_equalized_odds", "to_tpr_parity", "reject_option", "calibrated_eq_odds",
     )
     attribute: str = "sex"
-    fit_fraction: float = 0.5  # share of valid PATIENTS used to fit post-processors
+    fit_fraction: float = 0.5  # single fit/score split (postprocess.split_fit_score); the grid cross-fits
     seed: int = 0
+    folds: int = 5  # cross-fitting: patient folds, each decided by the rule fitted on the others
+    n_refit: int = 30  # patient resamples in which every rule is refitted (the grid's intervals)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class EvaluationConfig:
     n_bootstrap: int = 500
     seed: int = 0
     exclude_leaking_patients: bool = True
+    min_per_class: int = 10  # a group's rate needs this many images of its class (else « n.d. »)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "training.subsample_fraction": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
     "postprocessing.fit_fraction": (lambda v: 0 < v < 1, "strictly between 0 and 1, e.g. 0.5"),
     "evaluation.n_bootstrap": (lambda v: v >= 1, "at least 1 (500 or more for the report)"),
+    "evaluation.min_per_class": (lambda v: v >= 1, "at least 1 (default 10)"),
+    "postprocessing.folds": (lambda v: v >= 2, "at least 2 (default 5)"),
 }
 
 

@@ -127,12 +127,15 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
 
 
 def _weighting_metrics(decided: dict[str, pd.DataFrame], attributes: list[str], main: str, n_boot: int,
-                       seed: int, code: str) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+                       seed: int, code: str, min_per_class: int = 10
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Comparison tables per attribute and per-group rates for the main attribute (`code`: cache key)."""
     from pipeline.fairness.metrics import bootstrap_group_metrics, compare_methods
 
-    comparisons = {a: compare_methods(decided, a, "uniform", n_boot, seed) for a in dict.fromkeys([*attributes, main])}
-    rates = {m: bootstrap_group_metrics(p, main, n_boot, seed) for m, p in decided.items()}
+    comparisons = {a: compare_methods(decided, a, "uniform", n_boot, seed, min_per_class=min_per_class)
+                   for a in dict.fromkeys([*attributes, main])}
+    rates = {m: bootstrap_group_metrics(p, main, n_boot, seed, min_per_class=min_per_class)
+             for m, p in decided.items()}
     return comparisons, rates
 
 
@@ -143,7 +146,7 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
     compute = memory().cache(_weighting_metrics)
     ctx.comparison_by_attribute, ctx.group_rates = compute(decided, list(ctx.config.sensitive_attributes),
                                                            attribute, ev.n_bootstrap, ev.seed,
-                                                           code_version("fairness.metrics"))
+                                                           code_version("fairness.metrics"), ev.min_per_class)
     ctx.comparison = ctx.comparison_by_attribute[attribute]
     ctx.seed_metrics = _seed_metrics(ctx)
 
@@ -173,12 +176,12 @@ def _write_weights(ctx: StudyContext) -> None:
         write_weights_csv(source, train, weights, ctx.config.weighting.weights_col, out_dir / f"{method}.csv")
 
 
-def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, fit_fraction: float, seed: int,
-          n_boot: int, boot_seed: int, code: str):
+def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, folds: int, seed: int,
+          n_refit: int, boot_seed: int, code: str, min_per_class: int = 10):
     """The post-processing grid (`code`: cache key of the code that computes it)."""
     from pipeline.fairness.grid import run_grid
 
-    return run_grid(preds, methods, attribute, fit_fraction, seed, n_boot, boot_seed)
+    return run_grid(preds, methods, attribute, folds, seed, n_refit, boot_seed, min_per_class)
 
 
 def run(config: StudyConfig | None = None) -> StudyContext:
@@ -215,9 +218,10 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     ctx.timings["weighting metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     code = code_version("fairness.metrics", "fairness.postprocess", "fairness.grid")
-    with progress.stage(f"post-processing grid ({len(ctx.predictions)} x {len(pp.methods)})"):
-        ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.fit_fraction,
-                                         pp.seed, ev.n_bootstrap, ev.seed, code)
+    with progress.stage(f"post-processing grid ({len(ctx.predictions)} x {len(pp.methods)}, {pp.folds} folds, "
+                        f"{pp.n_refit} refits)"):
+        ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.folds,
+                                         pp.seed, pp.n_refit, ev.seed, code, ev.min_per_class)
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     return ctx
 

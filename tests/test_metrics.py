@@ -156,20 +156,21 @@ def _with_one_class_group(p: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_group_with_one_class_or_one_image_is_nan_not_a_crash():
+    """With the smallest threshold (one image of a class) only truly empty classes are undefined."""
     p = _with_one_class_group(make_preds(seed=5))
-    table = M.group_metrics(p, S.SEX)
+    table = M.group_metrics(p, S.SEX, min_per_class=1)
     assert np.isnan(table.loc["X", ["tpr", "fnr", "balanced_accuracy", "auc"]].astype(float)).all()
     assert np.isfinite(table.loc["X", "fpr"]) and np.isfinite(table.loc["X", "selection_rate"])
     assert np.isnan(table.loc["L", "auc"]) and table.loc["L", "n"] == 1
-    point = M.point_metrics(p, S.SEX)
+    point = M.point_metrics(p, S.SEX, min_per_class=1)
     assert np.isfinite(point["eopp_diff"])  # defined on the groups where TPR is defined
-    fast = M.point_metrics_fast(p, S.SEX)
+    fast = M.point_metrics_fast(p, S.SEX, min_per_class=1)
     assert all(close(point[k], fast[k]) for k in M.SUMMARY)
-    boot = M.bootstrap_group_metrics(p, S.SEX, n_boot=100).set_index(["group", "metric"])
+    boot = M.bootstrap_group_metrics(p, S.SEX, n_boot=100, min_per_class=1).set_index(["group", "metric"])
     assert np.isnan(boot.loc[("X", "tpr"), ["estimate", "low", "high"]].astype(float)).all()
     assert boot.loc[("X", "tpr"), "defined"] == 0
     assert np.isfinite(boot.loc[("F", "tpr"), "low"])
-    assert M.bootstrap_metrics(p, S.SEX, n_boot=50)["estimate"].notna().sum() >= 10
+    assert M.bootstrap_metrics(p, S.SEX, n_boot=50, min_per_class=1)["estimate"].notna().sum() >= 10
 
 
 def test_single_group_or_no_score_gives_nan_gaps():
@@ -288,8 +289,8 @@ def test_paired_interval_detects_a_real_difference_and_is_narrower_than_unpaired
     p = make_preds(600, seed=15)
     near = (p[S.LABEL] == 1) & p[S.PROBA].between(0.45, 0.5)  # a few more true positives
     better = p.assign(**{M.DECISION: np.where(near, 1.0, p[M.DECISION])})
-    d = M.paired_difference(better, p, S.SEX, n_boot=300).set_index("metric")
-    assert d.loc["tpr", "diff"] > 0 and d.loc["tpr", "significant"]
+    d = M.paired_difference(better, p, S.SEX, n_boot=300, tested=("tpr", "balanced_accuracy")).set_index("metric")
+    assert d.loc["tpr", "diff"] > 0 and d.loc["tpr", "significant"]  # after Holm over the two tested metrics
     a = M.bootstrap_metrics(better, S.SEX, n_boot=300, seed=1).set_index("metric")
     b = M.bootstrap_metrics(p, S.SEX, n_boot=300, seed=2).set_index("metric")
     unpaired = np.hypot((a["high"] - a["low"]) / 2, (b["high"] - b["low"]) / 2)["balanced_accuracy"]
@@ -347,3 +348,24 @@ def test_result_charts_build(tmp_path):
         assert "Femme" in chart.to_json() or "Uniforme" in chart.to_json()
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
     assert "Femme" in built[0].to_json() and "Reweighing" in built[1].to_json()
+
+
+# ---------------------------------------------------------------- small groups
+
+
+def test_a_rate_needs_min_per_class_images_and_a_gap_is_nan_when_a_defined_group_drops_out():
+    p = make_preds(200, seed=21)
+    sick_f = p[(p[S.SEX] == "F") & (p[S.LABEL] == 1)]
+    small = p.drop(index=sick_f.index[12:])  # F keeps 12 positives: TPR defined at 10, not at 15
+    assert np.isfinite(M.group_metrics(small, S.SEX).loc["F", "tpr"])
+    assert np.isnan(M.group_metrics(small, S.SEX, min_per_class=15).loc["F", "tpr"])
+    assert np.isnan(M.point_metrics(small, S.SEX, min_per_class=15)["tpr_signed"])
+    assert M.undefined_groups(small, S.SEX, 15) == [{"group": "F", "class": "positifs", "count": 12, "min": 15}]
+    # with 12 positives, many resamples hold fewer than 10: the gap is NaN there, not a gap over M alone
+    design = M._design(small, S.SEX, M.DECISION, S.PROBA)
+    reps = M.replicates_of(design, M.draw_counts(design.n_clusters, 300, 0))
+    f_undefined = np.isnan(reps["group:tpr"][:, 0])
+    assert 0.05 < f_undefined.mean() < 0.95
+    assert np.isnan(reps["eopp_diff"][f_undefined]).all() and np.isfinite(reps["eopp_diff"][~f_undefined]).all()
+    low, _, share = M._interval(reps["eopp_diff"])
+    assert share < M.MIN_DEFINED_SHARE and np.isnan(low)  # too often undefined: no interval, said so

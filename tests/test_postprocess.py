@@ -78,17 +78,21 @@ def _spy_on_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, set[str]]]:
     return calls
 
 
-def test_no_postprocessor_sees_its_scoring_patients_in_the_grid(monkeypatch: pytest.MonkeyPatch):
+def test_the_grid_cross_fits_every_patient_and_refits_without_the_scored_patients(monkeypatch: pytest.MonkeyPatch):
     calls = _spy_on_fits(monkeypatch)
-    preds = {"uniform": planted(1), "jtt": planted(1).assign(proba=lambda d: d["proba"] ** 0.8)}
-    grid = run_grid(preds, list(P.POSTPROCESSORS), "sex", 0.5, 0, n_boot=20, boot_seed=0)
-    assert grid.fit_patients and grid.score_patients and not grid.fit_patients & grid.score_patients
-    assert {name for name, _ in calls} == set(P.POSTPROCESSORS)
-    assert len(calls) == len(preds) * len(P.POSTPROCESSORS)
-    for name, patients in calls:
-        assert patients == grid.fit_patients, name
+    base = planted(1, n_patients=120)
+    preds = {"uniform": base, "jtt": base.assign(proba=base["proba"] ** 0.8)}
+    grid = run_grid(preds, list(P.POSTPROCESSORS), "sex", 3, 0, n_refit=2, boot_seed=0, n_jobs=1)  # spies in-process
+    assert grid.n_folds == 3
+    assert len(calls) == len(preds) * len(P.POSTPROCESSORS) * 3 * (1 + 2)  # (point fit + 2 refits) x 3 folds
+    every = set(base["patient"])
+    rest = [every - set(base["patient"][grid.fold == f]) for f in range(3)]
+    for name, patients in calls:  # each rule saw only the other folds' patients (a resample of them: refits)
+        assert any(patients <= other for other in rest), name
+    assert sum(any(patients == other for other in rest) for _, patients in calls) >= len(preds) * len(
+        P.POSTPROCESSORS) * 3
     for decided in grid.decisions.values():
-        assert set(decided["patient"]) == grid.score_patients
+        assert set(decided["patient"]) == every == grid.patients
 
 
 def test_crossfit_decides_every_patient_with_a_rule_fitted_without_them(monkeypatch: pytest.MonkeyPatch):
@@ -281,7 +285,7 @@ def test_the_grid_has_every_combination_with_intervals_and_paired_differences():
     preds = {w: planted(12).assign(proba=lambda d, k=k: d["proba"] ** (1 + k / 4))
              for k, w in enumerate(("uniform", "reweighing", "jtt"))}
     methods = ["threshold_global", "to_equalized_odds", "reject_option", "calibrated_eq_odds"]
-    grid = run_grid(preds, methods, "sex", 0.5, 0, 50, 0)
+    grid = run_grid(preds, methods, "sex", 5, 0, 10, 0)
     t = grid.table
     assert set(zip(t["weighting"], t["postprocessor"], strict=True)) == {(w, m) for w in preds
                                                                          for m in ["none", *methods]}
@@ -290,6 +294,11 @@ def test_the_grid_has_every_combination_with_intervals_and_paired_differences():
         assert ((t[f"{m}_low"] <= t[m] + 1e-12) & (t[m] <= t[f"{m}_high"] + 1e-12)).all(), m
     base = t[(t["weighting"] == "uniform") & (t["postprocessor"] == "none")].iloc[0]
     assert base["eo_diff_diff"] == 0 and base["balanced_accuracy_diff_low"] == 0
+    assert not t["eo_diff_significant"].iloc[0] and not base["eo_diff_significant"]
+    assert (t.loc[t["randomised"], "randomised_share"] > 0).all() and (t.loc[~t["randomised"] & (t["postprocessor"]
+            != "reject_option"), "randomised_share"] == 0).all()
+    realised = t[t["postprocessor"] == "to_equalized_odds"]
+    assert (realised["eo_diff"] >= realised["eo_diff_expected"] - 1e-9).all()  # realised >= gap of expectations
     assert t.loc[t["postprocessor"] == "none", "auc"].notna().all()
     assert t.loc[t["postprocessor"].isin(["to_equalized_odds", "calibrated_eq_odds"]), "auc"].isna().all()
     for gap in ("eo_diff", "eopp_diff"):
@@ -301,12 +310,94 @@ def test_the_grid_has_every_combination_with_intervals_and_paired_differences():
 def test_the_grid_refuses_unknown_methods_and_mismatched_images():
     preds = planted(13, n_patients=60)
     with pytest.raises(ValueError, match="unknown post-processing"):
-        run_grid({"uniform": preds}, ["magic"], "sex", 0.5, 0, 10, 0)
+        run_grid({"uniform": preds}, ["magic"], "sex", 5, 0, 2, 0)
     with pytest.raises(ValueError, match="same validation images"):
-        run_grid({"uniform": preds, "jtt": preds.iloc[5:]}, ["none"], "sex", 0.5, 0, 10, 0)
+        run_grid({"uniform": preds, "jtt": preds.iloc[5:]}, ["none"], "sex", 5, 0, 2, 0)
 
 
 def test_pareto_frontier_keeps_exactly_the_non_dominated_rows():
     table = pd.DataFrame({"gap": [0.1, 0.2, 0.05, 0.3, np.nan, 0.1],
                           "bacc": [0.8, 0.85, 0.7, 0.8, 0.99, 0.8]})
     assert pareto_frontier(table, "gap", "bacc").tolist() == [True, True, True, False, False, True]
+
+
+# ---------------------------------------------------------------- calibrated equalized odds as published
+
+
+def _calibrated_toy(groups: dict[str, list[tuple[float, int, int]]]) -> pd.DataFrame:
+    """Images with exactly calibrated scores: per group, (score, images, positives) cells."""
+    rows = []
+    for g, cells in groups.items():
+        for score, n, pos in cells:
+            rows += [{"proba": score, "label": int(i < pos), "sex": g} for i in range(n)]
+    frame = pd.DataFrame(rows)
+    return frame.assign(**{"Image Index": [f"{i}.png" for i in range(len(frame))],
+                           "patient": [str(i) for i in range(len(frame))]})
+
+
+def test_calibrated_eq_odds_matches_the_papers_formula_on_a_toy_case():
+    """Pleiss et al. (2017), Alg. 1: alpha = (gFNR_1(h_1) - gFNR_2(h_2)) / (gFNR_2(mu_2) - gFNR_2(h_2)),
+    gFNR(h) = E[1 - h | y = 1], gFNR(mu) = 1 - mu; computed here by hand from the calibrated cells."""
+    toy = _calibrated_toy({"F": [(0.8, 100, 80), (0.2, 100, 20)], "M": [(0.9, 100, 90), (0.3, 100, 30)]})
+    gfnr_f = (80 * 0.2 + 20 * 0.8) / 100  # 0.32: the worse-served group, the target
+    gfnr_m = (90 * 0.1 + 30 * 0.7) / 120  # 0.25
+    mu_m = 120 / 200
+    alpha_m = (gfnr_f - gfnr_m) / ((1 - mu_m) - gfnr_m)  # 0.4667
+    p = _quiet_fit("calibrated_eq_odds", toy).params
+    assert p["gfnr"]["F"] == pytest.approx(gfnr_f, abs=1e-3) and p["gfnr"]["M"] == pytest.approx(gfnr_m, abs=1e-3)
+    assert p["alpha"]["F"] == 0 and p["alpha"]["M"] == pytest.approx(alpha_m, abs=5e-3)
+    assert p["infeasible"] == []
+
+
+def test_calibrated_eq_odds_names_an_infeasible_target():
+    """M's base rate is 0.9: even its trivial classifier has gFNR 0.1 < F's 0.32, so no mixing can equalise."""
+    toy = _calibrated_toy({"F": [(0.8, 100, 80), (0.2, 100, 20)], "M": [(0.95, 100, 95), (0.85, 100, 85)]})
+    p = _quiet_fit("calibrated_eq_odds", toy).params
+    assert p["infeasible"] == ["M"] and p["alpha"]["M"] == 1
+    assert P.mixing_rates({"F": 0.32, "M": 0.25}, {"F": 0.5, "M": 0.6}) == (
+        {"F": 0.0, "M": pytest.approx(0.07 / 0.15)}, [])
+
+
+# ---------------------------------------------------------------- intervals include the refitting
+
+
+def test_refit_intervals_match_the_spread_over_new_patients():
+    """Over independent samples of patients, the SD of the cross-fitted estimate (the truth) matches the
+    mean SD of the refitting replicates; replicates that keep the rules fixed are narrower."""
+    from pipeline.fairness import metrics as M
+    from pipeline.fairness.grid import crossfit_decisions
+
+    estimates, refit_sd, fixed_sd = [], [], []
+    for k in range(60):
+        preds = planted(100 + k, n_patients=100, gap=1.0)
+        fold = P.patient_folds(preds, 5, 0, "sex")
+        cluster = M._cluster_index(preds, "patient")
+        draws = M.draw_counts(int(cluster.max()) + 1, 10, k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d, _, _ = crossfit_decisions(preds, "equal_opportunity", "sex", fold, 0)
+            refits = np.stack([crossfit_decisions(preds, "equal_opportunity", "sex", fold, 0, c[cluster])[0]
+                               for c in draws])
+        design = M._design(preds.assign(decision=d), "sex", "decision", None)
+        estimates.append(M._replicate(design, np.ones((1, design.n_clusters)))["balanced_accuracy"][0])
+        refit_sd.append(np.std(M.replicates_of(design, draws, refits)["balanced_accuracy"], ddof=1))
+        fixed_sd.append(np.std(M.replicates_of(design, M.draw_counts(design.n_clusters, 200, k))
+                               ["balanced_accuracy"], ddof=1))
+    truth = np.std(estimates, ddof=1)
+    assert 0.75 * truth <= np.mean(refit_sd) <= 1.45 * truth, (truth, np.mean(refit_sd), np.mean(fixed_sd))
+    assert np.mean(fixed_sd) < np.mean(refit_sd)
+
+
+def test_a_degenerate_rule_is_flagged_and_never_on_the_front_nor_the_best():
+    """Scores all above 0.5: 'none' calls every image malade, a gap of 0 by levelling down."""
+    from pipeline.fairness.grid import best_row
+
+    base = planted(14, n_patients=80)
+    preds = {"uniform": base.assign(proba=0.51 + 0.49 * base["proba"])}
+    grid = run_grid(preds, ["equal_opportunity"], "sex", 4, 0, 0, 0, n_jobs=1)
+    t = grid.table.set_index("postprocessor")
+    assert t.loc["none", "degenerate"] and t.loc["none", "degenerate_where"].startswith("tous : malade")
+    assert t.loc["none", "eo_diff"] == 0  # the flattering gap the front must not pick
+    assert not t.loc["none", "frontier_eo_diff"] and not t.loc["equal_opportunity", "degenerate"]
+    assert "uniform + none" not in grid.best("eo_diff")
+    assert best_row(grid.table)["postprocessor"] == "equal_opportunity"

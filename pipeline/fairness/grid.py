@@ -1,15 +1,26 @@
-"""Every weighting x every post-processor, fitted and scored on disjoint patients, with intervals.
+"""Every weighting x every post-processor, cross-fitted on the evaluation patients, with intervals that
+include the refitting.
 
-Protocol. The validation patients are split once (`postprocess.split_fit_score`); for every
-weighting, each post-processor is fitted on the fitting patients and decides the scoring patients.
-Metrics, 95 % intervals and paired differences with the baseline (uniform weighting, no
-post-processing) are computed on the SCORING part only, all combinations on the same patient
-resamples (`metrics.compare_methods`).
+Protocol. The evaluation patients are dealt into `folds` patient folds (`postprocess.patient_folds`,
+stratified on label and group); every post-processor is cross-fitted: the images of a fold are
+decided by the rule fitted on the other folds. So every evaluation patient is scored (the same
+patients as the weighting chapter), none by a rule that saw them.
 
-The bootstrap resamples the scoring patients and does NOT refit the post-processors: the
-intervals measure the uncertainty of the evaluation on a finite set of patients, given the
-fitted rules, not the variability of the fitting itself (for that, vary the split seed or use
-`postprocess.crossfit`). Fitting happens once per configuration, which keeps the grid fast.
+Intervals. A post-processing result varies with the patients it is scored on AND with the patients
+its rule was fitted on. Each of `n_refit` replicates resamples the evaluation patients with
+replacement, REFITS every fold's rule on the resampled fitting patients (a patient's copies stay in
+one fold), decides and scores the resample. The 95 % intervals are estimate +- 1.96 standard
+deviations of these replicates (normal intervals: a few tens of replicates, each costing `folds`
+fits per rule, give a steadier standard deviation than extreme percentiles); the paired differences
+with the baseline (uniform weighting, no post-processing) use the same resamples, and their z-tests
+(bootstrap standard error) are Holm-corrected over the grid.
+
+Randomised rules are scored as they act: each replicate scores one random draw of their decisions
+and the point estimate is the mean over `metrics.REALISED_DRAWS` draws (`{m}_expected`: the gap of
+expected rates, smaller); `randomised_share` is the share of images whose decision is random.
+
+Degenerate rules (one class for >= 95 % of the images, overall or in a group:
+`degenerate.one_class`) are flagged (`degenerate`, `degenerate_where`) and never on a Pareto front.
 
 AUC and calibration describe a score: they are reported for rules that keep the score
 (`none`, `threshold_global`) and are NaN for the others (group thresholds, randomised rules).
@@ -23,16 +34,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from pipeline.data import schema as S
-from pipeline.fairness.metrics import DECISION, compare_methods, comparison_wide
-from pipeline.fairness.postprocess import POSTPROCESSORS, split_fit_score
+from pipeline.fairness import metrics as M
+from pipeline.fairness.degenerate import one_class
+from pipeline.fairness.metrics import DECISION, MIN_PER_CLASS, comparison_table, comparison_wide
+from pipeline.fairness.postprocess import POSTPROCESSORS, patient_folds
 
 __all__ = ["KEY_METRICS", "GridResult", "pareto_frontier", "pareto_table", "run_grid"]
 
 
 KEY_METRICS = ("balanced_accuracy", "auc", "eo_diff", "eopp_diff", "fpr_diff", "dp_diff", "dp_ratio",
-               "worst_group_bacc", "worst_group_tpr", "ece_gap")
+               "worst_group_bacc", "worst_group_tpr", "ece_gap", "tpr_signed", "fpr_signed", "sr_signed")
+
+
+EXPECTED_GAPS = ("eo_diff", "eopp_diff", "dp_diff")  # also kept as gaps of expected rates, for randomised rules
 
 
 FRONT_GAPS = ("eo_diff", "eopp_diff")  # gaps with a Pareto front against balanced accuracy
@@ -47,22 +64,33 @@ SCORE_COL = "kept_score"  # the score a rule keeps (AUC, ECE), NaN when the rule
 BASELINE = ("uniform", "none")
 
 
+N_JOBS = -1  # processes for the refits (joblib; -1: every core): the refits are the grid's cost
+
+
 @dataclass
 class GridResult:
     """The grid: `table` has one row per (weighting, postprocessor); see `run_grid`."""
 
     table: pd.DataFrame
-    decisions: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # scoring part + decision
-    params: dict[tuple[str, str], dict] = field(default_factory=dict)  # what each rule learnt
-    fit_patients: set[str] = field(default_factory=set)
-    score_patients: set[str] = field(default_factory=set)
+    decisions: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # evaluation rows + decision
+    params: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # what each fold's rule learnt
+    fold: np.ndarray | None = None  # fold of each evaluation image
     baseline: tuple[str, str] = BASELINE
     attribute: str = S.SEX
+    n_folds: int = 5
+    n_refit: int = 0
     warnings: list[str] = field(default_factory=list)  # group fallbacks, deduplicated
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def patients(self) -> set[str]:
+        """The evaluation patients, every one of them scored (cross-fitting)."""
+        first = next(iter(self.decisions.values()))
+        return set(first[S.PATIENT].astype(str))
+
     def frontier(self, x: str = "eo_diff", y: str = PERFORMANCE) -> pd.DataFrame:
-        """Rows on the Pareto front of `y` (maximised) against `x` (minimised), by increasing `x`."""
+        """Rows on the Pareto front of `y` (maximised) against `x` (minimised), by increasing `x`;
+        degenerate rules are never on it."""
         return pareto_table(self, x, y)
 
     def best(self, x: str = "eo_diff", y: str = PERFORMANCE) -> list[str]:
@@ -84,10 +112,29 @@ def pareto_frontier(df: pd.DataFrame, minimise: str, maximise: str) -> pd.Series
     return pd.Series(on, index=df.index, name="on_frontier")
 
 
+def _eligible(table: pd.DataFrame) -> pd.Series:
+    """Rows a front or a « best » pick may use: not degenerate (levelling down is not fairness)."""
+    return ~table["degenerate"].astype(bool) if "degenerate" in table.columns else pd.Series(True, table.index)
+
+
+def front_flags(table: pd.DataFrame, x: str, y: str = PERFORMANCE) -> pd.Series:
+    """Pareto front of `y` against `x` among the non-degenerate rows (False for the degenerate ones)."""
+    ok = _eligible(table)
+    on = pd.Series(False, index=table.index, name="on_frontier")
+    on[ok] = pareto_frontier(table[ok], minimise=x, maximise=y)
+    return on
+
+
 def pareto_table(grid: GridResult, x: str = "eo_diff", y: str = PERFORMANCE) -> pd.DataFrame:
-    """The grid's rows that no other row beats on both `x` (lower) and `y` (higher), sorted by `x`."""
-    on = pareto_frontier(grid.table, minimise=x, maximise=y)
+    """The grid's non-degenerate rows that no other beats on both `x` (lower) and `y` (higher), sorted by `x`."""
+    on = front_flags(grid.table, x, y)
     return grid.table[on].sort_values([x, y], ascending=[True, False])
+
+
+def best_row(table: pd.DataFrame, x: str = "eo_diff") -> pd.Series | None:
+    """The non-degenerate row with the smallest `x` (None when every rule is degenerate)."""
+    ok = table[_eligible(table) & table[x].notna()]
+    return None if ok.empty else ok.sort_values([x, PERFORMANCE], ascending=[True, False]).iloc[0]
 
 
 def _check(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str]) -> list[str]:
@@ -104,67 +151,118 @@ def _check(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str]
     return list(dict.fromkeys(["none", *methods]))
 
 
-def _fit_and_decide(fit: pd.DataFrame, score: pd.DataFrame, method: str, attribute: str, seed: int,
-                    notes: list[str]) -> tuple[pd.DataFrame, dict]:
-    """Fit `method` on the fitting part, decide the scoring part; fallback warnings go to `notes`."""
+def crossfit_decisions(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, seed: int,
+                       counts: np.ndarray | None = None) -> tuple[np.ndarray, list[dict], list[str]]:
+    """Out-of-fold expected decisions: each fold decided by the rule fitted on the other folds.
+
+    `counts` (one per row): the fitting rows are repeated that many times (a patient resample, whose
+    copies of a patient share a fold). Returns the decisions, each fold's learnt params, the warnings.
+    """
     pp = POSTPROCESSORS[method]
+    out = np.empty(len(preds))
+    params = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        decider = pp.fit(fit, attribute, seed)
-        decision = decider.decide(score)
-    notes.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
-    kept = score[S.PROBA].to_numpy(float) if pp.keeps_score else np.full(len(score), np.nan)
-    return score.assign(**{DECISION: decision, SCORE_COL: kept}), decider.params
+        for f in np.unique(fold):
+            held = fold == f
+            rows = np.flatnonzero(~held)
+            if counts is not None:
+                rows = np.repeat(rows, counts[rows].astype(int))
+            decider = pp.fit(preds.iloc[rows].reset_index(drop=True), attribute, seed)
+            out[held] = decider.decide(preds[held].reset_index(drop=True))
+            params.append(decider.params)
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return out, params, notes
 
 
-def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]]) -> pd.DataFrame:
+def _crossfit_and_refits(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, seed: int,
+                         row_draws: np.ndarray) -> tuple[np.ndarray, list[dict], list[str], np.ndarray]:
+    """The cross-fitted decisions and, for each resample (rows of `row_draws`, counts per image), the
+    decisions of the rules refitted on it."""
+    decision, params, notes = crossfit_decisions(preds, method, attribute, fold, seed)
+    refits = [crossfit_decisions(preds, method, attribute, fold, seed, counts)[0] for counts in row_draws]
+    return decision, params, notes, np.stack(refits) if refits else np.zeros((0, len(preds)))
+
+
+def _describe(where: dict[str, str]) -> str:
+    return "; ".join(f"{'tous' if g == 'all' else g} : {cls}" for g, cls in where.items())
+
+
+def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str, dict]) -> pd.DataFrame:
     """comparison_wide's rows, keyed back to (weighting, postprocessor), with the front flags."""
     table = wide.assign(weighting=[keys[m][0] for m in wide["method"]],
                         postprocessor=[keys[m][1] for m in wide["method"]])
     table["combination"] = table["weighting"] + " + " + table["postprocessor"]
     table["randomised"] = [POSTPROCESSORS[p].randomised for p in table["postprocessor"]]
+    for col in next(iter(extra.values())):
+        table[col] = [extra[m][col] for m in wide["method"]]
     first = ["weighting", "postprocessor", "combination", "randomised"]
     table = table[first + [c for c in table.columns if c not in [*first, "method"]]].reset_index(drop=True)
     for gap in FRONT_GAPS:
-        table[f"frontier_{gap}"] = pareto_frontier(table, minimise=gap, maximise=PERFORMANCE).to_numpy()
+        table[f"frontier_{gap}"] = front_flags(table, gap).to_numpy()
     return table
 
 
 def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str], attribute: str,
-             fit_fraction: float, seed: int, n_boot: int, boot_seed: int) -> GridResult:
-    """Fit each post-processor on the fitting patients and score it on the others, for each weighting.
+             folds: int, seed: int, n_refit: int, boot_seed: int,
+             min_per_class: int = MIN_PER_CLASS, n_jobs: int = N_JOBS) -> GridResult:
+    """Cross-fit each post-processor on the evaluation patients, for each weighting; refit in each replicate.
 
     `table` columns: weighting, postprocessor, combination (« weighting + postprocessor »),
-    randomised; for each metric m of KEY_METRICS: m, m_low, m_high (95 % patient-bootstrap
-    interval on the scoring part), m_diff, m_diff_low, m_diff_high (paired difference with the
-    baseline, same resamples); frontier_eo_diff, frontier_eopp_diff (on the Pareto front of
-    balanced accuracy against that gap). 'none' is always run: it is the baseline.
+    randomised; for each metric m of KEY_METRICS: m (realised for randomised rules), m_low, m_high
+    (95 % interval over `n_refit` patient resamples with refitting), m_p_equal (gaps: test of equal
+    group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted (Holm over the
+    grid), m_significant (paired difference with the baseline); m_expected (EXPECTED_GAPS: the gap of
+    expected rates); randomised_share; degenerate, degenerate_where; frontier_eo_diff,
+    frontier_eopp_diff (on the non-degenerate Pareto front). 'none' is always run: it is the baseline.
     """
     methods = _check(valid_preds_by_weighting, methods)
     t0 = time.perf_counter()
-    fit_part, score_part = split_fit_score(next(iter(valid_preds_by_weighting.values())), fit_fraction, seed,
-                                           attribute)
-    fit_ids, score_ids = set(fit_part[S.PATIENT].astype(str)), set(score_part[S.PATIENT].astype(str))
-    baseline = BASELINE if BASELINE[0] in valid_preds_by_weighting else (next(iter(valid_preds_by_weighting)),
-                                                                          "none")
-    result = GridResult(pd.DataFrame(), fit_patients=fit_ids, score_patients=score_ids, baseline=baseline,
-                        attribute=attribute)
+    first = next(iter(valid_preds_by_weighting.values())).reset_index(drop=True)
+    aligned = {w: M._align(p, first) for w, p in valid_preds_by_weighting.items()}
+    fold = patient_folds(first, folds, seed, attribute)
+    cluster = M._cluster_index(first, S.PATIENT)
+    draws = M.draw_counts(int(cluster.max()) + 1, n_refit, boot_seed)
+    baseline = BASELINE if BASELINE[0] in aligned else (next(iter(aligned)), "none")
+    result = GridResult(pd.DataFrame(), fold=fold, baseline=baseline, attribute=attribute,
+                        n_folds=len(np.unique(fold)), n_refit=n_refit)
     notes: list[str] = []
-    for weighting, preds in valid_preds_by_weighting.items():
-        in_fit = preds[S.PATIENT].astype(str).isin(fit_ids)
-        fit, score = preds[in_fit].reset_index(drop=True), preds[~in_fit].reset_index(drop=True)
-        for method in methods:
-            decided, params = _fit_and_decide(fit, score, method, attribute, seed, notes)
-            result.decisions[(weighting, method)] = decided
-            result.params[(weighting, method)] = params
+    refits: dict[tuple[str, str], np.ndarray] = {}
+    jobs = [(w, m) for w in aligned for m in methods]
+    row_draws = draws[:, cluster]
+    done = Parallel(n_jobs=n_jobs)(delayed(_crossfit_and_refits)(aligned[w], m, attribute, fold, seed, row_draws)
+                                   for w, m in jobs)
+    for (weighting, method), (decision, params, caught, refitted) in zip(jobs, done, strict=True):
+        preds = aligned[weighting]
+        notes.extend(caught)
+        kept = preds[S.PROBA].to_numpy(float) if POSTPROCESSORS[method].keeps_score else np.nan
+        result.decisions[(weighting, method)] = preds.assign(**{DECISION: decision, SCORE_COL: kept})
+        result.params[(weighting, method)] = params
+        refits[(weighting, method)] = refitted
     result.warnings = list(dict.fromkeys(notes))
     result.timings["fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     keys = {f"{w} + {m}": (w, m) for w, m in result.decisions}
-    long = compare_methods({k: result.decisions[v] for k, v in keys.items()}, attribute,
-                           baseline=f"{baseline[0]} + {baseline[1]}", n_boot=n_boot, seed=boot_seed,
-                           decision_col=DECISION, score_col=SCORE_COL)
-    result.table = _tidy(comparison_wide(long, KEY_METRICS), keys)
-    result.table.attrs.update(long.attrs, n_fit_patients=len(fit_ids), n_score_patients=len(score_ids))
+    points, reps, groups, extra = {}, {}, {}, {}
+    for name, key in keys.items():
+        decided = result.decisions[key]
+        design = M._design(decided, attribute, DECISION, SCORE_COL, S.PATIENT, min_per_class)
+        expected = M.point_metrics(decided, attribute, DECISION, SCORE_COL, min_per_class)
+        points[name] = M.realised_point(design, boot_seed) if design.randomised else expected
+        reps[name] = M.replicates_of(design, draws, refits[key], realised=True, seed=boot_seed)
+        groups[name] = M._group_estimate(design)
+        d = decided[DECISION].to_numpy()
+        where = one_class(d, decided[attribute]).where
+        extra[name] = {**{f"{g}_expected": expected[g] for g in EXPECTED_GAPS},
+                       "randomised_share": float(np.mean((d > 1e-9) & (d < 1 - 1e-9))),
+                       "degenerate": bool(where), "degenerate_where": _describe(where)}
+    base_name = f"{baseline[0]} + {baseline[1]}"
+    long = comparison_table(points, reps, groups, base_name, normal=True)
+    result.table = _tidy(comparison_wide(long, KEY_METRICS), keys, extra)
+    result.table.attrs.update(n_refit=n_refit, n_folds=result.n_folds, seed=boot_seed, attribute=attribute,
+                              baseline=base_name, unit="patient", correction=M.CORRECTION,
+                              family_size=int(long["p_adjusted"].notna().sum()), min_per_class=min_per_class,
+                              groups=M.group_order(first[attribute]), n_patients=len(np.unique(cluster)),
+                              test_equal="Wald (covariance bootstrap par patient)")
     result.timings["bootstrap"] = time.perf_counter() - t0
     return result

@@ -12,10 +12,26 @@ With these sample weights, scikit-learn's own `recall_score`, `precision_score`,
 `balanced_accuracy_score` compute exactly the expected values. The AUC and the calibration error
 (ECE, 10 equal-width bins) depend on the score only: a second MetricFrame, one row per image.
 
-Undefined values. A rate needs at least `MIN_PER_CLASS` images of its class in the group (TPR:
-positives, FPR: negatives); the AUC needs both classes; a gap needs two groups where the rate is
-defined. Otherwise the value is NaN ("n.d." in the report), never an error. Rows whose sensitive
-value is missing count in the overall metrics, not in any group.
+Undefined values. A rate needs at least `min_per_class` images of its class in the group (TPR:
+positives, FPR: negatives; `evaluation.min_per_class` in study.yml, default 10), the selection rate
+and the ECE that many images, the AUC that many of each class; a gap needs two groups where the rate
+is defined. Otherwise the value is NaN ("n.d." in the report), never an error. Rows whose sensitive
+value is missing count in the overall metrics, not in any group. In a bootstrap replicate a gap is
+NaN when a group whose rate is defined in the estimate has no defined rate in the replicate (it is
+not silently computed over the remaining groups).
+
+Gaps and tests. max - min over groups is always >= 0, so its percentile interval never contains 0
+even when nothing differs. For two groups the report uses the SIGNED difference (`tpr_signed`,
+`fpr_signed`, `sr_signed`: first group minus second in display order, e.g. F - M), whose patient-
+bootstrap interval has its nominal coverage; for any number of groups, `p_equal` is a Wald test of
+equal rates (chi-square on the contrasts, covariance of the group rates from the same patient
+bootstrap, i.e. cluster-robust). Paired differences with a baseline get a z-test p-value (bootstrap
+standard error) and a Holm correction over the comparisons of a table (`significant` =
+Holm-adjusted p < 0.05); tests/test_metrics.py checks by simulation that these keep their level.
+
+Realised decisions. A randomised rule's gap of EXPECTED rates is smaller than the expected gap of
+the decisions it actually makes. `realised=True` scores each bootstrap replicate on one random draw
+of the decisions (Bernoulli(d)), and the point estimate is the mean over `REALISED_DRAWS` draws.
 
 Bootstrap. Patients (not images) are resampled with replacement: images of one patient are
 correlated, and an image bootstrap would give too narrow intervals. A resample is a vector of
@@ -28,6 +44,7 @@ comes from MetricFrame; the fast path at the unit resample equals it (tests/test
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,8 +52,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, selection_rate
-from scipy import sparse
+from scipy import sparse, stats
 from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score, roc_auc_score
+from statsmodels.stats.multitest import multipletests
 
 from pipeline.data import schema as S
 
@@ -46,7 +64,7 @@ DECISION = "decision"
 ECE_BINS = 10
 
 
-MIN_PER_CLASS = 1  # images of a class a group needs for the rates of that class to be defined
+MIN_PER_CLASS = 10  # images of a class a group needs for the rates of that class to be defined (default)
 
 
 MIN_DEFINED_SHARE = 0.9  # share of bootstrap replicates where a metric must be defined for an interval
@@ -68,13 +86,34 @@ OVERALL = ("balanced_accuracy", "auc", "tpr", "fpr", "ece")
 
 
 GAPS = ("dp_diff", "dp_ratio", "eopp_diff", "fpr_diff", "eo_diff", "worst_group_bacc", "worst_group_tpr",
-        "ece_gap")
+        "ece_gap", "tpr_signed", "fpr_signed", "sr_signed")
+
+
+SIGNED = {"eopp_diff": "tpr_signed", "fpr_diff": "fpr_signed", "dp_diff": "sr_signed"}  # two groups only
+
+
+EQUAL_RATES = {"eopp_diff": ("tpr",), "fpr_diff": ("fpr",), "dp_diff": ("selection_rate",),
+               "eo_diff": ("tpr", "fpr"), "tpr_signed": ("tpr",), "fpr_signed": ("fpr",),
+               "sr_signed": ("selection_rate",)}  # gap -> group rates its test of equality compares
+
+
+TESTED = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")  # starred
+
+
+ALPHA = 0.05
+
+
+CORRECTION = "holm"  # statsmodels multipletests method over the comparisons of one table
+
+
+REALISED_DRAWS = 200  # random draws of a randomised rule's decisions for its realised point estimate
 
 
 SUMMARY = OVERALL + GAPS
 
 
-KEY_METRICS = ("balanced_accuracy", "auc", "eo_diff", "eopp_diff", "dp_diff", "worst_group_bacc", "ece_gap")
+KEY_METRICS = ("balanced_accuracy", "auc", "eo_diff", "eopp_diff", "dp_diff", "worst_group_bacc", "ece_gap",
+               "tpr_signed", "sr_signed")
 
 
 LOWER_IS_BETTER = frozenset({"fpr", "fnr", "ece", "dp_diff", "eopp_diff", "fpr_diff", "eo_diff", "ece_gap"})
@@ -88,6 +127,8 @@ METRIC_LABELS_FR = {
     "eopp_diff": "Écart d'égalité des chances (TPR)", "fpr_diff": "Écart de FPR",
     "eo_diff": "Écart d'égalité des cotes (equalized odds)", "worst_group_bacc": "Exactitude équilibrée du pire groupe",
     "worst_group_tpr": "TPR du pire groupe", "ece_gap": "Écart de calibration",
+    "tpr_signed": "Différence de sensibilité", "fpr_signed": "Différence de FPR",
+    "sr_signed": "Différence de taux de sélection",
 }
 
 
@@ -146,50 +187,52 @@ def calibration_error(y: np.ndarray, score: np.ndarray, bins: int = ECE_BINS,
     return float(np.abs(residual).sum() / w.sum())
 
 
-def _has(y: np.ndarray, w: np.ndarray, cls: int) -> bool:
-    """At least MIN_PER_CLASS images of class `cls` (weights of an image's two copies sum to 1)."""
-    return w[y == cls].sum() >= MIN_PER_CLASS - 1e-9
+def _has(y: np.ndarray, w: np.ndarray, cls: int, min_n: int) -> bool:
+    """At least `min_n` images of class `cls` (weights of an image's two copies sum to 1)."""
+    return w[y == cls].sum() >= min_n - 1e-9
 
 
-def _tpr(y_true, y_pred, sample_weight) -> float:
-    if not _has(y_true, sample_weight, 1):
+def _tpr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    if not _has(y_true, sample_weight, 1, min_n):
         return np.nan
     return recall_score(y_true, y_pred, sample_weight=sample_weight, zero_division=np.nan)
 
 
-def _fpr(y_true, y_pred, sample_weight) -> float:
-    if not _has(y_true, sample_weight, 0):
+def _fpr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    if not _has(y_true, sample_weight, 0, min_n):
         return np.nan
     return 1 - recall_score(y_true, y_pred, pos_label=0, sample_weight=sample_weight, zero_division=np.nan)
 
 
-def _fnr(y_true, y_pred, sample_weight) -> float:
-    return 1 - _tpr(y_true, y_pred, sample_weight)
+def _fnr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    return 1 - _tpr(y_true, y_pred, sample_weight, min_n)
 
 
-def _precision(y_true, y_pred, sample_weight) -> float:
+def _precision(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
     return precision_score(y_true, y_pred, sample_weight=sample_weight, zero_division=np.nan)
 
 
-def _bacc(y_true, y_pred, sample_weight) -> float:
-    if not (_has(y_true, sample_weight, 0) and _has(y_true, sample_weight, 1)):
+def _bacc(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    if not (_has(y_true, sample_weight, 0, min_n) and _has(y_true, sample_weight, 1, min_n)):
         return np.nan
     return balanced_accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
 
-def _selection(y_true, y_pred, sample_weight) -> float:
+def _selection(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    if np.sum(sample_weight) < min_n - 1e-9:
+        return np.nan
     return selection_rate(y_true, y_pred, sample_weight=sample_weight)
 
 
-def _auc(y_true, y_score) -> float:
+def _auc(y_true, y_score, min_n: int = MIN_PER_CLASS) -> float:
     y = np.asarray(y_true)
-    if min((y == 1).sum(), (y == 0).sum()) < MIN_PER_CLASS:
+    if min((y == 1).sum(), (y == 0).sum()) < max(min_n, 1):
         return np.nan
     return roc_auc_score(y, y_score)
 
 
-def _ece(y_true, y_score) -> float:
-    return calibration_error(np.asarray(y_true), np.asarray(y_score))
+def _ece(y_true, y_score, min_n: int = MIN_PER_CLASS) -> float:
+    return calibration_error(np.asarray(y_true), np.asarray(y_score)) if len(y_true) >= min_n else np.nan
 
 
 _DECISION_METRICS: dict[str, Callable] = {"tpr": _tpr, "fpr": _fpr, "fnr": _fnr, "selection_rate": _selection,
@@ -199,14 +242,18 @@ _DECISION_METRICS: dict[str, Callable] = {"tpr": _tpr, "fpr": _fpr, "fnr": _fnr,
 _SCORE_METRICS: dict[str, Callable] = {"auc": _auc, "ece": _ece}
 
 
+def _with_min(metrics: dict[str, Callable], min_n: int) -> dict[str, Callable]:
+    return {name: functools.partial(f, min_n=min_n) for name, f in metrics.items()}
+
+
 def _quiet_frame(**kwargs: object) -> MetricFrame:
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return MetricFrame(**kwargs)
 
 
-def metric_frames(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
-                  score_col: str | None = S.PROBA) -> tuple[MetricFrame, MetricFrame | None]:
+def metric_frames(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION, score_col: str | None = S.PROBA,
+                  min_per_class: int = MIN_PER_CLASS) -> tuple[MetricFrame, MetricFrame | None]:
     """fairlearn MetricFrames of the decision metrics and of the score metrics (None: no score).
 
     Decisions: each image counts as a positive decision with weight d and a negative one with
@@ -219,23 +266,24 @@ def metric_frames(preds: pd.DataFrame, attribute: str, decision_col: str = DECIS
     n = len(y)
     rows = pd.DataFrame({"group": np.r_[groups, groups], "y": np.r_[y, y], "pred": np.r_[np.ones(n), np.zeros(n)],
                          "w": np.r_[d, 1 - d]}).groupby(["group", "y", "pred"], as_index=False)["w"].sum()
-    decisions = _quiet_frame(metrics=_DECISION_METRICS, y_true=rows["y"].to_numpy(),
+    decisions = _quiet_frame(metrics=_with_min(_DECISION_METRICS, min_per_class), y_true=rows["y"].to_numpy(),
                              y_pred=rows["pred"].to_numpy(), sensitive_features=rows["group"],
                              sample_params={m: {"sample_weight": rows["w"].to_numpy()} for m in _DECISION_METRICS})
     score = _score(preds, score_col)
     if score is None:
         return decisions, None
-    scores = _quiet_frame(metrics=_SCORE_METRICS, y_true=y, y_pred=score,
+    scores = _quiet_frame(metrics=_with_min(_SCORE_METRICS, min_per_class), y_true=y, y_pred=score,
                           sensitive_features=pd.Series(groups, name="group"))
     return decisions, scores
 
 
 def group_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
                   score_col: str | None = S.PROBA,
-                  frames: tuple[MetricFrame, MetricFrame | None] | None = None) -> pd.DataFrame:
+                  frames: tuple[MetricFrame, MetricFrame | None] | None = None,
+                  min_per_class: int = MIN_PER_CLASS) -> pd.DataFrame:
     """Rows = groups (display order); columns = GROUP_METRICS, n, n_positive, n_patients."""
     names = group_order(preds[attribute])
-    decisions, scores = frames or metric_frames(preds, attribute, decision_col, score_col)
+    decisions, scores = frames or metric_frames(preds, attribute, decision_col, score_col, min_per_class)
     table = decisions.by_group
     if scores is not None:
         table = table.join(scores.by_group)
@@ -254,8 +302,23 @@ def _spread(x: np.ndarray) -> np.ndarray:
         return np.where(np.sum(~np.isnan(x), axis=-1) >= 2, np.nanmax(x, axis=-1) - np.nanmin(x, axis=-1), np.nan)
 
 
-def _gaps(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Between-group gaps along the last axis (groups) of the per-group arrays."""
+def _signed(x: np.ndarray) -> np.ndarray:
+    """First group minus second along the last axis; NaN unless there are exactly two groups."""
+    return x[..., 0] - x[..., 1] if x.shape[-1] == 2 else np.full(x.shape[:-1], np.nan)
+
+
+def _gaps(group: dict[str, np.ndarray], required: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Between-group gaps along the last axis (groups) of the per-group arrays.
+
+    `required[m]`: groups whose rate m is defined in the estimate; a replicate where one of them is
+    undefined gets NaN gaps from m (not a gap silently computed over the other groups).
+    """
+    group = dict(group)
+    if required is not None:
+        for m, need in required.items():
+            if need.any():
+                missing = np.isnan(group[m][..., need]).any(axis=-1, keepdims=True)
+                group[m] = np.where(missing, np.nan, group[m])
     sr = group["selection_rate"]
     two = np.sum(~np.isnan(sr), axis=-1) >= 2
     eopp, fpr_gap = _spread(group["tpr"]), _spread(group["fpr"])
@@ -264,21 +327,24 @@ def _gaps(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"dp_diff": _spread(sr), "dp_ratio": ratio, "eopp_diff": eopp, "fpr_diff": fpr_gap,
                 "eo_diff": np.where(np.isnan(eopp) | np.isnan(fpr_gap), np.nan, np.fmax(eopp, fpr_gap)),
                 "worst_group_bacc": np.nanmin(group["balanced_accuracy"], axis=-1),
-                "worst_group_tpr": np.nanmin(group["tpr"], axis=-1), "ece_gap": _spread(group["ece"])}
+                "worst_group_tpr": np.nanmin(group["tpr"], axis=-1), "ece_gap": _spread(group["ece"]),
+                "tpr_signed": _signed(group["tpr"]), "fpr_signed": _signed(group["fpr"]),
+                "sr_signed": _signed(sr)}
 
 
 def point_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
-                  score_col: str | None = S.PROBA) -> dict[str, float]:
+                  score_col: str | None = S.PROBA, min_per_class: int = MIN_PER_CLASS) -> dict[str, float]:
     """Overall metrics and between-group gaps for one attribute; keys are `SUMMARY`.
 
     balanced_accuracy, auc, tpr, fpr, ece (overall); dp_diff, dp_ratio (selection rates),
     eopp_diff (TPR gap), fpr_diff, eo_diff = max(TPR gap, FPR gap), worst_group_bacc,
-    worst_group_tpr, ece_gap (max - min of the groups' ECE). Undefined values are NaN.
+    worst_group_tpr, ece_gap (max - min of the groups' ECE); tpr_signed, fpr_signed, sr_signed
+    (first group minus second, two groups only). Undefined values are NaN.
     """
-    frames = metric_frames(preds, attribute, decision_col, score_col)
+    frames = metric_frames(preds, attribute, decision_col, score_col, min_per_class)
     overall = pd.concat([f.overall for f in frames if f is not None])  # every row, missing groups included
     out = {m: float(overall[m]) if m in overall.index else np.nan for m in OVERALL}
-    groups = group_metrics(preds, attribute, decision_col, score_col, frames)
+    groups = group_metrics(preds, attribute, decision_col, score_col, frames, min_per_class)
     gaps = _gaps({m: groups[m].to_numpy(float) for m in GROUP_METRICS})
     out.update({k: float(v) for k, v in gaps.items()})
     return {k: out[k] for k in SUMMARY}
@@ -286,15 +352,26 @@ def point_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECIS
 
 @dataclass
 class _Design:
-    """What a replicate needs: per-cluster sums per group slot, per-cluster counts by score rank."""
+    """What a replicate needs: per-cluster sums per group slot, per-cluster counts by score rank, and the
+    per-image arrays that replicates with their own decisions (refits, random draws) use."""
 
     counts: np.ndarray  # (clusters, groups + 1, 4 + ECE_BINS); last slot = all images
     groups: list[str]
     auc_slots: list[tuple[sparse.csr_matrix, sparse.csr_matrix]] | None  # per slot, see _rank_matrices
+    y: np.ndarray
+    decision: np.ndarray
+    cluster: np.ndarray
+    membership: np.ndarray  # (images, groups + 1): 1 where the image is in the slot
+    min_per_class: int = MIN_PER_CLASS
+    required: dict[str, np.ndarray] | None = None  # groups defined in the estimate, per group rate
 
     @property
     def n_clusters(self) -> int:
         return self.counts.shape[0]
+
+    @property
+    def randomised(self) -> bool:
+        return bool(np.any((self.decision > 0) & (self.decision < 1)))
 
 
 def _cluster_index(preds: pd.DataFrame, cluster_col: str | None) -> np.ndarray:
@@ -304,7 +381,7 @@ def _cluster_index(preds: pd.DataFrame, cluster_col: str | None) -> np.ndarray:
 
 
 def _design(preds: pd.DataFrame, attribute: str, decision_col: str, score_col: str | None,
-            cluster_col: str | None = S.PATIENT) -> _Design:
+            cluster_col: str | None = S.PATIENT, min_per_class: int = MIN_PER_CLASS) -> _Design:
     y, d = _inputs(preds, decision_col)
     score = _score(preds, score_col)
     names = group_order(preds[attribute])
@@ -326,7 +403,14 @@ def _design(preds: pd.DataFrame, attribute: str, decision_col: str, score_col: s
     if score is not None:
         members = [np.flatnonzero(g_idx == k) for k in range(len(names))] + [np.arange(len(y))]
         slots = [_rank_matrices(score[m], y[m], cluster[m], n_c) for m in members]
-    return _Design(counts, names, slots)
+    membership = np.zeros((len(y), n_slots))
+    membership[g_idx >= 0, g_idx[g_idx >= 0]] = 1
+    membership[:, -1] = 1
+    design = _Design(counts, names, slots, y.astype(float), d, cluster, membership, min_per_class)
+    unit = _replicate(design, np.ones((1, n_c)))
+    design.required = {m: ~np.isnan(unit[f"group:{m}"][0]) for m in ("tpr", "fpr", "selection_rate",
+                                                                     "balanced_accuracy", "ece")}
+    return design
 
 
 def _rank_matrices(score: np.ndarray, y: np.ndarray, cluster: np.ndarray,
@@ -339,48 +423,69 @@ def _rank_matrices(score: np.ndarray, y: np.ndarray, cluster: np.ndarray,
     return pos, neg
 
 
-def _weighted_auc(draws: np.ndarray, slot: tuple[sparse.csr_matrix, sparse.csr_matrix]) -> np.ndarray:
+def _weighted_auc(draws: np.ndarray, slot: tuple[sparse.csr_matrix, sparse.csr_matrix],
+                  min_n: int = MIN_PER_CLASS) -> np.ndarray:
     """AUC of each resample (rows of `draws`): Mann-Whitney on weighted ranks, ties counted half."""
     pos, neg = ((m @ draws.T).T for m in slot)  # (B, distinct scores)
     below = np.cumsum(neg, axis=1) - neg
     total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
     with _quiet():
         auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
-    ok = (total_pos >= MIN_PER_CLASS - 1e-9) & (total_neg >= MIN_PER_CLASS - 1e-9)
-    return np.where(ok, auc, np.nan)
+    need = max(min_n, 1) - 1e-9
+    return np.where((total_pos >= need) & (total_neg >= need), auc, np.nan)
 
 
-def _rates(t: np.ndarray) -> dict[str, np.ndarray]:
+def _rates(t: np.ndarray, min_n: int = MIN_PER_CLASS) -> dict[str, np.ndarray]:
     """Metrics from summed counts t[..., k] (k = pos, neg, tp, fp, calibration residual per bin)."""
     pos, neg, tp, fp = (t[..., j] for j in range(4))
+    need = min_n - 1e-9
     with _quiet():
-        tpr = np.where(pos >= MIN_PER_CLASS - 1e-9, tp / pos, np.nan)
-        fpr = np.where(neg >= MIN_PER_CLASS - 1e-9, fp / neg, np.nan)
+        tpr = np.where(pos >= need, tp / pos, np.nan)
+        fpr = np.where(neg >= need, fp / neg, np.nan)
         n = pos + neg
+        enough = (n >= need) & (n > 0)
         return {"tpr": tpr, "fpr": fpr, "fnr": 1 - tpr,
-                "selection_rate": np.where(n > 0, (tp + fp) / n, np.nan),
+                "selection_rate": np.where(enough, (tp + fp) / n, np.nan),
                 "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
                 "balanced_accuracy": (tpr + 1 - fpr) / 2,
-                "ece": np.where(n > 0, np.abs(t[..., 4:]).sum(axis=-1) / n, np.nan)}
+                "ece": np.where(enough, np.abs(t[..., 4:]).sum(axis=-1) / n, np.nan)}
 
 
-def _replicate(design: _Design, draws: np.ndarray) -> dict[str, np.ndarray]:
+def _replicate(design: _Design, draws: np.ndarray, decisions: np.ndarray | None = None,
+               rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Metrics of each resample (rows of `draws`, counts per cluster): SUMMARY keys -> (B,),
-    'group:<metric>' -> (B, groups)."""
+    'group:<metric>' -> (B, groups).
+
+    `decisions` (B, images): each replicate's own expected decisions (a rule refitted on that
+    resample); `rng`: each replicate scores one random draw of the decisions (realised decisions).
+    """
     b, n_slots = draws.shape[0], design.counts.shape[1]
     totals = (draws @ design.counts.reshape(design.n_clusters, -1)).reshape(b, n_slots, -1)
-    group, overall = _rates(totals[:, :-1]), _rates(totals[:, -1])
+    if decisions is not None or rng is not None:
+        d = np.broadcast_to(design.decision if decisions is None else decisions, (b, len(design.y)))
+        if rng is not None:
+            d = (rng.random(d.shape) < d).astype(float)
+        w = draws[:, design.cluster] * d
+        totals[:, :, 2] = (w * design.y) @ design.membership
+        totals[:, :, 3] = (w * (1 - design.y)) @ design.membership
+    group, overall = _rates(totals[:, :-1], design.min_per_class), _rates(totals[:, -1], design.min_per_class)
     if design.auc_slots is None:
         group["auc"] = np.full((b, n_slots - 1), np.nan)
         overall["auc"] = np.full(b, np.nan)
         group["ece"], overall["ece"] = np.full_like(group["ece"], np.nan), np.full(b, np.nan)
     else:
-        aucs = np.stack([_weighted_auc(draws, s) for s in design.auc_slots], axis=1)
+        aucs = np.stack([_weighted_auc(draws, s, design.min_per_class) for s in design.auc_slots], axis=1)
         group["auc"], overall["auc"] = aucs[:, :-1], aucs[:, -1]
     out = {m: overall[m] for m in OVERALL}
-    out.update(_gaps(group))
+    out.update(_gaps(group, design.required))
     out.update({f"group:{m}": group[m] for m in GROUP_METRICS})
     return out
+
+
+def draw_counts(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
+    """Patient resamples with replacement as draw counts, (n_boot, n_clusters), reproducible."""
+    return np.random.default_rng(seed).multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters),
+                                                   size=n_boot).astype(float)
 
 
 def _draw_chunks(n_clusters: int, n_images: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -392,62 +497,133 @@ def _draw_chunks(n_clusters: int, n_images: int, n_boot: int, seed: int) -> Iter
         yield rng.multinomial(n_clusters, p, size=min(chunk, n_boot - start)).astype(float)
 
 
-def _replicates(designs: list[_Design], n_images: int, n_boot: int, seed: int) -> list[dict[str, np.ndarray]]:
+def replicates_of(design: _Design, draws: np.ndarray, decisions: np.ndarray | None = None,
+                  realised: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+    """`_replicate` over all rows of `draws`, by chunks; `realised`: one random draw of the
+    decisions per replicate when the rule is randomised."""
+    rng = np.random.default_rng(seed + 7919) if realised and (design.randomised or decisions is not None) else None
+    chunk = int(max(1, MAX_CELLS // max(len(design.y), design.n_clusters, 1)))
+    parts = [_replicate(design, draws[i:i + chunk], None if decisions is None else decisions[i:i + chunk], rng)
+             for i in range(0, len(draws), chunk)] or [_replicate(design, draws[:0])]  # no replicate
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _replicates(designs: list[_Design], n_images: int, n_boot: int, seed: int,
+                realised: bool = False) -> list[dict[str, np.ndarray]]:
     """Replicates of several designs on the SAME resamples (designs share their clusters)."""
-    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in designs]
-    for draws in _draw_chunks(designs[0].n_clusters, n_images, n_boot, seed):
-        for part, design in zip(parts, designs, strict=True):
-            part.append(_replicate(design, draws))
-    return [{k: np.concatenate([c[k] for c in part]) for k in part[0]} for part in parts]
+    draws = draw_counts(designs[0].n_clusters, n_boot, seed)
+    return [replicates_of(d, draws, realised=realised, seed=seed) for d in designs]
+
+
+def realised_point(design: _Design, seed: int = 0, n_draws: int = REALISED_DRAWS) -> dict[str, float]:
+    """SUMMARY metrics as the rule acts: mean over `n_draws` random draws of its decisions (the expected
+    value of a deterministic rule's metrics is the metric itself)."""
+    reps = replicates_of(design, np.ones((n_draws, design.n_clusters)), realised=True, seed=seed + 1)
+    with _quiet():
+        return {m: float(np.nanmean(reps[m])) if np.isfinite(reps[m]).any() else np.nan for m in SUMMARY}
 
 
 def point_metrics_fast(preds: pd.DataFrame, attribute: str, decision_col: str = DECISION,
-                       score_col: str | None = S.PROBA) -> dict[str, float]:
+                       score_col: str | None = S.PROBA, min_per_class: int = MIN_PER_CLASS) -> dict[str, float]:
     """The bootstrap's fast path at the unit resample: equals `point_metrics` (tested)."""
-    design = _design(preds, attribute, decision_col, score_col)
+    design = _design(preds, attribute, decision_col, score_col, min_per_class=min_per_class)
     reps = _replicate(design, np.ones((1, design.n_clusters)))
     return {m: float(reps[m][0]) for m in SUMMARY}
 
 
-def _interval(values: np.ndarray) -> tuple[float, float, float]:
-    """(low, high, share of replicates where defined); NaN bounds when too few are defined."""
+def _interval(values: np.ndarray, center: float | None = None) -> tuple[float, float, float]:
+    """(low, high, share of replicates where defined); NaN bounds when too few are defined.
+
+    Percentile interval; with `center` (the estimate) the normal one, center +- z SD of the replicates,
+    steadier when the replicates are few (the grid's refitting replicates).
+    """
     ok = ~np.isnan(values)
     share = float(ok.mean()) if len(values) else 0.0
     if share < MIN_DEFINED_SHARE or ok.sum() < 2:
         return float("nan"), float("nan"), share
+    if center is not None:
+        if not np.isfinite(center):
+            return float("nan"), float("nan"), share
+        half = stats.norm.ppf(0.5 + LEVEL / 2) * float(np.std(values[ok], ddof=1))
+        return float(center - half), float(center + half), share
     alpha = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values[ok], [alpha, 100 - alpha])
     return float(low), float(high), share
 
 
+def equal_rates_test(estimate: dict[str, np.ndarray], reps: dict[str, np.ndarray],
+                     rates: tuple[str, ...]) -> float:
+    """p-value of the Wald test that the groups' `rates` are equal (chi-square, G - 1 df per rate).
+
+    `estimate[r]`: the groups' rates (G,); `reps['group:r']`: their bootstrap replicates (B, G), whose
+    covariance (over patients: cluster-robust) estimates the estimate's. Groups undefined in the
+    estimate are left out; NaN when fewer than two are defined or the replicates do not vary.
+    """
+    contrasts, columns = [], []
+    for r in rates:
+        keep = np.flatnonzero(np.isfinite(estimate[r]))
+        if len(keep) < 2:
+            return float("nan")
+        contrasts.append(estimate[r][keep[1:]] - estimate[r][keep[0]])
+        columns.append(reps[f"group:{r}"][:, keep[1:]] - reps[f"group:{r}"][:, keep[:1]])
+    diff, boot = np.concatenate(contrasts), np.concatenate(columns, axis=1)
+    boot = boot[np.isfinite(boot).all(axis=1)]
+    if len(boot) < 10:
+        return float("nan")
+    cov = np.atleast_2d(np.cov(boot, rowvar=False))
+    rank = np.linalg.matrix_rank(cov, tol=1e-12)
+    if rank == 0:
+        return float("nan")
+    stat = float(diff @ np.linalg.pinv(cov, rcond=1e-10, hermitian=True) @ diff)
+    return float(stats.chi2.sf(stat, rank))
+
+
+def _group_estimate(design: _Design, point: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    unit = point or _replicate(design, np.ones((1, design.n_clusters)))
+    return {m: unit[f"group:{m}"][0] for m in ("tpr", "fpr", "selection_rate")}
+
+
 def _attrs(table: pd.DataFrame, **info: object) -> pd.DataFrame:
-    table.attrs.update(level=LEVEL, **info)
+    table.attrs.update(level=LEVEL, test_equal="Wald (covariance bootstrap par patient)", correction=CORRECTION,
+                       **info)
     return table
+
+
+def summary_rows(point: dict[str, float], reps: dict[str, np.ndarray], groups: dict[str, np.ndarray],
+                 normal: bool = False) -> list[dict]:
+    """metric, estimate, low, high, defined, p_equal (gaps: test of equal group rates)."""
+    rows = []
+    for m in SUMMARY:
+        low, high, share = _interval(reps[m], point[m] if normal else None)
+        p = equal_rates_test(groups, reps, EQUAL_RATES[m]) if m in EQUAL_RATES else np.nan
+        rows.append({"metric": m, "estimate": point[m], "low": low, "high": high, "defined": share, "p_equal": p})
+    return rows
 
 
 def bootstrap_metrics(preds: pd.DataFrame, attribute: str, n_boot: int = 500, seed: int = 0,
                       decision_col: str = DECISION, score_col: str | None = S.PROBA,
-                      cluster_col: str | None = S.PATIENT) -> pd.DataFrame:
+                      cluster_col: str | None = S.PATIENT, min_per_class: int = MIN_PER_CLASS) -> pd.DataFrame:
     """Point estimate (MetricFrame) and 95 % percentile interval of each SUMMARY metric.
 
-    Columns: metric, estimate, low, high, defined (share of replicates where it is defined).
+    Columns: metric, estimate, low, high, defined (share of replicates where it is defined), p_equal.
     `cluster_col=None` resamples images instead of patients (for comparison only).
     """
-    point = point_metrics(preds, attribute, decision_col, score_col)
-    design = _design(preds, attribute, decision_col, score_col, cluster_col)
+    point = point_metrics(preds, attribute, decision_col, score_col, min_per_class)
+    design = _design(preds, attribute, decision_col, score_col, cluster_col, min_per_class)
     reps = _replicates([design], len(preds), n_boot, seed)[0]
-    rows = [{"metric": m, "estimate": point[m], **dict(zip(("low", "high", "defined"), _interval(reps[m]),
-                                                            strict=True))} for m in SUMMARY]
+    rows = summary_rows(point, reps, _group_estimate(design))
     return _attrs(pd.DataFrame(rows), n_boot=n_boot, seed=seed, unit=cluster_col or "image",
-                  attribute=attribute, n_clusters=design.n_clusters)
+                  attribute=attribute, n_clusters=design.n_clusters, groups=design.groups,
+                  min_per_class=min_per_class)
 
 
 def bootstrap_group_metrics(preds: pd.DataFrame, attribute: str, n_boot: int = 500, seed: int = 0,
                             decision_col: str = DECISION, score_col: str | None = S.PROBA,
-                            cluster_col: str | None = S.PATIENT) -> pd.DataFrame:
-    """Per group and metric: estimate (MetricFrame), 95 % interval, share defined, n, n_patients."""
-    point = group_metrics(preds, attribute, decision_col, score_col)
-    design = _design(preds, attribute, decision_col, score_col, cluster_col)
+                            cluster_col: str | None = S.PATIENT, min_per_class: int = MIN_PER_CLASS) -> pd.DataFrame:
+    """Per group and metric: estimate (MetricFrame), 95 % interval, share defined, n, n_patients,
+    n_positive, n_negative (a rate is n.d. below `min_per_class` images of its class)."""
+    point = group_metrics(preds, attribute, decision_col, score_col, min_per_class=min_per_class)
+    design = _design(preds, attribute, decision_col, score_col, cluster_col, min_per_class)
     reps = _replicates([design], len(preds), n_boot, seed)[0]
     rows = []
     for gi, g in enumerate(design.groups):
@@ -455,11 +631,24 @@ def bootstrap_group_metrics(preds: pd.DataFrame, attribute: str, n_boot: int = 5
             low, high, share = _interval(reps[f"group:{m}"][:, gi])
             rows.append({"attribute": attribute, "group": g, "metric": m, "estimate": point.loc[g, m],
                          "low": low, "high": high, "defined": share, "n": point.loc[g, "n"],
-                         "n_patients": point.loc[g, "n_patients"]})
+                         "n_patients": point.loc[g, "n_patients"], "n_positive": point.loc[g, "n_positive"],
+                         "n_negative": point.loc[g, "n"] - point.loc[g, "n_positive"]})
     return _attrs(pd.DataFrame(rows), n_boot=n_boot, seed=seed, unit=cluster_col or "image",
-                  attribute=attribute)
+                  attribute=attribute, min_per_class=min_per_class)
 
 
+def undefined_groups(preds: pd.DataFrame, attribute: str, min_per_class: int = MIN_PER_CLASS) -> list[dict]:
+    """Groups too small for a rate: group, class ('positifs' / 'négatifs'), count; for the « n.d. » notes."""
+    out = []
+    y = preds[S.LABEL].to_numpy()
+    g = group_labels(preds[attribute])
+    for name in group_order(preds[attribute]):
+        in_group = (g == name).to_numpy()
+        for cls, word in ((1, "positifs"), (0, "négatifs")):
+            n = int((y[in_group] == cls).sum())
+            if n < min_per_class:
+                out.append({"group": name, "class": word, "count": n, "min": min_per_class})
+    return out
 def _align(other: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
     """`other` in the row order of `ref` (on `Image Index`), checking they hold the same images."""
     if S.IMAGE in ref.columns and S.IMAGE in other.columns:
@@ -476,75 +665,134 @@ def _align(other: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
     return other
 
 
-def _significant(low: float, high: float) -> bool:
-    return bool(low > 0 or high < 0)
+def difference_p(diff: float, reps: np.ndarray) -> float:
+    """Two-sided p-value of a paired difference: z = diff / bootstrap standard error (normal approximation).
+
+    A percentile-count p-value cannot go below 2 / B, which a Holm correction over many comparisons
+    would never reach; the z form can. 1 when the difference is exactly 0 in every replicate.
+    """
+    ok = reps[np.isfinite(reps)]
+    if not np.isfinite(diff) or len(ok) < 10 or np.mean(np.isfinite(reps)) < MIN_DEFINED_SHARE:
+        return float("nan")
+    se = float(np.std(ok, ddof=1))
+    if se < 1e-12:
+        return 1.0 if abs(diff) < 1e-12 and np.all(np.abs(ok) < 1e-12) else float("nan")
+    return float(2 * stats.norm.sf(abs(diff) / se))
 
 
-def _diff_rows(pa: dict, pb: dict, ra: dict, rb: dict) -> list[dict]:
+def adjust(p: np.ndarray, method: str = CORRECTION) -> np.ndarray:
+    """Multiplicity-adjusted p-values (statsmodels `multipletests`); NaN entries stay NaN, out of the family."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=ALPHA, method=method)[1]
+    return out
+
+
+def _diff_rows(pa: dict, pb: dict, ra: dict, rb: dict, normal: bool = False) -> list[dict]:
     rows = []
     for m in SUMMARY:
-        low, high, share = _interval(ra[m] - rb[m])
-        rows.append({"metric": m, "diff": pa[m] - pb[m], "low": low, "high": high, "defined": share,
-                     "significant": _significant(low, high)})
+        diff = pa[m] - pb[m]
+        low, high, share = _interval(ra[m] - rb[m], diff if normal else None)
+        rows.append({"metric": m, "diff": diff, "low": low, "high": high, "defined": share,
+                     "p": difference_p(diff, ra[m] - rb[m])})
     return rows
+
+
+def _mark_significant(table: pd.DataFrame, p_col: str, family: pd.Series) -> pd.DataFrame:
+    """`p_adjusted` (Holm over the rows of `family`) and `significant` (adjusted p < ALPHA)."""
+    p = np.where(family.to_numpy(), table[p_col].to_numpy(float), np.nan)
+    table["p_adjusted"] = adjust(p)
+    table["significant"] = table["p_adjusted"].to_numpy() < ALPHA
+    return table
 
 
 def paired_difference(preds_a: pd.DataFrame, preds_b: pd.DataFrame, attribute: str, n_boot: int = 500,
                       seed: int = 0, decision_col: str = DECISION, score_col: str | None = S.PROBA,
-                      cluster_col: str | None = S.PATIENT) -> pd.DataFrame:
+                      cluster_col: str | None = S.PATIENT, min_per_class: int = MIN_PER_CLASS,
+                      tested: tuple[str, ...] = TESTED) -> pd.DataFrame:
     """metric(a) - metric(b) with the SAME patient resamples for both: a paired 95 % interval.
 
-    Columns: metric, diff, low, high, defined, significant (the interval excludes 0).
+    Columns: metric, diff, low, high, defined, p, p_adjusted (Holm over the `tested` metrics),
+    significant (adjusted p < 0.05).
     """
     preds_b = _align(preds_b, preds_a)
-    pa = point_metrics(preds_a, attribute, decision_col, score_col)
-    pb = point_metrics(preds_b, attribute, decision_col, score_col)
-    designs = [_design(p, attribute, decision_col, score_col, cluster_col) for p in (preds_a, preds_b)]
+    pa = point_metrics(preds_a, attribute, decision_col, score_col, min_per_class)
+    pb = point_metrics(preds_b, attribute, decision_col, score_col, min_per_class)
+    designs = [_design(p, attribute, decision_col, score_col, cluster_col, min_per_class) for p in (preds_a, preds_b)]
     ra, rb = _replicates(designs, len(preds_a), n_boot, seed)
-    return _attrs(pd.DataFrame(_diff_rows(pa, pb, ra, rb)), n_boot=n_boot, seed=seed,
-                  unit=cluster_col or "image", attribute=attribute)
+    table = pd.DataFrame(_diff_rows(pa, pb, ra, rb))
+    table = _mark_significant(table, "p", table["metric"].isin(tested))
+    return _attrs(table, n_boot=n_boot, seed=seed, unit=cluster_col or "image", attribute=attribute,
+                  family_size=int(table["p_adjusted"].notna().sum()))
+
+
+def comparison_table(points: dict[str, dict[str, float]], reps: dict[str, dict[str, np.ndarray]],
+                     groups: dict[str, dict[str, np.ndarray]], baseline: str,
+                     tested: tuple[str, ...] = TESTED, normal: bool = False) -> pd.DataFrame:
+    """The long comparison table from each method's point metrics and replicates (same resamples).
+
+    Columns: method, metric, estimate, low, high, defined, p_equal, diff, diff_low, diff_high, p,
+    p_adjusted (Holm over every method but the baseline x `tested` metric), significant.
+    `normal`: normal intervals (estimate +- z SD) instead of percentiles, for few replicates.
+    """
+    rows = []
+    for method in points:
+        diffs = {r["metric"]: r for r in _diff_rows(points[method], points[baseline], reps[method], reps[baseline],
+                                                    normal)}
+        for r in summary_rows(points[method], reps[method], groups[method], normal):
+            d = diffs[r["metric"]]
+            rows.append({"method": method, **r, "diff": d["diff"], "diff_low": d["low"], "diff_high": d["high"],
+                         "p": d["p"]})
+    table = pd.DataFrame(rows)
+    family = (table["method"] != baseline) & table["metric"].isin(tested)
+    return _mark_significant(table, "p", family)
 
 
 def compare_methods(preds_by_method: dict[str, pd.DataFrame], attribute: str, baseline: str = "uniform",
                     n_boot: int = 500, seed: int = 0, decision_col: str = DECISION,
-                    score_col: str | None = S.PROBA, cluster_col: str | None = S.PATIENT) -> pd.DataFrame:
+                    score_col: str | None = S.PROBA, cluster_col: str | None = S.PATIENT,
+                    min_per_class: int = MIN_PER_CLASS, realised: bool = False) -> pd.DataFrame:
     """One row per (method, metric): estimate, interval, paired difference with the baseline.
 
-    Columns: method, metric, estimate, low, high, defined, diff, diff_low, diff_high, significant.
-    Every method is evaluated on the same resamples, so its interval is the one `bootstrap_metrics`
-    gives with the same seed. `comparison_wide` turns it into one row per method.
+    Columns: see `comparison_table`. Every method is evaluated on the same resamples, so its
+    interval is the one `bootstrap_metrics` gives with the same seed. `realised`: randomised rules
+    are scored as they act (one random draw of their decisions per replicate, the point estimate
+    the mean over REALISED_DRAWS draws). `comparison_wide` turns it into one row per method.
     """
     if baseline not in preds_by_method:
         raise ValueError(f"baseline '{baseline}' is not among the methods {list(preds_by_method)}")
     ref = preds_by_method[baseline]
     aligned = {m: _align(p, ref) for m, p in preds_by_method.items()}
-    points = {m: point_metrics(p, attribute, decision_col, score_col) for m, p in aligned.items()}
-    designs = [_design(p, attribute, decision_col, score_col, cluster_col) for p in aligned.values()]
-    reps = dict(zip(aligned, _replicates(designs, len(ref), n_boot, seed), strict=True))
-    rows = []
-    for method in aligned:
-        diffs = {r["metric"]: r for r in _diff_rows(points[method], points[baseline], reps[method],
-                                                    reps[baseline])}
-        for m in SUMMARY:
-            low, high, share = _interval(reps[method][m])
-            d = diffs[m]
-            rows.append({"method": method, "metric": m, "estimate": points[method][m], "low": low,
-                         "high": high, "defined": share, "diff": d["diff"], "diff_low": d["low"],
-                         "diff_high": d["high"], "significant": d["significant"]})
-    return _attrs(pd.DataFrame(rows), n_boot=n_boot, seed=seed, unit=cluster_col or "image",
-                  attribute=attribute, baseline=baseline)
+    designs = {m: _design(p, attribute, decision_col, score_col, cluster_col, min_per_class)
+               for m, p in aligned.items()}
+    points = {m: realised_point(designs[m], seed) if realised and designs[m].randomised
+              else point_metrics(p, attribute, decision_col, score_col, min_per_class) for m, p in aligned.items()}
+    reps = dict(zip(aligned, _replicates(list(designs.values()), len(ref), n_boot, seed, realised), strict=True))
+    groups = {m: _group_estimate(d) for m, d in designs.items()}
+    table = comparison_table(points, reps, groups, baseline)
+    return _attrs(table, n_boot=n_boot, seed=seed, unit=cluster_col or "image", attribute=attribute,
+                  baseline=baseline, groups=designs[baseline].groups, min_per_class=min_per_class,
+                  family_size=int(table["p_adjusted"].notna().sum()), realised=realised)
+
+
+WIDE_FIELDS = {"": "estimate", "_low": "low", "_high": "high", "_p_equal": "p_equal", "_diff": "diff",
+               "_diff_low": "diff_low", "_diff_high": "diff_high", "_diff_p": "p", "_diff_p_adjusted": "p_adjusted",
+               "_significant": "significant"}
 
 
 def comparison_wide(table: pd.DataFrame, metrics: tuple[str, ...] = KEY_METRICS) -> pd.DataFrame:
-    """One row per method: `m`, `m_low`, `m_high`, `m_diff`, `m_diff_low`, `m_diff_high` per metric."""
+    """One row per method: `m`, `m_low`, `m_high`, `m_p_equal`, `m_diff`, `m_diff_low`, `m_diff_high`,
+    `m_diff_p`, `m_diff_p_adjusted`, `m_significant` per metric."""
     rows = []
     for method, part in table.groupby("method", sort=False):
         p = part.set_index("metric")
         row: dict[str, object] = {"method": method}
         for m in metrics:
-            row[m], row[f"{m}_low"], row[f"{m}_high"] = p.loc[m, ["estimate", "low", "high"]]
-            row[f"{m}_diff"], row[f"{m}_diff_low"], row[f"{m}_diff_high"] = p.loc[m, ["diff", "diff_low",
-                                                                                       "diff_high"]]
+            for suffix, col in WIDE_FIELDS.items():
+                if col in p.columns:
+                    row[f"{m}{suffix}"] = p.loc[m, col]
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs.update(table.attrs)

@@ -535,51 +535,65 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _platt(s: np.ndarray, y: np.ndarray) -> LogisticRegression:
-    """Platt scaling of one group's scores: P(y = 1 | s) = sigmoid(a logit(s) + b)."""
-    return LogisticRegression(C=1e4).fit(_logit(s), y)
+    """Platt scaling of one group's scores: P(y = 1 | s) = sigmoid(a logit(s) + b) (Newton: one feature)."""
+    return LogisticRegression(C=1e4, solver="newton-cholesky").fit(_logit(s), y)
 
 
-def _mixing_rates(gfnr: dict[str, float], base_rate: dict[str, float]) -> dict[str, float]:
-    """alpha_a lifting each group's generalised FNR to the largest one (Pleiss et al., eq. of Alg. 1):
-    gFNR((1 - alpha) h + alpha mu) = (1 - alpha) gFNR(h) + alpha (1 - mu)."""
+def mixing_rates(gfnr: dict[str, float], base_rate: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Pleiss et al. (2017), Algorithm 1, false-negative cost, any number of groups.
+
+    The group with the largest generalised FNR g_a(h_a) = E[1 - h_a | y = 1] is the target; every other
+    group withholds information: with probability alpha_a its calibrated score is replaced by its base
+    rate mu_a (the trivial classifier, g_a = 1 - mu_a), alpha_a = (target - g_a(h_a)) / ((1 - mu_a) -
+    g_a(h_a)). Infeasible when alpha_a > 1 (even the trivial classifier's cost 1 - mu_a is below the
+    target): those groups are returned, and get alpha_a = 1, the closest the method can come.
+    """
     target = max(gfnr.values())
-    out = {}
+    alpha, infeasible = {}, []
     for a, cost in gfnr.items():
         room = (1 - base_rate[a]) - cost
-        out[a] = float(np.clip((target - cost) / room, 0, 1)) if room > 1e-9 else 0.0
-    return out
+        need = target - cost
+        if need <= 1e-12:
+            alpha[a] = 0.0
+        elif room <= need + 1e-12:
+            alpha[a] = 1.0
+            infeasible += [a] if room < need - 1e-9 else []
+        else:
+            alpha[a] = float(need / room)
+    return alpha, infeasible
 
 
 @register("calibrated_eq_odds", label_fr="Calibrated equalized odds", reference="pleiss2017", randomised=True,
           formula=r"\tilde{h}_a = h_a \text{ avec prob. } 1 - \alpha_a,\ \mu_a \text{ sinon};"
-                  r"\ \mathrm{gFNR}_a(\tilde{h}_a) \text{ égaux};\ \mathbb{E}[\hat{y}] = (1 - \alpha_a)"
-                  r" 1[h_a \geq t] + \alpha_a \mu_a",
+                  r"\ \alpha_a = \frac{\max_b \mathrm{gFNR}_b(h_b) - \mathrm{gFNR}_a(h_a)}{(1 - \mu_a) - "
+                  r"\mathrm{gFNR}_a(h_a)}",
           description_fr="Scores recalibrés par groupe ; pour les groupes les mieux servis, une part "
                          "tirée au hasard des scores est remplacée par le taux de base du groupe, ce qui "
-                         "égalise le coût des faux négatifs sans perdre la calibration.")
+                         "égalise le taux généralisé de faux négatifs sans perdre la calibration (cible "
+                         "parfois infaisable : signalée).")
 def calibrated_eq_odds(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Decider:
-    """Calibrated equalized odds (Pleiss et al. 2017), with the false-negative cost.
+    """Calibrated equalized odds as published (Pleiss et al. 2017, Algorithm 1), false-negative cost.
 
-    Each group's scores are calibrated (Platt scaling on the fitting part: h_a). With probability
-    alpha_a a group's score is replaced by its base rate mu_a (the trivial calibrated classifier),
-    which raises its generalised FNR E[1 - h | y = 1, a] towards 1 - mu_a; alpha_a brings every
-    group to the largest one (alpha_a = 1 when even the trivial classifier cannot reach it), and
-    calibration is kept. Decision: the calibrated score is thresholded at t (the balanced-accuracy
-    threshold of the pooled calibrated scores); the trivial classifier's output mu_a is a
-    probability with no information, so it decides 1 with probability mu_a (thresholding a
-    constant would give its whole share one class). Expected decision:
-    (1 - alpha_a) 1[h_a(s) >= t] + alpha_a mu_a.
+    Each group's scores are calibrated (Platt scaling on the fitting part: h_a); `mixing_rates` gives
+    alpha_a, which equalises the generalised FNR E[1 - h~_a | y = 1] of the mixed classifiers
+    h~_a (h_a with probability 1 - alpha_a, the base rate mu_a otherwise) and keeps them calibrated;
+    `params["infeasible"]` names the groups for which the paper's target cannot be reached.
+    Decision: h~_a is a probability; the calibrated score is thresholded at t (the balanced-accuracy
+    threshold of the pooled calibrated scores) and the trivial classifier's output mu_a, a
+    probability with no information, decides 1 with probability mu_a (thresholding a constant would
+    give its whole share one class). Expected decision: (1 - alpha_a) 1[h_a(s) >= t] + alpha_a mu_a.
     """
     s, y, g = _arrays(fit_preds, attribute)
     fallback = _global_threshold(s, y, "calibrated_eq_odds")
     usable = _usable_groups(g, y, "calibrated_eq_odds")
     calib = {a: _platt(s[g == a], y[g == a]) for a in usable}
-    h = np.concatenate([calib[a].predict_proba(_logit(s[g == a]))[:, 1] for a in usable] or [np.zeros(0)])
-    yh = np.concatenate([y[g == a] for a in usable] or [np.zeros(0, int)])
-    t = best_threshold(h, yh)
+    h = {a: calib[a].predict_proba(_logit(s[g == a]))[:, 1] for a in usable}
+    pooled = np.concatenate([h[a] for a in usable] or [np.zeros(0)])
+    y_pooled = np.concatenate([y[g == a] for a in usable] or [np.zeros(0, int)])
+    t = best_threshold(pooled, y_pooled)
     mu = {a: float(y[g == a].mean()) for a in usable}
-    gfnr = {a: float(np.mean(1 - calib[a].predict_proba(_logit(s[(g == a) & (y == 1)]))[:, 1])) for a in usable}
-    alpha = _mixing_rates(gfnr, mu) if usable else {}
+    gfnr = {a: float(np.mean(1 - h[a][y[g == a] == 1])) for a in usable}
+    alpha, infeasible = mixing_rates(gfnr, mu) if usable else ({}, [])
 
     def apply(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
         out = np.empty(len(scores))
@@ -591,4 +605,4 @@ def calibrated_eq_odds(fit_preds: pd.DataFrame, attribute: str, seed: int) -> De
 
     rule = _group_rule(attribute, usable, _present(g), "calibrated_eq_odds", apply, fallback)
     return Decider(rule, {"threshold": t, "alpha": alpha, "base_rate": mu, "gfnr": gfnr,
-                          "fallback_threshold": fallback})
+                          "infeasible": infeasible, "fallback_threshold": fallback})

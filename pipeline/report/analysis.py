@@ -26,12 +26,14 @@ def cost_table(ctx: StudyContext) -> pd.DataFrame:
 
 def analysis_narrative(ctx: StudyContext) -> str:
     t = ctx.grid.table
-    sig_gain = t[t["eo_diff_diff_high"] < 0]
-    costly = sig_gain[sig_gain["balanced_accuracy_diff_high"] < 0]
-    noise = t[(t["eo_diff_diff_low"] <= 0) & (t["eo_diff_diff_high"] >= 0)]
-    lines = [f"Sur {len(t) - 1} combinaisons comparées au modèle de référence, {len(sig_gain)} réduisent "
-             f"l'écart d'equalized odds de façon établie (intervalle apparié sous 0), dont {len(costly)} au prix "
-             f"d'une baisse établie de l'exactitude équilibrée ; {len(noise)} restent dans le bruit."]
+    others = t[~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))]
+    moved = others["eo_diff_significant"].astype(bool)  # Holm-corrected z-test of the paired difference
+    sig_gain, worse = others[moved & (others["eo_diff_diff"] < 0)], others[moved & (others["eo_diff_diff"] > 0)]
+    costly = sig_gain[sig_gain["balanced_accuracy_significant"].astype(bool) & (sig_gain["balanced_accuracy_diff"] < 0)]
+    lines = [f"Sur {len(others)} combinaisons comparées au modèle de référence, {len(sig_gain)} réduisent "
+             f"l'écart d'equalized odds de façon établie (test apparié, correction de Holm), dont {len(costly)} au "
+             f"prix d'une baisse établie de l'exactitude équilibrée ; {len(worse)} l'augmentent de façon établie ; "
+             f"{len(others) - len(sig_gain) - len(worse)} restent dans le bruit."]
     both = beats_both(ctx)
     if both:
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule (écart plus faible sans "

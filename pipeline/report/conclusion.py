@@ -5,9 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
+from pipeline.fairness.grid import best_row
 from pipeline.report.analysis import analysis_narrative
 from pipeline.report.french import num
-from pipeline.report.tables import attribute_in_sentence, estimate_ci, grid_ci, grid_rows, method_label, post_label
+from pipeline.report.tables import (
+    attribute_in_sentence,
+    estimate_ci,
+    grid_ci,
+    grid_rows,
+    method_label,
+    p_text,
+    post_label,
+)
 from pipeline.study import StudyContext, seeds_used, versions
 
 
@@ -15,12 +24,18 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     uni = ctx.comparison[ctx.comparison["method"] == "uniform"].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
     t = ctx.grid.table
-    best = t.sort_values("eo_diff").iloc[0]
+    best = best_row(t, "eo_diff")  # never a degenerate rule; realised gaps for randomised rules
+    signed = "tpr_signed" in uni.index and uni.loc["tpr_signed", "estimate"] == uni.loc["tpr_signed", "estimate"]
+    gap = "tpr_signed" if signed else "eopp_diff"
+    which = ", " + " − ".join(ctx.comparison.attrs.get("groups", [])) if signed else ""
     items = [
         f"Modèle de référence : exactitude équilibrée {estimate_ci(uni, 'balanced_accuracy')}, "
-        f"écart de sensibilité ({attr}) {estimate_ci(uni, 'eopp_diff')}.",
-        f"Écart d'equalized odds le plus faible : {method_label(best['weighting'])} + "
-        f"{post_label(best['postprocessor'])}, {grid_ci(best, 'eo_diff')}, "
+        f"écart de sensibilité ({attr}{which}) {estimate_ci(uni, gap)}.",
+        "Aucune combinaison non dégénérée : toutes les règles donnent une seule classe à presque toutes les images."
+        if best is None else
+        f"Écart d'equalized odds (réalisé) le plus faible parmi les règles non dégénérées : "
+        f"{method_label(best['weighting'])} + {post_label(best['postprocessor'])}, {num(best['eo_diff'])} "
+        f"({p_text(best.get('eo_diff_p_equal', float('nan')))}, test d'égalité des taux), "
         f"pour une exactitude équilibrée de {grid_ci(best, 'balanced_accuracy')}.",
     ]
     if not short:

@@ -5,21 +5,42 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from pipeline.fairness import metrics as M
+from pipeline.fairness.grid import front_flags
 from pipeline.fairness.postprocess import POSTPROCESSORS
 from pipeline.report import charts
 from pipeline.report.french import num, pct
-from pipeline.report.tables import attribute_in_sentence, cite, grid_rows, method_label, post_label
+from pipeline.report.tables import (
+    attribute_in_sentence,
+    cite,
+    grid_ci,
+    grid_rows,
+    infeasible_groups,
+    method_label,
+    p_text,
+    post_label,
+    table_notes,
+)
 from pipeline.study import StudyContext
 
 
 def postprocessing_protocol(ctx: StudyContext) -> str:
     g, pp = ctx.grid, ctx.config.postprocessing
-    return (f"Les patients de validation sont partagés **par patient** en une partie d'ajustement "
-            f"({len(g.fit_patients)} patients, {pct(pp.fit_fraction)}) et une partie d'évaluation "
-            f"({len(g.score_patients)} patients), stratifiées sur la classe et le "
-            f"{attribute_in_sentence(pp.attribute)} (graine {pp.seed}). Chaque post-traitement, y compris le "
-            "choix du seuil global, est ajusté sur la première et mesuré sur la seconde : aucune méthode "
-            "n'est évaluée sur des patients qui ont servi à l'ajuster.")
+    n_patients = len(g.patients)
+    return (f"Les {n_patients} patients d'évaluation (les mêmes qu'au chapitre précédent) sont répartis **par "
+            f"patient** en {g.n_folds} blocs, stratifiés sur la classe et le {attribute_in_sentence(pp.attribute)} "
+            f"(graine {pp.seed}). Chaque post-traitement, y compris le choix du seuil global, est ajusté "
+            f"{g.n_folds} fois (*cross-fitting*) : les images d'un bloc sont décidées par la règle ajustée sur les "
+            "autres blocs. Tous les patients d'évaluation sont ainsi évalués, et aucun par une règle qui les a vus. "
+            f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
+            "rééchantillonnages des patients (avec remise), toutes les règles sont **réajustées** sur les patients "
+            "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± 1,96 écart-type de "
+            "ces réplicats. Les règles randomisées sont évaluées **telles qu'elles agissent** : chaque réplicat "
+            f"tire au hasard leurs décisions, et l'estimation est la moyenne sur {M.REALISED_DRAWS} tirages "
+            "(l'écart réalisé, plus grand que l'écart des taux espérés). Une étoile ★ marque une différence avec "
+            "la référence qui reste significative après correction de Holm sur toutes les comparaisons de la "
+            "grille. Un taux par groupe n'est défini qu'avec au moins "
+            f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`).")
 
 
 def postprocessing_methods(ctx: StudyContext) -> pd.DataFrame:
@@ -32,6 +53,13 @@ def postprocessing_methods(ctx: StudyContext) -> pd.DataFrame:
 def postprocessing_results(ctx: StudyContext) -> pd.DataFrame:
     rows = ctx.grid.table[ctx.grid.table["weighting"] == "uniform"]
     return grid_rows(ctx, rows=rows, label="post")
+
+
+def results_notes(ctx: StudyContext) -> str:
+    """How to read the post-processing tables (gaps, stars, correction, n.d., randomised decisions)."""
+    return (table_notes(ctx) + " « Décisions tirées au hasard » : part des images dont la décision est "
+            "randomisée. « Dégénérée » : une classe pour au moins 95 % des images, globalement ou dans un groupe "
+            "(nivellement par le bas, jamais retenue sur le front de Pareto).")
 
 
 def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
@@ -51,7 +79,9 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
 
 def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False) -> pd.DataFrame:
     """The non-dominated combinations; `compact` (slides): one row per distinct displayed result."""
-    front = ctx.grid.table[ctx.grid.table[f"frontier_{gap}"]].sort_values(gap)
+    t = ctx.grid.table
+    flags = t[f"frontier_{gap}"] if f"frontier_{gap}" in t.columns else front_flags(t, gap)
+    front = t[flags.astype(bool)].sort_values(gap)
     rows = grid_rows(ctx, compact, front)
     if not compact:
         return rows
@@ -67,13 +97,27 @@ def postprocessing_narrative(ctx: StudyContext) -> str:
         if name == "none":
             continue
         d_eo, lo, hi = r["eo_diff_diff"], r["eo_diff_diff_low"], r["eo_diff_diff_high"]
-        d_ba = r["balanced_accuracy_diff"]
-        verdict = ("réduit" if hi < 0 else "augmente" if lo > 0 else "ne change pas de façon établie")
+        significant = bool(r.get("eo_diff_significant", False))
+        verdict = ("ne change pas de façon établie" if not significant else "réduit" if d_eo < 0 else "augmente")
+        extra = []
+        if r.get("randomised_share", 0) > 0:
+            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard, écart réalisé "
+                         f"{num(r['eo_diff'])} contre {num(r.get('eo_diff_expected', float('nan')))} en espérance")
+        if r.get("degenerate"):
+            extra.append(f"règle dégénérée ({r['degenerate_where']}) : nivellement par le bas, pas équité")
+        infeasible = infeasible_groups(ctx, "uniform", name)
+        if infeasible:
+            extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")
         lines.append(f"- **{post_label(name)}** {verdict} l'écart d'equalized odds ({num(base['eo_diff'])} → "
-                     f"{num(r['eo_diff'])}, différence {num(d_eo)} [{num(lo)}\u202f; {num(hi)}]) pour une "
-                     f"variation d'exactitude équilibrée de {num(d_ba)}.")
+                     f"{num(r['eo_diff'])}, différence {num(d_eo)} [{num(lo)}\u202f; {num(hi)}], "
+                     f"{p_text(r.get('eo_diff_diff_p_adjusted', float('nan')))} après Holm) pour une variation "
+                     f"d'exactitude équilibrée de {grid_ci(r, 'balanced_accuracy_diff')}"
+                     + (f" ({' ; '.join(extra)})" if extra else "") + ".")
     front = ctx.grid.frontier("eo_diff")
     names = ", ".join(f"{method_label(w)} + {post_label(p)}" for w, p in
                       zip(front["weighting"], front["postprocessor"], strict=True))
-    lines.append(f"\nLe front de Pareto (exactitude équilibrée contre écart d'equalized odds) contient : {names}.")
+    n_degenerate = int(t["degenerate"].sum()) if "degenerate" in t.columns else 0
+    lines.append(f"\nLe front de Pareto (exactitude équilibrée contre écart d'equalized odds réalisé) contient : "
+                 f"{names or 'aucune combinaison non dégénérée'}."
+                 + (f" {n_degenerate} combinaison(s) dégénérée(s) en sont exclues." if n_degenerate else ""))
     return "\n".join(lines)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.fairness.metrics import METRIC_LABELS_FR
+from pipeline.fairness.metrics import METRIC_LABELS_FR, SIGNED
 from pipeline.report import charts
 from pipeline.report import french as fr
-from pipeline.report.french import ci, num
+from pipeline.report.french import NBSP, num, pct
 from pipeline.study import StudyContext
 
 SHOWN = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")
@@ -25,6 +25,16 @@ SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "�
 LOWER_IS_BETTER = {"eopp_diff", "eo_diff", "dp_diff"}
 
 
+ZERO_WIDTH = " (IC de largeur nulle : non interprétable)"
+
+
+def ci(est: float, low: float, high: float, digits: int = 2) -> str:
+    """fr.ci, except that a zero-width interval is never shown as a precise result."""
+    if np.isfinite(est) and np.isfinite(low) and np.isfinite(high) and high - low < 1e-12:
+        return num(est, digits) + ZERO_WIDTH
+    return fr.ci(est, low, high, digits)
+
+
 def estimate_ci(table: pd.DataFrame, metric: str) -> str:
     """Estimate and interval of one metric of a bootstrap table indexed by metric."""
     r = table.loc[metric]
@@ -33,6 +43,61 @@ def estimate_ci(table: pd.DataFrame, metric: str) -> str:
 
 def grid_ci(row: pd.Series, metric: str) -> str:
     return ci(row[metric], row[f"{metric}_low"], row[f"{metric}_high"])
+
+
+def p_text(p: float) -> str:
+    """« p = 0,03 », « p < 0,001 », « p n.d. »."""
+    if p is None or not np.isfinite(p):
+        return f"p{NBSP}n.d."
+    return f"p{NBSP}<{NBSP}0,001" if p < 0.001 else f"p{NBSP}={NBSP}{num(p, 3 if p < 0.01 else 2)}"
+
+
+def _two_groups(groups) -> tuple[str, str] | None:
+    return (str(groups[0]), str(groups[1])) if groups is not None and len(groups) == 2 else None
+
+
+def gap_header(metric: str, groups) -> str:
+    """Column header of a gap: « Écart TPR (F − M) » for two groups (signed), « Écart TPR (max − min) » else."""
+    two = _two_groups(groups)
+    if metric in SIGNED and two:
+        return f"{SHORT_FR[metric]} ({two[0]} − {two[1]})"
+    if metric in SIGNED:
+        return f"{SHORT_FR[metric]} (max − min)"
+    return SHORT_FR[metric]
+
+
+def gap_cell(get, metric: str, groups, compact: bool = False) -> str:
+    """A gap as the reader should read it. `get(name)` reads a value of the row (NaN when absent).
+
+    Two groups: the signed difference with its interval (it has its nominal coverage). Otherwise, and
+    for the equalized-odds gap (a maximum of absolute differences, whose interval cannot contain 0),
+    the estimate with the p-value of the Wald test of equal group rates instead of an interval.
+    """
+    signed = SIGNED.get(metric)
+    if signed and _two_groups(groups) and np.isfinite(get(signed)):
+        return num(get(signed)) if compact else ci(get(signed), get(f"{signed}_low"), get(f"{signed}_high"))
+    if compact:
+        return num(get(metric))
+    if metric == "eo_diff" or not np.isfinite(get(f"{metric}_low")):
+        p = get(f"{metric}_p_equal")
+        return num(get(metric)) + (f" ({p_text(p)})" if np.isfinite(get(metric)) and np.isfinite(p) else "")
+    return ci(get(metric), get(f"{metric}_low"), get(f"{metric}_high")) + f" ({p_text(get(f'{metric}_p_equal'))})"
+
+
+def _getter(values: dict):
+    def get(name: str) -> float:
+        v = values.get(name, np.nan)
+        return float(v) if v is not None and not isinstance(v, str) and not pd.isna(v) else np.nan
+    return get
+
+
+def _star(values: dict, metric: str) -> bool:
+    """Holm-corrected significance when the table has it, else the paired interval excluding 0 (old tables)."""
+    flag = values.get(f"{metric}_significant")
+    if flag is not None and not pd.isna(flag):
+        return bool(flag)
+    lo, hi = values.get(f"{metric}_diff_low", np.nan), values.get(f"{metric}_diff_high", np.nan)
+    return bool(lo > 0 or hi < 0)
 
 
 def attribute_in_sentence(attribute: str) -> str:
@@ -46,15 +111,29 @@ def cite(key: str) -> str:
     return f"[@{key}]" if key else ""
 
 
+def _flat(part: pd.DataFrame) -> dict:
+    """A long table's rows of one method as one flat row: m, m_low, m_high, m_p_equal, m_significant."""
+    out: dict = {}
+    for m, r in part.iterrows():
+        out.update({m: r["estimate"], f"{m}_low": r["low"], f"{m}_high": r["high"],
+                    f"{m}_p_equal": r.get("p_equal", np.nan), f"{m}_significant": r.get("significant", np.nan)})
+    return out
+
+
 def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, compact=False) -> pd.DataFrame:
+    """One row per method; gaps as `gap_cell` shows them; ★ = Holm-corrected difference with the baseline."""
+    groups = table.attrs.get("groups")
     rows = []
     for name, part in table.groupby(label_col, sort=False):
-        part = part.set_index("metric")
+        values = _flat(part.set_index("metric"))
+        get = _getter(values)
         row = {"Méthode": labeller(name)}
         for m in metrics:
-            r = part.loc[m]
-            text = num(r["estimate"]) if compact else ci(r["estimate"], r["low"], r["high"])
-            row[SHORT_FR[m]] = text + (" ★" if bool(r.get("significant", False)) else "")
+            if m in SIGNED or m == "eo_diff":
+                text = gap_cell(get, m, groups, compact)
+            else:
+                text = num(get(m)) if compact else ci(get(m), get(f"{m}_low"), get(f"{m}_high"))
+            row[gap_header(m, groups)] = text + (" ★" if _star(values, m) else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -69,30 +148,86 @@ def significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
     for name, part in table.groupby(key, sort=False):
         p = part.set_index("metric")
         shown = [m for m in SHOWN if m in p.index]
-        if name == table.attrs.get("baseline", "uniform") or not p.loc[shown, "significant"].any():
+        if name == table.attrs.get("baseline", "uniform") or not p.loc[shown, "significant"].astype(bool).any():
             continue
         moved = [f"{in_sentence(METRIC_LABELS_FR[m])} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
-                 for m in SHOWN if m in p.index and p.loc[m, "significant"]]
+                 for m in SHOWN if m in p.index and bool(p.loc[m, "significant"])]
         sentences.append(f"**{labeller(name)}** change significativement : {', '.join(moved)}.")
     return sentences
 
 
+def infeasible_groups(ctx: StudyContext, weighting: str, postprocessor: str) -> list[str]:
+    """Groups for which a rule's target could not be reached in some fold (calibrated equalized odds)."""
+    params = getattr(ctx.grid, "params", {}).get((weighting, postprocessor), [])
+    folds = params if isinstance(params, list) else [params]
+    return sorted({g for p in folds for g in p.get("infeasible", [])})
+
+
+def grid_remark(ctx: StudyContext, r: dict) -> str:
+    """« dégénérée (tous : malade) », « cible infaisable (M) », or empty."""
+    notes = []
+    if r.get("degenerate"):
+        notes.append(f"dégénérée ({r.get('degenerate_where', '')})")
+    infeasible = infeasible_groups(ctx, r["weighting"], r["postprocessor"])
+    if infeasible:
+        notes.append(f"cible infaisable ({', '.join(infeasible)})")
+    return " ; ".join(notes)
+
+
 def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | None = None,
-               label: str = "both") -> pd.DataFrame:
+              label: str = "both") -> pd.DataFrame:
+    """The grid's rows as shown: gaps as `gap_cell` (signed for two groups), ★ = Holm-corrected
+    difference with the reference, the share of randomised decisions, degenerate and infeasible rules."""
     table = ctx.grid.table if rows is None else rows
+    groups = table.attrs.get("groups") or ctx.grid.table.attrs.get("groups")
     out = []
     for r in table.itertuples(index=False):
         r = r._asdict()
+        get = _getter(r)
         name = {"post": post_label(r["postprocessor"]), "weighting": method_label(r["weighting"]),
                 "both": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}"}[label]
         row = {"Méthode": name}
         for m in SHOWN:
-            text = num(r[m]) if compact else ci(r[m], r[f"{m}_low"], r[f"{m}_high"])
-            lo, hi = r.get(f"{m}_diff_low", np.nan), r.get(f"{m}_diff_high", np.nan)
-            row[SHORT_FR[m]] = text + (" ★" if (lo > 0 or hi < 0) else "")
+            if m in SIGNED or m == "eo_diff":
+                text = gap_cell(get, m, groups, compact)
+            else:
+                text = num(get(m)) if compact else ci(get(m), get(f"{m}_low"), get(f"{m}_high"))
+            row[gap_header(m, groups)] = text + (" ★" if _star(r, m) else "")
+        if "randomised_share" in r and not compact:
+            row["Décisions tirées au hasard"] = pct(get("randomised_share"))
+        if "degenerate" in r:
+            row["Remarque"] = grid_remark(ctx, r)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
+    """What the reader needs to read a results table: the gaps, the stars and their correction, the n.d."""
+    from pipeline.fairness.metrics import undefined_groups
+
+    t = ctx.grid.table if table is None else table
+    groups = t.attrs.get("groups") or []
+    n_min = t.attrs.get("min_per_class", ctx.config.evaluation.min_per_class)
+    two = _two_groups(groups)
+    gaps = (f"Écarts TPR et DP : différence signée {two[0]} − {two[1]} et son intervalle bootstrap apparié"
+            if two else "Écarts TPR et DP : max − min entre groupes, avec son intervalle")
+    lines = [f"{gaps} ; l'écart d'equalized odds (maximum de deux écarts absolus, dont l'intervalle ne peut "
+             "contenir 0) est donné avec la valeur p du test de Wald d'égalité des taux entre groupes "
+             "(covariance estimée par le bootstrap sur les patients).",
+             f"★ : différence avec la référence significative après correction de Holm sur les "
+             f"{t.attrs.get('family_size', 'n.d.')} comparaisons du tableau (test z, erreur type bootstrap)."]
+    attribute = t.attrs.get("attribute")
+    if attribute:
+        small = undefined_groups(ctx.evaluation, attribute, n_min)
+        if small:
+            why = ", ".join(f"{s['group']} ({s['count']} {s['class']})" for s in small)
+            lines.append(f"n.d. : un taux n'est défini qu'avec au moins {n_min} images de sa classe dans le "
+                         f"groupe ; ici trop peu : {why}.")
+        else:
+            lines.append(f"Un taux n'est défini qu'avec au moins {n_min} images de sa classe dans le groupe "
+                         "(sinon « n.d. ») ; tous les groupes l'atteignent ici.")
+    return " ".join(lines)
 
 
 def beats_both(ctx: StudyContext) -> list[str]:
