@@ -48,7 +48,14 @@ class StudyContext:
     def valid_predictions(self) -> dict[str, pd.DataFrame]:
         """Predictions on the evaluation patients, per weighting method (first seed)."""
         keep = set(self.evaluation[S.IMAGE])
-        return {m: p[p[S.IMAGE].isin(keep)].reset_index(drop=True) for m, p in self.predictions.items()}
+        out = {m: p[p[S.IMAGE].isin(keep)].reset_index(drop=True) for m, p in self.predictions.items()}
+        for method, p in out.items():
+            p.attrs.update(self.predictions[method].attrs)  # the operating threshold travels with the scores
+        return out
+
+    def threshold(self, method: str) -> float:
+        """Operating threshold of a weighting (first seed), chosen on inner-validation train patients."""
+        return float(self.train_info[method]["threshold"])
 
     def describe_data(self) -> str:
         f = self.frame
@@ -100,13 +107,13 @@ def _train_all(ctx: StudyContext) -> None:
     methods = list(dict.fromkeys(["uniform", *config.weighting.methods]))
     total, done = len(methods) * len(config.training.seeds), 0
     for seed in config.training.seeds:
-        erm_proba = None
-        for method in methods:
+        erm_proba, erm_threshold = None, 0.5
+        for method in methods:  # JTT's errors: the ERM model's, at its own operating threshold
             done += 1
             head = config.training.mode == "last_layer" and (method != "uniform" or
                                                              config.training.feature_source == "pretrained")
             progress.update(f"{'head' if head else 'network'} {done}/{total}: {method}, seed {seed}")
-            context = {"train_proba": erm_proba} if erm_proba is not None else {}
+            context = {"train_proba": erm_proba, "jtt_threshold": erm_threshold} if erm_proba is not None else {}
             weights = compute_weights(method, train, attributes,
                                       all_attributes=list(config.sensitive_attributes), **context)
             preds, info = predict_with_weights(ctx.frame, weights.to_numpy(), config.training, seed)
@@ -114,16 +121,32 @@ def _train_all(ctx: StudyContext) -> None:
                 progress.milestone(f"network {done}/{total}: {method}, seed {seed}, {info['epochs']} epochs, "
                                    f"{info['backbone_training_seconds']:.1f} s")
             preds = _attach_attributes(preds, ctx.frame, config)
+            preds.attrs["threshold"] = info["threshold"]
             if method == "uniform":
                 erm_proba = preds.loc[preds[S.SPLIT] == "train", S.PROBA].to_numpy()
+                erm_threshold = info["threshold"]
             ctx.seed_predictions[(method, seed)] = preds
             if seed == config.training.seeds[0]:
                 ctx.weights[method], ctx.predictions[method], ctx.train_info[method] = weights, preds, info
 
 
+def threshold_of(preds: pd.DataFrame) -> float:
+    """The operating threshold the predictions carry (chosen on inner-validation train patients)."""
+    if "threshold" not in preds.attrs:
+        raise ValueError("these predictions carry no operating threshold (predictions.attrs['threshold'])")
+    return float(preds.attrs["threshold"])
+
+
 def _decided(preds: pd.DataFrame) -> pd.DataFrame:
-    """The model's own decisions (threshold 0.5): what a weighting changes, before post-processing."""
-    return preds.assign(decision=(preds[S.PROBA] >= 0.5).astype(float))
+    """The model's own decisions at its operating threshold: what a weighting changes, before post-processing.
+
+    The threshold maximises the balanced accuracy on the inner-validation train patients (held out
+    from fitting, never evaluation patients), so a weighting that only shifts the scores does not
+    win by moving them across a fixed 0.5.
+    """
+    out = preds.assign(decision=(preds[S.PROBA] >= threshold_of(preds)).astype(float))
+    out.attrs.update(preds.attrs)
+    return out
 
 
 def _weighting_metrics(decided: dict[str, pd.DataFrame], attributes: list[str], main: str, n_boot: int,
@@ -158,7 +181,9 @@ def _seed_metrics(ctx: StudyContext) -> pd.DataFrame:
     keep = set(ctx.evaluation[S.IMAGE])
     rows = []
     for (method, seed), preds in ctx.seed_predictions.items():
-        valid = _decided(preds[preds[S.IMAGE].isin(keep)])
+        valid = preds[preds[S.IMAGE].isin(keep)]
+        valid.attrs.update(preds.attrs)
+        valid = _decided(valid)
         m = point_metrics(valid, ctx.config.weighting.attribute)
         rows.append({"method": method, "seed": seed, **{k: m[k] for k in ("balanced_accuracy", "auc", "eopp_diff",
                                                                            "eo_diff")}})

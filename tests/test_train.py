@@ -89,7 +89,9 @@ def test_up_weighting_malade_predicts_more_malade(noise: pd.DataFrame, mode: str
         proba = predict_with_weights(noise, weights, config, seed=0)[0]["proba"]
         mean[name], rate[name] = proba.mean(), (proba >= 0.5).mean()
     assert mean["malade x10"] > mean["uniform"] + 0.15, mean  # the prior moves towards 10 / 11
-    assert rate["malade x10"] > 0.75 and rate["malade x10"] >= rate["uniform"], rate
+    # last-layer heads are fitted on a third of the train patients (DFR), so their noise decisions vary more
+    assert rate["malade x10"] > (0.6 if mode == "last_layer" else 0.75), rate
+    assert rate["malade x10"] >= rate["uniform"], rate
 
 
 def test_same_seed_same_predictions_other_seed_other_model(demo: pd.DataFrame, tmp_path: Path,
@@ -108,7 +110,7 @@ def test_same_seed_same_predictions_other_seed_other_model(demo: pd.DataFrame, t
 def test_predictions_cover_every_row_in_frame_order(demo: pd.DataFrame):
     shuffled = demo.sample(frac=1, random_state=0)
     preds, info = predict_with_weights(shuffled, np.ones(len(_train_labels(shuffled))), FAST, seed=0)
-    assert list(preds.columns) == ["Image Index", "split", "label", "proba"]
+    assert list(preds.columns) == ["Image Index", "split", "label", "proba", "role"]
     assert preds["Image Index"].tolist() == shuffled["Image Index"].tolist()
     assert preds["label"].tolist() == shuffled["label"].tolist() and preds["proba"].between(0, 1).all()
     assert {"mode", "backbone", "epochs", "inner_val_bacc", "seed", "seconds"} <= set(info)
@@ -127,8 +129,51 @@ def test_last_layer_trains_one_network_then_only_heads(demo: pd.DataFrame, monke
     heavy, info = predict_with_weights(demo, np.where(labels == 0, 20.0, 1.0), FAST, seed=0)
     assert not info["cached"]  # a new head on the cached network's features
     assert heavy["proba"].mean() < base["proba"].mean() - 0.05
-    same_net, _ = predict_with_weights(demo, np.ones(len(labels)), dataclasses.replace(FAST, mode="full"), seed=0)
-    pd.testing.assert_series_equal(same_net["split"], base["split"])  # full + uniform = the cached ERM network
+
+
+def test_heads_are_fitted_on_patients_the_backbone_never_saw(demo: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
+    """Deep Feature Reweighting as published: backbone, heads and threshold on three disjoint sets of patients."""
+    seen: dict[str, object] = {}
+
+    def spy_fit(pixels, labels, train_rows, val_rows, *args, **kwargs):
+        seen["backbone"], seen["inner_val"] = train_rows, val_rows
+        return fit(pixels, labels, train_rows, val_rows, *args, **kwargs)
+
+    real_head = training.features.fit_head
+
+    def spy_head(feats, labels, weights, seed):
+        seen["head_labels"] = labels
+        return real_head(feats, labels, weights, seed)
+
+    monkeypatch.setattr(training, "fit", spy_fit)
+    monkeypatch.setattr(training.features, "fit_head", spy_head)
+    labels = _train_labels(demo)
+    preds, info = predict_with_weights(demo, np.where(labels == 1, 2.0, 1.0), FAST, seed=0)
+    patients, roles = demo["patient"].reset_index(drop=True), preds["role"]
+    backbone = set(patients.iloc[seen["backbone"]])
+    heads = set(patients[roles == "fit"])
+    inner = set(patients.iloc[seen["inner_val"]])
+    assert backbone and heads and inner
+    assert not backbone & heads and not inner & (backbone | heads)
+    assert backbone == set(patients[roles == "backbone"]) and inner == set(patients[roles == "inner_val"])
+    assert len(seen["head_labels"]) == (roles == "fit").sum()  # the head saw exactly the held-out rows
+    assert set(roles[preds["split"] == "valid"]) == {"valid"}
+    inner_rows = (roles == "inner_val").to_numpy()
+    threshold = training.operating_threshold(preds["label"][inner_rows], preds["proba"][inner_rows])
+    assert info["threshold"] == preds.attrs["threshold"] == threshold
+    assert set(info["backbone_auc"]) == {"backbone", "fit", "inner_val"}
+
+
+def test_operating_threshold_maximises_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.9).astype(int)  # imbalanced: 0.5 would call everyone malade
+    proba = np.clip(0.8 + 0.1 * (y - 0.5) + rng.normal(0, 0.05, 400), 0, 1)
+    t = training.operating_threshold(y, proba)
+    grid = np.unique(proba)
+    bacc = [((proba[y == 1] >= g).mean() + (proba[y == 0] < g).mean()) / 2 for g in grid]
+    assert ((proba[y == 1] >= t).mean() + (proba[y == 0] < t).mean()) / 2 == pytest.approx(max(bacc))
+    assert (proba >= 0.5).all() and t > 0.5
+    assert training.operating_threshold(np.ones(5, int), np.linspace(0, 1, 5)) == 0.5
 
 
 def test_changed_network_code_retrains(demo: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):

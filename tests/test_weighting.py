@@ -288,3 +288,31 @@ def test_write_weights_csv_keeps_separator_and_refuses_overwrite(tmp_path):
     with pytest.raises(ValueError, match="refusing to overwrite"):
         W.write_weights_csv(source, train, w, "POIDS", source)
     assert source.read_bytes() == before
+
+
+# ---------------------------------------------------------------- diagnostics
+
+
+def test_diagnostics_name_weightings_that_are_uniform_on_a_class_balanced_set():
+    train = generated(2000, seed=4, missing=0.0)
+    positives = train[train[S.LABEL] == 1].iloc[:600]
+    negatives = train[train[S.LABEL] == 0].iloc[:600]
+    balanced = pd.concat([positives, negatives]).reset_index(drop=True)  # as the course's subsets are
+    methods = ["uniform", "class_balanced", "effective_number", "group_balanced", "reweighing"]
+    weights = {m: W.compute_weights(m, balanced, ["sex"]) for m in methods}
+    d = W.diagnostics(balanced, weights, "sex").set_index("method")
+    assert d.loc["class_balanced", "cv"] < 1e-12 and d.loc["effective_number", "cv"] < 1e-12
+    assert d.loc[["uniform", "class_balanced", "effective_number"], "nearly_uniform"].all()
+    assert d.loc["class_balanced", "ess"] == pytest.approx(len(balanced))
+    # reweighing makes the weighted prevalence the same in every group (Kamiran & Calders)
+    assert d.loc["reweighing", "prevalence:F"] == pytest.approx(d.loc["reweighing", "prevalence:M"])
+    assert d.loc["uniform", "prevalence:F"] == pytest.approx(balanced.loc[balanced["sex"] == "F", S.LABEL].mean())
+    assert d.loc["reweighing", "ess"] < len(balanced) and not d.loc["reweighing", "nearly_uniform"]
+    fitted = np.arange(len(balanced)) % 2 == 0  # only the rows a head is fitted on
+    part = W.diagnostics(balanced, weights, "sex", fitted).set_index("method")
+    assert (part["n"] == fitted.sum()).all()
+
+
+def test_group_weighting_citations_match_the_methods():
+    assert W.WEIGHTINGS["group_class_balanced"].reference == "idrissi2022"  # Idrissi et al.'s RWG: group x class
+    assert W.WEIGHTINGS["group_balanced"].reference != "idrissi2022"

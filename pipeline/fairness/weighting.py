@@ -132,12 +132,13 @@ def class_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> n
     return compute_sample_weight("balanced", _labels(train).to_numpy())
 
 
-@register("group_balanced", "Équilibrage des groupes", r"w(g) = \frac{n}{K\, n_g}", "idrissi2022")
+@register("group_balanced", "Équilibrage des groupes", r"w(g) = \frac{n}{K\, n_g}")
 def group_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
     """Inverse frequency of the sensitive group, so every group carries the same total weight.
 
     Formula: w(g) = n / (K n_g), K = number of groups of attributes[0]; unknown group: w = 1.
-    Reference: Idrissi et al. 2022, "Simple data balancing achieves competitive worst-group accuracy".
+    Reference: none of its own (plain inverse frequency of the attribute). Idrissi et al. 2022's
+    group weighting ("RWG") weights the cells group x class: that is `group_class_balanced`.
     """
     return _inverse_frequency(group_keys(train, attributes[:1]))
 
@@ -148,7 +149,8 @@ def group_class_balanced(train: pd.DataFrame, attributes: list[str], **_: object
     """Inverse frequency of each (group, label) cell: every cell carries the same total weight.
 
     Formula: w(g, y) = n / (K n_{g,y}), K = number of non-empty cells; unknown group: the
-    class-balanced weight n / (2 n_y). Reference: Idrissi et al. 2022 (subgroup balancing, "SUBG").
+    class-balanced weight n / (2 n_y). Reference: Idrissi et al. 2022, "Simple data balancing achieves
+    competitive worst-group-accuracy" (reweighting groups, "RWG", their groups being attribute x class).
     """
     keys = group_keys(train, attributes[:1])
     y = _labels(train)
@@ -209,8 +211,9 @@ def jtt(train: pd.DataFrame, attributes: list[str], train_proba: np.ndarray | No
     """Up-weight the training images that a first, unweighted (ERM) model misclassifies.
 
     Formula: w_i = lambda_up if 1[p_i >= t] != y_i else 1, with p_i the ERM model's probability on
-    train image i (`train_proba`, same row order as `train`), t = 0.5 or "balanced" (the threshold
-    maximising the ERM's balanced accuracy on the train rows). lambda_up = 5 by default: the paper
+    train image i (`train_proba`, same row order as `train`), t = 0.5, a given threshold (the study
+    passes the ERM model's operating threshold) or "balanced" (the threshold maximising the ERM's
+    balanced accuracy on the train rows). lambda_up = 5 by default: the paper
     tunes it (6 to 100) on validation data with group labels, which would spend our evaluation
     patients; a moderate value keeps the second model from fitting the errors alone.
     Reference: Liu et al. 2021, "Just Train Twice: improving group robustness without training
@@ -259,6 +262,39 @@ def weighted_prevalence(train: pd.DataFrame, weights: pd.Series, attribute: str)
     out["weighted_prevalence"] = out["wy"] / out["w"]
     out["weighted_share"] = out["w"] / out["w"].sum()
     return out.drop(columns=["w", "wy"])
+
+
+NEARLY_UNIFORM_CV = 0.05  # weights whose coefficient of variation is below this are (nearly) uniform
+
+
+def diagnostics(train: pd.DataFrame, weights: dict[str, pd.Series], attribute: str,
+                rows: np.ndarray | None = None) -> pd.DataFrame:
+    """What each weighting does to the rows it is fitted on: one row per method.
+
+    Columns: method, n (images), ess (Kish's effective sample size), ess_share (ess / n), w_min,
+    w_max, cv (coefficient of variation of the weights, 0 = uniform), nearly_uniform (cv below
+    NEARLY_UNIFORM_CV: a null result then says nothing about the method), prevalence (raw share of
+    malade), and per group of `attribute` the weighted prevalence `prevalence:<group>` and the
+    weighted share of the set `share:<group>`. `rows` (a mask over the train rows) keeps only the
+    rows the model is fitted on; the weights are renormalised to mean 1 on them.
+    """
+    keep = np.ones(len(train), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    part = train[keep]
+    out = []
+    for method, w in weights.items():
+        v = w.reindex(train.index).to_numpy(float)[keep]
+        v = v / v.mean()
+        row = {"method": method, "n": len(v), "ess": effective_sample_size(v), "w_min": float(v.min()),
+               "w_max": float(v.max()), "cv": float(v.std() / v.mean()),
+               "prevalence": float(_labels(part).mean())}
+        row["ess_share"] = row["ess"] / len(v)
+        row["nearly_uniform"] = bool(row["cv"] < NEARLY_UNIFORM_CV)
+        by_group = weighted_prevalence(part, pd.Series(v, index=part.index), attribute)
+        for group, g in by_group.iterrows():
+            row[f"prevalence:{group}"] = float(g["weighted_prevalence"])
+            row[f"share:{group}"] = float(g["weighted_share"])
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def write_weights_csv(metadata_csv: Path, train: pd.DataFrame, weights: pd.Series, weights_col: str,

@@ -1,8 +1,10 @@
 """Last-layer mode: features once, then one classification head per weighting scheme.
 
-The idea of Deep Feature Reweighting (Kirichenko et al. 2022): train the backbone once without
-weights (ERM), or take a pre-trained backbone as it is, extract its penultimate features for every
-image once (cached), then re-fit only the last layer with each weighting's sample weights.
+Deep Feature Reweighting (Kirichenko et al. 2022): train the backbone once without weights (ERM)
+on part of the training patients, or take a pre-trained backbone as it is, extract its penultimate
+features for every image once (cached), then re-fit only the last layer with each weighting's sample
+weights on OTHER training patients, that the backbone never saw (`training.train_roles`): a head
+refitted on the backbone's own training images would see features that already separate them.
 Comparing six weightings then costs one training and six logistic regressions.
 """
 
@@ -31,10 +33,14 @@ def fit_head(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed
     return head
 
 
-def head_proba(features: np.ndarray, is_train: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+def head_proba(features: np.ndarray, head_rows: np.ndarray, labels: np.ndarray, weights: np.ndarray,
                seed: int) -> np.ndarray:
-    """Probability of malade for every row, from a head fitted on the train rows with `weights`."""
-    head = fit_head(features[is_train], labels[is_train], weights, seed)
+    """Probability of malade for every row, from a head fitted on the `head_rows` (mask) with `weights`.
+
+    `weights` has one value per head row. With a trained backbone these rows are patients the
+    backbone never saw (Deep Feature Reweighting retrains the last layer on held-out data).
+    """
+    head = fit_head(features[head_rows], labels[head_rows], weights, seed)
     return head.predict_proba(features)[:, 1]
 
 

@@ -56,7 +56,17 @@ warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
 IN_MEMORY_BYTES = 2 << 30  # a training set up to 2 GiB is copied to RAM (no loader workers needed)
 
 
-INNER_VAL_FRACTION = 0.15  # share of train patients held out for early stopping in the study
+INNER_VAL_FRACTION = 0.15  # share of train patients held out for early stopping and the operating threshold
+
+
+HEAD_FRACTION = 0.3  # last-layer mode: share of the other train patients kept for the heads, unseen by the backbone
+
+
+ROLE = "role"  # column of the predictions: what each row was used for
+
+
+ROLES = ("backbone", "fit", "inner_val", "valid")  # trains the backbone only; fits the weighted model or head;
+# early stopping and the operating threshold; evaluation
 
 
 class PixelData(Dataset):
@@ -240,23 +250,68 @@ def _network_config(config: TrainingConfig, keep_mode: bool = False) -> Training
     return dataclasses.replace(config, **{f: getattr(default, f) for f in neutral if hasattr(default, f)})
 
 
-def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, code: str,
-              paths: list[str], logdir: Path | None = None) -> dict:
-    """Train a network with these weights (early stopping on held-out train patients); predict every row.
+def train_roles(key: pd.DataFrame, seed: int, head_fraction: float = 0.0) -> np.ndarray:
+    """What each row is used for, by whole patients: "inner_val", "backbone", "fit" or "valid".
 
-    Cached on content (digests, labels, splits, patients), weights, config, seed and `code` (the
-    version of the network's code); `paths` and `logdir` only say where to read pixels and write logs.
-    Features are kept for the unweighted network.
+    INNER_VAL_FRACTION of the train patients (stratified on their label) are held out for early
+    stopping and for choosing the operating threshold. With `head_fraction` > 0 (last-layer mode on
+    a trained backbone, as DFR does), that share of the other train patients is kept for the heads
+    ("fit") and the backbone trains on the rest ("backbone"); otherwise every other train patient
+    is "fit" (the weighted network, or the head on frozen features, is fitted on them).
+    """
+    roles = np.where((key[S.SPLIT] == "train").to_numpy(), "fit", "valid").astype(object)
+    train_rows = np.flatnonzero(roles == "fit")
+    train = key.iloc[train_rows]
+    held = train[S.PATIENT].isin(pick_patients(train, INNER_VAL_FRACTION, seed, (S.LABEL,))).to_numpy()
+    roles[train_rows[held]] = "inner_val"
+    if head_fraction > 0:
+        rest_rows = train_rows[~held]
+        rest = key.iloc[rest_rows]
+        heads = rest[S.PATIENT].isin(pick_patients(rest, head_fraction, seed + 1, (S.LABEL,))).to_numpy()
+        roles[rest_rows[~heads]] = "backbone"
+    return roles.astype(str)
+
+
+def operating_threshold(labels: np.ndarray, proba: np.ndarray) -> float:
+    """The threshold t maximising the balanced accuracy of 1[proba >= t] (Youden's J, scikit-learn's ROC).
+
+    0.5 when `labels` hold one class only (nothing to choose from).
+    """
+    from sklearn.metrics import roc_curve
+
+    labels, proba = np.asarray(labels, dtype=int), np.asarray(proba, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, proba)
+    return float(min(thresholds[int(np.argmax(tpr - fpr))], 1.0))
+
+
+def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, proba)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, code: str,
+              paths: list[str], logdir: Path | None = None, head_fraction: float = 0.0) -> dict:
+    """Train a network with these weights on the "fit" (or "backbone") rows; predict every row.
+
+    Early stopping on the inner-validation patients (`train_roles`). With `head_fraction` > 0 the
+    network trains only on the "backbone" rows, so that heads can later be fitted on patients it never
+    saw. Cached on content (digests, labels, splits, patients), weights, config, seed, `code` (the
+    version of the network's code) and `head_fraction`; `paths` and `logdir` only say where to read
+    pixels and write logs. Features are kept for the unweighted network.
     """
     t0 = time.perf_counter()
     pixels = image_array(key.assign(**{S.PATH: paths}), config.image_size)
     labels = key[S.LABEL].to_numpy()
+    roles = train_roles(key, seed, head_fraction)
     train_rows = np.flatnonzero((key[S.SPLIT] == "train").to_numpy())
-    held = key[S.PATIENT].iloc[train_rows].isin(pick_patients(key.iloc[train_rows], INNER_VAL_FRACTION, seed,
-                                                              (S.LABEL,))).to_numpy()
+    trained = roles[train_rows] == ("backbone" if head_fraction > 0 else "fit")
+    held = roles[train_rows] == "inner_val"
     with contextlib.ExitStack() as stack:
         folder = logdir or stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir()))
-        fitted = fit(pixels, labels, train_rows[~held], train_rows[held], weights[~held], config, seed,
+        fitted = fit(pixels, labels, train_rows[trained], train_rows[held], weights[trained], config, seed,
                      Path(folder), val_weights=weights[held])
         proba, feats = predict(fitted.model, pixels)
     return {"proba": proba, "features": feats if np.ptp(weights) == 0 else None, "epochs": fitted.epochs,
@@ -270,20 +325,37 @@ def _cached(fn: Any) -> Any:
 
 def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, seed: int, code: str,
                  paths: list[str], logdir: Path | None = None) -> dict:
-    """Probabilities for every row in `config.mode`, with what produced them."""
+    """Probabilities for every row in `config.mode`, the role of every row, and what produced them.
+
+    Last-layer mode on a trained backbone is Deep Feature Reweighting as published: the backbone
+    trains on the "backbone" patients, each weighting's head is fitted on the "fit" patients (never
+    seen by the backbone), the operating threshold is chosen on the "inner_val" patients (seen by
+    neither). `backbone_auc` is the backbone's own AUC on the rows it trained on and on held-out rows.
+    """
     net = _network_config(config)
+    labels = key[S.LABEL].to_numpy()
+    backbone_auc: dict[str, float] = {}
     if config.mode == "full":
+        roles = train_roles(key, seed)
         base = _cached(_fit_full)(key, weights, net, seed, code, paths, logdir)
         proba = base["proba"]
     else:
-        if config.feature_source == "pretrained":
-            base = _cached(features.pretrained_features)(key, net, code, paths)
+        dfr = config.feature_source != "pretrained"
+        roles = train_roles(key, seed, HEAD_FRACTION if dfr else 0.0)
+        if dfr:
+            base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, code, paths, logdir,
+                                      head_fraction=HEAD_FRACTION)
+            backbone_auc = {part: _auc(labels[roles == part], base["proba"][roles == part])
+                            for part in ("backbone", "fit", "inner_val")}
         else:
-            base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, code, paths, logdir)
+            base = _cached(features.pretrained_features)(key, net, code, paths)
         is_train = (key[S.SPLIT] == "train").to_numpy()
-        proba = features.head_proba(base["features"], is_train, key[S.LABEL].to_numpy(), weights, seed)
-    return {"proba": proba, "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
-            "backbone_seconds": float(base["seconds"])}
+        head_rows = roles[is_train] == "fit"
+        proba = features.head_proba(base["features"], roles == "fit", labels, weights[head_rows], seed)
+    inner = roles == "inner_val"
+    return {"proba": proba, "roles": roles, "threshold": operating_threshold(labels[inner], proba[inner]),
+            "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
+            "backbone_seconds": float(base["seconds"]), "backbone_auc": backbone_auc}
 
 
 def _key_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -315,9 +387,14 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
     args = (key, weights, _network_config(config, keep_mode=True), seed, code, paths, logdir)
     hit = cached.check_call_in_cache(*args)
     result = cached(*args)
-    preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"]})
+    preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"], ROLE: result["roles"]})
+    preds.attrs["threshold"] = result["threshold"]
+    roles = pd.Series(result["roles"])
     info = {"mode": config.mode, "backbone": config.backbone, "image_size": config.image_size, "seed": seed,
             "epochs": result["epochs"], "inner_val_bacc": result["inner_val_bacc"],
+            "threshold": result["threshold"], "backbone_auc": result["backbone_auc"],
+            "n_images": {r: int((roles == r).sum()) for r in ROLES},
+            "n_patients": {r: int(key.loc[(roles == r).to_numpy(), S.PATIENT].nunique()) for r in ROLES},
             "backbone_training_seconds": result["backbone_seconds"], "cached": bool(hit),
             "seconds": time.perf_counter() - t0, "description": describe_mode(config)}
     return preds, info
@@ -333,5 +410,6 @@ def describe_mode(config: TrainingConfig) -> str:
     if config.feature_source == "pretrained":
         return (f"frozen pre-trained {config.backbone} features ({config.image_size} px), one weighted logistic "
                 "head per weighting (last-layer mode, Kirichenko et al. 2022)")
-    return (f"one {net}, {stop} trained once without weights, then one weighted logistic head per weighting "
-            "on its features (last-layer mode, Kirichenko et al. 2022)")
+    return (f"one {net}, {stop} trained once without weights on part of the train patients, then one "
+            "weighted logistic head per weighting on its features of other, patient-disjoint train patients "
+            "(Deep Feature Reweighting, Kirichenko et al. 2022)")

@@ -6,8 +6,10 @@ import pandas as pd
 import yaml
 
 from pipeline.fairness.grid import best_row
+from pipeline.fairness.validity import validity
+from pipeline.report import preprocessing
 from pipeline.report.analysis import analysis_narrative
-from pipeline.report.french import num
+from pipeline.report.french import ci, num
 from pipeline.report.tables import (
     attribute_in_sentence,
     estimate_ci,
@@ -20,27 +22,66 @@ from pipeline.report.tables import (
 from pipeline.study import StudyContext, seeds_used, versions
 
 
+def _usable_grid(ctx: StudyContext) -> pd.DataFrame:
+    """Grid rows that may be named as a finding: never a rule of one class for everyone (levelling down)."""
+    t = ctx.grid.table
+    if "degenerate" in t.columns:
+        t = t[~t["degenerate"].fillna(False).astype(bool)]
+    degenerate = validity(ctx).degenerate_methods()
+    return t[~((t["postprocessor"] == "none") & t["weighting"].isin(list(degenerate)))]
+
+
 def key_findings(ctx: StudyContext, short: bool = False) -> str:
     uni = ctx.comparison[ctx.comparison["method"] == "uniform"].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
-    t = ctx.grid.table
-    best = best_row(t, "eo_diff")  # never a degenerate rule; realised gaps for randomised rules
     signed = "tpr_signed" in uni.index and uni.loc["tpr_signed", "estimate"] == uni.loc["tpr_signed", "estimate"]
     gap = "tpr_signed" if signed else "eopp_diff"
     which = ", " + " − ".join(ctx.comparison.attrs.get("groups", [])) if signed else ""
-    items = [
-        f"Modèle de référence : exactitude équilibrée {estimate_ci(uni, 'balanced_accuracy')}, "
-        f"écart de sensibilité ({attr}{which}) {estimate_ci(uni, gap)}.",
-        "Aucune combinaison non dégénérée : toutes les règles donnent une seule classe à presque toutes les images."
-        if best is None else
-        f"Écart d'equalized odds (réalisé) le plus faible parmi les règles non dégénérées : "
-        f"{method_label(best['weighting'])} + {post_label(best['postprocessor'])}, {num(best['eo_diff'])} "
-        f"({p_text(best.get('eo_diff_p_equal', float('nan')))}, test d'égalité des taux), "
-        f"pour une exactitude équilibrée de {grid_ci(best, 'balanced_accuracy')}.",
-    ]
+    v = validity(ctx)
+    items = [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
+             f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
+             f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
+             f"({attr}{which}) {estimate_ci(uni, gap)}."]
+    b = v.baseline
+    if b:
+        items.append(f"Un modèle qui ne connaît que les attributs sensibles atteint une AUC de "
+                     f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients "
+                     f"(différence avec le modèle d'images : {ci(b['diff'], b['diff_low'], b['diff_high'])}).")
+    if v.problems:
+        items.append("À lire avec prudence : " + warnings_short(ctx))
+    best = best_row(_usable_grid(ctx), "eo_diff")  # never a degenerate rule; realised gaps for randomised rules
+    if best is None:
+        items.append("Aucune combinaison ne distingue les patients : toutes donnent (presque) la même décision à "
+                     "tout le monde, aucune n'est retenue.")
+    else:
+        items.append(f"Écart d'equalized odds (réalisé) le plus faible parmi les règles qui distinguent les patients : "
+                     f"{method_label(best['weighting'])} + {post_label(best['postprocessor'])}, {num(best['eo_diff'])} "
+                     f"({p_text(best.get('eo_diff_p_equal', float('nan')))}, test d'égalité des taux), "
+                     f"pour une exactitude équilibrée de {grid_ci(best, 'balanced_accuracy')}.")
     if not short:
         items.append(analysis_narrative(ctx).split("\n\n")[0])
     return "\n".join(f"- {i}" for i in items)
+
+
+def warnings_short(ctx: StudyContext) -> str:
+    """One French sentence (for a slide) on why the fairness gaps cannot be read as fairness; "" if nothing."""
+    v = validity(ctx)
+    reasons = []
+    if v.degenerate_methods():
+        reasons.append("des règles donnent la même décision à (presque) tout le monde (écarts nuls par "
+                       "construction : nivellement par le bas)")
+    if v.chance:
+        reasons.append("l'AUC de certains modèles n'est pas distinguable du hasard")
+    if v.image_not_better:
+        reasons.append("le modèle d'images ne fait pas mieux qu'un modèle des seules métadonnées")
+    if not reasons:
+        return ""
+    return ("Les écarts d'équité ne se lisent pas comme de l'équité ici : " + " ; ".join(reasons) + ".")
+
+
+def validity_warning(ctx: StudyContext) -> str:
+    """The warning callout of the conclusion (the same findings as chapter 3's), "" when nothing to flag."""
+    return preprocessing.validity_warning(ctx)
 
 
 def reproducibility(ctx: StudyContext) -> str:

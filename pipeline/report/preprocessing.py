@@ -6,9 +6,10 @@ import altair as alt
 import pandas as pd
 
 from pipeline.data import schema as S
-from pipeline.fairness.weighting import WEIGHTINGS
+from pipeline.fairness.validity import validity
+from pipeline.fairness.weighting import WEIGHTINGS, diagnostics
 from pipeline.report import charts
-from pipeline.report.french import ci, num, pct
+from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, num, pct
 from pipeline.report.tables import (
     attribute_in_sentence,
     cite,
@@ -20,6 +21,12 @@ from pipeline.report.tables import (
 from pipeline.study import StudyContext
 
 
+def _part(info: dict, role: str) -> str:
+    """« 120 images de 40 patients » for a role of the training split."""
+    return (f"{count(info.get('n_images', {}).get(role, 0), 'images')} de "
+            f"{count(info.get('n_patients', {}).get(role, 0), 'patients')}")
+
+
 def training_protocol(ctx: StudyContext) -> str:
     t = ctx.config.training
     info = ctx.train_info.get("uniform", {})
@@ -28,18 +35,34 @@ def training_protocol(ctx: StudyContext) -> str:
         size_note = (f" Pour tenir dans le budget de calcul, nous gardons {pct(t.subsample_fraction)} des "
                      f"patients (tirage stratifié sur la classe et le sexe, graine {t.subsample_seed}) : "
                      f"{len(ctx.frame)} images au lieu de {len(ctx.full_frame)}.")
-    if t.mode == "last_layer":
-        how = (f"Un réseau `{t.backbone}` est entraîné **une fois** sans pondération ({t.image_size} px, "
-               f"{info.get('epochs', '?')} époques avec arrêt précoce sur des patients d'apprentissage mis de "
-               "côté), puis, pour chaque pondération, seule la dernière couche (régression logistique "
-               "pondérée sur les caractéristiques du réseau) est réapprise : c'est le principe du *Deep "
-               "Feature Reweighting* [@kirichenko2022], qui rend la comparaison de nombreuses pondérations "
-               "peu coûteuse.")
+    inner = f"une validation interne ({_part(info, 'inner_val')} d'apprentissage, tirés par patient)"
+    if t.mode == "last_layer" and t.feature_source != "pretrained":
+        auc = info.get("backbone_auc", {})
+        how = (f"Les patients d'apprentissage sont répartis en trois parts disjointes : le réseau `{t.backbone}` "
+               f"est entraîné **une fois** sans pondération sur {_part(info, 'backbone')} ({t.image_size} px, "
+               f"{info.get('epochs', '?')} époques, arrêt précoce sur {inner}) ; puis, pour chaque "
+               f"pondération, seule la dernière couche (régression logistique pondérée sur les "
+               f"caractéristiques du réseau) est réapprise sur {_part(info, 'fit')} que le réseau n'a jamais "
+               "vus : c'est le *Deep Feature Reweighting* [@kirichenko2022], qui réapprend la dernière couche "
+               "sur des données mises de côté. Réapprise sur les images mêmes du réseau, elle verrait des "
+               "caractéristiques qui les séparent déjà et atténuerait l'effet de toute pondération. "
+               f"L'AUC du réseau seul est de {num(auc.get('backbone'))} sur ses propres images "
+               f"d'apprentissage, contre {num(auc.get('fit'))} sur les patients de la dernière couche et "
+               f"{num(auc.get('inner_val'))} sur la validation interne.")
+    elif t.mode == "last_layer":
+        how = (f"Les caractéristiques d'un réseau `{t.backbone}` pré-entraîné et figé ({t.image_size} px) "
+               f"sont extraites une fois ; pour chaque pondération, seule une dernière couche (régression "
+               f"logistique pondérée) est apprise, sur {_part(info, 'fit')}, {inner} étant mise de côté.")
     else:
-        how = (f"Un réseau `{t.backbone}` complet est entraîné pour chaque pondération ({t.image_size} px, "
-               f"au plus {t.max_epochs} époques, arrêt précoce sur des patients d'apprentissage mis de côté).")
+        how = (f"Un réseau `{t.backbone}` complet est entraîné pour chaque pondération sur {_part(info, 'fit')} "
+               f"({t.image_size} px, au plus {t.max_epochs} époques, arrêt précoce sur {inner}).")
+    rule = (" **Seuil de décision** : pour chaque pondération, celui qui maximise l'exactitude équilibrée sur la "
+            "validation interne, jamais sur les patients d'évaluation ni un 0,5 fixe qui ignorerait le "
+            f"déséquilibre des classes (modèle de référence : {num(info.get('threshold'), 3)}). L'AUC, qui ne "
+            "dépend d'aucun seuil, est donnée à côté ; le post-traitement (@sec-postprocessing) part des "
+            "mêmes scores.")
     seeds = ", ".join(str(s) for s in t.seeds)
-    return (f"{how} Graine(s) : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
+    return (f"{how}{rule} Graine(s) : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
             f"de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}")
 
 
@@ -112,7 +135,110 @@ def weighting_narrative(ctx: StudyContext) -> str:
     moves = significant_moves(table, "method", method_label)
     lines += moves or ["Aucune pondération ne modifie une métrique au-delà du bruit d'échantillonnage "
                        "(tous les intervalles appariés contiennent 0)."]
-    best = table[table["metric"] == "eo_diff"].sort_values("estimate").iloc[0]
-    lines.append(f"L'écart d'equalized odds le plus faible est obtenu par {method_label(best['method'])} "
-                 f"({ci(best['estimate'], best['low'], best['high'])}).")
+    degenerate = validity(ctx).degenerate_methods()
+    eo = table[(table["metric"] == "eo_diff") & ~table["method"].isin(list(degenerate))].sort_values("estimate")
+    if len(eo):
+        best = eo.iloc[0]
+        lines.append(f"L'écart d'equalized odds le plus faible est obtenu par {method_label(best['method'])} "
+                     f"({ci(best['estimate'], best['low'], best['high'])})"
+                     + (", parmi les pondérations dont les décisions distinguent les patients." if degenerate
+                        else "."))
     return "\n\n".join(lines)
+
+
+# ------------------------------------------------------------------ weighting diagnostics
+def diagnostics_frame(ctx: StudyContext) -> pd.DataFrame:
+    """`weighting.diagnostics` of every weighting on the rows its model (or head) is fitted on."""
+    train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
+    preds = ctx.predictions["uniform"]
+    fitted = (preds.loc[preds[S.SPLIT] == "train", "role"] == "fit").to_numpy() if "role" in preds else None
+    return diagnostics(train, ctx.weights, ctx.config.weighting.attribute, fitted)
+
+
+def weighting_diagnostics(ctx: StudyContext) -> pd.DataFrame:
+    """Chapter 3 table: effective sample size, spread of the weights, weighted prevalence per group."""
+    d = diagnostics_frame(ctx)
+    attr = ctx.config.weighting.attribute
+    groups = [c.split(":", 1)[1] for c in d.columns if c.startswith("prevalence:")]
+    rows = []
+    for r in d.to_dict("records"):
+        row = {"Méthode": method_label(r["method"]),
+               "Taille effective": f"{num(r['ess'], 0)} / {r['n']} ({pct(r['ess_share'])})",
+               "Poids min – max": f"{num(r['w_min'])} – {num(r['w_max'])}",
+               "CV des poids": num(r["cv"])}
+        for g in groups:
+            row[f"Prévalence pondérée, {group_label(attr, g)}"] = pct(r[f"prevalence:{g}"])
+        row["Lecture"] = "uniforme" if r["cv"] < 1e-9 else "quasi uniforme" if r["nearly_uniform"] else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def diagnostics_sentence(ctx: StudyContext) -> str:
+    """Which weightings are (nearly) uniform on these data, so that their null result is read as such."""
+    d = diagnostics_frame(ctx)
+    flat = [method_label(m) for m, u in zip(d["method"], d["nearly_uniform"], strict=True) if u and m != "uniform"]
+    ess = d.set_index("method")["ess_share"].drop("uniform", errors="ignore")
+    costly = ess.idxmin() if len(ess) else None
+    text = (f"La taille effective de Kish, $(\\sum w)^2 / \\sum w^2$, dit combien d'images "
+            f"«{NBSP}comptent{NBSP}» encore une fois pondérées : une pondération forte rend le modèle plus variable.")
+    if costly is not None:
+        text += (f" La plus coûteuse ici est {method_label(costly)} ({pct(ess[costly])} de la taille "
+                 "nominale).")
+    if flat:
+        text += (f" Sur ces données, {', '.join(flat)} {'donne' if len(flat) == 1 else 'donnent'} des poids "
+                 f"(quasi) uniformes (coefficient de variation sous {num(0.05)}) : "
+                 f"{'son' if len(flat) == 1 else 'leur'} absence d'effet est alors une conséquence de la "
+                 "construction, pas un résultat sur la méthode.")
+    return text
+
+
+# ------------------------------------------------------------------ degenerate and uninformative results
+def _where_fr(where: dict[str, str]) -> str:
+    parts = []
+    for key, cls in where.items():
+        if key == "all":
+            parts.append(f"toutes les images en «{NBSP}{cls}{NBSP}»")
+        else:
+            attr, group = key.split("=", 1)
+            label = f"{group_label(attr, group)} ({attribute_label(attr).lower()})"
+            parts.append(f"le groupe {label} en «{NBSP}{cls}{NBSP}»")
+    return ", ".join(parts)
+
+
+def validity_items(ctx: StudyContext) -> list[str]:
+    """French sentences naming each degenerate or uninformative result (empty list: nothing to flag)."""
+    v = validity(ctx)
+    items = []
+    degenerate = v.degenerate_methods()
+    if degenerate:
+        names = [f"{method_label(m)} ({_where_fr(w)})" for m, w in degenerate.items()]
+        items.append("**Décisions d'une seule classe.** Au seuil de fonctionnement, " + "; ".join(names)
+                     + f" (au moins {pct(0.95)} des images d'une même classe). Les écarts d'équité y sont "
+                     "proches de 0 par construction : personne n'est distingué. C'est un nivellement par le "
+                     f"bas, pas de l'équité ; ces résultats ne sont jamais retenus comme «{NBSP}meilleurs{NBSP}».")
+    if v.chance:
+        names = [f"{method_label(m)} (AUC {ci(*a)})" for m, a in v.chance.items()]
+        items.append("**Modèle au niveau du hasard.** L'intervalle de l'AUC contient 0,5 pour "
+                     + ", ".join(names) + " : le modèle ne classe pas les images mieux qu'au hasard, et ses "
+                     "écarts entre groupes mesurent surtout du bruit, pas un biais de l'image.")
+    b = v.baseline
+    if v.image_not_better:
+        attrs = ", ".join(attribute_label(a).lower() for a in b["attributes_used"])
+        image = ci(b["image"], b["image_low"], b["image_high"])
+        meta = ci(b["attributes"], b["attributes_low"], b["attributes_high"])
+        diff = ci(b["diff"], b["diff_low"], b["diff_high"])
+        items.append(f"**Pas mieux que les métadonnées.** Le modèle d'images (AUC {image}) ne fait pas mieux, "
+                     f"de façon établie, qu'un modèle qui ne connaît que {attrs} (AUC {meta}, appris sur les "
+                     f"patients d'apprentissage ; différence appariée {diff}). Ses écarts entre groupes peuvent "
+                     "alors refléter la démographie des groupes plutôt que ce que l'image montre.")
+    return items
+
+
+def validity_warning(ctx: StudyContext) -> str:
+    """A French warning callout naming what makes the fairness gaps unreadable ("" when nothing does)."""
+    items = validity_items(ctx)
+    if not items:
+        return ""
+    body = "\n\n".join(f"- {i}" for i in items)
+    return (f"\n::: {{.callout-warning}}\n## Ces écarts d'équité ne se lisent pas comme de l'équité\n\n{body}\n"
+            ":::\n")

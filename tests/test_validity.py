@@ -1,0 +1,76 @@
+"""Degenerate and uninformative results are named: one-class decisions, chance AUC, no better than metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import study
+from pipeline.config import load_config
+from pipeline.fairness.validity import check
+from pipeline.report import conclusion, preprocessing
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
+
+
+def _context(name: str, proba, sex_effect: float = 0.0, threshold: float = 0.5, n_patients: int = 240
+             ) -> study.StudyContext:
+    """A study context with constructed scores (no images, no training): `proba(label, rng)`."""
+    rng = np.random.default_rng(0)
+    sex = rng.choice(["M", "F"], n_patients)
+    label = (rng.random(n_patients) < 0.5 + sex_effect * np.where(sex == "F", 1, -1)).astype(int)
+    frame = pd.DataFrame({"Image Index": [f"{i}.png" for i in range(n_patients)], "patient": np.arange(n_patients)
+                          .astype(str), "split": np.where(np.arange(n_patients) < n_patients // 2, "train", "valid"),
+                          "label": label, "sex": sex, "age_band": rng.choice(["0-39", "40-59", "60+"], n_patients),
+                          "view": rng.choice(["PA", "AP"], n_patients)})
+    config = load_config(TINY)
+    ctx = study.StudyContext(config, None, frame, frame, study._evaluation_rows(frame, config), f"constructed-{name}")
+    preds = frame[["Image Index", "split", "label"]].assign(proba=proba(label, rng), role="fit")
+    preds = study._attach_attributes(preds, frame, config)
+    preds.attrs["threshold"] = threshold
+    ctx.predictions["uniform"] = ctx.seed_predictions[("uniform", 0)] = preds
+    ctx.train_info["uniform"] = {"threshold": threshold}
+    study._evaluate_weightings(ctx)
+    return ctx
+
+
+def test_every_decision_malade_is_named_as_levelling_down():
+    ctx = _context("all-malade", lambda y, rng: 0.6 + 0.3 * y + rng.normal(0, 0.02, len(y)))
+    v = check(ctx)
+    assert v.degenerate_methods() == {"uniform": {"all": "malade"}}
+    assert not v.chance and not v.image_not_better  # it ranks well: only its decisions are degenerate
+    warning = preprocessing.validity_warning(ctx)
+    assert "callout-warning" in warning and "seule classe" in warning and "nivellement par le bas" in warning
+    assert "nivellement par le bas" in conclusion.warnings_short(ctx)
+
+
+def test_a_model_at_chance_is_named_and_not_better_than_metadata():
+    ctx = _context("chance", lambda y, rng: rng.random(len(y)))
+    v = check(ctx)
+    assert "uniform" in v.chance and v.image_not_better
+    warning = preprocessing.validity_warning(ctx)
+    assert "hasard" in warning and "métadonnées" in warning
+    assert "hasard" in conclusion.warnings_short(ctx)
+
+
+def test_an_image_model_weaker_than_the_attributes_is_named():
+    ctx = _context("metadata", lambda y, rng: 0.5 + 0.05 * y + rng.normal(0, 0.2, len(y)), sex_effect=0.35)
+    v = check(ctx)
+    assert v.baseline["attributes"] > 0.6 and v.image_not_better
+    assert "Pas mieux que les métadonnées" in preprocessing.validity_warning(ctx)
+
+
+def test_a_good_model_raises_no_warning():
+    ctx = _context("good", lambda y, rng: np.clip(0.5 + 0.4 * (y - 0.5) * 2 + rng.normal(0, 0.1, len(y)), 0, 1))
+    v = check(ctx)
+    assert not v.problems, (v.degenerate_methods(), v.chance, v.baseline)
+    assert preprocessing.validity_warning(ctx) == "" and conclusion.warnings_short(ctx) == ""
