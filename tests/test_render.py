@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline.render.browser import browser, measure_slides
 from pipeline.render.qmd import Cell, Emitter, RenderError, conditional_content, number_crossrefs, parse, to_markdown
 from pipeline.render.renderer import SlideOverflowWarning, render_all, render_file, slide_overflows
 
@@ -253,3 +254,29 @@ def test_slide_overflow_counts_table_rows_as_reveal_lays_them_out(tmp_path):
     markdown = (f"## Annexe longue {{.smaller}}\n\n{table(26)}\n\n## Annexe courte {{.smaller}}\n\n{table(14)}\n\n"
                 f"## Tableau normal\n\n{table(14)}\n")
     assert slide_overflows(markdown, tmp_path / "build", doc) == ["Annexe longue"]
+
+
+needs_browser = pytest.mark.skipif(browser() is None, reason="no Chromium on PATH (Debian: apt install chromium)")
+
+
+@needs_browser
+def test_browser_measures_every_fixture_slide_inside_the_slide(outputs):
+    size, boxes = measure_slides(outputs["slides.html"])
+    assert size == {"width": 960, "height": 700}  # reveal.js defaults: the fixture sets no size
+    assert [b.title for b in boxes][1:] == ["Le problème", "Un graphique", "Un tableau", "Références"]
+    chart = boxes[2]
+    assert 200 < chart.bottom <= 720, chart  # the chart (drawn by vega-embed) is measured, and fits
+    assert not [b for b in boxes if b.overflows(**size)]
+
+
+@needs_browser
+def test_browser_reports_overflowing_slides_by_title(tmp_path):
+    bullets = "\n".join(f"- point {i}" for i in range(30))
+    wide = "x" * 400
+    slides = (f"## Courte\n\nUne ligne.\n\n## Trop longue\n\n{bullets}\n\n## Trop large\n\n`{wide}`\n\n"
+              "## Fin\n\nMerci.\n")
+    (tmp_path / "slides.qmd").write_text(f"---\ntitle: s\nformat: revealjs\n---\n\n{slides}")
+    with pytest.warns(SlideOverflowWarning, match="Trop longue") as caught:
+        render_file(tmp_path / "slides.qmd", ["revealjs"], use_quarto=False)
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["Trop large", "Trop longue"]
+    assert all(w.filename.endswith("slides.qmd") and w.lineno > 4 for w in caught)  # the slide's own line

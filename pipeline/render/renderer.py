@@ -157,6 +157,8 @@ def _render_quarto(qmd: Path, formats: list[str], project: Path, out_dir: Path) 
         if found != target:  # a project without output-dir writes next to the source
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(found, target)
+        if fmt == "revealjs":
+            check_slides_in_browser(target, parse(qmd, project_meta(project)))
         written.append(target)
         print(f"wrote {_rel(target, project)} in {time.perf_counter() - t0:.1f} s", flush=True)
     return written
@@ -200,7 +202,7 @@ def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path
         target = out_dir / f"{qmd.stem}.{EXTENSIONS[fmt]}"
         markdown = to_markdown(doc, results, Emitter(fmt, build / f"{fmt}-media"))
         detail = WRITERS[fmt](markdown, target, build, doc)
-        if fmt == "revealjs":
+        if fmt == "revealjs" and not check_slides_in_browser(target, doc):
             check = to_markdown(doc, results, Emitter("typst", build / "check-media"))
             _warn_overflows(check, build / "check", doc)
         written.append(target)
@@ -383,6 +385,26 @@ def slide_overflows(markdown: str, build: Path, doc: Document, width: int = 1280
     return [title for (title, _), span in zip(chunks, spans, strict=True) if span > 1]
 
 
+def check_slides_in_browser(slides: Path, doc: Document) -> bool:
+    """Warn for each slide whose content the browser draws outside the slide; False without a browser."""
+    from pipeline.render.browser import browser, overflowing_slides
+
+    if browser() is None:
+        return False
+    try:
+        boxes = overflowing_slides(slides, **_slide_size(doc))
+    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as err:  # never block the slides
+        print(f"warning: slide overflow check skipped: {err}", file=sys.stderr)
+        return False
+    size = _slide_size(doc)
+    for box in boxes:
+        path, line = _slide_origin(doc, box.title)
+        warnings.warn_explicit(f"slide '{box.title}' overflows the {size['width']}x{size['height']} slide (the "
+                               f"browser draws it to {box.right:.0f}x{box.bottom:.0f} px); shorten it or move "
+                               "content to a backup slide", SlideOverflowWarning, str(path), line)
+    return True
+
+
 def _warn_overflows(markdown: str, build: Path, doc: Document) -> None:
     try:
         titles = slide_overflows(markdown, build, doc, **_slide_size(doc))
@@ -397,9 +419,12 @@ def _warn_overflows(markdown: str, build: Path, doc: Document) -> None:
 
 def _slide_origin(doc: Document, title: str) -> tuple[Path, int]:
     """Source file and line of the `## title` heading (for the warning), else the document."""
+    def plain(text: str) -> str:  # the browser shows typographic apostrophes and collapsed spaces
+        return re.sub(r"\s+", " ", text.replace("\u2019", "'")).strip()
+
     for part in doc.parts:
         for i, line in enumerate(getattr(part, "text", "").split("\n")):
-            if line.startswith("## ") and line[3:].split("{")[0].strip() == title:
+            if line.startswith("## ") and plain(line[3:].split("{")[0]) == plain(title):
                 return part.origins[i]
     return doc.path, 1
 
