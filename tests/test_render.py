@@ -23,6 +23,14 @@ FIXTURE = Path(__file__).parent / "fixtures" / "render"
 EXTERNAL = re.compile(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=[\"']?(https?:)?//", re.I)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A cache of this module's own: its renders reuse nothing computed by an earlier run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FAIRCXR_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("render") / "project"
@@ -280,3 +288,26 @@ def test_browser_reports_overflowing_slides_by_title(tmp_path):
         render_file(tmp_path / "slides.qmd", ["revealjs"], use_quarto=False)
     assert sorted(str(w.message).split("'")[1] for w in caught) == ["Trop large", "Trop longue"]
     assert all(w.filename.endswith("slides.qmd") and w.lineno > 4 for w in caught)  # the slide's own line
+
+
+def test_prose_edit_reuses_cell_outputs_and_a_cell_edit_executes(tmp_path, capsys):
+    """The writing loop: after a prose edit the fallback reuses the cells' outputs (no kernel) and rewrites
+    only the outputs whose source changed; after a cell edit it executes again."""
+    project = tmp_path / "p"
+    shutil.copytree(FIXTURE, project)
+    render_all(project, outputs=("report.html", "slides.html"), use_quarto=False)
+    first = capsys.readouterr().out
+    assert "executing report.qmd" in first and "executing slides.qmd" in first
+    chapter = project / "chapters" / "01-resultats.qmd"
+    chapter.write_text(chapter.read_text(encoding="utf-8").replace("Les écarts entre groupes sont connus",
+                                                                    "PROSE-MODIFIEE. Les écarts sont connus"))
+    render_all(project, outputs=("report.html", "slides.html"), use_quarto=False)
+    second = capsys.readouterr().out
+    assert "executing" not in second and "reusing the outputs of report.qmd" in second
+    assert "_output/slides.html is up to date" in second and "wrote _output/report.html" in second
+    assert "PROSE-MODIFIEE" in _html_text(project / "_output" / "report.html")
+    (project / "report.qmd").write_text((project / "report.qmd").read_text(encoding="utf-8")
+                                        .replace("sum(range(1, 101))", "sum(range(1, 11))"))
+    render_all(project, outputs=("report.html",), use_quarto=False)
+    assert "executing report.qmd" in capsys.readouterr().out
+    assert "vaut 55" in _html_text(project / "_output" / "report.html")

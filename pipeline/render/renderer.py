@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.cache import atomic_path
+from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
 from pipeline.render.qmd import (
+    INLINE,
+    Cell,
     Document,
     Emitter,
     RenderError,
@@ -187,21 +189,74 @@ def kernel_env(project: Path) -> dict[str, str]:
             "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
 
-def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
+def execution_key(doc: Document) -> str | None:
+    """What a document's outputs depend on, prose excluded: its cells and inline expressions in order, the
+    whole `pipeline` code, the study (config, data files, code: `study.study_key`) and the FAIRCXR_*
+    settings. None when the study config cannot be read (the document then always executes)."""
+    from pipeline.config import ConfigError, load_config
+    from pipeline.study import study_key
+
+    try:
+        study = study_key(load_config())
+    except (ConfigError, OSError, ValueError) as err:
+        print(f"note: {doc.path.name} is executed without reuse ({err})", file=sys.stderr)
+        return None
+    code = sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
+    parts = [repr(p.source) + repr(p.options) if isinstance(p, Cell) else repr(INLINE.findall(p.text))
+             for p in doc.parts]
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("FAIRCXR_"))
+    return combined_digest([sys.version, study, *settings, repr(doc.meta.get("execute")), *parts,
+                            *(q.read_text(encoding="utf-8") for q in code)])
+
+
+def _execute_or_reuse(doc: Document, qmd: Path, project: Path) -> list[Any]:
+    """Execute the document, or reuse its last outputs when nothing but prose changed since (the writing loop)."""
+    key = execution_key(doc)
+    stored = cache_dir() / "render" / f"{qmd.stem}-{key}.json" if key else None
+    if stored is not None and stored.is_file():
+        print(f"reusing the outputs of {qmd.name}'s cells: only its prose changed since they were computed",
+              flush=True)
+        return json.loads(stored.read_text(encoding="utf-8"))
     t0 = time.perf_counter()
-    doc = parse(qmd, project_meta(project))
-    build = out_dir / ".build" / qmd.stem
-    shutil.rmtree(build, ignore_errors=True)
     n = len(doc.includes)
     print(f"executing {qmd.name}" + (f" ({n} chapter{'s' * (n > 1)})" if n else "") + "…", flush=True)
     results = execute(doc, cwd=qmd.parent, env=kernel_env(project))
     print(f"executed {qmd.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if stored is not None:
+        atomic_write_text(stored, json.dumps(results))
+    return results
+
+
+def _up_to_date(target: Path, key: str) -> bool:
+    """True when `target` was written from these inputs (`key`) and has not changed since."""
+    record = cache_dir() / "render" / f"{target.name}.written"
+    return target.is_file() and record.is_file() and \
+        record.read_text(encoding="utf-8") == f"{key} {file_digest(target)}"
+
+
+def _record(target: Path, key: str) -> None:
+    atomic_write_text(cache_dir() / "render" / f"{target.name}.written", f"{key} {file_digest(target)}")
+
+
+def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
+    doc = parse(qmd, project_meta(project))
+    build = out_dir / ".build" / qmd.stem
+    shutil.rmtree(build, ignore_errors=True)
+    results = _execute_or_reuse(doc, qmd, project)
+    templates = [t.read_bytes().hex() for t in sorted(TEMPLATES.iterdir()) if t.is_file()]
     written = []
     for fmt in formats:
         t1 = time.perf_counter()
         target = out_dir / f"{qmd.stem}.{EXTENSIONS[fmt]}"
         markdown = to_markdown(doc, results, Emitter(fmt, build / f"{fmt}-media"))
+        key = combined_digest([fmt, str(target), markdown, json.dumps(results), repr(doc.meta), *templates,
+                               Path(__file__).read_text(encoding="utf-8")])
+        if _up_to_date(target, key):
+            print(f"{_rel(target, project)} is up to date", flush=True)
+            written.append(target)
+            continue
         detail = WRITERS[fmt](markdown, target, build, doc)
+        _record(target, key)
         if fmt == "revealjs" and not check_slides_in_browser(target, doc):
             check = to_markdown(doc, results, Emitter("typst", build / "check-media"))
             _warn_overflows(check, build / "check", doc)
