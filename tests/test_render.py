@@ -15,11 +15,20 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline.render.browser import browser, measure_slides
 from pipeline.render.qmd import Cell, Emitter, RenderError, conditional_content, number_crossrefs, parse, to_markdown
 from pipeline.render.renderer import SlideOverflowWarning, render_all, render_file, slide_overflows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "render"
 EXTERNAL = re.compile(r"<(script|link|img|iframe)\b[^>]*\b(src|href)=[\"']?(https?:)?//", re.I)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A cache of this module's own: its renders reuse nothing computed by an earlier run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FAIRCXR_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +262,52 @@ def test_slide_overflow_counts_table_rows_as_reveal_lays_them_out(tmp_path):
     markdown = (f"## Annexe longue {{.smaller}}\n\n{table(26)}\n\n## Annexe courte {{.smaller}}\n\n{table(14)}\n\n"
                 f"## Tableau normal\n\n{table(14)}\n")
     assert slide_overflows(markdown, tmp_path / "build", doc) == ["Annexe longue"]
+
+
+needs_browser = pytest.mark.skipif(browser() is None, reason="no Chromium on PATH (Debian: apt install chromium)")
+
+
+@needs_browser
+def test_browser_measures_every_fixture_slide_inside_the_slide(outputs):
+    size, boxes = measure_slides(outputs["slides.html"])
+    assert size == {"width": 960, "height": 700}  # reveal.js defaults: the fixture sets no size
+    assert [b.title for b in boxes][1:] == ["Le problème", "Un graphique", "Un tableau", "Références"]
+    chart = boxes[2]
+    assert 200 < chart.bottom <= 720, chart  # the chart (drawn by vega-embed) is measured, and fits
+    assert not [b for b in boxes if b.overflows(**size)]
+
+
+@needs_browser
+def test_browser_reports_overflowing_slides_by_title(tmp_path):
+    bullets = "\n".join(f"- point {i}" for i in range(30))
+    wide = "x" * 400
+    slides = (f"## Courte\n\nUne ligne.\n\n## Trop longue\n\n{bullets}\n\n## Trop large\n\n`{wide}`\n\n"
+              "## Fin\n\nMerci.\n")
+    (tmp_path / "slides.qmd").write_text(f"---\ntitle: s\nformat: revealjs\n---\n\n{slides}")
+    with pytest.warns(SlideOverflowWarning, match="Trop longue") as caught:
+        render_file(tmp_path / "slides.qmd", ["revealjs"], use_quarto=False)
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["Trop large", "Trop longue"]
+    assert all(w.filename.endswith("slides.qmd") and w.lineno > 4 for w in caught)  # the slide's own line
+
+
+def test_prose_edit_reuses_cell_outputs_and_a_cell_edit_executes(tmp_path, capsys):
+    """The writing loop: after a prose edit the fallback reuses the cells' outputs (no kernel) and rewrites
+    only the outputs whose source changed; after a cell edit it executes again."""
+    project = tmp_path / "p"
+    shutil.copytree(FIXTURE, project)
+    render_all(project, outputs=("report.html", "slides.html"), use_quarto=False)
+    first = capsys.readouterr().out
+    assert "executing report.qmd" in first and "executing slides.qmd" in first
+    chapter = project / "chapters" / "01-resultats.qmd"
+    chapter.write_text(chapter.read_text(encoding="utf-8").replace("Les écarts entre groupes sont connus",
+                                                                    "PROSE-MODIFIEE. Les écarts sont connus"))
+    render_all(project, outputs=("report.html", "slides.html"), use_quarto=False)
+    second = capsys.readouterr().out
+    assert "executing" not in second and "reusing the outputs of report.qmd" in second
+    assert "_output/slides.html is up to date" in second and "wrote _output/report.html" in second
+    assert "PROSE-MODIFIEE" in _html_text(project / "_output" / "report.html")
+    (project / "report.qmd").write_text((project / "report.qmd").read_text(encoding="utf-8")
+                                        .replace("sum(range(1, 101))", "sum(range(1, 11))"))
+    render_all(project, outputs=("report.html",), use_quarto=False)
+    assert "executing report.qmd" in capsys.readouterr().out
+    assert "vaut 55" in _html_text(project / "_output" / "report.html")

@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.cache import atomic_path
+from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
 from pipeline.render.qmd import (
+    INLINE,
+    Cell,
     Document,
     Emitter,
     RenderError,
@@ -157,6 +159,8 @@ def _render_quarto(qmd: Path, formats: list[str], project: Path, out_dir: Path) 
         if found != target:  # a project without output-dir writes next to the source
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(found, target)
+        if fmt == "revealjs":
+            check_slides_in_browser(target, parse(qmd, project_meta(project)))
         written.append(target)
         print(f"wrote {_rel(target, project)} in {time.perf_counter() - t0:.1f} s", flush=True)
     return written
@@ -185,22 +189,75 @@ def kernel_env(project: Path) -> dict[str, str]:
             "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 
 
-def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
+def execution_key(doc: Document) -> str | None:
+    """What a document's outputs depend on, prose excluded: its cells and inline expressions in order, the
+    whole `pipeline` code, the study (config, data files, code: `study.study_key`) and the FAIRCXR_*
+    settings. None when the study config cannot be read (the document then always executes)."""
+    from pipeline.config import ConfigError, load_config
+    from pipeline.study import study_key
+
+    try:
+        study = study_key(load_config())
+    except (ConfigError, OSError, ValueError) as err:
+        print(f"note: {doc.path.name} is executed without reuse ({err})", file=sys.stderr)
+        return None
+    code = sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
+    parts = [repr(p.source) + repr(p.options) if isinstance(p, Cell) else repr(INLINE.findall(p.text))
+             for p in doc.parts]
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("FAIRCXR_"))
+    return combined_digest([sys.version, study, *settings, repr(doc.meta.get("execute")), *parts,
+                            *(q.read_text(encoding="utf-8") for q in code)])
+
+
+def _execute_or_reuse(doc: Document, qmd: Path, project: Path) -> list[Any]:
+    """Execute the document, or reuse its last outputs when nothing but prose changed since (the writing loop)."""
+    key = execution_key(doc)
+    stored = cache_dir() / "render" / f"{qmd.stem}-{key}.json" if key else None
+    if stored is not None and stored.is_file():
+        print(f"reusing the outputs of {qmd.name}'s cells: only its prose changed since they were computed",
+              flush=True)
+        return json.loads(stored.read_text(encoding="utf-8"))
     t0 = time.perf_counter()
-    doc = parse(qmd, project_meta(project))
-    build = out_dir / ".build" / qmd.stem
-    shutil.rmtree(build, ignore_errors=True)
     n = len(doc.includes)
     print(f"executing {qmd.name}" + (f" ({n} chapter{'s' * (n > 1)})" if n else "") + "…", flush=True)
     results = execute(doc, cwd=qmd.parent, env=kernel_env(project))
     print(f"executed {qmd.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if stored is not None:
+        atomic_write_text(stored, json.dumps(results))
+    return results
+
+
+def _up_to_date(target: Path, key: str) -> bool:
+    """True when `target` was written from these inputs (`key`) and has not changed since."""
+    record = cache_dir() / "render" / f"{target.name}.written"
+    return target.is_file() and record.is_file() and \
+        record.read_text(encoding="utf-8") == f"{key} {file_digest(target)}"
+
+
+def _record(target: Path, key: str) -> None:
+    atomic_write_text(cache_dir() / "render" / f"{target.name}.written", f"{key} {file_digest(target)}")
+
+
+def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
+    doc = parse(qmd, project_meta(project))
+    build = out_dir / ".build" / qmd.stem
+    shutil.rmtree(build, ignore_errors=True)
+    results = _execute_or_reuse(doc, qmd, project)
+    templates = [t.read_bytes().hex() for t in sorted(TEMPLATES.iterdir()) if t.is_file()]
     written = []
     for fmt in formats:
         t1 = time.perf_counter()
         target = out_dir / f"{qmd.stem}.{EXTENSIONS[fmt]}"
         markdown = to_markdown(doc, results, Emitter(fmt, build / f"{fmt}-media"))
+        key = combined_digest([fmt, str(target), markdown, json.dumps(results), repr(doc.meta), *templates,
+                               Path(__file__).read_text(encoding="utf-8")])
+        if _up_to_date(target, key):
+            print(f"{_rel(target, project)} is up to date", flush=True)
+            written.append(target)
+            continue
         detail = WRITERS[fmt](markdown, target, build, doc)
-        if fmt == "revealjs":
+        _record(target, key)
+        if fmt == "revealjs" and not check_slides_in_browser(target, doc):
             check = to_markdown(doc, results, Emitter("typst", build / "check-media"))
             _warn_overflows(check, build / "check", doc)
         written.append(target)
@@ -383,6 +440,26 @@ def slide_overflows(markdown: str, build: Path, doc: Document, width: int = 1280
     return [title for (title, _), span in zip(chunks, spans, strict=True) if span > 1]
 
 
+def check_slides_in_browser(slides: Path, doc: Document) -> bool:
+    """Warn for each slide whose content the browser draws outside the slide; False without a browser."""
+    from pipeline.render.browser import browser, overflowing_slides
+
+    if browser() is None:
+        return False
+    try:
+        boxes = overflowing_slides(slides, **_slide_size(doc))
+    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as err:  # never block the slides
+        print(f"warning: slide overflow check skipped: {err}", file=sys.stderr)
+        return False
+    size = _slide_size(doc)
+    for box in boxes:
+        path, line = _slide_origin(doc, box.title)
+        warnings.warn_explicit(f"slide '{box.title}' overflows the {size['width']}x{size['height']} slide (the "
+                               f"browser draws it to {box.right:.0f}x{box.bottom:.0f} px); shorten it or move "
+                               "content to a backup slide", SlideOverflowWarning, str(path), line)
+    return True
+
+
 def _warn_overflows(markdown: str, build: Path, doc: Document) -> None:
     try:
         titles = slide_overflows(markdown, build, doc, **_slide_size(doc))
@@ -397,9 +474,12 @@ def _warn_overflows(markdown: str, build: Path, doc: Document) -> None:
 
 def _slide_origin(doc: Document, title: str) -> tuple[Path, int]:
     """Source file and line of the `## title` heading (for the warning), else the document."""
+    def plain(text: str) -> str:  # the browser shows typographic apostrophes and collapsed spaces
+        return re.sub(r"\s+", " ", text.replace("\u2019", "'")).strip()
+
     for part in doc.parts:
         for i, line in enumerate(getattr(part, "text", "").split("\n")):
-            if line.startswith("## ") and line[3:].split("{")[0].strip() == title:
+            if line.startswith("## ") and plain(line[3:].split("{")[0]) == plain(title):
                 return part.origins[i]
     return doc.path, 1
 

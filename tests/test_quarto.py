@@ -1,0 +1,262 @@
+"""Real Quarto is the reference renderer: the whole project rendered with it on a tiny demo, its warnings,
+what a reader sees, and the same document from the offline fallback (compared piece by piece).
+
+Quarto comes from PATH or from `../shared/quarto/install.sh` (installed once, idempotent); without
+either, the module is skipped with the reason. One temporary copy of the project is rendered by both
+renderers with one temporary study cache: the study is computed once, by the first render.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
+INSTALLER = ROOT.parent / "shared" / "quarto" / "install.sh"
+SOURCES = ("_quarto.yml", "report.qmd", "slides.qmd", "references.bib", "study.yml", "chapters")
+OUTPUTS = ("report.html", "report.pdf", "slides.html")
+# The grading rubric's sections, in order (as tests/test_end_to_end.py).
+RUBRIC = ["Introduction", "Préparation des données", "Pré-traitement", "Post-traitement",
+          "Analyse et compréhension", "Conclusion"]
+
+# Warnings caused by this machine, not by the project: the kernel's notice about its TCP transport,
+# the offline Quarto build without typst-gather, and embed-resources failing to fetch from a CDN
+# offline (Quarto adds require.js and jQuery to any page with HTML outputs, and fetches them to embed).
+TOLERATED = [re.compile(p) for p in (
+    r"Kernel is running over TCP without encryption",
+    r"typst-gather",
+    r"Could not fetch resource https://cdn\.jsdelivr\.net/npm/(jquery|requirejs)@",
+)]
+WARNING = re.compile(r"\bWARN(ING)?\b|\[WARNING\]")
+# What a reader must never see: an escaped character or literal Markdown.
+LEAKS = [re.compile(p) for p in (r"\\x[0-9a-f]{2}", r"\\u[0-9a-f]{4}", r"\*\*", r"\{python\}", r"\\\(",
+                                 r"\\\[", r"\$\$", r"\[\[CAPTION", r"#(set|show|block|pagebreak)\b")]
+INTERVAL = re.compile(r"\[\s*[−+\-]?\d[\d,]*(?:\s*%)?\s*;\s*[−+\-]?\d[\d,]*(?:\s*%)?\s*\]")
+AUTHOR_DATE = re.compile(r"\((?:[^()]*?[A-Z][\w\-]+(?: et al\.| et [A-Z][\w\-]+)?,? (?:19|20)\d\d[a-z]?;?)+\)")
+
+
+def quarto_command() -> tuple[str | None, str]:
+    """(quarto executable, why not)."""
+    found = shutil.which("quarto")
+    if found:
+        return found, ""
+    if not INSTALLER.is_file():
+        return None, f"quarto is not on PATH and {INSTALLER} does not exist"
+    done = subprocess.run(["bash", str(INSTALLER)], capture_output=True, text=True, timeout=900)
+    lines = [ln.strip() for ln in done.stdout.splitlines() if ln.strip().endswith("quarto")]
+    if done.returncode != 0 or not lines or not Path(lines[-1]).is_file():
+        return None, f"{INSTALLER} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}"
+    return lines[-1], ""
+
+
+@pytest.fixture(scope="module")
+def quarto() -> str:
+    command, why = quarto_command()
+    if command is None:
+        pytest.skip(why)
+    return command
+
+
+def _copy_project(target: Path) -> Path:
+    target.mkdir(parents=True)
+    for name in SOURCES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, target / name)
+    return target
+
+
+def _env(base: Path, quarto: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "FAIRCXR_CONFIG": str(TINY), "FAIRCXR_CACHE": str(base / "cache"),
+           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "QUARTO_PYTHON": sys.executable}
+    env.pop("FAIRCXR_DATA", None)
+    if quarto:
+        env["PATH"] = f"{Path(quarto).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def projects(quarto: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The project rendered by the fallback, then by Quarto (same study cache): output folders."""
+    base = tmp_path_factory.mktemp("quarto")
+    fallback = _copy_project(base / "fallback")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "render", "--project", str(fallback), "--no-quarto"],
+                          cwd=fallback, env={**_env(base), "FAIRCXR_OUTPUT": str(fallback / "_output")},
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    real = _copy_project(base / "quarto")
+    done = subprocess.run([quarto, "render"], cwd=real, capture_output=True, text=True, timeout=1200,
+                          env={**_env(base, quarto), "FAIRCXR_OUTPUT": str(real / "_output")})
+    (base / "quarto.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {"fallback": fallback / "_output", "quarto": real / "_output", "log": base / "quarto.log"}
+
+
+def _visible_text(html: str) -> str:
+    """What a reader sees of a page: no scripts, styles, tags or comments; entities decoded."""
+    html = re.sub(r"<(script|style)\b.*?</\1>|<!--.*?-->", " ", html, flags=re.S | re.I)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", " ", html))
+    return re.sub(r"\s+", " ", text.replace("\u00a0", " ").replace("\u202f", " "))
+
+
+def _pdf_text(path: Path) -> str:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext is not installed (Debian: poppler-utils)")
+    done = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_quarto_writes_the_three_outputs(projects):
+    for name in OUTPUTS:
+        path = projects["quarto"] / name
+        assert path.is_file() and path.stat().st_size > 10_000, path
+
+
+def test_quarto_warns_about_nothing_the_project_causes(projects):
+    log = re.sub(r"\x1b\[[0-9;]*m", "", projects["log"].read_text(encoding="utf-8"))  # colours
+    warnings = [line for line in log.splitlines() if WARNING.search(line)]
+    caused = [w for w in warnings if not any(p.search(w) for p in TOLERATED)]
+    assert not caused, "\n".join(caused)
+
+
+@pytest.mark.parametrize("renderer", ["quarto", "fallback"])
+@pytest.mark.parametrize("name", ["report.html", "slides.html"])
+def test_no_escaped_characters_or_literal_markdown_in_pages(projects, renderer, name):
+    _assert_no_leak(_visible_text((projects[renderer] / name).read_text(encoding="utf-8")), f"{renderer} {name}")
+
+
+@pytest.mark.parametrize("renderer", ["quarto", "fallback"])
+def test_no_escaped_characters_or_literal_markdown_in_pdf(projects, renderer):
+    _assert_no_leak(re.sub(r"\s+", " ", _pdf_text(projects[renderer] / "report.pdf")), f"{renderer} PDF")
+
+
+def _assert_no_leak(text: str, where: str) -> None:
+    for leak in LEAKS:
+        found = leak.search(text)
+        assert found is None, f"{where}: {found.group(0)!r} in « {text[max(0, found.start() - 80):found.end() + 80]} »"
+
+
+@pytest.mark.parametrize("renderer", ["quarto", "fallback"])
+def test_html_bibliography_under_references_in_author_date(projects, renderer):
+    page = (projects[renderer] / "report.html").read_text(encoding="utf-8")
+    text = _visible_text(page)
+    assert "Bibliographie" not in text
+    heading = re.search(r"<h1[^>]*>(?:<span[^>]*>[^<]*</span>\s*)?Références</h1>", page)
+    refs = page.find('id="refs"')
+    assert heading and refs > heading.end(), "the bibliography is not under the « Références » heading"
+    assert re.search(r"Seyyed-Kalantari, Laleh, .*?2021\.", _visible_text(page[refs:])), "not author-date entries"
+    assert AUTHOR_DATE.search(text), "no author-date citation such as (Wang et al. 2017)"
+    assert not re.search(r'class="citation"[^>]*>\s*\[\d', page), "numbered citations"
+
+
+@pytest.mark.parametrize("renderer", ["quarto", "fallback"])
+def test_pdf_bibliography_under_references_in_author_date(projects, renderer):
+    text = _pdf_text(projects[renderer] / "report.pdf")
+    flat = re.sub(r"\s+", " ", text)
+    assert "Bibliographie" not in flat
+    body = text[text.find("Introduction", text.find("Introduction") + 1):]  # after the table of contents
+    heading = [m.start() for m in re.finditer(r"^\s*Références\s*$", body, flags=re.M)]
+    assert len(heading) == 1, "one « Références » heading in the body"
+    after = re.sub(r"\s+", " ", body[heading[0]:])
+    assert re.search(r"Seyyed-Kalantari, Laleh, .*?2021\.", after), "no author-date entry under « Références »"
+    assert AUTHOR_DATE.search(flat), "no author-date citation such as (Wang et al. 2017)"
+    assert not re.search(r"\bet others\b|\\", after), "BibTeX leaks into the references"
+
+
+@pytest.mark.parametrize("renderer", ["quarto", "fallback"])
+def test_formulas_are_mathml_without_any_cdn(projects, renderer):
+    page = (projects[renderer] / "report.html").read_text(encoding="utf-8")
+    assert "<math" in page
+    assert not re.search(r"mathjax|katex", page, flags=re.I)
+
+
+def _headings(page: str) -> list[tuple[str, str]]:
+    """(number, title) of every numbered or unnumbered h1-h3 heading of the body."""
+    out = []
+    for m in re.finditer(r"<h([1-3])\b[^>]*>(.*?)</h\1>", page, flags=re.S):
+        inner = m.group(2)
+        number = re.search(r'class="header-section-number">([^<]*)<', inner)
+        title = _visible_text(re.sub(r'<span class="header-section-number">[^<]*</span>', "", inner)).strip()
+        out.append((number.group(1) if number else "", title))
+    return [h for h in out if h[1] not in ("Table des matières", "")]
+
+
+def _captions(page: str) -> list[str]:
+    """Figure and table captions in document order."""
+    found = re.findall(r'<(?:figcaption|caption)\b[^>]*>(.*?)</(?:figcaption|caption)>|'
+                       r'<div class="(?:figure|table)-caption">(.*?)</div>', page, flags=re.S)
+    found = [a or b for a, b in found]
+    return [_visible_text(c).strip() for c in found]
+
+
+def _xrefs(page: str) -> list[tuple[str, str]]:
+    return sorted((m.group(1), _visible_text(m.group(2)).strip()) for m in
+                  re.finditer(r'<a href="#((?:fig|tbl|sec)-[\w-]+)"[^>]*>(.*?)</a>', page, flags=re.S))
+
+
+def _citations(page: str) -> list[str]:
+    return [_visible_text(c).strip() for c in
+            re.findall(r'<span class="citation"[^>]*>(.*?)</span>', page, flags=re.S)]
+
+
+def _body(page: str) -> str:
+    """The report without its table of contents (Quarto's TOC sits in a sidebar, pandoc's in a nav)."""
+    return re.sub(r'<nav id="TOC".*?</nav>', "", page, flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def pages(projects) -> dict[str, str]:
+    return {r: _body((projects[r] / "report.html").read_text(encoding="utf-8")) for r in ("quarto", "fallback")}
+
+
+def test_every_rubric_section_in_both_renderers(pages):
+    for renderer, page in pages.items():
+        titles = [t for n, t in _headings(page) if n and "." not in n]
+        assert len(titles) >= len(RUBRIC), (renderer, titles)
+        for title, expected in zip(titles, RUBRIC, strict=False):
+            assert title.startswith(expected), (renderer, title, expected)
+
+
+def test_both_renderers_same_headings(pages):
+    assert _headings(pages["quarto"]) == _headings(pages["fallback"])
+
+
+def test_both_renderers_same_captions(pages):
+    quarto, fallback = _captions(pages["quarto"]), _captions(pages["fallback"])
+    assert quarto and quarto == fallback
+
+
+def test_both_renderers_same_cross_reference_texts(pages):
+    quarto, fallback = _xrefs(pages["quarto"]), _xrefs(pages["fallback"])
+    assert any(k.startswith("fig-") for k, _ in quarto) and any(k.startswith("tbl-") for k, _ in quarto)
+    assert quarto == fallback
+
+
+def test_both_renderers_same_citations(pages):
+    quarto, fallback = _citations(pages["quarto"]), _citations(pages["fallback"])
+    assert quarto and quarto == fallback
+
+
+def test_both_renderers_same_generated_numbers(pages):
+    quarto = INTERVAL.findall(_visible_text(pages["quarto"]))
+    fallback = INTERVAL.findall(_visible_text(pages["fallback"]))
+    assert len(quarto) > 10 and quarto == fallback
+
+
+def test_both_renderers_same_slides(projects):
+    def slides(path: Path) -> list[tuple[str, list[str]]]:
+        page = path.read_text(encoding="utf-8")
+        sections = re.findall(r"<section\b[^>]*>(.*?)</section>", page, flags=re.S)
+        return [(_visible_text(h.group(1)).strip() if (h := re.search(r"<h[12][^>]*>(.*?)</h[12]>", s, re.S))
+                 else "", INTERVAL.findall(_visible_text(s))) for s in sections]
+
+    quarto, fallback = slides(projects["quarto"] / "slides.html"), slides(projects["fallback"] / "slides.html")
+    assert [t for t, _ in quarto if t] == [t for t, _ in fallback if t]
+    assert [n for _, n in quarto] == [n for _, n in fallback]
