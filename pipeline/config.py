@@ -102,6 +102,21 @@ class EvaluationConfig:
     min_per_class: int = 10  # a group's rate needs this many images of its class (else « n.d. »)
 
 
+PLACEHOLDER_MEMBERS = (
+    {"name": "Membre 1 (à compléter)", "role": "données et biais"},
+    {"name": "Membre 2 (à compléter)", "role": "modèle et pondérations"},
+    {"name": "Membre 3 (à compléter)", "role": "post-traitement et analyse"},
+)
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """Who did what, for the defence's organisation slide (placeholders until the group fills them)."""
+
+    name: str = "Groupe (à compléter)"
+    members: tuple[dict, ...] = PLACEHOLDER_MEMBERS  # each {name: ..., role: ...}
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     data_dir: str = ""
@@ -114,6 +129,7 @@ class StudyConfig:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
 
     @property
     def is_demo(self) -> bool:

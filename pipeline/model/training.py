@@ -315,7 +315,8 @@ def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, se
                      Path(folder), val_weights=weights[held])
         proba, feats = predict(fitted.model, pixels)
     return {"proba": proba, "features": feats if np.ptp(weights) == 0 else None, "epochs": fitted.epochs,
-            "inner_val_bacc": fitted.score, "seconds": time.perf_counter() - t0}
+            "inner_val_bacc": fitted.score, "seconds": time.perf_counter() - t0,
+            "state_dict": fitted.model.state_dict() if np.ptp(weights) == 0 else None}  # CAMs reload it
 
 
 def _cached(fn: Any) -> Any:
@@ -413,3 +414,25 @@ def describe_mode(config: TrainingConfig) -> str:
     return (f"one {net}, {stop} trained once without weights on part of the train patients, then one "
             "weighted logistic head per weighting on its features of other, patient-disjoint train patients "
             "(Deep Feature Reweighting, Kirichenko et al. 2022)")
+
+
+def reference_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) -> dict[str, Any]:
+    """The unweighted (ERM) network the study trained on `frame`, from the cache (trained if missing).
+
+    Returns {"features": penultimate features of every row (frame order), "model": the Classifier in
+    eval mode, or None with `feature_source: pretrained` (a frozen backbone without a trained head)}.
+    The same cache entry as `predict_with_weights` with uniform weights, so nothing is trained twice.
+    """
+    key, paths = _key_frame(frame), frame[S.PATH].tolist()
+    net = _network_config(config)
+    code = code_version("model.backbones", "model.features", "data.images")
+    ones = np.ones(int((key[S.SPLIT] == "train").sum()))
+    if config.mode == "last_layer" and config.feature_source == "pretrained":
+        return {"features": _cached(features.pretrained_features)(key, net, code, paths)["features"], "model": None}
+    # the DFR backbone in last-layer mode (trained on the "backbone" patients), the uniform network in full mode
+    head_fraction = HEAD_FRACTION if config.mode == "last_layer" else 0.0
+    base = _cached(_fit_full)(key, ones, net, seed, code, paths, None, head_fraction=head_fraction)
+    model = Classifier(net.backbone, net.learning_rate, net.image_size, weighted_loss=not net.sampler,
+                       pretrained=False)
+    model.load_state_dict(base["state_dict"])
+    return {"features": base["features"], "model": model.eval()}

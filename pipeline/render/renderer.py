@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
+from pipeline.render import slides_pdf
 from pipeline.render.qmd import (
     INLINE,
     Cell,
@@ -85,6 +86,7 @@ def render_all(project_dir: Path, outputs: tuple[str, ...] = OUTPUTS,
     written: list[Path] = []
     for stem, formats in plan.items():
         written += render_file(project / f"{stem}.qmd", formats, use_quarto=use_quarto, project_dir=project)
+    written += slides_pdf.slides_pdfs(written)  # _output/slides.pdf for the jury (headless Chromium)
     return written
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import altair as alt
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from pipeline.data import schema as S
 from pipeline.fairness.validity import validity
+from pipeline.report import charts, style
+from pipeline.report import french as fr
 from pipeline.report.french import ci, num
 from pipeline.report.tables import beats_both, method_label, post_label
 from pipeline.study import StudyContext
@@ -77,3 +81,387 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
          "Littérature": "rares (MEDFAIR, Zong et al. 2023 ; Zhang et al. 2022)",
          ours: f"{len(better)} sur {len(others)} (écart EO réduit, exactitude maintenue)"},
     ])
+
+
+# ------------------------------------------------------------------ the model itself (issue 16)
+# Amplification, what the features reveal, per-group performance, subgroups, class-activation maps:
+# computed once by `fairness.model_analysis`, formatted here for chapter 5 and the slides.
+
+
+def model_results(ctx: StudyContext):
+    """The model analysis of this study (computed once per process; parts cached)."""
+    from pipeline.fairness.model_analysis import model_analysis
+
+    return model_analysis(ctx)
+
+
+def _combination_label(name: str) -> str:
+    """« Uniforme + Aucun » from « uniform + none »; a weighting alone when there is no « + »."""
+    if " + " not in name:
+        return method_label(name)
+    w, p = name.split(" + ", 1)
+    return f"{method_label(w)} + {post_label(p)}"
+
+
+def _pp(x: float, low: float, high: float) -> str:
+    """A gap in points with its interval: « +5,2 [+3,1 ; +7,4] »."""
+    return fr.points_ci(x, low, high, decimals=1, unit=False)
+
+
+def _pair(attribute: str, high: str, low: str) -> str:
+    return f"{fr.group_label(attribute, high)} − {fr.group_label(attribute, low)}"
+
+
+def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame:
+    """Data gap, model gap and amplification per attribute, for each weighting and post-processor (points)."""
+    t = model_results(ctx).amplification
+    if methods == "reference":
+        t = t[t["method"] == ctx.grid.baseline[0]]
+    rows = []
+    for r in t.itertuples():
+        rows.append({"Modèle": _combination_label(r.method), "Attribut": fr.attribute_label(r.attribute),
+                     "Groupes (haut − bas)": _pair(r.attribute, r.high_group, r.low_group) if r.high_group else "n.d.",
+                     "Écart des données": _pp(r.data_gap, r.data_gap_low, r.data_gap_high),
+                     "Écart du modèle": _pp(r.model_gap, r.model_gap_low, r.model_gap_high),
+                     "Amplification": _pp(r.amplification, r.amplification_low, r.amplification_high),
+                     "BiasAmp A→T": _pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)})
+    return pd.DataFrame(rows)
+
+
+def amplification_chart(ctx: StudyContext) -> alt.LayerChart:
+    """Data gap vs model gap per attribute (reference model), in points, with 95 % intervals."""
+    t = model_results(ctx).amplification
+    t = t[(t["method"] == ctx.grid.baseline[0]) & t["high_group"].notna()]
+    rows = []
+    for r in t.itertuples():
+        label = f"{fr.attribute_label(r.attribute)} ({_pair(r.attribute, r.high_group, r.low_group)})"
+        for what, col in (("Données (prévalence)", "data_gap"), ("Modèle (taux prédit malade)", "model_gap")):
+            rows.append({"attribut": label, "source": what, "gap": 100 * getattr(r, col),
+                         "low": 100 * getattr(r, f"{col}_low"), "high": 100 * getattr(r, f"{col}_high")})
+    data = pd.DataFrame(rows)
+    values = data[["low", "high", "gap"]].to_numpy(float)
+    lo, hi = float(np.nanmin(values, initial=0)), float(np.nanmax(values, initial=0))
+    axis = style.signed_axis("Écart entre groupes (points de pourcentage, IC 95 %)",
+                             style.nice_ticks(min(lo, 0), max(hi, 0)))
+    color = alt.Color("source:N", title=None, scale=alt.Scale(domain=["Données (prévalence)",
+                                                                      "Modèle (taux prédit malade)"],
+                                                              range=["#7F7F7F", "#AA3377"]),
+                      legend=alt.Legend(orient="bottom"))
+    y = alt.Y("attribut:N", title=None, sort=None, axis=alt.Axis(labelLimit=360))
+    tooltip = ["attribut:N", "source:N", alt.Tooltip("gap:Q", format="+.1f"), alt.Tooltip("low:Q", format="+.1f"),
+               alt.Tooltip("high:Q", format="+.1f")]
+    layer = style.interval_layer(data, "gap", "low", "high", y, color, tooltip, axis,
+                                 y_offset=alt.YOffset("source:N"))
+    zero = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color="#888888", strokeDash=[4, 3]).encode(x="x:Q")
+    return (zero + layer).properties(width=style.WIDTH, height=max(120, 70 * len(t)))
+
+
+def amplification_sentences(ctx: StudyContext, method: str | None = None) -> list[str]:
+    """« Pour le sexe, le modèle amplifie l'écart Homme − Femme de +4,1 points [+1,2 ; +7,0] ... »."""
+    t = model_results(ctx).amplification
+    method = method or ctx.grid.baseline[0]
+    out = []
+    for r in t[(t["method"] == method) & t["high_group"].notna()].itertuples():
+        established = fr.excludes_zero(r.amplification_low, r.amplification_high)
+        verb = "amplifie" if r.amplification > 0 else "atténue"
+        data_gap = _pp(r.data_gap, r.data_gap_low, r.data_gap_high)
+        amp = fr.points_ci(abs(r.amplification), *sorted((abs(r.amplification_low), abs(r.amplification_high)))) \
+            if established else _pp(r.amplification, r.amplification_low, r.amplification_high)
+        noun = fr.ATTRIBUTE_NOUN.get(r.attribute, (r.attribute,))[0]
+        text = (f"Pour {noun}, l'écart de prévalence des données ({_pair(r.attribute, r.high_group, r.low_group)}) "
+                f"est de {data_gap} points")
+        if established:
+            text += f" ; le modèle {verb} cet écart de {amp} (établi : l'intervalle exclut 0)."
+        else:
+            text += (f" ; l'écart du modèle en diffère de {amp} points : ni amplification ni atténuation établie "
+                     "(l'intervalle contient 0).")
+        out.append(text)
+    return out
+
+
+def amplification_narrative(ctx: StudyContext) -> str:
+    """Generated text of the amplification section, reference model then the post-processors."""
+    lines = amplification_sentences(ctx)
+    t = model_results(ctx).amplification
+    base = ctx.grid.baseline[0]
+    post = t[t["method"].str.startswith(f"{base} + ") & (t["method"] != f"{base} + none")
+             & t["high_group"].notna()]
+    main = ctx.config.postprocessing.attribute
+    moved = post[(post["attribute"] == main)]
+    narrow = [_combination_label(m) for m, lo, hi in zip(moved["method"], moved["amplification_low"],
+                                                         moved["amplification_high"], strict=True) if hi < 0]
+    if len(moved):
+        lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients de score), "
+                     + (f"l'écart prédit devient établi plus étroit que celui des données avec {', '.join(narrow)}."
+                        if narrow else "aucune règle ne rend l'écart prédit établi plus étroit que celui des données."))
+    lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
+                 "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
+                 "données, et pour quel groupe.")
+    return "\n\n".join(lines)
+
+
+PROBE_TARGET_FR = {S.SEX: "Sexe", S.AGE_BAND: "Tranche d'âge", S.VIEW: "Incidence (AP/PA)"}
+
+
+def probing_table(ctx: StudyContext) -> pd.DataFrame:
+    """AUC of the sensitive attribute from the image features vs from the other attributes alone."""
+    t = model_results(ctx).probing
+    if t is None:
+        return pd.DataFrame([{"Attribut prédit": "n.d.", "Motif": "pas de caractéristiques d'image disponibles"}])
+    return pd.DataFrame([{"Attribut prédit": PROBE_TARGET_FR.get(r.attribute, r.attribute),
+                          "Groupes": int(r.n_groups),
+                          "AUC depuis l'image": ci(r.features, r.features_low, r.features_high),
+                          "AUC depuis les autres attributs": ci(r.others, r.others_low, r.others_high),
+                          "Différence": ci(r.diff, r.diff_low, r.diff_high)} for r in t.itertuples()])
+
+
+def probing_chart(ctx: StudyContext) -> alt.LayerChart:
+    t = model_results(ctx).probing
+    rows = []
+    for r in (t.itertuples() if t is not None else []):
+        for what, col in (("Caractéristiques de l'image", "features"), ("Autres attributs seuls", "others")):
+            rows.append({"attribut": PROBE_TARGET_FR.get(r.attribute, r.attribute), "source": what,
+                         "auc": getattr(r, col), "low": getattr(r, f"{col}_low"), "high": getattr(r, f"{col}_high")})
+    data = pd.DataFrame(rows, columns=["attribut", "source", "auc", "low", "high"])
+    color = alt.Color("source:N", title=None, scale=alt.Scale(domain=["Caractéristiques de l'image",
+                                                                      "Autres attributs seuls"],
+                                                              range=["#AA3377", "#7F7F7F"]),
+                      legend=alt.Legend(orient="bottom"))
+    axis = alt.Axis(title="AUC de la sonde (IC 95 %, validation croisée par patient)", values=[0.5, 0.6, 0.7, 0.8,
+                                                                                              0.9, 1.0])
+    layer = style.interval_layer(data, "auc", "low", "high", alt.Y("attribut:N", title=None, sort=None), color,
+                                 ["attribut:N", "source:N", alt.Tooltip("auc:Q", format=".2f")], axis,
+                                 y_offset=alt.YOffset("source:N"), domain=[0.4, 1.0])
+    chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#888888", strokeDash=[4, 3]).encode(x="x:Q")
+    return (chance + layer).properties(width=style.WIDTH, height=max(120, 70 * len(data) // 2))
+
+
+def probing_narrative(ctx: StudyContext) -> str:
+    t = model_results(ctx).probing
+    if t is None:
+        return "Sans réseau entraîné (caractéristiques gelées indisponibles), la sonde n'a pas été calculée."
+    lines = []
+    for r in t.itertuples():
+        name = PROBE_TARGET_FR.get(r.attribute, r.attribute).lower()
+        if not np.isfinite(r.features):
+            lines.append(f"{PROBE_TARGET_FR.get(r.attribute, r.attribute)} : n.d. (trop peu de patients par groupe "
+                         "pour une validation croisée).")
+            continue
+        above = fr.excludes_zero(r.diff_low, r.diff_high) and r.diff > 0
+        lines.append(f"Les caractéristiques du modèle prédisent {name} "
+                     f"avec une AUC de {ci(r.features, r.features_low, r.features_high)}, contre "
+                     f"{ci(r.others, r.others_low, r.others_high)} à partir des autres attributs seuls"
+                     + (" : l'image elle-même porte cette information." if above else
+                        " : pas d'information établie au-delà de ce que disent les autres attributs."))
+    lines.append("Conséquences. Un attribut lisible dans l'image peut servir de raccourci au modèle, même si on ne le "
+                 "lui donne pas : l'enlever des entrées ne suffit pas (« fairness through unawareness »). Pour le "
+                 "post-traitement, qui a besoin de l'attribut au moment de décider, cela veut dire qu'il pourrait être "
+                 "estimé depuis l'image quand il manque ; mais une estimation imparfaite décale les seuils par groupe.")
+    return "\n\n".join(lines)
+
+
+GROUP_METRICS_SHOWN = ("auc", "fnr", "fpr", "ece")
+
+
+def group_performance_table(ctx: StudyContext, attribute: str, model: str = "reference") -> pd.DataFrame:
+    """AUC, underdiagnosis (FNR), FPR and ECE per group with 95 % intervals, for one model."""
+    ma = model_results(ctx)
+    t = ma.group_metrics
+    t = t[(t["model"] == model) & (t["attribute"] == attribute)]
+    rows = []
+    for g, part in t.groupby("group", sort=False):
+        p = part.set_index("metric")
+        row = {"Groupe": fr.group_label(attribute, g), "Images": fr.integer(p["n"].iloc[0]),
+               "Patients": fr.integer(p["n_patients"].iloc[0])}
+        for m in GROUP_METRICS_SHOWN:
+            row[charts.SHORT_FR.get(m, m)] = ci(*p.loc[m, ["estimate", "low", "high"]])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_performance_all(ctx: StudyContext) -> pd.DataFrame:
+    """Every attribute and both models (reference, retained) in one table."""
+    ma = model_results(ctx)
+    parts = []
+    for model, name in ma.retained.items():
+        for a in ctx.config.sensitive_attributes:
+            part = group_performance_table(ctx, a, model)
+            if len(part):
+                parts.append(part.assign(Modèle=_combination_label(name), Attribut=fr.attribute_label(a)))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    first = ["Modèle", "Attribut"]
+    return out[first + [c for c in out.columns if c not in first]] if len(out) else out
+
+
+def calibration_chart(ctx: StudyContext) -> alt.FacetChart:
+    """Reliability curves per group (reference model): observed share of malade against the mean score,
+    5 equal-count bins, 95 % patient-bootstrap intervals; the diagonal is perfect calibration."""
+    data = model_results(ctx).calibration.copy()
+    data["panel"] = data["attribute"].map(fr.attribute_label)
+    data = style.label_groups(data, "attribute", "group", "groupe")
+    labels = list(dict.fromkeys(data["groupe"]))
+    base = alt.Chart(data)
+    x = alt.X("mean_score:Q", title="Score moyen du bin", scale=alt.Scale(domain=[0, 1]))
+    color = alt.Color("groupe:N", title="Groupe", scale=style.label_scale(labels))
+    lines = base.mark_line(point=True).encode(x=x, y=alt.Y("observed:Q", title="Part observée de malades",
+                                                           scale=alt.Scale(domain=[0, 1])), color=color,
+                                              tooltip=["groupe:N", "n:Q", alt.Tooltip("observed:Q", format=".2f")])
+    bars = base.mark_rule(opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color)
+    diag = base.mark_line(color="#888888", strokeDash=[4, 3]).encode(
+        x=alt.X("d:Q", scale=alt.Scale(domain=[0, 1])), y="d:Q").transform_calculate(d="datum.bin / 4")
+    return (alt.layer(diag, bars, lines).properties(width=230, height=230)
+            .facet(column=alt.Column("panel:N", title=None, sort=None)))
+
+
+def calibration_narrative(ctx: StudyContext) -> str:
+    t = model_results(ctx).group_metrics
+    t = t[(t["model"] == "reference") & (t["metric"] == "ece")]
+    worst = t.loc[t["estimate"].idxmax()] if t["estimate"].notna().any() else None
+    text = ("Les courbes de fiabilité sont calculées sur 5 bins d'effectifs égaux du score (bornes communes à tous "
+            "les groupes) ; les barres sont des intervalles bootstrap par patient de la part observée. L'ECE du "
+            "tableau (10 bins de largeur égale) est biaisée vers le haut dans les petits groupes : un écart d'ECE "
+            "entre groupes de tailles différentes se lit avec prudence.")
+    if worst is not None:
+        text += (f" L'ECE la plus élevée est {fr.group_phrase(worst['attribute'], worst['group'])} : "
+                 f"{ci(worst['estimate'], worst['low'], worst['high'])}.")
+    return text
+
+
+def subgroup_table(ctx: StudyContext) -> pd.DataFrame:
+    """Every intersectional subgroup: images, malades, FNR, FPR, AUC with intervals or « n.d. (reason) »."""
+    t = model_results(ctx).subgroups
+    rows = []
+    for (_, group), part in t.groupby(["crossing", "group"], sort=False):
+        p = part.set_index("metric")
+        first, second = part["first"].iloc[0], part["second"].iloc[0]
+        a, b = str(group).split(" × ", 1)
+        row = {"Sous-groupe": f"{fr.group_label(first, a)} × {fr.group_label(second, b)}",
+               "Images": fr.integer(p["n"].iloc[0]), "Malades": fr.integer(p["n_positive"].iloc[0])}
+        for m in ("fnr", "fpr", "auc"):
+            reason = p.loc[m, "reason"]
+            row[charts.SHORT_FR.get(m, m)] = f"n.d. ({reason})" if reason else ci(*p.loc[m, ["estimate", "low",
+                                                                                               "high"]])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def worst_subgroup(ctx: StudyContext) -> dict | None:
+    """The subgroup with the highest underdiagnosis (FNR) among those where it is defined."""
+    from pipeline.fairness.subgroups import worst_subgroup as worst
+
+    t = model_results(ctx).subgroups
+    r = worst(t, "fnr")
+    if r is None:
+        return None
+    a, b = str(r["group"]).split(" × ", 1)
+    label = f"{fr.group_label(r['first'], a)} × {fr.group_label(r['second'], b)}"
+    overall = ctx.comparison[(ctx.comparison["method"] == ctx.grid.baseline[0])
+                             & (ctx.comparison["metric"] == "tpr")]
+    fnr_all = 1 - float(overall["estimate"].iloc[0]) if len(overall) else np.nan
+    return {"label": label, "fnr": r["estimate"], "low": r["low"], "high": r["high"], "n": r["n"],
+            "n_positive": r["n_positive"], "overall_fnr": fnr_all}
+
+
+def subgroup_narrative(ctx: StudyContext) -> str:
+    ma = model_results(ctx)
+    t = ma.subgroups
+    fnr = t[t["metric"] == "fnr"]
+    undefined = int((fnr["reason"] != "").sum())
+    w = worst_subgroup(ctx)
+    text = (f"Règle des petits groupes : un taux n'est calculé que si le sous-groupe compte au moins "
+            f"{ma.min_positives} images de la classe concernée (malades pour le FNR, sains pour le FPR) ; sinon il "
+            f"est « n.d. » avec sa raison. {undefined} sous-groupe(s) sur {len(fnr)} n'ont pas de FNR défini.")
+    if w is None:
+        return text + " Aucun sous-groupe n'a assez de malades pour un FNR : aucun pire sous-groupe n'est désigné."
+    text += (f" Le sous-groupe le plus sous-diagnostiqué est **{w['label']}** : "
+             f"FNR {ci(w['fnr'], w['low'], w['high'])} "
+             f"({fr.count(w['n_positive'], 'malades')}), contre {num(w['overall_fnr'])} pour l'ensemble.")
+    if fr.is_missing(w["low"]):
+        text += " Son intervalle n'est pas défini (trop peu de répliques où le taux existe) : à confirmer."
+    elif w["low"] <= w["overall_fnr"]:
+        text += " Son intervalle contient le FNR global : ce classement peut venir du hasard de l'échantillon."
+    return text
+
+
+# CAM figure: a grid of (image, map over image) tiles, one column per example, drawn with PIL.
+
+
+def _tile(pixels: np.ndarray, cam: np.ndarray, size: int = 192) -> tuple[Image.Image, Image.Image]:
+    from matplotlib import colormaps
+
+    grey = Image.fromarray(np.asarray(pixels, np.uint8)).convert("RGB").resize((size, size), Image.BILINEAR)
+    heat = (colormaps["jet"](cam)[..., :3] * 255).astype(np.uint8)
+    heat_img = Image.fromarray(heat).resize((size, size), Image.BILINEAR)
+    return grey, Image.blend(grey, heat_img, 0.45)
+
+
+def cam_png(ctx: StudyContext, size: int = 192) -> bytes | None:
+    """PNG: for each example (group, well / badly classified), the image and its Grad-CAM overlay."""
+    from PIL import ImageDraw, ImageFont
+
+    cams = model_results(ctx).cams
+    if cams is None or not len(cams["cases"]):
+        return None
+    cases = cams["cases"]
+    attribute = ctx.config.weighting.attribute
+    n, pad, head = len(cases), 8, 64
+    canvas = Image.new("RGB", (n * (size + pad) + pad, 2 * (size + pad) + pad + head), "white")
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", 15)
+    except OSError:
+        font = ImageFont.load_default()
+    for i, r in enumerate(cases.itertuples()):
+        grey, overlay = _tile(cams["pixels"][i], cams["maps"][i], size)
+        x = pad + i * (size + pad)
+        truth = "malade" if r.label == 1 else "sain"
+        view = getattr(r, "view", "")
+        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {truth} {view}", fill="black", font=font)
+        draw.text((x, 24), f"{r.case}", fill="#AA3377" if "mal" in r.case else "#117733", font=font)
+        draw.text((x, 44), f"p(malade) = {num(r.proba)}", fill="black", font=font)
+        canvas.paste(grey, (x, head))
+        canvas.paste(overlay, (x, head + size + pad))
+    import io
+
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def cam_image(ctx: StudyContext):
+    """The CAM figure for a notebook cell (IPython Image: PNG embedded in HTML and PDF)."""
+    from IPython.display import Image as IPImage
+    from IPython.display import Markdown
+
+    png = cam_png(ctx)
+    return Markdown("*Cartes d'activation indisponibles (pas de réseau entraîné).*") if png is None else IPImage(png)
+
+
+def cam_stats(ctx: StudyContext) -> dict[str, float]:
+    """Share of the maps' mass in the image border and (AP images) in the demo's marker corner vs their area."""
+    cams = model_results(ctx).cams
+    if cams is None:
+        return {}
+    ap = cams["stats_view"] == "AP"
+    return {"border_share": float(np.nanmean(cams["border_share"])), "border_area": cams["border_area"],
+            "marker_share_ap": float(np.nanmean(cams["stats_maps_marker"][ap])) if ap.any() else np.nan,
+            "marker_share_pa": float(np.nanmean(cams["stats_maps_marker"][~ap])) if (~ap).any() else np.nan,
+            "marker_area": cams["marker_area"], "n": len(cams["border_share"])}
+
+
+def cam_narrative(ctx: StudyContext) -> str:
+    s = cam_stats(ctx)
+    if not s:
+        return "Sans réseau entraîné (`feature_source: pretrained`), les cartes d'activation ne sont pas calculées."
+    text = (f"Sur {fr.count(s['n'], 'images')} d'évaluation, le bord de l'image (10 % de chaque côté, "
+            f"{fr.percent(s['border_area'])} de la surface) reçoit {fr.percent(s['border_share'])} de la masse des "
+            "cartes Grad-CAM")
+    wide = s["border_share"] > s["border_area"]
+    text += (" : plus que sa surface, le modèle regarde aussi les bords, où se trouvent marqueurs et textes." if wide
+             else " : moins que sa surface, le modèle regarde surtout le centre (poumons et cœur).")
+    if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
+        text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) reçoit "
+                 f"{fr.percent(s['marker_share_ap'], 1)} de la masse sur les clichés AP, contre "
+                 f"{fr.percent(s['marker_share_pa'], 1)} sur les PA : le raccourci planté se voit.")
+    return text + (" Grad-CAM [@selvaraju2017gradcam] montre où le réseau appuie sa décision, à sa couche de "
+                   "convolution la plus profonde qui garde au moins 8 × 8 cellules ; ce n'est pas une segmentation.")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 
+from pipeline.report import analysis, charts, style
 from pipeline.report import data as data_chapter
+from pipeline.report import french as fr
+from pipeline.report.french import ci, num
 from pipeline.report.tables import beats_both, method_label, significant_moves
 from pipeline.study import StudyContext
 
@@ -35,3 +39,205 @@ def slide_pareto_message(ctx: StudyContext) -> str:
     front = ctx.grid.frontier("eo_diff")
     return (f"{len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre."
             + (f" {both[0]} fait mieux que ses deux composantes." if both else ""))
+
+
+# ------------------------------------------------------------------ the 10-minute defence (issue 16)
+
+# Seconds per main slide, in the order of slides.qmd: they sum to the 10 minutes of the talk.
+BUDGET: dict[str, int] = {
+    "question": 45, "data": 60, "amplification": 60, "sees": 60, "images": 60, "groups": 60,
+    "subgroup": 30, "weighting": 45, "postprocessing": 45, "pareto": 45, "takeaways": 60, "group": 30,
+}
+
+
+TALK_SECONDS = 600
+
+
+SLIDE_WIDTH, SLIDE_CHART_HEIGHT = 1000, 330  # px of a 1280 x 720 slide: the chart is more than half of it
+
+
+def _clock(seconds: int) -> str:
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def timing(slide: str) -> str:
+    """« ⏱ 1:00 (de 2:45 à 3:45) »: this slide's budget and where the talk should be."""
+    keys = list(BUDGET)
+    start = sum(BUDGET[k] for k in keys[:keys.index(slide)])
+    return f"⏱ {_clock(BUDGET[slide])} (de {_clock(start)} à {_clock(start + BUDGET[slide])})"
+
+
+def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLIDE_CHART_HEIGHT) -> alt.TopLevelMixin:
+    """A single-view (or layered) chart at slide size, fonts for the back of the room."""
+    return for_slide(chart.properties(width=width, height=height))
+
+
+def key_number(value: str, caption: str) -> str:
+    """A key number in large type with its caption (Markdown span, styled inline)."""
+    return (f'[{value}]{{style="font-size: 1.5em; font-weight: bold; color: #AA3377"}} '
+            f'[{caption}]{{style="font-size: 0.8em"}}')
+
+
+def _reference_amp(ctx: StudyContext):
+    t = analysis.model_results(ctx).amplification
+    return t[(t["method"] == ctx.grid.baseline[0]) & t["high_group"].notna()]
+
+
+def _pair_phrase(attribute: str, high: str, low: str) -> tuple[str, str]:
+    return fr.subject(attribute, high), fr.subject(attribute, low)
+
+
+def title_data(ctx: StudyContext) -> str:
+    """The data's largest prevalence gap, as a sentence."""
+    t = _reference_amp(ctx)
+    if t.empty:
+        return "Les données : prévalence par groupe"
+    r = t.loc[t["data_gap"].abs().idxmax()]
+    hi, lo = _pair_phrase(r["attribute"], r["high_group"], r["low_group"])
+    return f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(r['data_gap'], 0)})"
+
+
+def _amp_row(ctx: StudyContext):
+    """The main attribute's row, unless another attribute's amplification is established and larger."""
+    t = _reference_amp(ctx)
+    if t.empty:
+        return None
+    established = t[[fr.excludes_zero(lo, hi) for lo, hi in zip(t["amplification_low"], t["amplification_high"],
+                                                                strict=True)]]
+    main = t[t["attribute"] == ctx.config.weighting.attribute]
+    pool = established if len(established) else (main if len(main) else t)
+    return pool.loc[pool["amplification"].abs().idxmax()]
+
+
+def title_amplification(ctx: StudyContext) -> str:
+    r = _amp_row(ctx)
+    if r is None:
+        return "Amplification des biais : non calculable"
+    pair = f"{fr.group_label(r['attribute'], r['high_group'])} − {fr.group_label(r['attribute'], r['low_group'])}"
+    if not fr.excludes_zero(r["amplification_low"], r["amplification_high"]):
+        return f"Le modèle reproduit l'écart {pair} des données, sans amplification établie"
+    verb = "amplifie" if r["amplification"] > 0 else "atténue"
+    return f"Le modèle {verb} l'écart {pair} des données de {fr.points(abs(r['amplification']), 0)}"
+
+
+def amplification_number(ctx: StudyContext) -> str:
+    r = _amp_row(ctx)
+    if r is None:
+        return ""
+    return key_number(fr.points_ci(r["amplification"], r["amplification_low"], r["amplification_high"], 1),
+                      f"écart du modèle − écart des données ({fr.attribute_label(r['attribute']).lower()})")
+
+
+def _probe_row(ctx: StudyContext):
+    t = analysis.model_results(ctx).probing
+    if t is None or t["diff"].isna().all():
+        return None
+    return t.loc[t["diff"].idxmax()]
+
+
+def title_sees(ctx: StudyContext) -> str:
+    r = _probe_row(ctx)
+    if r is None:
+        return "Ce que voit le modèle : non calculable sans réseau entraîné"
+    name = analysis.PROBE_TARGET_FR.get(r["attribute"], r["attribute"]).lower()
+    if fr.excludes_zero(r["diff_low"], r["diff_high"]) and r["diff"] > 0:
+        return f"L'image révèle {name.split(' (')[0]} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
+    return "Les caractéristiques du modèle n'en disent pas plus que les autres attributs"
+
+
+def sees_number(ctx: StudyContext) -> str:
+    r = _probe_row(ctx)
+    if r is None:
+        return ""
+    name = analysis.PROBE_TARGET_FR.get(r["attribute"], r["attribute"]).lower()
+    return key_number(ci(r["features"], r["features_low"], r["features_high"]),
+                      f"AUC de {name} lue dans les caractéristiques de l'image")
+
+
+def title_images(ctx: StudyContext) -> str:
+    s = analysis.cam_stats(ctx)
+    if not s:
+        return "Cartes d'activation : indisponibles sans réseau entraîné"
+    if ctx.config.is_demo and s["marker_share_ap"] > 2 * s["marker_area"]:
+        return "Sur les clichés AP, le réseau regarde aussi le marqueur « AP »"
+    if s["border_share"] > s["border_area"]:
+        return "Le réseau regarde aussi les bords de l'image, pas seulement les poumons"
+    return "Le réseau regarde surtout le centre de l'image : poumons et cœur"
+
+
+def images_message(ctx: StudyContext) -> str:
+    s = analysis.cam_stats(ctx)
+    if not s:
+        return ""
+    text = f"Bord de l'image : {fr.percent(s['border_share'])} de l'attention pour {fr.percent(s['border_area'])} " \
+           "de la surface."
+    if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
+        text += (f" Coin du marqueur sur les AP : {fr.percent(s['marker_share_ap'], 1)} pour "
+                 f"{fr.percent(s['marker_area'], 1)} de la surface.")
+    return text
+
+
+def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
+    """Underdiagnosis (FNR) per group of every attribute, reference model, with 95 % intervals."""
+    t = analysis.model_results(ctx).group_metrics
+    t = t[(t["model"] == "reference") & (t["metric"] == metric)].copy()
+    t["label"] = [f"{fr.attribute_label(a)} : {fr.group_label(a, g)}" for a, g in zip(t["attribute"], t["group"],
+                                                                                      strict=True)]
+    t["attr"] = t["attribute"].map(fr.attribute_label)
+    axis = alt.Axis(format=".0%", title=f"{charts.SHORT_FR.get(metric, metric)} — IC 95 %")
+    color = alt.Color("attr:N", title=None, legend=None)
+    y = alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=400))
+    layer = style.interval_layer(t, "estimate", "low", "high", y, color, ["label:N", alt.Tooltip("estimate:Q",
+                                                                                              format=".2f")],
+                                 axis, domain=[0, 1])
+    return sized(layer, height=min(SLIDE_CHART_HEIGHT, 45 * len(t)))
+
+
+def title_groups(ctx: StudyContext, metric: str = "fnr") -> str:
+    t = analysis.model_results(ctx).group_metrics
+    t = t[(t["model"] == "reference") & (t["metric"] == metric) & t["estimate"].notna()]
+    main = t[t["attribute"] == ctx.config.weighting.attribute]
+    if len(main) < 2:
+        return "Sous-diagnostic par groupe"
+    worst, best = main.loc[main["estimate"].idxmax()], main.loc[main["estimate"].idxmin()]
+    return (f"Sous-diagnostic : {fr.percent(worst['estimate'])} {fr.group_phrase(worst['attribute'], worst['group'])} "
+            f"contre {fr.percent(best['estimate'])} {fr.group_phrase(best['attribute'], best['group'])}")
+
+
+def title_subgroup(ctx: StudyContext) -> str:
+    w = analysis.worst_subgroup(ctx)
+    if w is None:
+        return "Sous-groupes : trop petits pour désigner le pire"
+    return f"Pire sous-groupe : {w['label']}, {fr.percent(w['fnr'])} de malades manqués"
+
+
+def subgroup_number(ctx: StudyContext) -> str:
+    w = analysis.worst_subgroup(ctx)
+    if w is None:
+        return ""
+    return key_number(f"FNR {ci(w['fnr'], w['low'], w['high'])}",
+                      f"{w['label']} ({fr.count(w['n_positive'], 'malades')}) ; ensemble : {num(w['overall_fnr'])}")
+
+
+def question_numbers(ctx: StudyContext) -> str:
+    """The reference model's balanced accuracy and AUC in large type."""
+    uni = ctx.comparison[ctx.comparison["method"] == ctx.grid.baseline[0]].set_index("metric")
+    bacc = ci(*uni.loc["balanced_accuracy", ["estimate", "low", "high"]])
+    auc = ci(*uni.loc["auc", ["estimate", "low", "high"]])
+    return key_number(bacc, "exactitude équilibrée du modèle de référence") + "\n\n" + key_number(auc, "AUC")
+
+
+def group_members(ctx: StudyContext) -> str:
+    """The group's members and roles from study.yml (`group:`), as a Markdown list."""
+    group = getattr(ctx.config, "group", None)
+    members = list(getattr(group, "members", ()) or ())
+    if not members:
+        return "- *Membres et rôles : à compléter dans `study.yml` (section `group`)*"
+    lines = [f"- **{m.get('name', '?')}** — {m.get('role', 'rôle à préciser')}" for m in members]
+    if any("compléter" in str(m.get("name", "")) for m in members):
+        lines.append("- *Noms et rôles à remplacer dans `study.yml` (section `group`)*")
+    return "\n".join(lines)
+
+
+def group_name(ctx: StudyContext) -> str:
+    return str(getattr(getattr(ctx.config, "group", None), "name", "Groupe"))

@@ -1,0 +1,104 @@
+"""Bias amplification: does the model widen the data's gap in `malade` between groups?
+
+For a sensitive attribute A and the task T (malade / sain), on the same evaluation patients:
+
+- data gap  = P(T = malade | A = g_hi) - P(T = malade | A = g_lo), where g_hi and g_lo are the groups
+  with the highest and the lowest prevalence in the data (fixed from the observed data);
+- model gap = the same difference of predicted-malade rates, P(T̂ = malade | A = g);
+- amplification = model gap - data gap (> 0: the model widens the data's gap, < 0: it narrows it);
+- directional bias amplification A -> T (Wang & Russakovsky 2021, after Zhao et al. 2017): the mean
+  over groups a and classes t of y_at Δ_at + (1 - y_at)(-Δ_at), with y_at = [P(a, t) > P(a) P(t)]
+  and Δ_at = P(T̂ = t | a) - P(T = t | a). With two classes it reduces to the mean over groups of
+  s_a (P(T̂ = 1 | a) - P(T = 1 | a)), s_a = +1 where the group's prevalence exceeds the overall one.
+  y_at is fixed from the observed data, so a replicate measures the same direction.
+
+Decisions may be soft (expected decisions of randomised post-processors). Intervals: 95 %
+percentile bootstrap over patients (`data_bias.patient_bootstrap`), one set of resamples for the
+data and the model, so their difference is paired. No library computes these (fairlearn, AIF360
+compare rates, not the model's rates with the data's); hence the few lines below.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data import schema as S
+from pipeline.fairness.data_bias import patient_bootstrap
+from pipeline.fairness.metrics import DECISION, LEVEL, group_labels, group_order
+
+MEASURES = ("data_gap", "model_gap", "amplification", "bias_amp")
+
+
+def _per_patient_sums(preds: pd.DataFrame, attribute: str, groups: list[str], patients: pd.Index,
+                      decision_col: str) -> np.ndarray:
+    """(patients, groups, 3): images, malade labels and expected malade decisions of each patient in each group."""
+    g = group_labels(preds[attribute]).map({name: i for i, name in enumerate(groups)})
+    keep = g.notna().to_numpy()
+    cell = patients.get_indexer(preds.loc[keep, S.PATIENT].astype(str)) * len(groups) + g[keep].astype(int)
+    values = [np.ones(keep.sum()), preds.loc[keep, S.LABEL].to_numpy(float), preds.loc[keep, decision_col]
+              .to_numpy(float)]
+    size = len(patients) * len(groups)
+    return np.stack([np.bincount(cell, v, size) for v in values], axis=-1).reshape(len(patients), len(groups), 3)
+
+
+def _measures(sums: np.ndarray, hi: int, lo: int, sign: np.ndarray) -> dict[str, np.ndarray]:
+    """The measures of summed counts `sums` (..., groups, 3)."""
+    n, y, d = sums[..., 0], sums[..., 1], sums[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prevalence, predicted = y / n, d / n
+    data_gap = prevalence[..., hi] - prevalence[..., lo]
+    model_gap = predicted[..., hi] - predicted[..., lo]
+    return {"data_gap": data_gap, "model_gap": model_gap, "amplification": model_gap - data_gap,
+            "bias_amp": np.nanmean(sign * (predicted - prevalence), axis=-1)}
+
+
+def amplification(preds: pd.DataFrame, attribute: str, n_boot: int = 500, seed: int = 0,
+                  decision_col: str = DECISION) -> dict:
+    """The data's gap, the model's gap and their difference for one attribute, with patient-bootstrap intervals.
+
+    Returns {"attribute", "high_group", "low_group", "groups", "n_patients", and for each measure of
+    MEASURES: estimate, low, high}. Groups without images are left out; fewer than two groups: NaN.
+    """
+    groups = group_order(preds[attribute])
+    groups = [g for g in groups if (group_labels(preds[attribute]) == g).any()]
+    patients = pd.Index(pd.unique(preds[S.PATIENT].astype(str)))
+    out: dict = {"attribute": attribute, "groups": groups, "n_patients": len(patients)}
+    if len(groups) < 2:
+        return {**out, "high_group": None, "low_group": None,
+                **{m: {"estimate": np.nan, "low": np.nan, "high": np.nan} for m in MEASURES}}
+    sums = _per_patient_sums(preds, attribute, groups, patients, decision_col)
+    observed = sums.sum(axis=0)
+    prevalence = observed[:, 1] / observed[:, 0]
+    hi, lo = int(np.argmax(prevalence)), int(np.argmin(prevalence))
+    sign = np.where(prevalence > observed[:, 1].sum() / observed[:, 0].sum(), 1.0, -1.0)
+    point = _measures(observed, hi, lo, sign)
+    boot = patient_bootstrap(preds, n_boot, seed)  # its columns: the patients in the order of `patients`
+    reps = _measures(np.einsum("bp,pgk->bgk", boot.weights.astype(float), sums), hi, lo, sign)
+    alpha = (1 - LEVEL) / 2 * 100
+    for m in MEASURES:
+        values = reps[m][np.isfinite(reps[m])]
+        low, high = np.percentile(values, [alpha, 100 - alpha]) if len(values) > 1 else (np.nan, np.nan)
+        out[m] = {"estimate": float(point[m]), "low": float(low), "high": float(high)}
+    return {**out, "high_group": groups[hi], "low_group": groups[lo]}
+
+
+def amplification_table(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int = 500,
+                        seed: int = 0, decision_col: str = DECISION) -> pd.DataFrame:
+    """One row per (method, attribute): groups compared and every measure with its interval.
+
+    `decided`: method name -> predictions with a decision column, all on the same patients.
+    Columns: method, attribute, high_group, low_group, n_patients, and m, m_low, m_high for m in MEASURES.
+    """
+    rows = []
+    for method, preds in decided.items():
+        for attribute in attributes:
+            r = amplification(preds, attribute, n_boot, seed, decision_col)
+            row = {"method": method, "attribute": attribute, "high_group": r["high_group"],
+                   "low_group": r["low_group"], "n_patients": r["n_patients"]}
+            for m in MEASURES:
+                row[m], row[f"{m}_low"], row[f"{m}_high"] = (r[m][k] for k in ("estimate", "low", "high"))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(n_boot=n_boot, seed=seed, level=LEVEL, unit="patient")
+    return table

@@ -1,0 +1,251 @@
+"""What the analysis chapter and the defence show about the model itself, computed once from a study context.
+
+`model_analysis(ctx)` gathers: bias amplification per weighting and per post-processor
+(`amplification`), what the features reveal (`probing`), per-group performance of the reference
+and the retained combination, reliability curves per group, intersectional subgroups
+(`subgroups`) and class-activation maps of a few images (`model.cam`). Each part is cached on its
+inputs (`pipeline.cache.memory()`); the whole is memoised per process like `data_analysis`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cache import code_version, memory
+from pipeline.data import schema as S
+from pipeline.fairness.amplification import amplification_table
+from pipeline.fairness.data_bias import patient_bootstrap
+from pipeline.fairness.metrics import DECISION, LEVEL, bootstrap_group_metrics, group_labels, group_order
+from pipeline.fairness.probing import probe
+from pipeline.fairness.subgroups import subgroup_metrics
+
+RELIABILITY_BINS = 5  # equal-count bins of the reference score: a few hundred images per group at most
+
+
+CAM_PER_CASE = 1  # images per (group, well / badly classified, class)
+
+
+CAM_STATS_MAX = 300  # images whose maps feed the region statistics (CPU seconds, not minutes)
+
+
+BORDER = 0.1  # the outer 10 % of each side: where markers, text and collimation edges lie
+
+
+@dataclass
+class ModelAnalysis:
+    amplification: pd.DataFrame  # method x attribute; see amplification.amplification_table
+    probing: pd.DataFrame | None  # attribute: AUC from the features vs from the other attributes
+    group_metrics: pd.DataFrame  # model x attribute x group x metric with intervals
+    calibration: pd.DataFrame  # attribute x group x bin: mean score, observed rate, interval
+    subgroups: pd.DataFrame  # crossing x subgroup x metric, small-group rule applied
+    retained: dict[str, str]  # model key -> « weighting + post-processor » (names)
+    cams: dict[str, Any] | None  # examples, maps, pixels, region statistics; None without a trained network
+    min_positives: int = 10
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def retained_combination(grid: Any) -> tuple[str, str] | None:
+    """The Pareto-front combination with the lowest equalized-odds gap, unless it is the reference itself."""
+    front = grid.frontier("eo_diff")
+    if front.empty:
+        return None
+    first = front.iloc[0]
+    key = (str(first["weighting"]), str(first["postprocessor"]))
+    return None if key == tuple(grid.baseline) else key
+
+
+def _decided(preds: pd.DataFrame) -> pd.DataFrame:
+    return preds.assign(**{DECISION: (preds[S.PROBA] >= 0.5).astype(float)})
+
+
+def _group_metrics(models: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,
+                   code: str) -> pd.DataFrame:
+    parts = []
+    for key, preds in models.items():
+        score = "kept_score" if "kept_score" in preds.columns else S.PROBA
+        for a in attributes:
+            parts.append(bootstrap_group_metrics(preds, a, n_boot, seed, score_col=score).assign(model=key))
+    return pd.concat(parts, ignore_index=True)
+
+
+def reliability(preds: pd.DataFrame, attributes: list[str], n_boot: int, seed: int,
+                bins: int = RELIABILITY_BINS) -> pd.DataFrame:
+    """Reliability curves per group: equal-count bins of the score (edges from all images), in each
+    bin the mean score and the observed share of malade with a patient-bootstrap 95 % interval."""
+    preds = preds.reset_index(drop=True)
+    score = preds[S.PROBA].to_numpy(float)
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, bins + 1)))
+    b = np.clip(np.searchsorted(edges, score, side="right") - 1, 0, len(edges) - 2)
+    boot = patient_bootstrap(preds, n_boot, seed)
+    draws = boot.weights[:, boot.codes(preds)].astype(float)
+    y = preds[S.LABEL].to_numpy(float)
+    alpha = (1 - LEVEL) / 2 * 100
+    rows = []
+    for a in attributes:
+        labels = group_labels(preds[a])
+        for g in group_order(preds[a]):
+            for k in range(len(edges) - 1):
+                mask = ((labels == g) & (b == k)).to_numpy()
+                if mask.sum() == 0:
+                    continue
+                w = draws[:, mask]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    obs = (w * y[mask]).sum(axis=1) / w.sum(axis=1)
+                ok = obs[np.isfinite(obs)]
+                low, high = np.percentile(ok, [alpha, 100 - alpha]) if len(ok) > 1 else (np.nan, np.nan)
+                rows.append({"attribute": a, "group": g, "bin": k, "n": int(mask.sum()),
+                             "mean_score": float(score[mask].mean()), "observed": float(y[mask].mean()),
+                             "low": float(low), "high": float(high)})
+    return pd.DataFrame(rows)
+
+
+def _cases(valid: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """Per group of `attribute`: the most confident correct and the most confident wrong image of each class."""
+    picks = []
+    for g in group_order(valid[attribute]):
+        part = valid[group_labels(valid[attribute]) == g]
+        for label in (1, 0):
+            cls = part[part[S.LABEL] == label]
+            conf = cls[S.PROBA] if label == 1 else 1 - cls[S.PROBA]
+            correct, wrong = cls[conf >= 0.5], cls[conf < 0.5]
+            for case, rows, ascending in (("bien classée", correct, False), ("mal classée", wrong, True)):
+                if rows.empty:
+                    continue
+                c = conf.loc[rows.index].sort_values(ascending=ascending)
+                for idx in c.index[:CAM_PER_CASE]:
+                    picks.append({"index": idx, "group": g, "case": case})
+    out = pd.DataFrame(picks)
+    if out.empty:
+        return valid.iloc[:0].assign(group=[], case=[])
+    return valid.loc[out["index"]].assign(group=out["group"].to_numpy(), case=out["case"].to_numpy())
+
+
+MARKER_BOX = (0.04, 0.04, 0.12, 0.19)  # where data/demo.py's _marker draws « AP »: top, left, bottom, right
+
+
+def _cam_results(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image_size: int) -> dict[str, Any]:
+    from pipeline.model.cam import box_area, gradcam, region_share
+
+    maps, stats_maps = gradcam(model, pixels), gradcam(model, stats_pixels)
+    border = np.ones(stats_maps.shape[1:], bool)
+    cut = max(1, round(BORDER * image_size))
+    border[cut:-cut, cut:-cut] = False
+    total = stats_maps.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        border_share = (stats_maps * border).sum(axis=(1, 2)) / total
+    box = MARKER_BOX
+    return {"maps": maps, "stats_maps_marker": region_share(stats_maps, box), "border_share": border_share,
+            "border_area": float(border.mean()), "marker_area": box_area(box, image_size)}
+
+
+def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
+    from pipeline.data.images import image_array
+    from pipeline.model.training import reference_network
+
+    config = ctx.config.training
+    net = reference_network(ctx.frame, config, config.seeds[0])
+    if net["model"] is None:
+        return None
+    cases = _cases(valid, ctx.config.weighting.attribute)
+    stats = valid.iloc[np.linspace(0, len(valid) - 1, min(len(valid), CAM_STATS_MAX)).astype(int)]
+    stats = stats.drop_duplicates(S.IMAGE)
+    frame = ctx.frame.set_index(S.IMAGE)
+    pixels = np.asarray(image_array(frame.loc[cases[S.IMAGE]].reset_index(), config.image_size))
+    stats_pixels = np.asarray(image_array(frame.loc[stats[S.IMAGE]].reset_index(), config.image_size))
+    code = code_version("model.cam", "model.backbones")
+    result = _cached_cams(net["model"], pixels, stats_pixels, config.image_size, code)
+    stats_view = stats[S.VIEW].astype(str).to_numpy() if S.VIEW in stats else np.full(len(stats), "")
+    return {"cases": cases.reset_index(drop=True), "pixels": pixels, **result,
+            "stats_view": stats_view, "stats_label": stats[S.LABEL].to_numpy()}
+
+
+def _cam_cached(pixels: np.ndarray, stats_pixels: np.ndarray, image_size: int, state: dict, code: str,
+                model: Any = None) -> dict[str, Any]:
+    return _cam_results(model, pixels, stats_pixels, image_size)
+
+
+def _cached_cams(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image_size: int,
+                 code: str) -> dict[str, Any]:
+    """Maps cached on the pixels, the network's weights and the code (the module itself is not hashed)."""
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return memory().cache(_cam_cached, ignore=["model"])(pixels, stats_pixels, image_size, state, code, model)
+
+
+def analyse_model(ctx: Any) -> ModelAnalysis:
+    """Every result of the model part of the analysis chapter (parts cached on their inputs)."""
+    config, ev = ctx.config, ctx.config.evaluation
+    attributes = [a for a in config.sensitive_attributes if a in ctx.evaluation.columns]
+    min_positives = int(getattr(ev, "min_group_positives", 10))
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name], clock = now - clock, now
+
+    code = code_version("fairness.amplification", "fairness.metrics", "fairness.probing", "fairness.subgroups")
+    valid = ctx.valid_predictions
+    decided = {m: _decided(p) for m, p in valid.items()}
+    base_w, base_p = ctx.grid.baseline
+    post = {f"{base_w} + {p}": d for (w, p), d in ctx.grid.decisions.items() if w == base_w}
+    amp = memory().cache(_amplification)({**decided, **post}, attributes, ev.n_bootstrap, ev.seed, code)
+    lap("amplification")
+
+    from pipeline.model.training import reference_network
+
+    probing = None
+    net = reference_network(ctx.frame, config.training, config.training.seeds[0])
+    keep = ctx.frame[S.IMAGE].isin(set(ctx.evaluation[S.IMAGE])).to_numpy()
+    if net["features"] is not None:
+        rows = ctx.frame[keep].reset_index(drop=True)
+        probing = memory().cache(_probe)(np.asarray(net["features"])[keep], rows[[S.PATIENT, *attributes]],
+                                         attributes, ev.n_bootstrap, ev.seed, code)
+    lap("probing")
+
+    reference = decided[base_w]
+    models = {"reference": reference}
+    retained = {"reference": f"{base_w} + {base_p}"}
+    chosen = retained_combination(ctx.grid)
+    if chosen is not None:
+        models["retained"] = ctx.grid.decisions[chosen]
+        retained["retained"] = f"{chosen[0]} + {chosen[1]}"
+    groups = memory().cache(_group_metrics)(models, attributes, ev.n_bootstrap, ev.seed, code)
+    calibration = memory().cache(reliability)(reference, attributes, ev.n_bootstrap, ev.seed)
+    lap("per-group metrics")
+    subgroups = memory().cache(_subgroups)(reference, attributes, min_positives, ev.n_bootstrap, ev.seed, code)
+    lap("subgroups")
+    cams = _cams(ctx, reference)
+    lap("class-activation maps")
+    return ModelAnalysis(amp, probing, groups, calibration, subgroups, retained, cams, min_positives, timings)
+
+
+def _amplification(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,
+                   code: str) -> pd.DataFrame:
+    return amplification_table(decided, attributes, n_boot, seed)
+
+
+def _probe(features: np.ndarray, rows: pd.DataFrame, attributes: list[str], n_boot: int, seed: int,
+           code: str) -> pd.DataFrame:
+    return probe(features, rows, attributes, n_boot, seed)
+
+
+def _subgroups(preds: pd.DataFrame, attributes: list[str], min_positives: int, n_boot: int, seed: int,
+               code: str) -> pd.DataFrame:
+    return subgroup_metrics(preds, attributes, min_positives, n_boot, seed)
+
+
+_ANALYSES: dict[tuple[str, str], ModelAnalysis] = {}
+
+
+def model_analysis(ctx: Any) -> ModelAnalysis:
+    """`analyse_model(ctx)`, computed once per process for a given data and config."""
+    key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
+    if key not in _ANALYSES:
+        _ANALYSES[key] = analyse_model(ctx)
+    return _ANALYSES[key]

