@@ -460,7 +460,7 @@ def _replicate(design: _Design, draws: np.ndarray, decisions: np.ndarray | None 
     resample); `rng`: each replicate scores one random draw of the decisions (realised decisions).
     """
     b, n_slots = draws.shape[0], design.counts.shape[1]
-    totals = (draws @ design.counts.reshape(design.n_clusters, -1)).reshape(b, n_slots, -1)
+    totals = (draws @ design.counts.reshape(design.n_clusters, -1)).reshape(b, n_slots, design.counts.shape[2])
     if decisions is not None or rng is not None:
         d = np.broadcast_to(design.decision if decisions is None else decisions, (b, len(design.y)))
         if rng is not None:

@@ -58,15 +58,17 @@ def postprocessing_results(ctx: StudyContext) -> pd.DataFrame:
 def results_notes(ctx: StudyContext) -> str:
     """How to read the post-processing tables (gaps, stars, correction, n.d., randomised decisions)."""
     return (table_notes(ctx) + " « Décisions tirées au hasard » : part des images dont la décision est "
-            "randomisée. « Dégénérée » : une classe pour au moins 95 % des images, globalement ou dans un groupe "
-            "(nivellement par le bas, jamais retenue sur le front de Pareto).")
+            "randomisée. AUC « n.d. » : la règle ne garde pas le score du modèle (seuils par groupe, décisions "
+            "randomisées), seules ses décisions sont évaluées. « Dégénérée » : une classe pour au moins 95 % "
+            "des images, globalement ou dans un groupe (nivellement par le bas, jamais retenue sur le front de "
+            "Pareto).")
 
 
 def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
     from pipeline.fairness.metrics import bootstrap_group_metrics
 
     ev, attr = ctx.config.evaluation, ctx.grid.attribute
-    rates = {name: bootstrap_group_metrics(d, attr, ev.n_bootstrap, ev.seed)
+    rates = {name: bootstrap_group_metrics(d, attr, ev.n_bootstrap, ev.seed, min_per_class=ev.min_per_class)
              for (w, name), d in ctx.grid.decisions.items() if w == "uniform"}
     return charts.rates_by_group_chart(rates, title=f"Après post-traitement ({attribute_in_sentence(attr)}), IC 95 %")
 
