@@ -180,8 +180,20 @@ def test_cramers_v_and_attribute_only_auc_match_scipy_and_sklearn(demo_an, demo)
     table = pd.crosstab(f[S.AGE_BAND], f[S.LABEL]).to_numpy()
     row = _row(demo_an.tests, attribute=S.AGE_BAND)
     assert row["cramers_v"] == pytest.approx(association(table, method="cramer"))
-    score = f[S.AGE_BAND].map(f.groupby(S.AGE_BAND, observed=True)[S.LABEL].mean()).astype(float)
+    score = A.attribute_scores_oof(f, [S.AGE_BAND], seed=demo_an.bootstrap["seed"])  # out of sample, by patient
     assert row["auc"] == pytest.approx(roc_auc_score(f[S.LABEL], score))
+
+
+def test_data_chapter_describes_the_evaluation_patients_after_exclusions():
+    """Valid images of patients also in train are left out of evaluation: the chapter describes what is left."""
+    rows = [{"Image Index": f"{i}.png", S.PATIENT: str(i % 80), S.SPLIT: "train" if i < 60 else "valid",
+             S.LABEL: i % 2} for i in range(100)]
+    frame = pd.DataFrame(rows)  # patients 0-19 have train images (i < 20) and valid ones (i >= 80)
+    evaluation = frame[(frame[S.SPLIT] == "valid") & ~frame[S.PATIENT].isin(frame.loc[:59, S.PATIENT])]
+    ctx = types.SimpleNamespace(frame=frame, evaluation=evaluation)
+    used, excluded = data_analysis.used_frame(ctx)
+    assert excluded == {"images": 20, "patients": 20} and len(used) == 80
+    assert set(used.loc[used[S.SPLIT] == "valid", "Image Index"]) == set(evaluation["Image Index"])
 
 
 # ---------------------------------------------------------------- clustering

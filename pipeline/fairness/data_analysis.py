@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import StudyConfig
+from pipeline.data import schema as S
 from pipeline.data.folder import CheckReport
 from pipeline.data.quality import quality_table
 from pipeline.fairness.data_bias import (
@@ -52,6 +53,7 @@ class DataAnalysis:
     simpson: pd.DataFrame
     simpson_strata: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    excluded_valid: dict[str, int] = field(default_factory=dict)  # valid rows left out of evaluation (leaks)
 
 
 def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None = None,
@@ -91,5 +93,20 @@ def data_analysis(ctx: Any) -> DataAnalysis:
     """`analyse` of a study context (`.config`, `.frame`, `.check`), computed once per process."""
     key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
     if key not in _ANALYSES:
-        _ANALYSES[key] = analyse(ctx.frame, ctx.config, getattr(ctx, "check", None))
+        frame, excluded = used_frame(ctx)
+        _ANALYSES[key] = analyse(frame, ctx.config, getattr(ctx, "check", None))
+        _ANALYSES[key].excluded_valid = excluded
     return _ANALYSES[key]
+
+
+def used_frame(ctx: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The images the study uses: train rows and the evaluation rows (valid images of patients also in
+    train are left out, as the evaluation leaves them out), and how many valid images and patients
+    were left out."""
+    frame, evaluation = ctx.frame, getattr(ctx, "evaluation", None)
+    if evaluation is None:
+        return frame, {"images": 0, "patients": 0}
+    valid = frame[S.SPLIT] == "valid"
+    dropped = valid & ~frame[S.IMAGE].isin(set(evaluation[S.IMAGE]))
+    return (frame[~dropped].reset_index(drop=True),
+            {"images": int(dropped.sum()), "patients": int(frame.loc[dropped, S.PATIENT].nunique())})

@@ -504,7 +504,7 @@ def score_auc(frame: pd.DataFrame, scores: dict[str, np.ndarray], boot: PatientB
         counts = np.zeros((len(boot.patients), 2 * (level.max() + 1 if ok.any() else 0)))
         np.add.at(counts, (codes[ok], cells), 1.0)
         observed = counts.sum(axis=0).reshape(-1, 2)
-        replicates = (boot.weights.astype(float) @ counts).reshape(boot.n_boot, -1, 2)
+        replicates = (boot.weights @ counts.astype(np.float32)).astype(float).reshape(boot.n_boot, -1, 2)
         out[name] = np.concatenate([[ordered_auc(observed)], ordered_auc(replicates)])
     return out
 

@@ -88,9 +88,16 @@ def univariate_text(an: Any) -> str:
     """Sizes, imbalance ratios, train/valid comparability, images per patient."""
     ps = an.patients.set_index("split")
     total = ps.loc["total"]
-    parts = [f"Le jeu compte {integer(total['n_images'])} images de {integer(total['n_patients'])} patients"
+    excluded = getattr(an, "excluded_valid", {}) or {}
+    where = "en évaluation" if excluded.get("images") else "en validation"
+    parts = [f"Le jeu étudié compte {integer(total['n_images'])} images de {integer(total['n_patients'])} patients"
              + (f" ({integer(ps.loc['train', 'n_images'])} en apprentissage, "
-                f"{integer(ps.loc['valid', 'n_images'])} en validation)." if "valid" in ps.index else ".")]
+                f"{integer(ps.loc['valid', 'n_images'])} {where})." if "valid" in ps.index else ".")]
+    if excluded.get("images"):
+        parts.append(f"Les {integer(excluded['images'])} images de validation de {integer(excluded['patients'])} "
+                     "patients déjà présents en apprentissage sont écartées de l'évaluation (fuite de patients) ; "
+                     "tout ce chapitre décrit la validation après cette exclusion, c'est-à-dire les patients "
+                     "d'évaluation des chapitres suivants.")
     imb = an.imbalance[an.imbalance["split"] == "train"]
     ratios = [f"{attribute_label(r.variable).lower()} {number(r.ratio, 1)} "
               f"({group_label(r.variable, r.majority)} / {group_label(r.variable, r.minority)})"
