@@ -47,7 +47,7 @@ def _render(args: argparse.Namespace) -> int:
     from pipeline.render.renderer import render_all
 
     config = load_config(args.config, data_dir=args.data)
-    study.context(config)  # compute, or load the one cached study object, before the documents execute
+    study.ensure_computed(config)  # compute the study (once) before the documents execute
     render_all(Path(args.project), use_quarto=False if args.no_quarto else None)  # prints what it writes
     return 0
 
