@@ -6,7 +6,8 @@ ImageFolder and transforms at every epoch), by our decoder, and by the cache, al
 originals; training images/s per backbone; the time of one full training; and a six-weighting study
 in full mode (six trainings) vs last-layer mode (one training, six heads), cold and with the backbone
 already cached, and heads on a frozen pre-trained backbone (no training), with balanced accuracy and
-AUC. Figures, not assertions: timing targets live here, not in the tests.
+AUC; and the render figures (pipeline.render.timing: cold `make report`, re-render after a prose edit,
+one document executed, Quarto). Figures, not assertions: timing targets live here, not in the tests.
 """
 
 from __future__ import annotations
@@ -252,8 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--backbones", default="small_cnn:64,resnet18:128", help="name:px,... to time")
     parser.add_argument("--study-backbone", default="small_cnn", help="backbone of the six-weighting study")
+    parser.add_argument("--render", choices=("all", "only", "no"), default="all",
+                        help="render figures (cold make report, writing loop, Quarto): with the rest, only, or none")
+    parser.add_argument("--render-config", type=Path, default=None,
+                        help="study config of the render figures (default: study.yml, as a fresh clone)")
     args = parser.parse_args(argv)
     os.environ.setdefault("FAIRCXR_PROGRESS", "0")
+    if args.render != "no":
+        from pipeline.render.timing import bench_render, print_render_figures
+
+        print(f"\n=== rendering ({args.render_config or 'study.yml'}) ===")
+        print_render_figures(bench_render(args.render_config))
+        if args.render == "only":
+            return 0
     warnings.filterwarnings("ignore", ".*pre-trained weights could not be loaded.*")
     if args.threads:
         torch.set_num_threads(args.threads)

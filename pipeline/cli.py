@@ -93,7 +93,7 @@ def _render(args: argparse.Namespace) -> int:
     from pipeline import study
     from pipeline.render.renderer import render_all
 
-    study.context(config)  # compute, or load the one cached study object, before the documents execute
+    study.ensure_computed(config)  # compute the study (once) before the documents execute
     # The documents' kernels read the same data folder and config as this command.
     os.environ[DATA_ENV] = str(config.data_path()) if not config.is_demo else ""
     if args.config:

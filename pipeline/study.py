@@ -285,12 +285,23 @@ def study_key(config: StudyConfig) -> str:
                             *(f"{q.relative_to(here)}:{q.read_text(encoding='utf-8')}" for q in sources)])
 
 
+def _stored(config: StudyConfig) -> Path:
+    _ensure_demo(config)
+    return cache_dir() / "study" / f"{study_key(config)}.joblib"
+
+
+def ensure_computed(config: StudyConfig | None = None) -> None:
+    """Compute and store the study unless its cached object exists (then nothing is loaded)."""
+    config = config or load_config()
+    if not _stored(config).is_file():
+        context(config)
+
+
 def _load_or_run(config: StudyConfig) -> StudyContext:
     """The computed study from its one cached object, else `run` (and store the object)."""
     import joblib
 
-    _ensure_demo(config)
-    stored = cache_dir() / "study" / f"{study_key(config)}.joblib"
+    stored = _stored(config)
     if stored.is_file():
         try:
             ctx = joblib.load(stored)
