@@ -379,6 +379,7 @@ def test_the_same_image_in_two_splits_or_two_classes_is_named_and_excluded(real:
     assert image.name not in set(report.frame["Image Index"]) and other.name not in set(report.frame["Image Index"])
     assert str(real / "valid" / "sain" / image.name) in "".join(
         next(i for i in report.issues if i.code == "image-in-two-folders").files)
+    assert "row-without-image" not in report.codes()  # its row has files: it is named once, as doubled
     code, out = run_check(real)
     assert code == report.exit_code and "Keep each image in one folder only" in out
 

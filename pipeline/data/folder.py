@@ -476,7 +476,8 @@ def check_dataset(data_dir: Path, config: StudyConfig) -> CheckReport:
         report.add("warning", "image-without-row", f"{int(no_row.sum())} image(s) have no row in "
                    "metadata.csv; they are excluded.", "Add their rows to metadata.csv.",
                    frame.loc[no_row, S.PATH])
-    no_file = ~meta[key].isin(frame[key])
+    doubled = {Path(f).name.lower() for i in report.issues if i.code == "image-in-two-folders" for f in i.files}
+    no_file = ~meta[key].isin(frame[key]) & ~meta[key].isin(doubled)  # a doubled image is named already
     if no_file.any():
         report.add("warning", "row-without-image", f"{int(no_file.sum())} row(s) of metadata.csv have no "
                    "image file; they are ignored.", "Nothing to do if those images are not in your subset.",
