@@ -150,3 +150,73 @@ def test_slides_pdf_prints_a_reveal_page_with_chromium(tmp_path):
     pdf = slides_pdf.write_slides_pdf(html)
     assert pdf == tmp_path / "slides.pdf" and pdf.read_bytes().startswith(b"%PDF")
     assert slides_pdf.slides_pdfs([tmp_path / "report.html"]) == []
+
+
+def test_vectorised_auc_equals_scikit_learn_with_weights_and_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.fairness.probing import weighted_auc
+
+    rng = np.random.default_rng(6)
+    y, score = rng.random(80) < 0.4, rng.integers(0, 6, 80) / 5  # many ties
+    w = rng.integers(0, 3, (4, 80)).astype(float)
+    expected = [roc_auc_score(y, score, sample_weight=row) for row in w]
+    assert weighted_auc(y, score, w) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- the planted effects of the demo, recovered
+
+
+@pytest.fixture(scope="module")
+def demo_study(tmp_path_factory):
+    """The study and its model analysis on a 300-patient demo at 64 px (one network, about a minute)."""
+    from pipeline import study
+    from pipeline.config import load_config
+    from pipeline.fairness.model_analysis import analyse_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        tmp = tmp_path_factory.mktemp("planted")
+        for name, value in (("FAIRCXR_CACHE", tmp / "cache"), ("FAIRCXR_OUTPUT", tmp / "out"),
+                            ("FAIRCXR_PROGRESS", "0")):
+            mp.setenv(name, str(value))
+        ctx = study.run(load_config(ROOT / "tests" / "fixtures" / "planted_study.yml"))
+        yield ctx, analyse_model(ctx)
+
+
+def test_demo_model_widens_the_planted_men_women_gap(demo_study):
+    """Women are less often sick in the crude training data (Simpson) and their lesions are fainter:
+    the model's men - women gap in predicted malade exceeds the data's."""
+    _, ma = demo_study
+    row = ma.amplification.set_index(["method", "attribute"]).loc[("uniform", S.SEX)]
+    assert (row["high_group"], row["low_group"]) == ("M", "F")
+    assert row["amplification"] > 0.05 and row["bias_amp"] > 0
+
+
+def test_demo_view_is_read_from_the_features_far_better_than_from_the_other_attributes(demo_study):
+    _, ma = demo_study
+    view = ma.probing.set_index("attribute").loc[S.VIEW]
+    assert view["features"] > 0.9 and view["others"] < 0.7 and view["diff_low"] > 0.2
+
+
+def test_demo_maps_on_ap_images_concentrate_on_the_marker_corner(demo_study):
+    _, ma = demo_study
+    cams = ma.cams
+    ap = cams["stats_view"] == "AP"
+    share = cams["integrated_gradients"]["marker_share"]
+    assert np.nanmean(share[ap]) > 1.5 * cams["marker_area"]  # more than chance (the corner's area)
+    assert np.nanmean(share[ap]) > 2 * np.nanmean(share[~ap])  # and than on PA images, which have no marker
+
+
+def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_french(demo_study):
+    from pipeline.report import analysis, slides
+
+    ctx, ma = demo_study
+    fnr = ma.subgroups[ma.subgroups["metric"] == "fnr"]
+    small = fnr["n_positive"] < ma.min_positives
+    assert fnr.loc[small, "estimate"].isna().all() and (fnr.loc[small, "reason"] != "").all()
+    assert fnr.loc[~small, "estimate"].notna().all()
+    assert "n.d. (moins de 10 malades" in " ".join(analysis.subgroup_table(ctx)["FNR (sous-diagnostic)"])
+    for text in (analysis.amplification_narrative(ctx), analysis.probing_narrative(ctx),
+                 analysis.cam_narrative(ctx), slides.title_amplification(ctx), slides.title_sees(ctx)):
+        assert text and "nan" not in text.lower() and "{" not in text
+    assert analysis.cam_png(ctx).startswith(b"\x89PNG")

@@ -3,14 +3,15 @@
 For a sensitive attribute A and the task T (malade / sain), on the same evaluation patients:
 
 - data gap  = P(T = malade | A = g_hi) - P(T = malade | A = g_lo), where g_hi and g_lo are the groups
-  with the highest and the lowest prevalence in the data (fixed from the observed data);
+  with the highest and the lowest prevalence in the TRAINING data (`reference`): the bias the model
+  learnt from, so the direction does not flip with a small evaluation sample;
 - model gap = the same difference of predicted-malade rates, P(T̂ = malade | A = g);
 - amplification = model gap - data gap (> 0: the model widens the data's gap, < 0: it narrows it);
 - directional bias amplification A -> T (Wang & Russakovsky 2021, after Zhao et al. 2017): the mean
   over groups a and classes t of y_at Δ_at + (1 - y_at)(-Δ_at), with y_at = [P(a, t) > P(a) P(t)]
   and Δ_at = P(T̂ = t | a) - P(T = t | a). With two classes it reduces to the mean over groups of
   s_a (P(T̂ = 1 | a) - P(T = 1 | a)), s_a = +1 where the group's prevalence exceeds the overall one.
-  y_at is fixed from the observed data, so a replicate measures the same direction.
+  y_at is fixed from the training data too, so every replicate measures the same direction.
 
 Decisions may be soft (expected decisions of randomised post-processors). Intervals: 95 %
 percentile bootstrap over patients (`data_bias.patient_bootstrap`), one set of resamples for the
@@ -54,11 +55,12 @@ def _measures(sums: np.ndarray, hi: int, lo: int, sign: np.ndarray) -> dict[str,
 
 
 def amplification(preds: pd.DataFrame, attribute: str, n_boot: int = 500, seed: int = 0,
-                  decision_col: str = DECISION) -> dict:
+                  decision_col: str = DECISION, reference: pd.DataFrame | None = None) -> dict:
     """The data's gap, the model's gap and their difference for one attribute, with patient-bootstrap intervals.
 
     Returns {"attribute", "high_group", "low_group", "groups", "n_patients", and for each measure of
     MEASURES: estimate, low, high}. Groups without images are left out; fewer than two groups: NaN.
+    `reference` (rows with `label` and the attribute; default `preds`) sets the direction.
     """
     groups = group_order(preds[attribute])
     groups = [g for g in groups if (group_labels(preds[attribute]) == g).any()]
@@ -69,9 +71,12 @@ def amplification(preds: pd.DataFrame, attribute: str, n_boot: int = 500, seed: 
                 **{m: {"estimate": np.nan, "low": np.nan, "high": np.nan} for m in MEASURES}}
     sums = _per_patient_sums(preds, attribute, groups, patients, decision_col)
     observed = sums.sum(axis=0)
-    prevalence = observed[:, 1] / observed[:, 0]
+    ref = preds if reference is None else reference
+    ref_groups = group_labels(ref[attribute])
+    by_group = ref[S.LABEL].groupby(ref_groups).mean().reindex(groups)
+    prevalence = by_group.fillna(float(ref[S.LABEL].mean())).to_numpy(float)
     hi, lo = int(np.argmax(prevalence)), int(np.argmin(prevalence))
-    sign = np.where(prevalence > observed[:, 1].sum() / observed[:, 0].sum(), 1.0, -1.0)
+    sign = np.where(prevalence > float(ref.loc[ref_groups.notna(), S.LABEL].mean()), 1.0, -1.0)
     point = _measures(observed, hi, lo, sign)
     boot = patient_bootstrap(preds, n_boot, seed)  # its columns: the patients in the order of `patients`
     reps = _measures(np.einsum("bp,pgk->bgk", boot.weights.astype(float), sums), hi, lo, sign)
@@ -84,7 +89,8 @@ def amplification(preds: pd.DataFrame, attribute: str, n_boot: int = 500, seed: 
 
 
 def amplification_table(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int = 500,
-                        seed: int = 0, decision_col: str = DECISION) -> pd.DataFrame:
+                        seed: int = 0, decision_col: str = DECISION,
+                        reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (method, attribute): groups compared and every measure with its interval.
 
     `decided`: method name -> predictions with a decision column, all on the same patients.
@@ -93,7 +99,7 @@ def amplification_table(decided: dict[str, pd.DataFrame], attributes: list[str],
     rows = []
     for method, preds in decided.items():
         for attribute in attributes:
-            r = amplification(preds, attribute, n_boot, seed, decision_col)
+            r = amplification(preds, attribute, n_boot, seed, decision_col, reference)
             row = {"method": method, "attribute": attribute, "high_group": r["high_group"],
                    "low_group": r["low_group"], "n_patients": r["n_patients"]}
             for m in MEASURES:

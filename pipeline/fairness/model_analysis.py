@@ -129,18 +129,20 @@ MARKER_BOX = (0.04, 0.04, 0.12, 0.19)  # where data/demo.py's _marker draws « A
 
 
 def _cam_results(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image_size: int) -> dict[str, Any]:
-    from pipeline.model.cam import box_area, gradcam, region_share
+    """Both maps of the example images; region statistics of both on the `stats_pixels` images."""
+    from pipeline.model.cam import MAPS, box_area, region_share
 
-    maps, stats_maps = gradcam(model, pixels), gradcam(model, stats_pixels)
-    border = np.ones(stats_maps.shape[1:], bool)
+    border = np.ones((image_size, image_size), bool)
     cut = max(1, round(BORDER * image_size))
     border[cut:-cut, cut:-cut] = False
-    total = stats_maps.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        border_share = (stats_maps * border).sum(axis=(1, 2)) / total
-    box = MARKER_BOX
-    return {"maps": maps, "stats_maps_marker": region_share(stats_maps, box), "border_share": border_share,
-            "border_area": float(border.mean()), "marker_area": box_area(box, image_size)}
+    out: dict[str, Any] = {"border_area": float(border.mean()), "marker_area": box_area(MARKER_BOX, image_size)}
+    for name, fn in MAPS.items():
+        maps, stats_maps = fn(model, pixels), fn(model, stats_pixels)
+        total = stats_maps.sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = {"maps": maps, "marker_share": region_share(stats_maps, MARKER_BOX),
+                         "border_share": (stats_maps * border).sum(axis=(1, 2)) / total}
+    return out
 
 
 def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
@@ -194,7 +196,8 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     decided = {m: _decided(p) for m, p in valid.items()}
     base_w, base_p = ctx.grid.baseline
     post = {f"{base_w} + {p}": d for (w, p), d in ctx.grid.decisions.items() if w == base_w}
-    amp = memory().cache(_amplification)({**decided, **post}, attributes, ev.n_bootstrap, ev.seed, code)
+    train = ctx.frame.loc[ctx.frame[S.SPLIT] == "train", [S.LABEL, *attributes]].reset_index(drop=True)
+    amp = memory().cache(_amplification)({**decided, **post}, attributes, ev.n_bootstrap, ev.seed, train, code)
     lap("amplification")
 
     from pipeline.model.training import reference_network
@@ -226,8 +229,8 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
 
 
 def _amplification(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,
-                   code: str) -> pd.DataFrame:
-    return amplification_table(decided, attributes, n_boot, seed)
+                   train: pd.DataFrame, code: str) -> pd.DataFrame:
+    return amplification_table(decided, attributes, n_boot, seed, reference=train)
 
 
 def _probe(features: np.ndarray, rows: pd.DataFrame, attributes: list[str], n_boot: int, seed: int,

@@ -1,4 +1,10 @@
-"""Class-activation maps (Grad-CAM, Selvaraju et al. 2017) of the study's network, with Captum.
+"""Where the network looks: Grad-CAM (Selvaraju et al. 2017) and Integrated Gradients (Sundararajan et
+al. 2017) maps of the study's network, both computed with Captum.
+
+Grad-CAM keeps only what pushes the `malade` logit UP, at the resolution of a deep layer (8 x 8 for
+the small CNN at 64 px): a small marker that pushes the logit down, or one smaller than a cell,
+vanishes from it. Integrated Gradients gives the absolute contribution of every PIXEL, for or
+against: the map to check whether a marker or a border is used at all. `MAPS` names both.
 
 `gradcam(model, pixels)` gives, for each uint8 image (N, H, W), a map in [0, 1] of the same size:
 where the last convolutional layer with at least `MIN_MAP_SIZE` cells per side pushes the
@@ -63,6 +69,26 @@ def gradcam(model: nn.Module, pixels: np.ndarray, batch_size: int = 32) -> np.nd
     maps = np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
     peak = maps.reshape(len(maps), -1).max(axis=1)
     return maps / np.where(peak > 0, peak, 1)[:, None, None]
+
+
+def integrated_gradients(model: nn.Module, pixels: np.ndarray, batch_size: int = 32, steps: int = 16) -> np.ndarray:
+    """|Integrated Gradients| of the malade logit per pixel (N, H, W) from a black image, each map scaled
+    by its own maximum."""
+    from captum.attr import IntegratedGradients
+
+    model = model.cpu().float().eval()
+    ig = IntegratedGradients(_FromUnit(model))
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        x = torch.from_numpy(np.asarray(pixels[start:start + batch_size], np.float32) / 255.0).unsqueeze(1)
+        out.append(ig.attribute(x, n_steps=steps).abs().detach().squeeze(1).numpy())
+    size = int(pixels.shape[-1])
+    maps = np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
+    peak = maps.reshape(len(maps), -1).max(axis=1) if len(maps) else np.zeros(0)
+    return maps / np.where(peak > 0, peak, 1)[:, None, None]
+
+
+MAPS = {"gradcam": gradcam, "integrated_gradients": integrated_gradients}
 
 
 def region_share(maps: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

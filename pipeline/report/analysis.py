@@ -395,32 +395,46 @@ def _tile(pixels: np.ndarray, cam: np.ndarray, size: int = 192) -> tuple[Image.I
     return grey, Image.blend(grey, heat_img, 0.45)
 
 
-def cam_png(ctx: StudyContext, size: int = 192) -> bytes | None:
-    """PNG: for each example (group, well / badly classified), the image and its Grad-CAM overlay."""
-    from PIL import ImageDraw, ImageFont
+MAP_LABELS_FR = {"gradcam": "Grad-CAM", "integrated_gradients": "Gradients intégrés"}
+
+
+def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
+    """PNG: for each example (group, well / badly classified), the image, its Grad-CAM and its
+    Integrated-Gradients map (smoothed for display only)."""
+    from PIL import ImageDraw, ImageFilter, ImageFont
 
     cams = model_results(ctx).cams
     if cams is None or not len(cams["cases"]):
         return None
     cases = cams["cases"]
     attribute = ctx.config.weighting.attribute
-    n, pad, head = len(cases), 8, 64
-    canvas = Image.new("RGB", (n * (size + pad) + pad, 2 * (size + pad) + pad + head), "white")
+    n, pad, head, left = len(cases), 6, 62, 120
+    methods = list(MAP_LABELS_FR)
+    canvas = Image.new("RGB", (left + n * (size + pad) + pad, (1 + len(methods)) * (size + pad) + pad + head),
+                       "white")
     draw = ImageDraw.Draw(canvas)
     try:
-        font = ImageFont.truetype("DejaVuSans.ttf", 15)
+        font = ImageFont.truetype("DejaVuSans.ttf", 14)
     except OSError:
         font = ImageFont.load_default()
+    for j, label in enumerate(["Image", *(MAP_LABELS_FR[m] for m in methods)]):
+        draw.text((4, head + j * (size + pad) + size // 2 - 8), label, fill="black", font=font)
     for i, r in enumerate(cases.itertuples()):
-        grey, overlay = _tile(cams["pixels"][i], cams["maps"][i], size)
-        x = pad + i * (size + pad)
+        x = left + pad + i * (size + pad)
         truth = "malade" if r.label == 1 else "sain"
-        view = getattr(r, "view", "")
-        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {truth} {view}", fill="black", font=font)
-        draw.text((x, 24), f"{r.case}", fill="#AA3377" if "mal" in r.case else "#117733", font=font)
-        draw.text((x, 44), f"p(malade) = {num(r.proba)}", fill="black", font=font)
-        canvas.paste(grey, (x, head))
-        canvas.paste(overlay, (x, head + size + pad))
+        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {truth}, {getattr(r, 'view', '')}", fill="black",
+                  font=font)
+        draw.text((x, 22), r.case, fill="#AA3377" if "mal" in r.case else "#117733", font=font)
+        draw.text((x, 40), f"p(malade) = {num(r.proba)}", fill="black", font=font)
+        for j, m in enumerate(methods):
+            heat = cams[m]["maps"][i]
+            if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
+                img = Image.fromarray((heat * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
+                heat = np.asarray(img, float) / max(1, np.asarray(img).max())
+            grey, overlay = _tile(cams["pixels"][i], heat, size)
+            if j == 0:
+                canvas.paste(grey, (x, head))
+            canvas.paste(overlay, (x, head + (j + 1) * (size + pad)))
     import io
 
     buf = io.BytesIO()
@@ -437,31 +451,39 @@ def cam_image(ctx: StudyContext):
     return Markdown("*Cartes d'activation indisponibles (pas de réseau entraîné).*") if png is None else IPImage(png)
 
 
-def cam_stats(ctx: StudyContext) -> dict[str, float]:
-    """Share of the maps' mass in the image border and (AP images) in the demo's marker corner vs their area."""
+def cam_stats(ctx: StudyContext, method: str = "integrated_gradients") -> dict[str, float]:
+    """Share of a map's mass in the image border and (AP images) in the demo's marker corner vs their area."""
     cams = model_results(ctx).cams
     if cams is None:
         return {}
-    ap = cams["stats_view"] == "AP"
-    return {"border_share": float(np.nanmean(cams["border_share"])), "border_area": cams["border_area"],
-            "marker_share_ap": float(np.nanmean(cams["stats_maps_marker"][ap])) if ap.any() else np.nan,
-            "marker_share_pa": float(np.nanmean(cams["stats_maps_marker"][~ap])) if (~ap).any() else np.nan,
-            "marker_area": cams["marker_area"], "n": len(cams["border_share"])}
+    ap, m = cams["stats_view"] == "AP", cams[method]
+    return {"border_share": float(np.nanmean(m["border_share"])), "border_area": cams["border_area"],
+            "marker_share_ap": float(np.nanmean(m["marker_share"][ap])) if ap.any() else np.nan,
+            "marker_share_pa": float(np.nanmean(m["marker_share"][~ap])) if (~ap).any() else np.nan,
+            "marker_area": cams["marker_area"], "n": len(m["border_share"])}
 
 
 def cam_narrative(ctx: StudyContext) -> str:
-    s = cam_stats(ctx)
-    if not s:
+    if not cam_stats(ctx):
         return "Sans réseau entraîné (`feature_source: pretrained`), les cartes d'activation ne sont pas calculées."
-    text = (f"Sur {fr.count(s['n'], 'images')} d'évaluation, le bord de l'image (10 % de chaque côté, "
-            f"{fr.percent(s['border_area'])} de la surface) reçoit {fr.percent(s['border_share'])} de la masse des "
-            "cartes Grad-CAM")
-    wide = s["border_share"] > s["border_area"]
-    text += (" : plus que sa surface, le modèle regarde aussi les bords, où se trouvent marqueurs et textes." if wide
-             else " : moins que sa surface, le modèle regarde surtout le centre (poumons et cœur).")
-    if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
-        text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) reçoit "
-                 f"{fr.percent(s['marker_share_ap'], 1)} de la masse sur les clichés AP, contre "
-                 f"{fr.percent(s['marker_share_pa'], 1)} sur les PA : le raccourci planté se voit.")
-    return text + (" Grad-CAM [@selvaraju2017gradcam] montre où le réseau appuie sa décision, à sa couche de "
-                   "convolution la plus profonde qui garde au moins 8 × 8 cellules ; ce n'est pas une segmentation.")
+    lines = []
+    for method, label in MAP_LABELS_FR.items():
+        s = cam_stats(ctx, method)
+        wide = s["border_share"] > s["border_area"]
+        text = (f"{label} : sur {fr.count(s['n'], 'images')} d'évaluation, le bord de l'image (10 % de chaque côté, "
+                f"{fr.percent(s['border_area'])} de la surface) reçoit {fr.percent(s['border_share'])} de la masse "
+                "de la carte" + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
+                                 ", moins que sa surface : le modèle s'appuie surtout sur le centre "
+                                 "(poumons et cœur)."))
+        if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
+            seen = s["marker_share_ap"] > max(s["marker_area"], s["marker_share_pa"])
+            text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
+                     f"reçoit {fr.percent(s['marker_share_ap'], 1)} de la masse sur les clichés AP, contre "
+                     f"{fr.percent(s['marker_share_pa'], 1)} sur les PA"
+                     + (" : le raccourci planté se voit." if seen else " : le marqueur planté ne ressort pas."))
+        lines.append(text)
+    lines.append("Grad-CAM [@selvaraju2017gradcam] ne garde que ce qui pousse vers « malade », à la résolution de "
+                 "la couche de convolution la plus profonde qui garde au moins 8 × 8 cellules ; les gradients "
+                 "intégrés [@sundararajan2017ig] donnent la contribution absolue de chaque pixel, pour ou contre. "
+                 "Aucune des deux n'est une segmentation.")
+    return "\n\n".join(lines)

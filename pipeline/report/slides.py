@@ -94,7 +94,9 @@ def title_data(ctx: StudyContext) -> str:
         return "Les données : prévalence par groupe"
     r = t.loc[t["data_gap"].abs().idxmax()]
     hi, lo = _pair_phrase(r["attribute"], r["high_group"], r["low_group"])
-    return f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(r['data_gap'], 0)})"
+    if r["data_gap"] < 0:
+        hi, lo = lo, hi
+    return f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(abs(r['data_gap']), 0)})"
 
 
 def _amp_row(ctx: StudyContext):
@@ -158,7 +160,7 @@ def title_images(ctx: StudyContext) -> str:
     s = analysis.cam_stats(ctx)
     if not s:
         return "Cartes d'activation : indisponibles sans réseau entraîné"
-    if ctx.config.is_demo and s["marker_share_ap"] > 2 * s["marker_area"]:
+    if ctx.config.is_demo and s["marker_share_ap"] > max(s["marker_area"], s["marker_share_pa"]):
         return "Sur les clichés AP, le réseau regarde aussi le marqueur « AP »"
     if s["border_share"] > s["border_area"]:
         return "Le réseau regarde aussi les bords de l'image, pas seulement les poumons"
