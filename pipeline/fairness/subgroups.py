@@ -47,12 +47,14 @@ def subgroup_metrics(preds: pd.DataFrame, attributes: list[str], min_positives: 
     for a, b in itertools.combinations(attributes, 2):
         name = f"{a}{SEPARATOR}{b}"
         crossed = preds.assign(**{name: crossing(preds, a, b)})
-        table = bootstrap_group_metrics(crossed, name, n_boot, seed, decision_col=decision_col)
+        table = bootstrap_group_metrics(crossed, name, n_boot, seed, decision_col=decision_col,
+                                        min_per_class=min_positives)
         table = table[table["metric"].isin(METRICS)].copy()
-        groups = group_labels(crossed[name])
-        counts = crossed.groupby(groups)[S.LABEL].agg(n_positive="sum", n="size")
-        table = table.join(counts.drop(columns="n"), on="group")
-        table["n_negative"] = table["n"] - table["n_positive"]
+        if "n_positive" not in table.columns:  # the class counts of each subgroup, unless the metrics gave them
+            groups = group_labels(crossed[name])
+            counts = crossed.groupby(groups)[S.LABEL].agg(n_positive="sum", n="size")
+            table = table.join(counts.drop(columns="n"), on="group")
+            table["n_negative"] = table["n"] - table["n_positive"]
         table["reason"] = [_reason(m, p, n, min_positives) for m, p, n in
                            zip(table["metric"], table["n_positive"], table["n_negative"], strict=True)]
         undefined = table["reason"] != ""
