@@ -31,7 +31,9 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     items = [
         f"Modèle de référence : exactitude équilibrée {estimate_ci(uni, 'balanced_accuracy')}, "
         f"écart de sensibilité ({attr}{which}) {estimate_ci(uni, gap)}.",
-        "Aucune combinaison non dégénérée : toutes les règles donnent une seule classe à presque toutes les images."
+        ("Écart d'equalized odds non défini pour toutes les combinaisons : un groupe compte moins de "
+         f"{ctx.config.evaluation.min_per_class} images d'une classe." if t["eo_diff"].notna().sum() == 0 else
+         "Aucune combinaison non dégénérée : toutes les règles donnent une seule classe à presque toutes les images.")
         if best is None else
         f"Écart d'equalized odds (réalisé) le plus faible parmi les règles non dégénérées : "
         f"{method_label(best['weighting'])} + {post_label(best['postprocessor'])}, {num(best['eo_diff'])} "
