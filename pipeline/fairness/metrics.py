@@ -531,11 +531,13 @@ def point_metrics_fast(preds: pd.DataFrame, attribute: str, decision_col: str = 
     return {m: float(reps[m][0]) for m in SUMMARY}
 
 
-def _interval(values: np.ndarray, center: float | None = None) -> tuple[float, float, float]:
+def _interval(values: np.ndarray, center: float | None = None,
+              bounds: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float, float]:
     """(low, high, share of replicates where defined); NaN bounds when too few are defined.
 
     Percentile interval; with `center` (the estimate) the normal one, center +- z SD of the replicates,
-    steadier when the replicates are few (the grid's refitting replicates).
+    steadier when the replicates are few (the grid's refitting replicates), clipped to `bounds`
+    (the values the metric can take).
     """
     ok = ~np.isnan(values)
     share = float(ok.mean()) if len(values) else 0.0
@@ -545,7 +547,7 @@ def _interval(values: np.ndarray, center: float | None = None) -> tuple[float, f
         if not np.isfinite(center):
             return float("nan"), float("nan"), share
         half = stats.norm.ppf(0.5 + LEVEL / 2) * float(np.std(values[ok], ddof=1))
-        return float(center - half), float(center + half), share
+        return float(max(center - half, bounds[0])), float(min(center + half, bounds[1])), share
     alpha = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values[ok], [alpha, 100 - alpha])
     return float(low), float(high), share
@@ -594,7 +596,8 @@ def summary_rows(point: dict[str, float], reps: dict[str, np.ndarray], groups: d
     """metric, estimate, low, high, defined, p_equal (gaps: test of equal group rates)."""
     rows = []
     for m in SUMMARY:
-        low, high, share = _interval(reps[m], point[m] if normal else None)
+        bounds = (-1.0, 1.0) if m.endswith("_signed") else (0.0, 1.0)  # signed differences; rates and gaps
+        low, high, share = _interval(reps[m], point[m] if normal else None, bounds)
         p = equal_rates_test(groups, reps, EQUAL_RATES[m]) if m in EQUAL_RATES else np.nan
         rows.append({"metric": m, "estimate": point[m], "low": low, "high": high, "defined": share, "p_equal": p})
     return rows

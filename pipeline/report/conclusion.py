@@ -50,7 +50,10 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     if v.problems:
         items.append("À lire avec prudence : " + warnings_short(ctx))
     best = best_row(_usable_grid(ctx), "eo_diff")  # never a degenerate rule; realised gaps for randomised rules
-    if best is None:
+    if best is None and ctx.grid.table["eo_diff"].notna().sum() == 0:
+        items.append("Écart d'equalized odds non défini pour toutes les combinaisons : un groupe compte moins de "
+                     f"{ctx.config.evaluation.min_per_class} images d'une classe.")
+    elif best is None:
         items.append("Aucune combinaison ne distingue les patients : toutes donnent (presque) la même décision à "
                      "tout le monde, aucune n'est retenue.")
     else:

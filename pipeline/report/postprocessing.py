@@ -90,6 +90,13 @@ def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False)
     return charts.collapse_ties(rows, [c for c in rows.columns if c != "Méthode"], "Méthode").reset_index(drop=True)
 
 
+def _empty_front_reason(t: pd.DataFrame, gap: str) -> str:
+    if t[gap].notna().sum() == 0:
+        return (f"aucune combinaison, car l'{M.METRIC_LABELS_FR[gap][0].lower()}{M.METRIC_LABELS_FR[gap][1:]} "
+                "n'est défini pour aucune (un groupe compte trop peu d'images d'une classe)")
+    return "aucune combinaison non dégénérée"
+
+
 def postprocessing_narrative(ctx: StudyContext) -> str:
     t = ctx.grid.table
     uni = t[t["weighting"] == "uniform"].set_index("postprocessor")
@@ -120,6 +127,6 @@ def postprocessing_narrative(ctx: StudyContext) -> str:
                       zip(front["weighting"], front["postprocessor"], strict=True))
     n_degenerate = int(t["degenerate"].sum()) if "degenerate" in t.columns else 0
     lines.append(f"\nLe front de Pareto (exactitude équilibrée contre écart d'equalized odds réalisé) contient : "
-                 f"{names or 'aucune combinaison non dégénérée'}."
+                 f"{names or _empty_front_reason(t, 'eo_diff')}."
                  + (f" {n_degenerate} combinaison(s) dégénérée(s) en sont exclues." if n_degenerate else ""))
     return "\n".join(lines)
