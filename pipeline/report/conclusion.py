@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
+from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.validity import validity
 from pipeline.report import preprocessing
 from pipeline.report.analysis import analysis_narrative
@@ -17,9 +18,15 @@ def _usable_grid(ctx: StudyContext) -> pd.DataFrame:
     """Grid rows that may be named as a finding: never a rule of one class for everyone (levelling down)."""
     t = ctx.grid.table
     if "degenerate" in t.columns:
-        t = t[~t["degenerate"].fillna(False).astype(bool)]
-    degenerate = validity(ctx).degenerate_methods()
-    return t[~((t["postprocessor"] == "none") & t["weighting"].isin(list(degenerate)))]
+        return t[~t["degenerate"].fillna(False).astype(bool)]
+    decisions = getattr(ctx.grid, "decisions", {}) or {}
+    attr = ctx.config.postprocessing.attribute
+
+    def degenerate(w: str, p: str) -> bool:
+        d = decisions.get((w, p))
+        return d is not None and one_class(d["decision"], d[attr] if attr in d else None).degenerate
+
+    return t[[not degenerate(w, p) for w, p in zip(t["weighting"], t["postprocessor"], strict=True)]]
 
 
 def key_findings(ctx: StudyContext, short: bool = False) -> str:
