@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from pipeline import study
 from pipeline.config import load_config
+from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.validity import check
 from pipeline.report import conclusion, preprocessing
 
@@ -74,3 +76,24 @@ def test_a_good_model_raises_no_warning():
     v = check(ctx)
     assert not v.problems, (v.degenerate_methods(), v.chance, v.baseline)
     assert preprocessing.validity_warning(ctx) == "" and conclusion.warnings_short(ctx) == ""
+
+
+def test_key_findings_never_pick_a_rule_of_one_class_for_everyone():
+    ctx = _context("grid", lambda y, rng: 0.6 + 0.3 * y + rng.normal(0, 0.02, len(y)))
+    valid = ctx.valid_predictions["uniform"]
+    everyone = valid.assign(decision=1.0)  # levelling down: every gap is exactly 0
+    told_apart = valid.assign(decision=(valid["proba"] >= 0.75).astype(float))
+    row = {"eo_diff_low": 0.0, "eo_diff_high": 0.2, "balanced_accuracy": 0.9, "balanced_accuracy_low": 0.8,
+           "balanced_accuracy_high": 1.0}
+    marked = {name: one_class(d["decision"], d["sex"]).degenerate  # as the grid marks its rules
+              for name, d in (("none", everyone), ("threshold_global", told_apart))}
+    assert marked == {"none": True, "threshold_global": False}
+    table = pd.DataFrame([{"weighting": "uniform", "postprocessor": "none", **row, "eo_diff": 0.0,
+                           "balanced_accuracy": 0.5, "degenerate": marked["none"]},
+                          {"weighting": "uniform", "postprocessor": "threshold_global", **row, "eo_diff": 0.1,
+                           "degenerate": marked["threshold_global"]}])
+    ctx.grid = types.SimpleNamespace(table=table, decisions={("uniform", "none"): everyone,
+                                                             ("uniform", "threshold_global"): told_apart})
+    findings = conclusion.key_findings(ctx, short=True)
+    best = next(line for line in findings.splitlines() if "le plus faible" in line)
+    assert "Seuil global" in best and "Aucun" not in best, findings

@@ -413,7 +413,7 @@ def describe_mode(config: TrainingConfig) -> str:
                 "head per weighting (last-layer mode, Kirichenko et al. 2022)")
     return (f"one {net}, {stop} trained once without weights on part of the train patients, then one "
             "weighted logistic head per weighting on its features of other, patient-disjoint train patients "
-            "(Deep Feature Reweighting, Kirichenko et al. 2022)")
+            "(last-layer mode: Deep Feature Reweighting, Kirichenko et al. 2022)")
 
 
 def reference_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) -> dict[str, Any]:

@@ -23,12 +23,11 @@ from pipeline.study import StudyContext, seeds_used, versions
 
 
 def _usable_grid(ctx: StudyContext) -> pd.DataFrame:
-    """Grid rows that may be named as a finding: never a rule of one class for everyone (levelling down)."""
+    """Grid rows that may be named as a finding: never a rule of one class for everyone (levelling down).
+
+    The grid marks every rule whose decisions are one class overall or in a group (`degenerate`)."""
     t = ctx.grid.table
-    if "degenerate" in t.columns:
-        t = t[~t["degenerate"].fillna(False).astype(bool)]
-    degenerate = validity(ctx).degenerate_methods()
-    return t[~((t["postprocessor"] == "none") & t["weighting"].isin(list(degenerate)))]
+    return t[~t["degenerate"].fillna(False).astype(bool)]
 
 
 def key_findings(ctx: StudyContext, short: bool = False) -> str:
