@@ -311,3 +311,18 @@ def test_quarto_preview_starts_and_rerenders_on_save(quarto, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_browser_finds_no_overflowing_slide_in_either_renderer(projects):
+    """Each slide of both renderers' slides.html, as headless Chromium draws it, fits the 1280x720 slide."""
+    from pipeline.render.browser import browser, measure_slides
+
+    if browser() is None:
+        pytest.skip("no Chromium on PATH (Debian: apt install chromium)")
+    measured = {r: measure_slides(projects[r] / "slides.html") for r in ("quarto", "fallback")}
+    for renderer, (size, boxes) in measured.items():
+        assert size == {"width": 1280, "height": 720}, renderer
+        assert len(boxes) >= 8, renderer
+        too_big = [f"{b.title}: {b.right:.0f}x{b.bottom:.0f} px" for b in boxes if b.overflows(**size)]
+        assert not too_big, f"{renderer}: {too_big}"
+    assert [b.title for b in measured["quarto"][1]] == [b.title for b in measured["fallback"][1]]

@@ -290,9 +290,10 @@ def test_browser_reports_overflowing_slides_by_title(tmp_path):
     assert all(w.filename.endswith("slides.qmd") and w.lineno > 4 for w in caught)  # the slide's own line
 
 
-def test_prose_edit_reuses_cell_outputs_and_a_cell_edit_executes(tmp_path, capsys):
+def test_prose_edit_reuses_cell_outputs_and_a_cell_edit_executes(tmp_path, capsys, monkeypatch):
     """The writing loop: after a prose edit the fallback reuses the cells' outputs (no kernel) and rewrites
     only the outputs whose source changed; after a cell edit it executes again."""
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))  # the module's renders ran the same cells
     project = tmp_path / "p"
     shutil.copytree(FIXTURE, project)
     render_all(project, outputs=("report.html", "slides.html"), use_quarto=False)
