@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ def memory() -> joblib.Memory:
     """joblib memory under the cache folder (results keyed on their arguments)."""
     import joblib  # imported here: a command that fails on its config answers before loading it
 
+    # joblib's note that hashing large arguments is slow is noise in the user's log (the result is right)
+    warnings.filterwarnings("ignore", "Persisting input arguments took", UserWarning)
     return joblib.Memory(cache_dir() / "joblib", verbose=0)
 
 

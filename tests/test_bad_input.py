@@ -451,3 +451,9 @@ def test_a_workbook_is_refused_with_the_fix_without_openpyxl(real: Path, monkeyp
     report = check(real)
     assert report.exit_code == 2 and "metadata-unreadable" in report.codes()
     assert "Excel workbook (xlsx) saved under a .csv name" in report.format() and "CSV UTF-8" in report.format()
+
+
+def test_a_missing_split_is_named_not_taken_for_a_wrong_folder(real: Path):
+    shutil.rmtree(real / "valid")
+    code, out = run_check(real)
+    assert code == 2 and f"Folder {real / 'valid'} does not exist" in out and "wrong-data-folder" not in out

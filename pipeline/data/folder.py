@@ -237,8 +237,9 @@ def locate_data_folder(data_dir: Path, depth: int = 3) -> Path | None:
 def _layout_problems(data_dir: Path, report: CheckReport) -> bool:
     """Report a data folder pointed above, below or beside the real one; True when it is the real one."""
     root = locate_data_folder(data_dir)
-    if root == data_dir:
-        return True
+    partial = any(find_folder(data_dir, split)[0] for split in S.SPLITS) or (data_dir / "metadata.csv").is_file()
+    if root == data_dir or (root is None and partial):
+        return True  # the data folder, maybe incomplete: the folder check names what is missing
     meta = next(iter(sorted(data_dir.rglob("metadata.csv"))), None) if root is None else None
     if root is None:
         where = f"; a metadata.csv is at {meta.parent}" if meta else ""
