@@ -386,15 +386,16 @@ def _tile(pixels: np.ndarray, cam: np.ndarray, size: int = 192) -> tuple[Image.I
 MAP_LABELS_FR = {"gradcam": "Grad-CAM", "integrated_gradients": "Gradients intégrés"}
 
 
-def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
-    """PNG: for each example (group, well / badly classified), the image, its Grad-CAM and its
-    Integrated-Gradients map (smoothed for display only)."""
+def cam_png(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)) -> bytes | None:
+    """PNG: for each example (group, well / badly classified, true class in `labels`), the image, its
+    Grad-CAM and its Integrated-Gradients map (smoothed for display only)."""
     from PIL import ImageDraw, ImageFilter, ImageFont
 
     cams = model_results(ctx).cams
     if cams is None or not len(cams["cases"]):
         return None
-    cases = cams["cases"]
+    shown = np.flatnonzero(cams["cases"][S.LABEL].isin(labels).to_numpy())
+    cases = cams["cases"].iloc[shown]
     attribute = ctx.config.weighting.attribute
     n, pad, head, left = len(cases), 6, 62, 120
     methods = list(MAP_LABELS_FR)
@@ -407,7 +408,7 @@ def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
         font = ImageFont.load_default()
     for j, label in enumerate(["Image", *(MAP_LABELS_FR[m] for m in methods)]):
         draw.text((4, head + j * (size + pad) + size // 2 - 8), label, fill="black", font=font)
-    for i, r in enumerate(cases.itertuples()):
+    for i, (k, r) in enumerate(zip(shown, cases.itertuples(), strict=True)):
         x = left + pad + i * (size + pad)
         truth = "malade" if r.label == 1 else "sain"
         draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {truth}, {getattr(r, 'view', '')}", fill="black",
@@ -415,11 +416,11 @@ def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
         draw.text((x, 22), r.case, fill="#AA3377" if "mal" in r.case else "#117733", font=font)
         draw.text((x, 40), f"p(malade) = {num(r.proba)}", fill="black", font=font)
         for j, m in enumerate(methods):
-            heat = cams[m]["maps"][i]
+            heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
                 img = Image.fromarray((heat * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
                 heat = np.asarray(img, float) / max(1, np.asarray(img).max())
-            grey, overlay = _tile(cams["pixels"][i], heat, size)
+            grey, overlay = _tile(cams["pixels"][k], heat, size)
             if j == 0:
                 canvas.paste(grey, (x, head))
             canvas.paste(overlay, (x, head + (j + 1) * (size + pad)))
@@ -430,12 +431,12 @@ def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
     return buf.getvalue()
 
 
-def cam_image(ctx: StudyContext):
+def cam_image(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)):
     """The CAM figure for a notebook cell (IPython Image: PNG embedded in HTML and PDF)."""
     from IPython.display import Image as IPImage
     from IPython.display import Markdown
 
-    png = cam_png(ctx)
+    png = cam_png(ctx, size, labels)
     return Markdown("*Cartes d'activation indisponibles (pas de réseau entraîné).*") if png is None else IPImage(png)
 
 

@@ -68,8 +68,23 @@ def timing(slide: str) -> str:
 
 
 def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLIDE_CHART_HEIGHT) -> alt.TopLevelMixin:
-    """A single-view (or layered) chart at slide size, fonts for the back of the room."""
-    return for_slide(chart.properties(width=width, height=height))
+    """A single-view (or layered) chart at slide size, fonts for the back of the room; a concatenated or
+    faceted chart keeps its own panel sizes (Vega-Lite sizes each panel, not the whole)."""
+    if isinstance(chart, alt.Chart | alt.LayerChart):
+        chart = chart.properties(width=width, height=height)
+    return for_slide(chart)
+
+
+def title_pareto(ctx: StudyContext) -> str:
+    """« 4 combinaisons sur 56 ne sont dominées par aucune autre » (short: a title)."""
+    front = ctx.grid.frontier("eo_diff")
+    return f"Combiner : {len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre"
+
+
+def pareto_message(ctx: StudyContext) -> str:
+    both = beats_both(ctx)
+    return f"{both[0]} fait mieux que ses deux composantes." if both else \
+        "Aucune combinaison ne fait mieux que ses deux composantes à la fois."
 
 
 def key_number(value: str, caption: str) -> str:
