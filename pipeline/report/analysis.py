@@ -230,7 +230,7 @@ def probing_narrative(ctx: StudyContext) -> str:
         return "Sans réseau entraîné (caractéristiques gelées indisponibles), la sonde n'a pas été calculée."
     lines = []
     for r in t.itertuples():
-        name = PROBE_TARGET_FR.get(r.attribute, r.attribute).lower()
+        name = fr.ATTRIBUTE_NOUN.get(r.attribute, (str(r.attribute),))[0]
         if not np.isfinite(r.features):
             lines.append(f"{PROBE_TARGET_FR.get(r.attribute, r.attribute)} : n.d. (trop peu de patients par groupe "
                          "pour une validation croisée).")
@@ -397,24 +397,26 @@ def cam_png(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)
     shown = np.flatnonzero(cams["cases"][S.LABEL].isin(labels).to_numpy())
     cases = cams["cases"].iloc[shown]
     attribute = ctx.config.weighting.attribute
-    n, pad, head, left = len(cases), 6, 62, 120
+    n, pad, head, left = len(cases), 6, 62, 96
     methods = list(MAP_LABELS_FR)
     canvas = Image.new("RGB", (left + n * (size + pad) + pad, (1 + len(methods)) * (size + pad) + pad + head),
                        "white")
     draw = ImageDraw.Draw(canvas)
     try:
-        font = ImageFont.truetype("DejaVuSans.ttf", 14)
+        font = ImageFont.truetype("DejaVuSans.ttf", 12)
     except OSError:
         font = ImageFont.load_default()
     for j, label in enumerate(["Image", *(MAP_LABELS_FR[m] for m in methods)]):
-        draw.text((4, head + j * (size + pad) + size // 2 - 8), label, fill="black", font=font)
+        draw.multiline_text((4, head + j * (size + pad) + size // 2 - 14), label.replace(" ", "\n"), fill="black",
+                            font=font)
     for i, (k, r) in enumerate(zip(shown, cases.itertuples(), strict=True)):
         x = left + pad + i * (size + pad)
         truth = "malade" if r.label == 1 else "sain"
-        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {truth}, {getattr(r, 'view', '')}", fill="black",
-                  font=font)
-        draw.text((x, 22), r.case, fill="#AA3377" if "mal" in r.case else "#117733", font=font)
-        draw.text((x, 40), f"p(malade) = {num(r.proba)}", fill="black", font=font)
+        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {getattr(r, 'view', '')}", fill="black", font=font)
+        outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
+                   ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
+        draw.text((x, 22), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=font)
+        draw.text((x, 40), f"p = {num(r.proba)}", fill="black", font=font)
         for j, m in enumerate(methods):
             heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size

@@ -156,9 +156,9 @@ def title_sees(ctx: StudyContext) -> str:
     r = _probe_row(ctx)
     if r is None:
         return "Ce que voit le modèle : non calculable sans réseau entraîné"
-    name = analysis.PROBE_TARGET_FR.get(r["attribute"], r["attribute"]).lower()
+    name = fr.ATTRIBUTE_NOUN.get(r["attribute"], (str(r["attribute"]),))[0]
     if fr.excludes_zero(r["diff_low"], r["diff_high"]) and r["diff"] > 0:
-        return f"L'image révèle {name.split(' (')[0]} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
+        return f"L'image révèle {name} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
     return "Les caractéristiques du modèle n'en disent pas plus que les autres attributs"
 
 
