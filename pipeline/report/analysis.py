@@ -153,8 +153,10 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None) -> lis
         established = fr.excludes_zero(r.amplification_low, r.amplification_high)
         verb = "amplifie" if r.amplification > 0 else "atténue"
         data_gap = _pp(r.data_gap, r.data_gap_low, r.data_gap_high)
-        amp = fr.points_ci(abs(r.amplification), *sorted((abs(r.amplification_low), abs(r.amplification_high)))) \
-            if established else _pp(r.amplification, r.amplification_low, r.amplification_high)
+        low, high = sorted((abs(r.amplification_low), abs(r.amplification_high)))
+        amp = (f"{fr.number(100 * abs(r.amplification))} points "
+               f"{fr.bracket(fr.number(100 * low), fr.number(100 * high))}") if established \
+            else _pp(r.amplification, r.amplification_low, r.amplification_high)
         noun = fr.ATTRIBUTE_NOUN.get(r.attribute, (r.attribute,))[0]
         text = (f"Pour {noun}, l'écart de prévalence des données ({_pair(r.attribute, r.high_group, r.low_group)}) "
                 f"est de {data_gap} points")

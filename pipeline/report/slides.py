@@ -134,7 +134,7 @@ def title_amplification(ctx: StudyContext) -> str:
     if not fr.excludes_zero(r["amplification_low"], r["amplification_high"]):
         return f"Le modèle reproduit l'écart {pair} des données, sans amplification établie"
     verb = "amplifie" if r["amplification"] > 0 else "atténue"
-    return f"Le modèle {verb} l'écart {pair} des données de {fr.points(abs(r['amplification']), 0)}"
+    return f"Le modèle {verb} l'écart {pair} des données de {fr.number(100 * abs(r['amplification']), 0)} points"
 
 
 def amplification_number(ctx: StudyContext) -> str:
@@ -166,9 +166,9 @@ def sees_number(ctx: StudyContext) -> str:
     r = _probe_row(ctx)
     if r is None:
         return ""
-    name = analysis.PROBE_TARGET_FR.get(r["attribute"], r["attribute"]).lower()
+    name = fr.ATTRIBUTE_NOUN.get(r["attribute"], (str(r["attribute"]),))[0]
     return key_number(ci(r["features"], r["features_low"], r["features_high"]),
-                      f"AUC de {name} lue dans les caractéristiques de l'image")
+                      f"AUC de la sonde qui lit {name} dans les caractéristiques de l'image")
 
 
 def title_images(ctx: StudyContext) -> str:
