@@ -45,6 +45,7 @@ def write_slides_pdf(html: Path) -> Path | None:
         done = subprocess.run(print_command(exe, html, tmp), capture_output=True, text=True, timeout=TIMEOUT_S)
         if done.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise RuntimeError(f"Chromium could not print {html} to PDF: {done.stderr[-2000:]}")
+        tmp.chmod(0o644)  # readable like the HTML beside it (the temporary file is private)
     return target
 
 

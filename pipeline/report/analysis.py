@@ -165,8 +165,10 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None) -> lis
         established = fr.excludes_zero(r.amplification_low, r.amplification_high)
         verb = "amplifie" if r.amplification > 0 else "atténue"
         data_gap = _pp(r.data_gap, r.data_gap_low, r.data_gap_high)
-        amp = fr.points_ci(abs(r.amplification), *sorted((abs(r.amplification_low), abs(r.amplification_high)))) \
-            if established else _pp(r.amplification, r.amplification_low, r.amplification_high)
+        low, high = sorted((abs(r.amplification_low), abs(r.amplification_high)))
+        amp = (f"{fr.number(100 * abs(r.amplification))} points "
+               f"{fr.bracket(fr.number(100 * low), fr.number(100 * high))}") if established \
+            else _pp(r.amplification, r.amplification_low, r.amplification_high)
         noun = fr.ATTRIBUTE_NOUN.get(r.attribute, (r.attribute,))[0]
         text = (f"Pour {noun}, l'écart de prévalence des données ({_pair(r.attribute, r.high_group, r.low_group)}) "
                 f"est de {data_gap} points")
@@ -242,7 +244,7 @@ def probing_narrative(ctx: StudyContext) -> str:
         return "Sans réseau entraîné (caractéristiques gelées indisponibles), la sonde n'a pas été calculée."
     lines = []
     for r in t.itertuples():
-        name = PROBE_TARGET_FR.get(r.attribute, r.attribute).lower()
+        name = fr.ATTRIBUTE_NOUN.get(r.attribute, (str(r.attribute),))[0]
         if not np.isfinite(r.features):
             lines.append(f"{PROBE_TARGET_FR.get(r.attribute, r.attribute)} : n.d. (trop peu de patients par groupe "
                          "pour une validation croisée).")
@@ -398,40 +400,43 @@ def _tile(pixels: np.ndarray, cam: np.ndarray, size: int = 192) -> tuple[Image.I
 MAP_LABELS_FR = {"gradcam": "Grad-CAM", "integrated_gradients": "Gradients intégrés"}
 
 
-def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
-    """PNG: for each example (group, well / badly classified), the image, its Grad-CAM and its
-    Integrated-Gradients map (smoothed for display only)."""
+def cam_png(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)) -> bytes | None:
+    """PNG: for each example (group, well / badly classified, true class in `labels`), the image, its
+    Grad-CAM and its Integrated-Gradients map (smoothed for display only)."""
     from PIL import ImageDraw, ImageFilter, ImageFont
 
     cams = model_results(ctx).cams
     if cams is None or not len(cams["cases"]):
         return None
-    cases = cams["cases"]
+    shown = np.flatnonzero(cams["cases"][S.LABEL].isin(labels).to_numpy())
+    cases = cams["cases"].iloc[shown]
     attribute = ctx.config.weighting.attribute
-    n, pad, head, left = len(cases), 6, 62, 120
+    n, pad, head, left = len(cases), 6, 62, 96
     methods = list(MAP_LABELS_FR)
     canvas = Image.new("RGB", (left + n * (size + pad) + pad, (1 + len(methods)) * (size + pad) + pad + head),
                        "white")
     draw = ImageDraw.Draw(canvas)
     try:
-        font = ImageFont.truetype("DejaVuSans.ttf", 14)
+        font = ImageFont.truetype("DejaVuSans.ttf", 12)
     except OSError:
         font = ImageFont.load_default()
     for j, label in enumerate(["Image", *(MAP_LABELS_FR[m] for m in methods)]):
-        draw.text((4, head + j * (size + pad) + size // 2 - 8), label, fill="black", font=font)
-    for i, r in enumerate(cases.itertuples()):
+        draw.multiline_text((4, head + j * (size + pad) + size // 2 - 14), label.replace(" ", "\n"), fill="black",
+                            font=font)
+    for i, (k, r) in enumerate(zip(shown, cases.itertuples(), strict=True)):
         x = left + pad + i * (size + pad)
         truth = "malade" if r.label == 1 else "sain"
-        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {truth}, {getattr(r, 'view', '')}", fill="black",
-                  font=font)
-        draw.text((x, 22), r.case, fill="#AA3377" if "mal" in r.case else "#117733", font=font)
-        draw.text((x, 40), f"p(malade) = {num(r.proba)}", fill="black", font=font)
+        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {getattr(r, 'view', '')}", fill="black", font=font)
+        outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
+                   ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
+        draw.text((x, 22), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=font)
+        draw.text((x, 40), f"p = {num(r.proba)}", fill="black", font=font)
         for j, m in enumerate(methods):
-            heat = cams[m]["maps"][i]
+            heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
                 img = Image.fromarray((heat * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
                 heat = np.asarray(img, float) / max(1, np.asarray(img).max())
-            grey, overlay = _tile(cams["pixels"][i], heat, size)
+            grey, overlay = _tile(cams["pixels"][k], heat, size)
             if j == 0:
                 canvas.paste(grey, (x, head))
             canvas.paste(overlay, (x, head + (j + 1) * (size + pad)))
@@ -442,12 +447,12 @@ def cam_png(ctx: StudyContext, size: int = 176) -> bytes | None:
     return buf.getvalue()
 
 
-def cam_image(ctx: StudyContext):
+def cam_image(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)):
     """The CAM figure for a notebook cell (IPython Image: PNG embedded in HTML and PDF)."""
     from IPython.display import Image as IPImage
     from IPython.display import Markdown
 
-    png = cam_png(ctx)
+    png = cam_png(ctx, size, labels)
     return Markdown("*Cartes d'activation indisponibles (pas de réseau entraîné).*") if png is None else IPImage(png)
 
 

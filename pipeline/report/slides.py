@@ -68,8 +68,23 @@ def timing(slide: str) -> str:
 
 
 def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLIDE_CHART_HEIGHT) -> alt.TopLevelMixin:
-    """A single-view (or layered) chart at slide size, fonts for the back of the room."""
-    return for_slide(chart.properties(width=width, height=height))
+    """A single-view (or layered) chart at slide size, fonts for the back of the room; a concatenated or
+    faceted chart keeps its own panel sizes (Vega-Lite sizes each panel, not the whole)."""
+    if isinstance(chart, alt.Chart | alt.LayerChart):
+        chart = chart.properties(width=width, height=height)
+    return for_slide(chart)
+
+
+def title_pareto(ctx: StudyContext) -> str:
+    """« 4 combinaisons sur 56 ne sont dominées par aucune autre » (short: a title)."""
+    front = ctx.grid.frontier("eo_diff")
+    return f"Combiner : {len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre"
+
+
+def pareto_message(ctx: StudyContext) -> str:
+    both = beats_both(ctx)
+    return f"{both[0]} fait mieux que ses deux composantes." if both else \
+        "Aucune combinaison ne fait mieux que ses deux composantes à la fois."
 
 
 def key_number(value: str, caption: str) -> str:
@@ -119,7 +134,7 @@ def title_amplification(ctx: StudyContext) -> str:
     if not fr.excludes_zero(r["amplification_low"], r["amplification_high"]):
         return f"Le modèle reproduit l'écart {pair} des données, sans amplification établie"
     verb = "amplifie" if r["amplification"] > 0 else "atténue"
-    return f"Le modèle {verb} l'écart {pair} des données de {fr.points(abs(r['amplification']), 0)}"
+    return f"Le modèle {verb} l'écart {pair} des données de {fr.number(100 * abs(r['amplification']), 0)} points"
 
 
 def amplification_number(ctx: StudyContext) -> str:
@@ -141,9 +156,9 @@ def title_sees(ctx: StudyContext) -> str:
     r = _probe_row(ctx)
     if r is None:
         return "Ce que voit le modèle : non calculable sans réseau entraîné"
-    name = analysis.PROBE_TARGET_FR.get(r["attribute"], r["attribute"]).lower()
+    name = fr.ATTRIBUTE_NOUN.get(r["attribute"], (str(r["attribute"]),))[0]
     if fr.excludes_zero(r["diff_low"], r["diff_high"]) and r["diff"] > 0:
-        return f"L'image révèle {name.split(' (')[0]} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
+        return f"L'image révèle {name} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
     return "Les caractéristiques du modèle n'en disent pas plus que les autres attributs"
 
 
@@ -151,9 +166,9 @@ def sees_number(ctx: StudyContext) -> str:
     r = _probe_row(ctx)
     if r is None:
         return ""
-    name = analysis.PROBE_TARGET_FR.get(r["attribute"], r["attribute"]).lower()
+    name = fr.ATTRIBUTE_NOUN.get(r["attribute"], (str(r["attribute"]),))[0]
     return key_number(ci(r["features"], r["features_low"], r["features_high"]),
-                      f"AUC de {name} lue dans les caractéristiques de l'image")
+                      f"AUC de la sonde qui lit {name} dans les caractéristiques de l'image")
 
 
 def title_images(ctx: StudyContext) -> str:
