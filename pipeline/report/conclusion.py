@@ -9,7 +9,7 @@ from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.validity import validity
 from pipeline.report import preprocessing
 from pipeline.report.analysis import analysis_narrative
-from pipeline.report.french import ci, num
+from pipeline.report.french import ci, lower_first, num
 from pipeline.report.tables import attribute_in_sentence, estimate_ci, grid_ci, grid_rows, method_label, post_label
 from pipeline.study import StudyContext, seeds_used, versions
 
@@ -43,7 +43,7 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
                      f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients "
                      f"(différence avec le modèle d'images : {ci(b['diff'], b['diff_low'], b['diff_high'])}).")
     if v.problems:
-        items.append("À lire avec prudence : " + warnings_short(ctx))
+        items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))
     t = _usable_grid(ctx)
     if len(t):
         best = t.sort_values("eo_diff").iloc[0]
