@@ -9,7 +9,7 @@ from pipeline.fairness.grid import best_row
 from pipeline.fairness.validity import validity
 from pipeline.report import preprocessing
 from pipeline.report.analysis import analysis_narrative
-from pipeline.report.french import ci, num
+from pipeline.report.french import ci, lower_first, num
 from pipeline.report.tables import (
     attribute_in_sentence,
     estimate_ci,
@@ -47,7 +47,7 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
                      f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients "
                      f"(différence avec le modèle d'images : {ci(b['diff'], b['diff_low'], b['diff_high'])}).")
     if v.problems:
-        items.append("À lire avec prudence : " + warnings_short(ctx))
+        items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))
     best = best_row(_usable_grid(ctx), "eo_diff")  # never a degenerate rule; realised gaps for randomised rules
     if best is None and ctx.grid.table["eo_diff"].notna().sum() == 0:
         items.append("Écart d'equalized odds non défini pour toutes les combinaisons : un groupe compte moins de "
