@@ -401,3 +401,17 @@ def test_a_degenerate_rule_is_flagged_and_never_on_the_front_nor_the_best():
     assert not t.loc["none", "frontier_eo_diff"] and not t.loc["equal_opportunity", "degenerate"]
     assert "uniform + none" not in grid.best("eo_diff")
     assert best_row(grid.table)["postprocessor"] == "equal_opportunity"
+
+
+def test_no_postprocessing_decides_at_the_operating_threshold_the_predictions_carry():
+    """'none' starts where chapter 3 does: the weighting's threshold chosen on inner-validation patients."""
+    base = planted(15, n_patients=80)
+    carried = base.copy()
+    carried.attrs["threshold"] = 0.3
+    grid = run_grid({"uniform": carried, "reweighing": base}, ["threshold_global"], "sex", 4, 0, 0, 0, n_jobs=1)
+    decided = grid.decisions[("uniform", "none")]
+    assert np.array_equal(decided["decision"], (decided["proba"] >= 0.3).astype(float))
+    assert {p["threshold"] for p in grid.params[("uniform", "none")]} == {0.3}  # every fold
+    plain = grid.decisions[("reweighing", "none")]  # predictions without a threshold: 0.5
+    assert np.array_equal(plain["decision"], (plain["proba"] >= 0.5).astype(float))
+    assert not np.array_equal(decided["decision"], (decided["proba"] >= 0.5).astype(float))

@@ -40,7 +40,7 @@ from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
 from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.metrics import DECISION, MIN_PER_CLASS, comparison_table, comparison_wide
-from pipeline.fairness.postprocess import POSTPROCESSORS, patient_folds
+from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
 
 __all__ = ["KEY_METRICS", "GridResult", "pareto_frontier", "pareto_table", "run_grid"]
 
@@ -219,7 +219,9 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     methods = _check(valid_preds_by_weighting, methods)
     t0 = time.perf_counter()
     first = next(iter(valid_preds_by_weighting.values())).reset_index(drop=True)
-    aligned = {w: M._align(p, first) for w, p in valid_preds_by_weighting.items()}
+    # each weighting's operating threshold travels as a column, so that 'none' decides where chapter 3 does
+    aligned = {w: M._align(p, first).assign(**{OPERATING_THRESHOLD: float(p.attrs.get("threshold", DEFAULT_THRESHOLD))})
+               for w, p in valid_preds_by_weighting.items()}
     fold = patient_folds(first, folds, seed, attribute)
     cluster = M._cluster_index(first, S.PATIENT)
     draws = M.draw_counts(int(cluster.max()) + 1, n_refit, boot_seed)

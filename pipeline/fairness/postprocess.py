@@ -47,6 +47,9 @@ NA_GROUP = "__missing__"  # rows whose sensitive value is missing: always the gl
 
 
 DEFAULT_THRESHOLD = 0.5
+# Column of a predictions frame: the model's operating threshold (the weighting's, chosen on inner-validation
+# train patients). The grid copies it from `predictions.attrs['threshold']`; 'none' decides at it.
+OPERATING_THRESHOLD = "operating_threshold"
 
 
 class FallbackWarning(UserWarning):
@@ -312,12 +315,19 @@ def _threshold_rule(attribute: str, thresholds: dict[str, float], seen: set[str]
     return _group_rule(attribute, list(thresholds), seen, method, apply, fallback)
 
 
-@register("none", label_fr="Aucun (seuil 0,5)", formula=r"\hat{y} = 1[s \geq 0{,}5]", keeps_score=True,
-          description_fr="La décision du modèle telle quelle : malade si la probabilité atteint 0,5.")
+@register("none", label_fr="Aucun (seuil de fonctionnement)", formula=r"\hat{y} = 1[s \geq t_0]", keeps_score=True,
+          description_fr="La décision du modèle telle quelle, au seuil de fonctionnement $t_0$ du chapitre "
+                         "précédent : celui qui maximise l'exactitude équilibrée sur des patients d'apprentissage "
+                         "mis de côté (0,5 pour des prédictions qui n'en portent pas).")
 def no_postprocessing(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Decider:
-    """The model's decision as it is: positive when the score reaches 0.5."""
-    return Decider(lambda p: (p[S.PROBA].to_numpy(float) >= DEFAULT_THRESHOLD).astype(float),
-                   {"threshold": DEFAULT_THRESHOLD})
+    """The model's decision as it is: positive when the score reaches its operating threshold.
+
+    The threshold is the `OPERATING_THRESHOLD` column the grid copies from the predictions (chosen on
+    inner-validation train patients, never on the evaluation patients); 0.5 when there is none."""
+    t = DEFAULT_THRESHOLD
+    if OPERATING_THRESHOLD in fit_preds.columns and len(fit_preds):
+        t = float(fit_preds[OPERATING_THRESHOLD].iloc[0])
+    return Decider(lambda p: (p[S.PROBA].to_numpy(float) >= t).astype(float), {"threshold": t})
 
 
 @register("threshold_global", label_fr="Seuil global optimisé", keeps_score=True,
