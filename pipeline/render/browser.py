@@ -121,7 +121,7 @@ def measure_slides(html: Path, width: int = 1280, height: int = 720,
     data = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
                       .replace("&gt;", ">"))
     size = {"width": int(data["width"]), "height": int(data["height"])}
-    return size, [SlideBox(**s) for s in data["slides"]]
+    return size, [SlideBox(**{**s, "title": " ".join(s["title"].split())}) for s in data["slides"]]
 
 
 def overflowing_slides(html: Path, width: int = 1280, height: int = 720) -> list[SlideBox]:
