@@ -369,3 +369,12 @@ def test_a_rate_needs_min_per_class_images_and_a_gap_is_nan_when_a_defined_group
     assert np.isnan(reps["eopp_diff"][f_undefined]).all() and np.isfinite(reps["eopp_diff"][~f_undefined]).all()
     low, _, share = M._interval(reps["eopp_diff"])
     assert share < M.MIN_DEFINED_SHARE and np.isnan(low)  # too often undefined: no interval, said so
+
+
+def test_a_pareto_chart_of_an_empty_front_still_draws():
+    """A front with no eligible rule (every rule degenerate, or every gap n.d.) shows the cloud alone."""
+    p = make_preds(seed=19)
+    comparison = M.compare_methods({"uniform": p}, S.SEX, n_boot=20)
+    grid = M.comparison_wide(comparison).assign(label="Uniforme", frontier_eo_diff=False)
+    spec = charts.pareto_chart(grid, frontier_col="frontier_eo_diff").to_dict()
+    assert len(spec["layer"]) == 2  # the line and the cloud, no end labels

@@ -200,7 +200,7 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
     # are often a few pixels apart and their names would overprint; the front's table lists them all.
     ends = [alt.Chart(front.iloc[[k]]).mark_text(align=align, dx=dx, dy=-8, fontSize=11, color=style.NEUTRAL).encode(
         x=f"{x}:Q", y=f"{y}:Q", text=f"{label_col}:N")
-        for k, align, dx in ((0, "left", 8), (-1, "right", -8))][:len(front)]
+        for k, align, dx in ((0, "left", 8), (-1, "right", -8))[:len(front)]]  # none for an empty front
     direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
     default = f"Compromis performance–équité : front de Pareto {direction}".strip()
     layers = [line, cloud, *ends] if show_labels else [line, cloud]
