@@ -45,3 +45,12 @@ def test_table_columns_share_width_by_content_capped_and_never_below_the_longest
     dashes = [len(c.strip(":")) for c in markdown_table(table).split("\n")[1].strip("|").split("|")]
     assert dashes[1] == WRAP_AT  # a paragraph wraps: its length does not take the page
     assert dashes[0] == WRAP_AT and dashes[2] == len("[@weerts2023fairlearn]")
+
+
+def test_an_empty_pareto_front_says_so_in_the_chapter_and_on_the_slide():
+    table = pd.DataFrame({"weighting": ["uniform"], "postprocessor": ["none"], "eo_diff": [float("nan")],
+                          "balanced_accuracy": [0.5], "frontier_eo_diff": [False]})
+    ctx = SimpleNamespace(grid=SimpleNamespace(table=table))
+    for compact in (False, True):
+        shown = postprocessing.pareto_table(ctx, "eo_diff", compact=compact)
+        assert shown["Méthode"].tolist() == ["Front vide : aucune règle non dégénérée dont l'écart est défini"]

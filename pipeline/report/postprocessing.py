@@ -84,6 +84,8 @@ def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False)
     t = ctx.grid.table
     flags = t[f"frontier_{gap}"] if f"frontier_{gap}" in t.columns else front_flags(t, gap)
     front = t[flags.astype(bool)].sort_values(gap)
+    if front.empty:  # every rule degenerate or its gap undefined: the chapter's text says which
+        return pd.DataFrame({"Méthode": ["Front vide : aucune règle non dégénérée dont l'écart est défini"]})
     rows = grid_rows(ctx, compact, front)
     if not compact:
         return rows
