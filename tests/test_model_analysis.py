@@ -129,7 +129,8 @@ def test_group_slide_reads_members_and_roles_from_the_config(tmp_path):
     from pipeline.config import load_config
     from pipeline.report import slides
 
-    default = load_config(tmp_path / "absent.yml")
+    (tmp_path / "empty.yml").write_text("seed: 0\n", encoding="utf-8")  # no `group:`: the placeholders
+    default = load_config(tmp_path / "empty.yml")
     assert "compléter" in slides.group_members(SimpleNamespace(config=default))
     path = tmp_path / "study.yml"
     path.write_text("group:\n  name: Groupe 7\n  members:\n    - {name: Alice Martin, role: données}\n"

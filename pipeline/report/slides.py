@@ -16,7 +16,7 @@ from pipeline.study import StudyContext
 def for_slide(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
     """Fonts readable from the back of a room; the legend beside the chart (a slide is wide, not tall)."""
     return (chart.configure_axis(labelFontSize=17, titleFontSize=19)
-            .configure_legend(labelFontSize=16, titleFontSize=17, labelLimit=320, orient="right")
+            .configure_legend(labelFontSize=16, titleFontSize=17, labelLimit=200, orient="right")
             .configure_header(labelFontSize=18).configure_title(fontSize=20))
 
 
@@ -53,7 +53,7 @@ BUDGET: dict[str, int] = {
 TALK_SECONDS = 600
 
 
-SLIDE_WIDTH, SLIDE_CHART_HEIGHT = 1000, 330  # px of a 1280 x 720 slide: the chart is more than half of it
+SLIDE_WIDTH, SLIDE_CHART_HEIGHT = 860, 330  # px of a 1280 x 720 slide, room left for the legend: more than half of it
 
 
 def _clock(seconds: int) -> str:
