@@ -59,8 +59,14 @@ def retained_combination(grid: Any) -> tuple[str, str] | None:
     return None if key == tuple(grid.baseline) else key
 
 
+def _threshold(preds: pd.DataFrame) -> float:
+    """The operating threshold the predictions carry (chosen on inner-validation train patients), else 0.5."""
+    return float(preds.attrs.get("threshold", 0.5))
+
+
 def _decided(preds: pd.DataFrame) -> pd.DataFrame:
-    return preds.assign(**{DECISION: (preds[S.PROBA] >= 0.5).astype(float)})
+    """The model's decisions at its operating threshold, as in chapter 3."""
+    return preds.assign(**{DECISION: (preds[S.PROBA] >= _threshold(preds)).astype(float)})
 
 
 def _group_metrics(models: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,
@@ -112,7 +118,8 @@ def _cases(valid: pd.DataFrame, attribute: str) -> pd.DataFrame:
         for label in (1, 0):
             cls = part[part[S.LABEL] == label]
             conf = cls[S.PROBA] if label == 1 else 1 - cls[S.PROBA]
-            correct, wrong = cls[conf >= 0.5], cls[conf < 0.5]
+            right = cls[S.PROBA] >= _threshold(valid) if label == 1 else cls[S.PROBA] < _threshold(valid)
+            correct, wrong = cls[right], cls[~right]
             for case, rows, ascending in (("bien classée", correct, False), ("mal classée", wrong, True)):
                 if rows.empty:
                     continue
