@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import joblib
@@ -95,3 +96,17 @@ def code_version(*modules: str) -> str:
     alone only watches the cached function's body)."""
     here = Path(__file__).parent
     return combined_digest((here / f"{m.replace('.', '/')}.py").read_text(encoding="utf-8") for m in modules)
+
+
+def per_study(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`fn(ctx)` computed once per process for a study (its data fingerprint and its config)."""
+    results: dict[tuple[str, str], Any] = {}
+
+    @functools.wraps(fn)
+    def once(ctx: Any) -> Any:
+        key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
+        if key not in results:
+            results[key] = fn(ctx)
+        return results[key]
+
+    return once

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.cache import per_study
 from pipeline.config import StudyConfig
 from pipeline.data import schema as S
 from pipeline.data.folder import CheckReport
@@ -86,17 +87,13 @@ def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None 
                         overall, prev, tests, trend, inter, assoc, comp, simp, strata, timings)
 
 
-_ANALYSES: dict[tuple[str, str], DataAnalysis] = {}
-
-
+@per_study
 def data_analysis(ctx: Any) -> DataAnalysis:
     """`analyse` of a study context (`.config`, `.frame`, `.check`), computed once per process."""
-    key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
-    if key not in _ANALYSES:
-        frame, excluded = used_frame(ctx)
-        _ANALYSES[key] = analyse(frame, ctx.config, getattr(ctx, "check", None))
-        _ANALYSES[key].excluded_valid = excluded
-    return _ANALYSES[key]
+    frame, excluded = used_frame(ctx)
+    result = analyse(frame, ctx.config, getattr(ctx, "check", None))
+    result.excluded_valid = excluded
+    return result
 
 
 def used_frame(ctx: Any) -> tuple[pd.DataFrame, dict[str, int]]:

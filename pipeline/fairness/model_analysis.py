@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cache import code_version, memory
+from pipeline.cache import code_version, memory, per_study
 from pipeline.data import schema as S
 from pipeline.fairness.amplification import amplification_table
 from pipeline.fairness.data_bias import patient_bootstrap
@@ -189,7 +189,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     """Every result of the model part of the analysis chapter (parts cached on their inputs)."""
     config, ev = ctx.config, ctx.config.evaluation
     attributes = [a for a in config.sensitive_attributes if a in ctx.evaluation.columns]
-    min_positives = int(getattr(ev, "min_group_positives", 10))
+    min_positives = int(ev.min_per_class)  # the study's small-group rule
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -250,12 +250,7 @@ def _subgroups(preds: pd.DataFrame, attributes: list[str], min_positives: int, n
     return subgroup_metrics(preds, attributes, min_positives, n_boot, seed)
 
 
-_ANALYSES: dict[tuple[str, str], ModelAnalysis] = {}
-
-
+@per_study
 def model_analysis(ctx: Any) -> ModelAnalysis:
     """`analyse_model(ctx)`, computed once per process for a given data and config."""
-    key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
-    if key not in _ANALYSES:
-        _ANALYSES[key] = analyse_model(ctx)
-    return _ANALYSES[key]
+    return analyse_model(ctx)

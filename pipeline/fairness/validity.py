@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cache import code_version, memory
+from pipeline.cache import code_version, memory, per_study
 from pipeline.data import schema as S
 from pipeline.fairness.data_bias import attribute_scores, interval, patient_bootstrap, score_auc
 from pipeline.fairness.degenerate import OneClass, one_class
@@ -116,12 +116,7 @@ def _baseline(train: pd.DataFrame, evaluation: pd.DataFrame, image_score: np.nda
     return image_vs_attributes(train, evaluation, image_score, attributes, n_boot, seed)
 
 
-_CHECKS: dict[tuple[str, str], Validity] = {}
-
-
+@per_study
 def validity(ctx: Any) -> Validity:
     """`check(ctx)`, computed once per process and study."""
-    key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
-    if key not in _CHECKS:
-        _CHECKS[key] = check(ctx)
-    return _CHECKS[key]
+    return check(ctx)

@@ -132,13 +132,14 @@ def class_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> n
     return compute_sample_weight("balanced", _labels(train).to_numpy())
 
 
-@register("group_balanced", "Équilibrage des groupes", r"w(g) = \frac{n}{K\, n_g}")
+@register("group_balanced", "Équilibrage des groupes", r"w(g) = \frac{n}{K\, n_g}", "larrazabal2020")
 def group_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
     """Inverse frequency of the sensitive group, so every group carries the same total weight.
 
     Formula: w(g) = n / (K n_g), K = number of groups of attributes[0]; unknown group: w = 1.
-    Reference: none of its own (plain inverse frequency of the attribute). Idrissi et al. 2022's
-    group weighting ("RWG") weights the cells group x class: that is `group_class_balanced`.
+    Reference: Larrazabal et al. 2020 train on sex-balanced sets; these weights give the same balance
+    without dropping images. Idrissi et al. 2022's group weighting ("RWG") weights the cells group x
+    class: that is `group_class_balanced`.
     """
     return _inverse_frequency(group_keys(train, attributes[:1]))
 
