@@ -53,7 +53,7 @@ BUDGET: dict[str, int] = {
 TALK_SECONDS = 600
 
 
-SLIDE_WIDTH, SLIDE_CHART_HEIGHT = 860, 330  # px of a 1280 x 720 slide, room left for the legend: more than half of it
+SLIDE_WIDTH, SLIDE_CHART_HEIGHT = 760, 330  # px of a 1280 x 720 slide, room left for the legend: more than half of it
 
 
 def _clock(seconds: int) -> str:
