@@ -112,3 +112,15 @@ def interrupted_stage() -> str | None:
     if _last:
         return _last[0]
     return _stages[-1].name if _stages else None
+
+
+class Laps:
+    """Seconds spent in each named step: `lap = Laps()`, then `lap("step")` after each step; `lap.timings`."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name], self._clock = now - self._clock, now

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from pipeline.fairness.data_bias import (
     univariate,
 )
 from pipeline.fairness.simpson import simpson
+from pipeline.progress import Laps
 
 
 @dataclass
@@ -62,13 +62,7 @@ def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None 
     """Every table of the data chapter. Bootstrap size and seed default to `config.evaluation`."""
     n_boot = n_boot or config.evaluation.n_bootstrap
     seed = config.evaluation.seed if seed is None else seed
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name], clock = now - clock, now
+    lap = Laps()
 
     boot = patient_bootstrap(frame, n_boot, seed)
     lap("bootstrap weights")
@@ -84,7 +78,7 @@ def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None 
     lap("simpson")
     return DataAnalysis(config, frame, check, boot.describe(), quality_table(check, config), univ,
                         imbalance(univ), images_per_patient(frame), patient_summary(frame), age_summary(frame),
-                        overall, prev, tests, trend, inter, assoc, comp, simp, strata, timings)
+                        overall, prev, tests, trend, inter, assoc, comp, simp, strata, lap.timings)
 
 
 @per_study

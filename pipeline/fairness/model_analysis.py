@@ -9,7 +9,6 @@ inputs (`pipeline.cache.memory()`); the whole is memoised per process like `data
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from pipeline.fairness.data_bias import patient_bootstrap
 from pipeline.fairness.metrics import DECISION, LEVEL, bootstrap_group_metrics, group_labels, group_order
 from pipeline.fairness.probing import probe
 from pipeline.fairness.subgroups import subgroup_metrics
+from pipeline.progress import Laps
 
 RELIABILITY_BINS = 5  # equal-count bins of the reference score: a few hundred images per group at most
 
@@ -190,13 +190,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     config, ev = ctx.config, ctx.config.evaluation
     attributes = [a for a in config.sensitive_attributes if a in ctx.evaluation.columns]
     min_positives = int(ev.min_per_class)  # the study's small-group rule
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name], clock = now - clock, now
+    lap = Laps()
 
     code = code_version("fairness.amplification", "fairness.metrics", "fairness.probing", "fairness.subgroups")
     valid = ctx.valid_predictions
@@ -232,7 +226,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     lap("subgroups")
     cams = _cams(ctx, reference)
     lap("class-activation maps")
-    return ModelAnalysis(amp, probing, groups, calibration, subgroups, retained, cams, min_positives, timings)
+    return ModelAnalysis(amp, probing, groups, calibration, subgroups, retained, cams, min_positives, lap.timings)
 
 
 def _amplification(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,

@@ -120,6 +120,13 @@ def _flat(part: pd.DataFrame) -> dict:
     return out
 
 
+def metric_cell(get, m: str, groups: list[str], compact: bool) -> str:
+    """One metric's cell of a results table: a gap as `gap_cell` writes it, else the estimate (and interval)."""
+    if m in SIGNED or m == "eo_diff":
+        return gap_cell(get, m, groups, compact)
+    return num(get(m)) if compact else ci(get(m), get(f"{m}_low"), get(f"{m}_high"))
+
+
 def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, compact=False) -> pd.DataFrame:
     """One row per method; gaps as `gap_cell` shows them; ★ = Holm-corrected difference with the baseline."""
     groups = table.attrs.get("groups")
@@ -129,11 +136,7 @@ def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, 
         get = _getter(values)
         row = {"Méthode": labeller(name)}
         for m in metrics:
-            if m in SIGNED or m == "eo_diff":
-                text = gap_cell(get, m, groups, compact)
-            else:
-                text = num(get(m)) if compact else ci(get(m), get(f"{m}_low"), get(f"{m}_high"))
-            row[gap_header(m, groups)] = text + (" ★" if _star(values, m) else "")
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + (" ★" if _star(values, m) else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -189,11 +192,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
                 "both": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}"}[label]
         row = {"Méthode": name}
         for m in SHOWN:
-            if m in SIGNED or m == "eo_diff":
-                text = gap_cell(get, m, groups, compact)
-            else:
-                text = num(get(m)) if compact else ci(get(m), get(f"{m}_low"), get(f"{m}_high"))
-            row[gap_header(m, groups)] = text + (" ★" if _star(r, m) else "")
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + (" ★" if _star(r, m) else "")
         if "randomised_share" in r and not compact:
             row["Décisions tirées au hasard"] = pct(get("randomised_share"))
         if "degenerate" in r:
