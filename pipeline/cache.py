@@ -99,11 +99,19 @@ def code_version(*modules: str) -> str:
 
 
 def per_study(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`fn(ctx)` computed once per process for a study (its data fingerprint and its config)."""
+    """`fn(ctx)` computed once per study and kept in `ctx.analyses`: the study stores its analyses with
+    itself (`study.run` computes them), so a document's kernel loads them instead of computing them.
+    A context without `analyses` (a test's stand-in) is memoised per process, by data and config."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
     results: dict[tuple[str, str], Any] = {}
 
     @functools.wraps(fn)
     def once(ctx: Any) -> Any:
+        stored = getattr(ctx, "analyses", None)
+        if isinstance(stored, dict):
+            if name not in stored:
+                stored[name] = fn(ctx)
+            return stored[name]
         key = (str(getattr(ctx, "data_fingerprint", id(ctx.frame))), repr(ctx.config))
         if key not in results:
             results[key] = fn(ctx)

@@ -83,7 +83,7 @@ def _study(args: argparse.Namespace) -> int:
     config = load_valid_config(args, args.data)
     from pipeline import study
 
-    ctx = study.run(config)
+    ctx = study.context(config)  # computed, or loaded; stored for the documents either way
     print(ctx.summary())
     return 0
 

@@ -309,6 +309,10 @@ def test_univariate_shares_sum_to_one_and_imbalance_ratios(demo_an):
     (fr.count(15, "patients"), f"15{NB}patients"),
     (fr.group_label(S.AGE_BAND, "60+"), "60 ans et plus"),
     (fr.group_label(S.AGE_BAND, "0-39"), "0–39 ans"),
+    (fr.ci(0.78, 0.74, 0.82), f"0,78 [0,74{NB};{NB}0,82]"),
+    (fr.ci(0.04, float("nan"), float("nan")), "0,04 [IC n.d.]"),  # never an estimate that looks exact
+    (fr.ci(float("nan"), float("nan"), float("nan")), "n.d."),
+    (fr.ci(0.0, 0.0, 0.0), "0,00 (IC de largeur nulle : non interprétable)"),
 ])
 def test_french_formatting(value, text):
     assert value == text

@@ -313,6 +313,19 @@ def test_quarto_preview_starts_and_rerenders_on_save(quarto, tmp_path):
         server.wait(timeout=30)
 
 
+def test_every_slide_has_speaker_notes_in_both_renderers(projects):
+    """The title slide carries its notes (data-notes), every other slide an aside of notes, in both HTML slides."""
+    for renderer in ("quarto", "fallback"):
+        html = (projects[renderer] / "slides.html").read_text(encoding="utf-8")
+        title = re.search(r'<section id="title-slide"[^>]*>', html)
+        assert title and "data-notes=" in title.group(0), renderer
+        slides = re.split(r'<section id="[^"]*" class="[^"]*\bslide\b', html)[1:]
+        assert len(slides) >= 15, renderer
+        bare = [re.sub(r"<[^>]+>", "", part.split("</h2>")[0])[-60:] for part in slides
+                if '<aside class="notes">' not in part.split("</section>")[0]]
+        assert not bare, f"{renderer}: slides without notes: {bare}"
+
+
 def test_browser_finds_no_overflowing_slide_in_either_renderer(projects):
     """Each slide of both renderers' slides.html, as headless Chromium draws it, fits the 1280x720 slide."""
     from pipeline.render.browser import browser, measure_slides
@@ -325,4 +338,8 @@ def test_browser_finds_no_overflowing_slide_in_either_renderer(projects):
         assert len(boxes) >= 8, renderer
         too_big = [f"{b.title}: {b.right:.0f}x{b.bottom:.0f} px" for b in boxes if b.overflows(**size)]
         assert not too_big, f"{renderer}: {too_big}"
+        charts = [b for b in boxes if b.chart and not b.title.startswith("Annexe")]
+        assert len(charts) >= 7, renderer  # data, amplification, probe, groups, weighting, post-processing, Pareto
+        small = [f"{b.title}: {b.figure_share(**size):.0%}" for b in charts if b.figure_share(**size) < 0.5]
+        assert not small, f"{renderer}: charts under half of the slide: {small}"
     assert [b.title for b in measured["quarto"][1]] == [b.title for b in measured["fallback"][1]]

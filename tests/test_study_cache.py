@@ -52,7 +52,7 @@ def test_loading_the_cached_study_imports_no_training_stack(tmp_path):
              "print(len(ctx.predictions), 'torch' in sys.modules, 'lightning' in sys.modules)")
     first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert list((tmp_path / "cache" / "study").glob("*.joblib")), "the study object is stored"
+    assert list((tmp_path / "cache" / "study").glob("*.pickle")), "the study object is stored"
     second = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     n_methods, torch_loaded, lightning_loaded = second.stdout.split()[-3:]

@@ -97,3 +97,17 @@ def test_key_findings_never_pick_a_rule_of_one_class_for_everyone():
     findings = conclusion.key_findings(ctx, short=True)
     best = next(line for line in findings.splitlines() if "le plus faible" in line)
     assert "Seuil global" in best and "Aucun" not in best, findings
+
+
+def test_key_findings_say_why_an_interval_or_a_p_value_is_undefined():
+    ctx = _context("undefined", lambda y, rng: np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.15, len(y)), 0, 1))
+    uni = ctx.comparison["method"] == "uniform"
+    gap = "tpr_signed" if (ctx.comparison.loc[uni, "metric"] == "tpr_signed").any() else "eopp_diff"
+    ctx.comparison.loc[uni & (ctx.comparison["metric"] == gap), ["low", "high"]] = np.nan  # < 90 % replicates
+    table = pd.DataFrame([{"weighting": "uniform", "postprocessor": "none", "eo_diff": 0.1, "eo_diff_low": 0.02,
+                           "eo_diff_high": 0.2, "eo_diff_p_equal": np.nan, "balanced_accuracy": 0.7,
+                           "balanced_accuracy_low": 0.6, "balanced_accuracy_high": 0.8, "degenerate": False}])
+    ctx.grid = types.SimpleNamespace(table=table, decisions={})
+    first, *_, best = conclusion.key_findings(ctx, short=True).splitlines()
+    assert "[IC n.d.] (intervalle non défini : le taux d'un groupe n'est pas défini dans plus de 10" in first
+    assert "p\u00a0n.d. : test d'égalité des taux non calculable" in best, best

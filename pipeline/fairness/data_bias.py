@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from statsmodels.genmod import families
+from statsmodels.genmod.generalized_linear_model import GLM
+from statsmodels.tools.tools import add_constant
 
 from pipeline.config import StudyConfig
 from pipeline.data import schema as S
@@ -397,7 +399,7 @@ def cluster_wald_test(y: np.ndarray, group: np.ndarray, clusters: np.ndarray) ->
         return float("nan"), len(present) - 1, float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = sm.GLM(y, x, family=sm.families.Binomial()).fit(
+        res = GLM(y, x, family=families.Binomial()).fit(
             cov_type="cluster", cov_kwds={"groups": clusters})
         test = res.wald_test(np.eye(x.shape[1])[1:], scalar=True, use_f=False)
     return float(test.statistic), len(present) - 1, float(test.pvalue)
@@ -545,11 +547,11 @@ def bias_tests(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap)
 def age_trend(frame: pd.DataFrame, per_years: float = 10.0) -> dict[str, float]:
     """Odds ratio of `malade` per `per_years` of age (logistic GLM, cluster-robust CI, patients)."""
     f = frame[frame[S.AGE].notna()]
-    x = sm.add_constant(f[S.AGE].to_numpy(float) / per_years)
+    x = add_constant(f[S.AGE].to_numpy(float) / per_years)
     clusters = pd.factorize(f[S.PATIENT])[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = sm.GLM(f[S.LABEL].to_numpy(float), x, family=sm.families.Binomial()).fit(
+        res = GLM(f[S.LABEL].to_numpy(float), x, family=families.Binomial()).fit(
             cov_type="cluster", cov_kwds={"groups": clusters})
     low, high = np.exp(res.conf_int(alpha=ALPHA)[1])
     return {"per_years": per_years, "odds_ratio": float(np.exp(res.params[1])), "low": float(low),

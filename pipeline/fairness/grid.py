@@ -31,11 +31,13 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
+from pipeline.cache import per_study
 from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
 from pipeline.fairness.degenerate import one_class
@@ -268,3 +270,12 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
                               test_equal="Wald (covariance bootstrap par patient)")
     result.timings["bootstrap"] = time.perf_counter() - t0
     return result
+
+
+@per_study
+def postprocessed_rates(ctx: Any) -> dict[str, pd.DataFrame]:
+    """Per-group rates (patient-bootstrap intervals) of every post-processor's decisions on the baseline
+    weighting's scores: what chapter 4's rates chart shows, computed once with the study."""
+    ev, grid = ctx.config.evaluation, ctx.grid
+    return {name: M.bootstrap_group_metrics(d, grid.attribute, ev.n_bootstrap, ev.seed, min_per_class=ev.min_per_class)
+            for (w, name), d in grid.decisions.items() if w == grid.baseline[0]}

@@ -9,6 +9,7 @@ without downloading a browser (playwright's own), and `--dump-dom` needs nothing
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import re
 import shutil
@@ -59,14 +60,35 @@ MEASURE_JS = """
         bottom = Math.max(bottom, (r.bottom - frame.top) / scale);
         right = Math.max(right, (r.right - frame.left) / scale);
       }
+      // The figures (charts, images): the union of their boxes, nested SVG elements ignored.
+      var fx0 = Infinity, fy0 = Infinity, fx1 = -Infinity, fy1 = -Infinity, chart = false;
+      var figures = section.querySelectorAll('img, canvas, svg');
+      for (var f = 0; f < figures.length; f++) {
+        if (figures[f].parentElement && figures[f].parentElement.closest('svg')) continue;
+        var b = figures[f].getBoundingClientRect();
+        if (b.width * b.height < 100) continue;
+        fx0 = Math.min(fx0, b.left); fy0 = Math.min(fy0, b.top);
+        fx1 = Math.max(fx1, b.right); fy1 = Math.max(fy1, b.bottom);
+        if (figures[f].tagName.toLowerCase() !== 'img') chart = true;
+      }
       var heading = section.querySelector('h1, h2, h3');
       out.push({index: i, title: heading ? heading.textContent.trim() : '',
-                top: top, left: left, bottom: bottom, right: right});
+                top: top, left: left, bottom: bottom, right: right,
+                figure_width: fx1 > fx0 ? (fx1 - fx0) / scale : 0,
+                figure_height: fy1 > fy0 ? (fy1 - fy0) / scale : 0, chart: chart});
     }
     var cfg = Reveal.getConfig();
     document.body.setAttribute('ATTR', JSON.stringify({width: cfg.width, height: cfg.height, slides: out}));
   }
-  function later() { Reveal.configure({transition: 'none'}); setTimeout(measure, 1500); }
+  function later() {
+    Reveal.configure({transition: 'none'});
+    // reveal.js loads a slide's images (data-src) only near the current slide: load them all to measure them
+    var lazy = document.querySelectorAll('.reveal img[data-src]');
+    for (var i = 0; i < lazy.length; i++) {
+      if (!lazy[i].getAttribute('src')) lazy[i].setAttribute('src', lazy[i].getAttribute('data-src'));
+    }
+    setTimeout(measure, 1500);
+  }
   function start() {
     if (typeof Reveal === 'undefined') { setTimeout(start, 100); return; }
     if (Reveal.isReady && Reveal.isReady()) later(); else Reveal.on('ready', later);
@@ -87,6 +109,13 @@ class SlideBox:
     left: float
     bottom: float
     right: float
+    figure_width: float = 0.0  # the box around the slide's charts and images (0: none)
+    figure_height: float = 0.0
+    chart: bool = False  # a drawn chart (SVG, canvas) among the figures, not only images
+
+    def figure_share(self, width: int, height: int) -> float:
+        """Share of the slide's area that its figures cover (charts, images)."""
+        return self.figure_width * self.figure_height / (width * height)
 
     def overflows(self, width: int, height: int) -> bool:
         return (self.bottom > height + TOLERANCE_PX or self.right > width + TOLERANCE_PX
@@ -118,8 +147,7 @@ def measure_slides(html: Path, width: int = 1280, height: int = 720,
     if found is None:
         raise RuntimeError(f"Chromium did not lay out {html} (exit {done.returncode}): "
                            f"{done.stderr.strip()[-500:]}")
-    data = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
-                      .replace("&gt;", ">"))
+    data = json.loads(html_lib.unescape(found.group(1)))  # the DOM dump escapes the attribute (&quot;, &nbsp;)
     size = {"width": int(data["width"]), "height": int(data["height"])}
     return size, [SlideBox(**{**s, "title": " ".join(s["title"].split())}) for s in data["slides"]]
 

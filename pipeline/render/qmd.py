@@ -54,6 +54,20 @@ XREF_WORDS = {"fr": {"fig": "Figure", "tbl": "Tableau", "sec": "Section", "delim
 HTML_FORMATS = ("html", "html4", "html5", "revealjs")
 
 
+# Where the Vega library goes: pandoc passes it through untouched, and parsing its megabyte costs a second,
+# so the renderer puts the library in the written page (`inline_vega_library`).
+BUNDLE_PLACEHOLDER = '<script type="module" data-vega-bundle="placeholder"></script>'
+
+
+def inline_vega_library(page: Path) -> None:
+    """Replace the placeholder in a written HTML page by the Vega library (inline: the page opens offline)."""
+    from pipeline.report.display import bundle_script
+
+    text = page.read_text(encoding="utf-8")
+    if BUNDLE_PLACEHOLDER in text:
+        page.write_text(text.replace(BUNDLE_PLACEHOLDER, bundle_script(), 1), encoding="utf-8")
+
+
 class RenderError(RuntimeError):
     """A document could not be rendered; the message names the file and the cell."""
 
@@ -343,11 +357,11 @@ class Emitter:
 
     def raw_html(self, html: str) -> str:
         """Raw HTML, with the Vega library inlined before the first chart only."""
-        from pipeline.report.display import BUNDLE_ATTR, bundle_script
+        from pipeline.report.display import BUNDLE_ATTR
 
         html = re.sub(rf'<script type="module" {BUNDLE_ATTR}[^>]*>.*?</script>', "", html, flags=re.S)
         if "vegaEmbed(" in html and not self.vega_library:
-            html, self.vega_library = bundle_script() + html, True
+            html, self.vega_library = BUNDLE_PLACEHOLDER + html, True
         return f"```{{=html}}\n{html}\n```"
 
     def display(self, data: dict[str, Any]) -> tuple[str, str]:

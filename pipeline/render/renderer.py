@@ -32,6 +32,7 @@ from pipeline.render.qmd import (
     RenderError,
     execute,
     fence_state,
+    inline_vega_library,
     parse,
     split_front_matter,
     to_markdown,
@@ -327,6 +328,7 @@ def write_html(markdown: str, target: Path, build: Path, doc: Document) -> str:
     with atomic_path(target) as tmp:
         html = tmp.with_suffix(".html")
         run_pandoc(markdown, html, "html5", args, build, pandoc_meta(doc), doc)
+        inline_vega_library(html)
         os.replace(html, tmp)
     return ""
 
@@ -379,9 +381,13 @@ def write_slides(markdown: str, target: Path, build: Path, doc: Document) -> str
         if key not in REVEAL_SKIP and not isinstance(value, (dict, list)):
             name = re.sub(r"-(\w)", lambda m: m.group(1).upper(), key)
             args += ["-V", f"{name}={str(value).lower() if isinstance(value, bool) else value}"]
+    meta = pandoc_meta(doc)
+    if isinstance(opts.get("title-slide-attributes"), dict):  # e.g. data-notes: the title slide's speaker notes
+        meta["title-slide-attributes"] = opts["title-slide-attributes"]
     with atomic_path(target) as tmp:
         html = tmp.with_suffix(".html")
-        run_pandoc(markdown, html, "revealjs", args, build, pandoc_meta(doc), doc)
+        run_pandoc(markdown, html, "revealjs", args, build, meta, doc)
+        inline_vega_library(html)
         os.replace(html, tmp)
     slides = sum(1 for line in markdown.splitlines() if line.startswith("## "))
     return f" ({slides} slides)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -402,12 +404,27 @@ MAP_LABELS_FR = {"gradcam": "Grad-CAM", "integrated_gradients": "Gradients inté
 
 def cam_png(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)) -> bytes | None:
     """PNG: for each example (group, well / badly classified, true class in `labels`), the image, its
-    Grad-CAM and its Integrated-Gradients map (smoothed for display only)."""
-    from PIL import ImageDraw, ImageFilter, ImageFont
+    Grad-CAM and its Integrated-Gradients map (smoothed for display only). Cached by content."""
+    from pipeline.cache import atomic_write_bytes, cache_dir, code_version, combined_digest
 
     cams = model_results(ctx).cams
     if cams is None or not len(cams["cases"]):
         return None
+    arrays = [np.ascontiguousarray(a) for a in (cams["pixels"], *(cams[m]["maps"] for m in MAP_LABELS_FR))]
+    key = combined_digest([*(hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest() for a in arrays),
+                           cams["cases"].to_json(), str(size), repr(labels), ctx.config.weighting.attribute,
+                           code_version("report.analysis", "report.french")])
+    path = cache_dir() / "charts" / f"cam-{key}.png"
+    if path.is_file():
+        return path.read_bytes()
+    png = _draw_cams(ctx, cams, size, labels)
+    atomic_write_bytes(path, png)
+    return png
+
+
+def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]) -> bytes:
+    from PIL import ImageDraw, ImageFilter, ImageFont
+
     shown = np.flatnonzero(cams["cases"][S.LABEL].isin(labels).to_numpy())
     cases = cams["cases"].iloc[shown]
     attribute = ctx.config.weighting.attribute

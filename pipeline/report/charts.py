@@ -176,6 +176,9 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
         data[frontier_col] = pareto_frontier(data, minimise=x, maximise=y)
     if label_col not in data.columns:
         data[label_col] = [str(i) for i in data.index]
+    # Only the columns drawn: a grid table has hundreds, which the spec would carry (and Altair convert).
+    drawn = [x, y, *(f"{m}_{end}" for m in (x, y) for end in ("low", "high")), frontier_col, label_col, color_col]
+    data = data[[c for c in dict.fromkeys(drawn) if c and c in data.columns]]
     data["status"] = np.where(data[frontier_col].astype(bool), "sur le front de Pareto", "dominée")
     data["x_text"], data["y_text"] = _ci_text(data, x), _ci_text(data, y)
     if color_col:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -9,7 +10,7 @@ from pipeline.fairness.grid import best_row
 from pipeline.fairness.validity import validity
 from pipeline.report import preprocessing
 from pipeline.report.analysis import analysis_narrative
-from pipeline.report.french import ci, lower_first, num
+from pipeline.report.french import UNDEFINED_CI, ci, lower_first, num
 from pipeline.report.tables import (
     attribute_in_sentence,
     estimate_ci,
@@ -18,6 +19,7 @@ from pipeline.report.tables import (
     method_label,
     p_text,
     post_label,
+    undefined_interval_reason,
 )
 from pipeline.study import StudyContext, seeds_used, versions
 
@@ -37,10 +39,13 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     gap = "tpr_signed" if signed else "eopp_diff"
     which = ", " + " − ".join(ctx.comparison.attrs.get("groups", [])) if signed else ""
     v = validity(ctx)
+    gap_text = estimate_ci(uni, gap)
+    if UNDEFINED_CI in gap_text:
+        gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
     items = [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
              f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
              f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
-             f"({attr}{which}) {estimate_ci(uni, gap)}."]
+             f"({attr}{which}) {gap_text}."]
     b = v.baseline
     if b:
         items.append(f"Un modèle qui ne connaît que les attributs sensibles atteint une AUC de "
@@ -56,10 +61,12 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
         items.append("Aucune combinaison ne distingue les patients : toutes donnent (presque) la même décision à "
                      "tout le monde, aucune n'est retenue.")
     else:
+        p = best.get("eo_diff_p_equal", float("nan"))
+        test = (f"{p_text(p)}, test d'égalité des taux" if np.isfinite(p) else
+                f"{p_text(p)} : test d'égalité des taux non calculable, {undefined_interval_reason()}")
         items.append(f"Écart d'equalized odds (réalisé) le plus faible parmi les règles qui distinguent les patients : "
                      f"{method_label(best['weighting'])} + {post_label(best['postprocessor'])}, {num(best['eo_diff'])} "
-                     f"({p_text(best.get('eo_diff_p_equal', float('nan')))}, test d'égalité des taux), "
-                     f"pour une exactitude équilibrée de {grid_ci(best, 'balanced_accuracy')}.")
+                     f"({test}), pour une exactitude équilibrée de {grid_ci(best, 'balanced_accuracy')}.")
     if not short:
         items.append(analysis_narrative(ctx).split("\n\n")[0])
     return "\n".join(f"- {i}" for i in items)

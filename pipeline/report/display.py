@@ -19,6 +19,7 @@ import functools
 import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -57,7 +58,19 @@ markdown_strings()
 
 
 def _spec(chart: Any) -> dict:
-    return chart.to_dict() if hasattr(chart, "to_dict") else dict(chart)
+    """The chart's Vega-Lite spec, validated against the schema the first time this content is seen
+    (validation is most of `to_dict`'s cost; a chart already converted once was valid)."""
+    if not hasattr(chart, "to_dict"):
+        return dict(chart)
+    spec = chart.to_dict(validate=False)
+    return spec if _png_path(spec).is_file() else chart.to_dict()
+
+
+def _png_path(spec: dict) -> Path:
+    import vl_convert as vlc
+
+    key = combined_digest([json.dumps(spec, sort_keys=True, default=str), vlc.__version__, str(PNG_PPI)])
+    return cache_dir() / "charts" / f"{key}.png"
 
 
 @functools.cache
@@ -98,8 +111,7 @@ def chart_png(spec: dict) -> bytes:
     prose edit converts no chart again."""
     import vl_convert as vlc
 
-    key = combined_digest([json.dumps(spec, sort_keys=True, default=str), vlc.__version__, str(PNG_PPI)])
-    path = cache_dir() / "charts" / f"{key}.png"
+    path = _png_path(spec)
     if path.is_file():
         return path.read_bytes()
     png = vlc.vegalite_to_png(spec, ppi=PNG_PPI)

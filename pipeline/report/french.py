@@ -204,8 +204,17 @@ def pct(x: float, digits: int = 0) -> str:
     return "n.d." if x is None or not np.isfinite(x) else percent(x, digits)
 
 
+UNDEFINED_CI = "[IC n.d.]"
+
+
+ZERO_WIDTH = " (IC de largeur nulle : non interprétable)"
+
+
 def ci(est: float, low: float, high: float, digits: int = 2) -> str:
-    """'0,78 [0,74 ; 0,82]'."""
+    """'0,78 [0,74 ; 0,82]'; '0,04 [IC n.d.]' when the estimate exists but its interval does not; a
+    zero-width interval is never shown as a precise result."""
     if not np.isfinite(low) or not np.isfinite(high):
-        return num(est, digits)
+        return num(est, digits) + (f" {UNDEFINED_CI}" if est is not None and np.isfinite(est) else "")
+    if est is not None and np.isfinite(est) and high - low < 1e-12:
+        return num(est, digits) + ZERO_WIDTH
     return f"{num(est, digits)} {bracket(num(low, digits), num(high, digits))}"

@@ -65,12 +65,10 @@ def results_notes(ctx: StudyContext) -> str:
 
 
 def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
-    from pipeline.fairness.metrics import bootstrap_group_metrics
+    from pipeline.fairness.grid import postprocessed_rates
 
-    ev, attr = ctx.config.evaluation, ctx.grid.attribute
-    rates = {name: bootstrap_group_metrics(d, attr, ev.n_bootstrap, ev.seed, min_per_class=ev.min_per_class)
-             for (w, name), d in ctx.grid.decisions.items() if w == "uniform"}
-    return charts.rates_by_group_chart(rates, title=f"Après post-traitement ({attribute_in_sentence(attr)}), IC 95 %")
+    return charts.rates_by_group_chart(postprocessed_rates(ctx), title=f"Après post-traitement "
+                                       f"({attribute_in_sentence(ctx.grid.attribute)}), IC 95 %")
 
 
 def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -> alt.TopLevelMixin:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import altair as alt
 import numpy as np
+import pandas as pd
 
 from pipeline.report import analysis, charts, style
 from pipeline.report import data as data_chapter
@@ -67,12 +68,40 @@ def timing(slide: str) -> str:
     return f"⏱ {_clock(BUDGET[slide])} (de {_clock(start)} à {_clock(start + BUDGET[slide])})"
 
 
-def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLIDE_CHART_HEIGHT) -> alt.TopLevelMixin:
-    """A single-view (or layered) chart at slide size, fonts for the back of the room; a concatenated or
-    faceted chart keeps its own panel sizes (Vega-Lite sizes each panel, not the whole)."""
+PANEL_GAP = 40  # px between the panels of a concatenated or faceted chart: spacing, axis labels, panel titles
+
+
+def fill(chart: alt.TopLevelMixin, width: int, height: int) -> alt.TopLevelMixin:
+    """The chart's panels resized so that the whole plot is about width x height (Vega-Lite sizes each
+    panel, not the whole): side by side they share the width, stacked they share the height in
+    proportion to their own heights, faceted they share the width by column."""
     if isinstance(chart, alt.Chart | alt.LayerChart):
-        chart = chart.properties(width=width, height=height)
-    return for_slide(chart)
+        return chart.properties(width=width, height=height)
+    if isinstance(chart, alt.HConcatChart):
+        n = len(chart.hconcat)
+        chart = chart.copy()
+        chart.hconcat = [fill(c, (width - PANEL_GAP * (n - 1)) // n, height) for c in chart.hconcat]
+        return chart
+    if isinstance(chart, alt.VConcatChart):
+        own = [c.height if isinstance(getattr(c, "height", None), int | float) else 1 for c in chart.vconcat]
+        free = height - PANEL_GAP * (len(own) - 1)
+        chart = chart.copy()
+        chart.vconcat = [fill(c, width, max(40, int(free * h / sum(own)))) for c, h in zip(chart.vconcat, own,
+                                                                                            strict=True)]
+        return chart
+    if isinstance(chart, alt.FacetChart):
+        spec = chart.to_dict(validate=False)
+        columns = len({str(v) for v in pd.DataFrame(chart.data)[spec["facet"]["column"]["field"]]}) \
+            if isinstance(chart.data, pd.DataFrame) and "column" in spec.get("facet", {}) else 1
+        chart = chart.copy()
+        chart.spec = chart.spec.properties(width=(width - PANEL_GAP * (columns - 1)) // columns, height=height)
+        return chart
+    return chart
+
+
+def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLIDE_CHART_HEIGHT) -> alt.TopLevelMixin:
+    """A chart at slide size (every panel resized, `fill`), fonts for the back of the room."""
+    return for_slide(fill(chart, width, height))
 
 
 def title_pareto(ctx: StudyContext) -> str:
@@ -207,7 +236,7 @@ def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
     layer = style.interval_layer(t, "estimate", "low", "high", y, color, ["label:N", alt.Tooltip("estimate:Q",
                                                                                               format=".2f")],
                                  axis, domain=[0, 1])
-    return sized(layer, height=min(SLIDE_CHART_HEIGHT, 45 * len(t)))
+    return sized(layer, width=960, height=min(420, 52 * len(t)))
 
 
 def title_groups(ctx: StudyContext, metric: str = "fnr") -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.fairness.metrics import METRIC_LABELS_FR, SIGNED
 from pipeline.report import charts
 from pipeline.report import french as fr
-from pipeline.report.french import NBSP, num, pct
+from pipeline.report.french import NBSP, ci, num, pct
 from pipeline.study import StudyContext
 
 SHOWN = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")
@@ -25,14 +25,6 @@ SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "�
 LOWER_IS_BETTER = {"eopp_diff", "eo_diff", "dp_diff"}
 
 
-ZERO_WIDTH = " (IC de largeur nulle : non interprétable)"
-
-
-def ci(est: float, low: float, high: float, digits: int = 2) -> str:
-    """fr.ci, except that a zero-width interval is never shown as a precise result."""
-    if np.isfinite(est) and np.isfinite(low) and np.isfinite(high) and high - low < 1e-12:
-        return num(est, digits) + ZERO_WIDTH
-    return fr.ci(est, low, high, digits)
 
 
 def estimate_ci(table: pd.DataFrame, metric: str) -> str:
@@ -43,6 +35,14 @@ def estimate_ci(table: pd.DataFrame, metric: str) -> str:
 
 def grid_ci(row: pd.Series, metric: str) -> str:
     return ci(row[metric], row[f"{metric}_low"], row[f"{metric}_high"])
+
+
+def undefined_interval_reason() -> str:
+    """Why an interval or a p-value is « n.d. » although the estimate exists (the bootstrap's rule)."""
+    from pipeline.fairness.metrics import MIN_DEFINED_SHARE
+
+    return (f"le taux d'un groupe n'est pas défini dans plus de {fr.percent(1 - MIN_DEFINED_SHARE)} des "
+            "rééchantillonnages de patients (trop peu d'images d'une classe)")
 
 
 def p_text(p: float) -> str:
