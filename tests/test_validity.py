@@ -111,3 +111,18 @@ def test_key_findings_say_why_an_interval_or_a_p_value_is_undefined():
     first, *_, best = conclusion.key_findings(ctx, short=True).splitlines()
     assert "[IC n.d.] (intervalle non défini : le taux d'un groupe n'est pas défini dans plus de 10" in first
     assert "p\u00a0n.d. : test d'égalité des taux non calculable" in best, best
+
+
+def test_charts_fall_back_to_a_defined_gap_and_say_so_when_equalized_odds_is_undefined_everywhere():
+    from pipeline.report import tables
+
+    ctx = _context("eo-undefined", lambda y, rng: np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.15, len(y)), 0, 1))
+    assert tables.defined_gap(ctx.comparison) == "eo_diff" and preprocessing.weighting_tradeoff_note(ctx) == ""
+    eo = ctx.comparison["metric"] == "eo_diff"
+    ctx.comparison.loc[eo, ["estimate", "low", "high"]] = np.nan  # as on a folder with < 10 healthy per group
+    assert tables.defined_gap(ctx.comparison) == "eopp_diff"
+    assert "eopp_diff" in str(preprocessing.weighting_tradeoff_chart(ctx).to_dict(validate=False))
+    note = preprocessing.weighting_tradeoff_note(ctx)
+    assert note.startswith("L'écart d'égalité des cotes") and "montre l'écart d'égalité des chances (TPR)" in note
+    grid = pd.DataFrame({"eo_diff": [np.nan, np.nan], "eopp_diff": [np.nan, np.nan], "dp_diff": [0.1, 0.2]})
+    assert tables.defined_gap(grid) == "dp_diff"  # DP needs no class count: always the last resort

@@ -13,7 +13,9 @@ from pipeline.report.french import NBSP, attribute_label, ci, count, group_label
 from pipeline.report.tables import (
     attribute_in_sentence,
     cite,
+    defined_gap,
     estimate_ci,
+    gap_fallback_note,
     method_label,
     results_table,
     significant_moves,
@@ -96,7 +98,14 @@ def weighting_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
 
 
 def weighting_tradeoff_chart(ctx: StudyContext) -> alt.TopLevelMixin:
-    return charts.tradeoff_chart(ctx.comparison, "eo_diff", title="Performance contre équité, par pondération")
+    """Balanced accuracy against the EO gap per weighting; against the TPR (else DP) gap when EO is n.d. for all."""
+    gap = defined_gap(ctx.comparison)
+    return charts.tradeoff_chart(ctx.comparison, gap, title="Performance contre équité, par pondération")
+
+
+def weighting_tradeoff_note(ctx: StudyContext) -> str:
+    """Which gap the trade-off chart shows when it cannot show the EO gap ("" otherwise)."""
+    return gap_fallback_note(ctx, defined_gap(ctx.comparison))
 
 
 def seed_variability(ctx: StudyContext) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pipeline.report import analysis, charts, style
 from pipeline.report import data as data_chapter
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
-from pipeline.report.tables import beats_both, method_label, significant_moves
+from pipeline.report.tables import beats_both, defined_gap, gap_fallback_note, method_label, significant_moves
 from pipeline.study import StudyContext
 
 
@@ -28,11 +28,6 @@ def slide_prevalence_chart(ctx: StudyContext) -> alt.Chart:
 
 def slide_data_message(ctx: StudyContext) -> str:
     return data_chapter.key_message(data_chapter.analysis(ctx))
-
-
-def slide_weighting_message(ctx: StudyContext) -> str:
-    moves = significant_moves(ctx.comparison, "method", method_label)
-    return moves[0] if moves else "Aucune pondération ne change l'équité au-delà du bruit."
 
 
 def slide_pareto_message(ctx: StudyContext) -> str:
@@ -104,16 +99,29 @@ def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLID
     return for_slide(fill(chart, width, height))
 
 
+def pareto_gap(ctx: StudyContext) -> str:
+    """The gap of the slide's Pareto chart: EO, else TPR, else DP (the first one defined for some rule)."""
+    return defined_gap(ctx.grid.table)
+
+
 def title_pareto(ctx: StudyContext) -> str:
     """« 4 combinaisons sur 56 ne sont dominées par aucune autre » (short: a title)."""
-    front = ctx.grid.frontier("eo_diff")
+    front = ctx.grid.frontier(pareto_gap(ctx))
     return f"Combiner : {len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre"
 
 
 def pareto_message(ctx: StudyContext) -> str:
     both = beats_both(ctx)
-    return f"{both[0]} fait mieux que ses deux composantes." if both else \
+    text = f"{both[0]} fait mieux que ses deux composantes." if both else \
         "Aucune combinaison ne fait mieux que ses deux composantes à la fois."
+    note = gap_fallback_note(ctx, pareto_gap(ctx)).replace("aucune méthode", "aucune combinaison")
+    return f"{text} {note}".strip()
+
+
+def slide_weighting_message(ctx: StudyContext) -> str:
+    moves = significant_moves(ctx.comparison, "method", method_label)
+    text = moves[0] if moves else "Aucune pondération ne change l'équité au-delà du bruit."
+    return f"{text} {gap_fallback_note(ctx, defined_gap(ctx.comparison))}".strip()
 
 
 def key_number(value: str, caption: str) -> str:

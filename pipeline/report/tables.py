@@ -37,6 +37,31 @@ def grid_ci(row: pd.Series, metric: str) -> str:
     return ci(row[metric], row[f"{metric}_low"], row[f"{metric}_high"])
 
 
+GAPS_IN_ORDER = ("eo_diff", "eopp_diff", "dp_diff")  # a chart falls back along this list when a gap is n.d.
+
+
+def defined_gap(table: pd.DataFrame, preferred: str = "eo_diff") -> str:
+    """The gap a chart can draw: `preferred` when some row defines it, else the first of the EO, TPR and DP
+    gaps that is defined (DP needs no class count). `table`: long (metric, estimate) or wide (one column per metric)."""
+    def defined(gap: str) -> bool:
+        if "metric" in table.columns:
+            return bool(table.loc[table["metric"] == gap, "estimate"].notna().any())
+        return gap in table.columns and bool(table[gap].notna().any())
+
+    order = [preferred, *(g for g in GAPS_IN_ORDER if g != preferred)]
+    return next((g for g in order if defined(g)), preferred)
+
+
+def gap_fallback_note(ctx: StudyContext, shown: str, preferred: str = "eo_diff") -> str:
+    """« L'écart … n'est défini pour aucune méthode … : le graphique montre … » ("" when `preferred` is shown)."""
+    if shown == preferred:
+        return ""
+    label = METRIC_LABELS_FR[preferred]
+    return (f"L'{label[0].lower()}{label[1:]} n'est défini pour aucune méthode (un groupe compte moins de "
+            f"{ctx.config.evaluation.min_per_class} images d'une classe) : le graphique montre "
+            f"l'{METRIC_LABELS_FR[shown][0].lower()}{METRIC_LABELS_FR[shown][1:]}.")
+
+
 def undefined_interval_reason() -> str:
     """Why an interval or a p-value is « n.d. » although the estimate exists (the bootstrap's rule)."""
     from pipeline.fairness.metrics import MIN_DEFINED_SHARE
