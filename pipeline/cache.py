@@ -90,6 +90,18 @@ def combined_digest(parts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+def up_to_date(target: Path, key: str) -> bool:
+    """True when `target` was written from these inputs (`key`, see `record_written`) and has not changed since."""
+    record = cache_dir() / "render" / f"{target.name}.written"
+    return target.is_file() and record.is_file() and \
+        record.read_text(encoding="utf-8") == f"{key} {file_digest(target)}"
+
+
+def record_written(target: Path, key: str) -> None:
+    """Remember that `target` was just written from the inputs `key`."""
+    atomic_write_text(cache_dir() / "render" / f"{target.name}.written", f"{key} {file_digest(target)}")
+
+
 def code_version(*modules: str) -> str:
     """Digest of some pipeline modules' source (dotted names under `pipeline`, e.g. "fairness.metrics"):
     part of a cache key, so that a change to the code that computes a result invalidates it (joblib

@@ -255,30 +255,33 @@ def _layout_problems(data_dir: Path, report: CheckReport) -> bool:
     return False
 
 
+def _required_folder(parent: Path, name: str, fix: str, report: CheckReport, ignored: list[Path],
+                     renamed: list[tuple[Path, str]]) -> Path | None:
+    """`parent`'s folder playing `name` (matched loosely, `find_folder`), else an error naming it and the fix;
+    the folders it leaves aside go to `ignored`, a differently spelt match to `renamed`."""
+    found, others = find_folder(parent, name)
+    ignored += others
+    if found is None:
+        report.add("error", "missing-folder", f"Folder {parent / name} does not exist.", fix, [parent / name])
+    elif found.name != name:
+        renamed.append((found, name))
+    return found
+
+
 def list_images(data_dir: Path, report: CheckReport) -> pd.DataFrame:
     """Every PNG under DIR/{train,valid}/{malade,sain} (folder names matched loosely, subfolders included),
     with its split and folder label; junk left by archive tools and operating systems is skipped."""
     rows, strays, nested, renamed, ignored = [], [], set(), [], []
     for split in S.SPLITS:
-        split_dir, others = find_folder(data_dir, split)
-        ignored += others
+        split_dir = _required_folder(data_dir, split, f"Create {split}/ with malade/ and sain/ inside, holding the "
+                                     f"images of {split}.", report, ignored, renamed)
         if split_dir is None:
-            report.add("error", "missing-folder", f"Folder {data_dir / split} does not exist.",
-                       f"Create {split}/ with malade/ and sain/ inside, holding the images of {split}.",
-                       [data_dir / split])
             continue
-        if split_dir.name != split:
-            renamed.append((split_dir, split))
         for folder, label in ((S.POSITIVE_DIR, 1), (S.NEGATIVE_DIR, 0)):
-            sub, others = find_folder(split_dir, folder)
-            ignored += others
+            sub = _required_folder(split_dir, folder, f"Create {split_dir.name}/{folder}/ with the {folder} images "
+                                   f"of {split}.", report, ignored, renamed)
             if sub is None:
-                report.add("error", "missing-folder", f"Folder {split_dir / folder} does not exist.",
-                           f"Create {split_dir.name}/{folder}/ with the {folder} images of {split}.",
-                           [split_dir / folder])
                 continue
-            if sub.name != folder:
-                renamed.append((sub, folder))
             for p in sorted(sub.rglob("*")):
                 if any(is_junk(part) for part in p.relative_to(sub).parts) or not p.is_file():
                     continue

@@ -22,7 +22,14 @@ from typing import Any
 
 import yaml
 
-from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest, file_digest
+from pipeline.cache import (
+    atomic_path,
+    atomic_write_text,
+    cache_dir,
+    combined_digest,
+    record_written,
+    up_to_date,
+)
 from pipeline.render import slides_pdf
 from pipeline.render.qmd import (
     INLINE,
@@ -230,17 +237,6 @@ def _execute_or_reuse(doc: Document, qmd: Path, project: Path) -> list[Any]:
     return results
 
 
-def _up_to_date(target: Path, key: str) -> bool:
-    """True when `target` was written from these inputs (`key`) and has not changed since."""
-    record = cache_dir() / "render" / f"{target.name}.written"
-    return target.is_file() and record.is_file() and \
-        record.read_text(encoding="utf-8") == f"{key} {file_digest(target)}"
-
-
-def _record(target: Path, key: str) -> None:
-    atomic_write_text(cache_dir() / "render" / f"{target.name}.written", f"{key} {file_digest(target)}")
-
-
 def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path) -> list[Path]:
     doc = parse(qmd, project_meta(project))
     build = out_dir / ".build" / qmd.stem
@@ -254,12 +250,12 @@ def _render_fallback(qmd: Path, formats: list[str], project: Path, out_dir: Path
         markdown = to_markdown(doc, results, Emitter(fmt, build / f"{fmt}-media"))
         key = combined_digest([fmt, str(target), markdown, json.dumps(results), repr(doc.meta), *templates,
                                Path(__file__).read_text(encoding="utf-8")])
-        if _up_to_date(target, key):
+        if up_to_date(target, key):
             print(f"{_rel(target, project)} is up to date", flush=True)
             written.append(target)
             continue
         detail = WRITERS[fmt](markdown, target, build, doc)
-        _record(target, key)
+        record_written(target, key)
         if fmt == "revealjs" and not check_slides_in_browser(target, doc):
             check = to_markdown(doc, results, Emitter("typst", build / "check-media"))
             _warn_overflows(check, build / "check", doc)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cache import atomic_path, atomic_write_text, cache_dir, file_digest
+from pipeline.cache import atomic_path, file_digest, record_written, up_to_date
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -41,17 +41,15 @@ def write_slides_pdf(html: Path) -> Path | None:
               "(install chromium to get the slides as PDF)", file=sys.stderr)
         return None
     target = html.with_suffix(".pdf")
-    record = cache_dir() / "render" / f"{target.name}.printed"
     printed_from = f"{file_digest(html)} {target.resolve()}"
-    if target.is_file() and record.is_file() and record.read_text(encoding="utf-8") == \
-            f"{printed_from} {file_digest(target)}":
+    if up_to_date(target, printed_from):
         return target  # printed from these very slides already (a prose edit in the report changes nothing here)
     with atomic_path(target) as tmp:
         done = subprocess.run(print_command(exe, html, tmp), capture_output=True, text=True, timeout=TIMEOUT_S)
         if done.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
             raise RuntimeError(f"Chromium could not print {html} to PDF: {done.stderr[-2000:]}")
         tmp.chmod(0o644)  # readable like the HTML beside it (the temporary file is private)
-    atomic_write_text(record, f"{printed_from} {file_digest(target)}")
+    record_written(target, printed_from)
     return target
 
 

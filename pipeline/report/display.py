@@ -57,13 +57,16 @@ def markdown_strings() -> bool:
 markdown_strings()
 
 
-def _spec(chart: Any) -> dict:
-    """The chart's Vega-Lite spec, validated against the schema the first time this content is seen
-    (validation is most of `to_dict`'s cost; a chart already converted once was valid)."""
+def _spec(chart: Any) -> tuple[dict, Path]:
+    """The chart's Vega-Lite spec and where its PNG is cached; the spec is validated against the schema the
+    first time this content is seen (validation is most of `to_dict`'s cost; a chart already converted
+    once was valid)."""
     if not hasattr(chart, "to_dict"):
-        return dict(chart)
+        spec = dict(chart)
+        return spec, _png_path(spec)
     spec = chart.to_dict(validate=False)
-    return spec if _png_path(spec).is_file() else chart.to_dict()
+    path = _png_path(spec)
+    return (spec, path) if path.is_file() else (chart.to_dict(), path)
 
 
 def _png_path(spec: dict) -> Path:
@@ -96,22 +99,22 @@ def chart_bundle(chart: Any, include_library: bool | None = None) -> dict[str, s
     if include_library is None:
         include_library = not _state["bundle_emitted"]
         _state["bundle_emitted"] = True
-    spec = _spec(chart)
+    spec, png_path = _spec(chart)
     div = f"vega-{uuid.uuid4().hex[:12]}"
     # Module scripts run in document order, after the library's own module script.
     # The comment tells Quarto not to parse the chart as an HTML table (its script holds "<table" strings).
     html = (f'{QUARTO_NO_TABLE}{bundle_script() if include_library else ""}<div id="{div}" class="vega-chart"></div>\n'
             f'<script type="module">window.vegaEmbed("#{div}", {json.dumps(spec)}, '
             '{"actions": false, "renderer": "svg"});</script>')
-    return {"text/html": html, "image/png": base64.b64encode(chart_png(spec)).decode("ascii")}
+    return {"text/html": html, "image/png": base64.b64encode(chart_png(spec, png_path)).decode("ascii")}
 
 
-def chart_png(spec: dict) -> bytes:
-    """The chart's PNG, cached by content (the spec and the vl-convert version): a re-render after a
-    prose edit converts no chart again."""
+def chart_png(spec: dict, path: Path | None = None) -> bytes:
+    """The chart's PNG, cached by content (the spec and the vl-convert version, `_png_path`: pass it when
+    known): a re-render after a prose edit converts no chart again."""
     import vl_convert as vlc
 
-    path = _png_path(spec)
+    path = path or _png_path(spec)
     if path.is_file():
         return path.read_bytes()
     png = vlc.vegalite_to_png(spec, ppi=PNG_PPI)

@@ -15,6 +15,7 @@ from pipeline.report.tables import (
     cite,
     grid_ci,
     grid_rows,
+    in_sentence,
     infeasible_groups,
     method_label,
     p_text,
@@ -92,7 +93,7 @@ def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False)
 
 def _empty_front_reason(t: pd.DataFrame, gap: str) -> str:
     if t[gap].notna().sum() == 0:
-        return (f"aucune combinaison, car l'{M.METRIC_LABELS_FR[gap][0].lower()}{M.METRIC_LABELS_FR[gap][1:]} "
+        return (f"aucune combinaison, car l'{in_sentence(M.METRIC_LABELS_FR[gap])} "
                 "n'est défini pour aucune (un groupe compte trop peu d'images d'une classe)")
     return "aucune combinaison non dégénérée"
 

@@ -30,13 +30,6 @@ def slide_data_message(ctx: StudyContext) -> str:
     return data_chapter.key_message(data_chapter.analysis(ctx))
 
 
-def slide_pareto_message(ctx: StudyContext) -> str:
-    both = beats_both(ctx)
-    front = ctx.grid.frontier("eo_diff")
-    return (f"{len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre."
-            + (f" {both[0]} fait mieux que ses deux composantes." if both else ""))
-
-
 # ------------------------------------------------------------------ the 10-minute defence (issue 16)
 
 # Seconds per main slide, in the order of slides.qmd: they sum to the 10 minutes of the talk.
@@ -85,9 +78,8 @@ def fill(chart: alt.TopLevelMixin, width: int, height: int) -> alt.TopLevelMixin
                                                                                             strict=True)]
         return chart
     if isinstance(chart, alt.FacetChart):
-        spec = chart.to_dict(validate=False)
-        columns = len({str(v) for v in pd.DataFrame(chart.data)[spec["facet"]["column"]["field"]]}) \
-            if isinstance(chart.data, pd.DataFrame) and "column" in spec.get("facet", {}) else 1
+        column = chart.facet.to_dict(validate=False).get("column", {}).get("field")
+        columns = chart.data[column].astype(str).nunique() if column and isinstance(chart.data, pd.DataFrame) else 1
         chart = chart.copy()
         chart.spec = chart.spec.properties(width=(width - PANEL_GAP * (columns - 1)) // columns, height=height)
         return chart
@@ -114,7 +106,7 @@ def pareto_message(ctx: StudyContext) -> str:
     both = beats_both(ctx)
     text = f"{both[0]} fait mieux que ses deux composantes." if both else \
         "Aucune combinaison ne fait mieux que ses deux composantes à la fois."
-    note = gap_fallback_note(ctx, pareto_gap(ctx)).replace("aucune méthode", "aucune combinaison")
+    note = gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")
     return f"{text} {note}".strip()
 
 

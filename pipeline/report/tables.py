@@ -25,8 +25,6 @@ SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "�
 LOWER_IS_BETTER = {"eopp_diff", "eo_diff", "dp_diff"}
 
 
-
-
 def estimate_ci(table: pd.DataFrame, metric: str) -> str:
     """Estimate and interval of one metric of a bootstrap table indexed by metric."""
     r = table.loc[metric]
@@ -52,14 +50,13 @@ def defined_gap(table: pd.DataFrame, preferred: str = "eo_diff") -> str:
     return next((g for g in order if defined(g)), preferred)
 
 
-def gap_fallback_note(ctx: StudyContext, shown: str, preferred: str = "eo_diff") -> str:
+def gap_fallback_note(ctx: StudyContext, shown: str, preferred: str = "eo_diff", of: str = "méthode") -> str:
     """« L'écart … n'est défini pour aucune méthode … : le graphique montre … » ("" when `preferred` is shown)."""
     if shown == preferred:
         return ""
-    label = METRIC_LABELS_FR[preferred]
-    return (f"L'{label[0].lower()}{label[1:]} n'est défini pour aucune méthode (un groupe compte moins de "
-            f"{ctx.config.evaluation.min_per_class} images d'une classe) : le graphique montre "
-            f"l'{METRIC_LABELS_FR[shown][0].lower()}{METRIC_LABELS_FR[shown][1:]}.")
+    return (f"L'{in_sentence(METRIC_LABELS_FR[preferred])} n'est défini pour aucune {of} (un groupe compte moins "
+            f"de {ctx.config.evaluation.min_per_class} images d'une classe) : le graphique montre "
+            f"l'{in_sentence(METRIC_LABELS_FR[shown])}.")
 
 
 def undefined_interval_reason() -> str:
