@@ -106,6 +106,15 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _freeze(args: argparse.Namespace) -> int:
+    from pipeline.render.freeze import FREEZE_DIR, refresh
+
+    if refresh(Path(args.project), load_valid_config(args, None)):
+        print(f"The study's inputs (config, data or code) changed since {FREEZE_DIR}/ was written: "
+              "removed it, every document executes again.")
+    return 0
+
+
 def _clean(args: argparse.Namespace) -> int:
     target = cache_dir()
     shutil.rmtree(target, ignore_errors=True)
@@ -135,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default=".", help="project folder (default: current)")
     p.add_argument("--no-quarto", action="store_true", help="use the offline fallback even if quarto exists")
     p.set_defaults(func=_render)
+    p = sub.add_parser("freeze", help="Quarto's pre-render step: remove _freeze/ when the study's inputs changed")
+    p.add_argument("--project", default=".", help="project folder (default: current)")
+    p.set_defaults(func=_freeze)
     p = sub.add_parser("clean", help="empty the cache")
     p.set_defaults(func=_clean)
     return parser

@@ -206,6 +206,36 @@ def test_demo_maps_on_ap_images_concentrate_on_the_marker_corner(demo_study):
     share = cams["integrated_gradients"]["marker_share"]
     assert np.nanmean(share[ap]) > 1.5 * cams["marker_area"]  # more than chance (the corner's area)
     assert np.nanmean(share[ap]) > 2 * np.nanmean(share[~ap])  # and than on PA images, which have no marker
+    contrast = cams["marker_contrast"]["integrated_gradients"]
+    assert contrast["diff_low"] > 0  # beyond the patient-bootstrap noise
+    border = cams["border"]["integrated_gradients"]
+    assert border["low"] < border["mean"] < border["high"]
+    assert border["mean"] == pytest.approx(np.nanmean(cams["integrated_gradients"]["border_share"]))
+
+
+def _clustered_shares(rng: np.random.Generator, effect: float, n_patients: int = 150):
+    """Marker shares of 1-4 images per patient, with a patient effect (images of a patient look alike)
+    and the view drawn per patient; AP images get `effect` more of the map."""
+    sizes = rng.integers(1, 5, n_patients)
+    patients = np.repeat(np.arange(n_patients), sizes).astype(str)
+    view = np.repeat(rng.choice(["AP", "PA"], n_patients), sizes)
+    patient_effect = np.repeat(rng.normal(0, 0.01, n_patients), sizes)
+    share = 0.02 + patient_effect + rng.normal(0, 0.005, len(patients)) + effect * (view == "AP")
+    return share, view, pd.Series(patients)
+
+
+def test_marker_contrast_interval_keeps_its_level_and_finds_a_real_difference():
+    """Simulation: without any AP effect the 95 % interval of the AP - PA difference excludes zero in
+    about 5 % of the studies (patients, not images, are resampled: images of a patient are correlated);
+    with an effect it excludes zero."""
+    from pipeline.fairness.model_analysis import marker_contrast
+
+    rng = np.random.default_rng(7)
+    false = [marker_contrast(*_clustered_shares(rng, 0.0), n_boot=200, seed=k) for k in range(200)]
+    rejected = np.mean([c["diff_low"] > 0 or c["diff_high"] < 0 for c in false])
+    assert rejected < 0.09, rejected
+    found = [marker_contrast(*_clustered_shares(rng, 0.01), n_boot=200, seed=k) for k in range(20)]
+    assert all(c["diff_low"] > 0 for c in found)
 
 
 def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_french(demo_study):
@@ -221,3 +251,6 @@ def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_fre
                  analysis.cam_narrative(ctx), slides.title_amplification(ctx), slides.title_sees(ctx)):
         assert text and "nan" not in text.lower() and "{" not in text
     assert analysis.cam_png(ctx).startswith(b"\x89PNG")
+    assert analysis.marker_shows(analysis.cam_stats(ctx))
+    message = slides.images_message(ctx)  # the AP - PA difference with its interval, on the slide
+    assert "IC n.d." not in message and re.search(r"points? \[\+\d", message), message

@@ -23,9 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.genmod import families
-from statsmodels.genmod.generalized_linear_model import GLM
-from statsmodels.tools.tools import add_constant
 
 from pipeline.config import StudyConfig
 from pipeline.data import schema as S
@@ -390,6 +387,9 @@ def cluster_wald_test(y: np.ndarray, group: np.ndarray, clusters: np.ndarray) ->
     cluster-robust sandwich covariance (= GEE with an independence working correlation).
     Returns (chi2, df, p); NaN when a group has a rate of 0 or 1 (no finite odds ratio).
     """
+    from statsmodels.genmod import families  # at use: the documents' kernels only read the results
+    from statsmodels.genmod.generalized_linear_model import GLM
+
     present = np.unique(group)
     if len(present) < 2:
         return float("nan"), 0, float("nan")
@@ -546,8 +546,11 @@ def bias_tests(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap)
 
 def age_trend(frame: pd.DataFrame, per_years: float = 10.0) -> dict[str, float]:
     """Odds ratio of `malade` per `per_years` of age (logistic GLM, cluster-robust CI, patients)."""
+    from statsmodels.genmod import families
+    from statsmodels.genmod.generalized_linear_model import GLM
+
     f = frame[frame[S.AGE].notna()]
-    x = add_constant(f[S.AGE].to_numpy(float) / per_years)
+    x = np.column_stack([np.ones(len(f)), f[S.AGE].to_numpy(float) / per_years])
     clusters = pd.factorize(f[S.PATIENT])[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -19,7 +19,14 @@ from pipeline.cache import code_version, memory, per_study
 from pipeline.data import schema as S
 from pipeline.fairness.amplification import amplification_table
 from pipeline.fairness.data_bias import patient_bootstrap
-from pipeline.fairness.metrics import DECISION, LEVEL, bootstrap_group_metrics, group_labels, group_order
+from pipeline.fairness.metrics import (
+    DECISION,
+    LEVEL,
+    MIN_DEFINED_SHARE,
+    bootstrap_group_metrics,
+    group_labels,
+    group_order,
+)
 from pipeline.fairness.probing import probe
 from pipeline.fairness.subgroups import subgroup_metrics
 from pipeline.progress import Laps
@@ -154,6 +161,7 @@ def _cam_results(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image
 
 def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
     from pipeline.data.images import image_array
+    from pipeline.model.cam import MAPS
     from pipeline.model.training import reference_network
 
     config = ctx.config.training
@@ -169,8 +177,61 @@ def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
     code = code_version("model.cam", "model.backbones")
     result = _cached_cams(net["model"], pixels, stats_pixels, config.image_size, code)
     stats_view = stats[S.VIEW].astype(str).to_numpy() if S.VIEW in stats else np.full(len(stats), "")
-    return {"cases": cases.reset_index(drop=True), "pixels": pixels, **result,
-            "stats_view": stats_view, "stats_label": stats[S.LABEL].to_numpy()}
+    ev = ctx.config.evaluation
+    contrast = {name: marker_contrast(result[name]["marker_share"], stats_view, stats[S.PATIENT],
+                                      ev.n_bootstrap, ev.seed) for name in MAPS}
+    border = {name: mean_share(result[name]["border_share"], stats[S.PATIENT], ev.n_bootstrap, ev.seed)
+              for name in MAPS}
+    return {"cases": cases.reset_index(drop=True), "pixels": pixels, **result, "marker_contrast": contrast,
+            "border": border, "stats_view": stats_view, "stats_label": stats[S.LABEL].to_numpy()}
+
+
+def _patient_draws(patients: pd.Series, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_images) bootstrap weights: each image weighted by how often its patient is drawn."""
+    frame = pd.DataFrame({S.PATIENT: patients.astype(str).to_numpy()})
+    boot = patient_bootstrap(frame, n_boot, seed)
+    return boot.weights[:, boot.codes(frame)].astype(float)
+
+
+def _percentile_interval(replicates: np.ndarray, n_boot: int) -> tuple[float, float]:
+    """95 % percentile interval, or NaNs when fewer replicates than the study's rule are defined."""
+    ok = replicates[np.isfinite(replicates)]
+    if len(ok) < MIN_DEFINED_SHARE * n_boot:
+        return np.nan, np.nan
+    alpha = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(ok, [alpha, 100 - alpha])
+    return float(low), float(high)
+
+
+def _weighted_means(values: np.ndarray, mask: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (draws[:, mask] @ values[mask]) / draws[:, mask].sum(axis=1)
+
+
+def marker_contrast(share: np.ndarray, view: np.ndarray, patients: pd.Series, n_boot: int,
+                    seed: int) -> dict[str, float]:
+    """Mean share of a map's mass in the marker corner on AP images, on PA images, and their difference,
+    with a 95 % interval from a bootstrap over patients (images of one patient are drawn together)."""
+    ok = np.isfinite(share)
+    ap, pa = ok & (view == "AP"), ok & (view == "PA")
+    out = {"ap": float(share[ap].mean()) if ap.any() else np.nan,
+           "pa": float(share[pa].mean()) if pa.any() else np.nan}
+    out["diff"] = out["ap"] - out["pa"]
+    out["diff_low"] = out["diff_high"] = np.nan
+    if ap.any() and pa.any():
+        draws = _patient_draws(patients, n_boot, seed)
+        diffs = _weighted_means(share, ap, draws) - _weighted_means(share, pa, draws)
+        out["diff_low"], out["diff_high"] = _percentile_interval(diffs, n_boot)
+    return out
+
+
+def mean_share(share: np.ndarray, patients: pd.Series, n_boot: int, seed: int) -> dict[str, float]:
+    """Mean share of a map's mass in a region (the border) with its patient-bootstrap 95 % interval."""
+    ok = np.isfinite(share)
+    if not ok.any():
+        return {"mean": np.nan, "low": np.nan, "high": np.nan}
+    low, high = _percentile_interval(_weighted_means(share, ok, _patient_draws(patients, n_boot, seed)), n_boot)
+    return {"mean": float(share[ok].mean()), "low": low, "high": high}
 
 
 def _cam_cached(pixels: np.ndarray, stats_pixels: np.ndarray, image_size: int, state: dict, code: str,

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.contingency_tables import StratifiedTable
 
 from pipeline.config import StudyConfig
 from pipeline.data import schema as S
@@ -128,6 +127,8 @@ def homogeneity_p(observed: np.ndarray) -> float:
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        from statsmodels.stats.contingency_tables import StratifiedTable
+
         return float(StratifiedTable(tabs).test_equal_odds(adjust=True).pvalue)
 
 
@@ -135,6 +136,8 @@ def statsmodels_pooled_or(observed: np.ndarray) -> float:
     """Mantel-Haenszel pooled odds ratio by statsmodels' StratifiedTable (to cross-check ours)."""
     tabs = [observed[::-1, ::-1, k] for k in range(observed.shape[-1])]
     tabs = [x for x in tabs if (x.sum(axis=1) > 0).all()]
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
     return float(StratifiedTable(tabs).oddsratio_pooled)
 
 

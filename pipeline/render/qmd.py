@@ -364,8 +364,9 @@ class Emitter:
             html, self.vega_library = BUNDLE_PLACEHOLDER + html, True
         return f"```{{=html}}\n{html}\n```"
 
-    def display(self, data: dict[str, Any]) -> tuple[str, str]:
-        """(kind, markdown) of one display output, with Quarto's mime priority for the format."""
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> tuple[str, str]:
+        """(kind, markdown) of one display output, with Quarto's mime priority for the format; an image's
+        width from its metadata (IPython's `Image(width=...)`) kept, as Quarto does."""
         order = ["text/html", "text/markdown", "image/svg+xml", "image/png", "image/jpeg"] if self.html \
             else ["text/markdown", "image/svg+xml", "image/png", "image/jpeg"]
         for mime in order:
@@ -374,9 +375,11 @@ class Emitter:
                     return "html", self.raw_html(data[mime])
                 if mime == "text/markdown":
                     return "markdown", data[mime]
+                width = ((metadata or {}).get(mime) or {}).get("width")
+                size = f"{{width={int(width)}}}" if width else ""
                 if mime == "image/svg+xml":
-                    return "image", f"![]({self.image(base64.b64encode(data[mime].encode()).decode(), 'svg')})"
-                return "image", f"![]({self.image(data[mime], mime.split('/')[1].replace('jpeg', 'jpg'))})"
+                    return "image", f"![]({self.image(base64.b64encode(data[mime].encode()).decode(), 'svg')}){size}"
+                return "image", f"![]({self.image(data[mime], mime.split('/')[1].replace('jpeg', 'jpg'))}){size}"
         return "text", f"```\n{data.get('text/plain', '')}\n```"
 
     def cell(self, cell: Cell, outputs: list[dict], doc: Document) -> str:
@@ -404,7 +407,7 @@ class Emitter:
         if kind in ("display_data", "execute_result"):
             if asis and "text/markdown" in out["data"]:
                 return "markdown", out["data"]["text/markdown"]
-            return self.display(out["data"])
+            return self.display(out["data"], out.get("metadata"))
         if kind == "error":
             return "text", "```\n" + _strip_ansi("\n".join(out.get("traceback", []))) + "\n```"
         return "", ""

@@ -29,6 +29,7 @@ def copy_project(target: Path, source: Path = ROOT) -> Path:
     for name in SOURCES:
         src = source / name
         (shutil.copytree if src.is_dir() else shutil.copyfile)(src, target / name)
+    (target / "pipeline").symlink_to(source / "pipeline")  # _quarto.yml's pre-render script lives there
     return target
 
 

@@ -230,12 +230,16 @@ def probing_chart(ctx: StudyContext) -> alt.LayerChart:
     color = alt.Color("source:N", title=None, scale=alt.Scale(domain=["Caractéristiques de l'image",
                                                                       "Autres attributs seuls"],
                                                               range=["#AA3377", "#7F7F7F"]),
-                      legend=alt.Legend(orient="bottom"))
-    axis = alt.Axis(title="AUC de la sonde (IC 95 %, validation croisée par patient)", values=[0.5, 0.6, 0.7, 0.8,
-                                                                                              0.9, 1.0])
+                      legend=alt.Legend(orient="bottom", labelLimit=400))
+    # From 0.4 (chance is 0.5) or lower when an interval reaches below: a bar drawn past the scale's end
+    # would widen the figure (Vega does not clip marks), and clipping it would hide the interval's extent.
+    lowest = float(data["low"].min()) if data["low"].notna().any() else 0.4
+    start = min(4, int(np.floor(lowest * 10))) / 10
+    axis = alt.Axis(title="AUC de la sonde (IC 95 %, validation croisée par patient)",
+                    values=[round(v / 10, 1) for v in range(int(start * 10), 11)])
     layer = style.interval_layer(data, "auc", "low", "high", alt.Y("attribut:N", title=None, sort=None), color,
                                  ["attribut:N", "source:N", alt.Tooltip("auc:Q", format=".2f")], axis,
-                                 y_offset=alt.YOffset("source:N"), domain=[0.4, 1.0])
+                                 y_offset=alt.YOffset("source:N"), domain=[start, 1.0])
     chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#888888", strokeDash=[4, 3]).encode(x="x:Q")
     return (chance + layer).properties(width=style.WIDTH, height=max(120, 70 * len(data) // 2))
 
@@ -428,26 +432,37 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
     shown = np.flatnonzero(cams["cases"][S.LABEL].isin(labels).to_numpy())
     cases = cams["cases"].iloc[shown]
     attribute = ctx.config.weighting.attribute
-    n, pad, head, left = len(cases), 6, 62, 96
+    # Text in proportion to the tiles: a column's three lines (« malade détecté ») fit its width, the row
+    # names on the left are larger (that column is free).
+    small, large = max(12, round(size * 0.115)), max(12, round(size * 0.15))
+    line = round(1.45 * small)
+    n, pad, head, left = len(cases), max(6, size // 30), 3 * line + 8, round(5.4 * large)
     methods = list(MAP_LABELS_FR)
     canvas = Image.new("RGB", (left + n * (size + pad) + pad, (1 + len(methods)) * (size + pad) + pad + head),
                        "white")
     draw = ImageDraw.Draw(canvas)
-    try:
-        font = ImageFont.truetype("DejaVuSans.ttf", 12)
-    except OSError:
-        font = ImageFont.load_default()
+
+    def font(px: int):
+        try:
+            return ImageFont.truetype("DejaVuSans.ttf", px)
+        except OSError:
+            return ImageFont.load_default()
+
+    top_font, row_font = font(small), font(large)
     for j, label in enumerate(["Image", *(MAP_LABELS_FR[m] for m in methods)]):
-        draw.multiline_text((4, head + j * (size + pad) + size // 2 - 14), label.replace(" ", "\n"), fill="black",
-                            font=font)
+        text = label.replace(" ", "\n")
+        _, top, _, bottom = draw.multiline_textbbox((0, 0), text, font=row_font)
+        draw.multiline_text((4, head + j * (size + pad) + (size - bottom - top) // 2), text, fill="black",
+                            font=row_font)
     for i, (k, r) in enumerate(zip(shown, cases.itertuples(), strict=True)):
         x = left + pad + i * (size + pad)
         truth = "malade" if r.label == 1 else "sain"
-        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {getattr(r, 'view', '')}", fill="black", font=font)
+        draw.text((x, 4), f"{fr.group_label(attribute, r.group)}, {getattr(r, 'view', '')}", fill="black",
+                  font=top_font)
         outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
                    ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
-        draw.text((x, 22), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=font)
-        draw.text((x, 40), f"p = {num(r.proba)}", fill="black", font=font)
+        draw.text((x, 4 + line), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=top_font)
+        draw.text((x, 4 + 2 * line), f"p = {num(r.proba)}", fill="black", font=top_font)
         for j, m in enumerate(methods):
             heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
@@ -464,13 +479,16 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
     return buf.getvalue()
 
 
-def cam_image(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0)):
-    """The CAM figure for a notebook cell (IPython Image: PNG embedded in HTML and PDF)."""
+def cam_image(ctx: StudyContext, size: int = 176, labels: tuple[int, ...] = (1, 0), width: int | None = None):
+    """The CAM figure for a notebook cell (IPython Image: PNG embedded in HTML and PDF), shown `width` px
+    wide when given (a slide: drawn larger than shown, so that it stays sharp)."""
     from IPython.display import Image as IPImage
     from IPython.display import Markdown
 
     png = cam_png(ctx, size, labels)
-    return Markdown("*Cartes d'activation indisponibles (pas de réseau entraîné).*") if png is None else IPImage(png)
+    if png is None:
+        return Markdown("*Cartes d'activation indisponibles (pas de réseau entraîné).*")
+    return IPImage(png, width=width)
 
 
 def cam_stats(ctx: StudyContext, method: str = "integrated_gradients") -> dict[str, float]:
@@ -478,11 +496,35 @@ def cam_stats(ctx: StudyContext, method: str = "integrated_gradients") -> dict[s
     cams = model_results(ctx).cams
     if cams is None:
         return {}
-    ap, m = cams["stats_view"] == "AP", cams[method]
-    return {"border_share": float(np.nanmean(m["border_share"])), "border_area": cams["border_area"],
-            "marker_share_ap": float(np.nanmean(m["marker_share"][ap])) if ap.any() else np.nan,
-            "marker_share_pa": float(np.nanmean(m["marker_share"][~ap])) if (~ap).any() else np.nan,
-            "marker_area": cams["marker_area"], "n": len(m["border_share"])}
+    m, contrast, border = cams[method], cams["marker_contrast"][method], cams["border"][method]
+    return {"border_share": border["mean"], "border_low": border["low"], "border_high": border["high"],
+            "border_area": cams["border_area"],
+            "marker_share_ap": contrast["ap"], "marker_share_pa": contrast["pa"],
+            "marker_diff": contrast["diff"], "marker_diff_low": contrast["diff_low"],
+            "marker_diff_high": contrast["diff_high"], "marker_area": cams["marker_area"],
+            "n": len(m["border_share"])}
+
+
+def marker_shows(s: dict[str, float]) -> bool:
+    """The demo's planted shortcut shows: on AP images the marker corner gets more of the map than its
+    area, and more than on PA images beyond the patient-bootstrap noise (interval above zero)."""
+    return bool(s) and s["marker_share_ap"] > s["marker_area"] and s["marker_diff_low"] > 0
+
+
+def border_text(s: dict[str, float]) -> str:
+    """« 20 % [18 ; 22] » (patient-bootstrap interval; « [IC n.d.] » when it is not defined)."""
+    low, high = s["border_low"], s["border_high"]
+    if np.isfinite(low) and np.isfinite(high):
+        return fr.percent_ci(s["border_share"], low, high)
+    return f"{fr.percent(s['border_share'])} {fr.UNDEFINED_CI}"
+
+
+def marker_contrast_text(s: dict[str, float]) -> str:
+    """« 2,3 % sur les AP contre 0,5 % sur les PA (écart +1,8 point [+1,2 ; +2,4]) »."""
+    d, low, high = s["marker_diff"], s["marker_diff_low"], s["marker_diff_high"]
+    gap = fr.points_ci(d, low, high) if np.isfinite(low) and np.isfinite(high) else f"{fr.points(d)} {fr.UNDEFINED_CI}"
+    return (f"{fr.percent(s['marker_share_ap'], 1)} sur les AP contre {fr.percent(s['marker_share_pa'], 1)} sur "
+            f"les PA (écart {gap})")
 
 
 def cam_narrative(ctx: StudyContext) -> str:
@@ -491,18 +533,17 @@ def cam_narrative(ctx: StudyContext) -> str:
     lines = []
     for method, label in MAP_LABELS_FR.items():
         s = cam_stats(ctx, method)
-        wide = s["border_share"] > s["border_area"]
+        wide, narrow = s["border_low"] > s["border_area"], s["border_high"] < s["border_area"]
         text = (f"{label} : sur {fr.count(s['n'], 'images')} d'évaluation, le bord de l'image (10 % de chaque côté, "
-                f"{fr.percent(s['border_area'])} de la surface) reçoit {fr.percent(s['border_share'])} de la masse "
-                "de la carte" + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
-                                 ", moins que sa surface : le modèle s'appuie surtout sur le centre "
-                                 "(poumons et cœur)."))
+                f"{fr.percent(s['border_area'])} de la surface) reçoit {border_text(s)} de la masse de la carte"
+                + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
+                   ", moins que sa surface : le modèle s'appuie surtout sur le centre (poumons et cœur)." if narrow
+                   else ", autant que sa surface, au bruit près."))
         if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
-            seen = s["marker_share_ap"] > max(s["marker_area"], s["marker_share_pa"])
             text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
-                     f"reçoit {fr.percent(s['marker_share_ap'], 1)} de la masse sur les clichés AP, contre "
-                     f"{fr.percent(s['marker_share_pa'], 1)} sur les PA"
-                     + (" : le raccourci planté se voit." if seen else " : le marqueur planté ne ressort pas."))
+                     f"reçoit {marker_contrast_text(s)}, IC 95 % par bootstrap sur les patients"
+                     + (" : le raccourci planté se voit." if marker_shows(s) else
+                        " : le marqueur planté ne ressort pas au-delà du bruit."))
         lines.append(text)
     lines.append("Grad-CAM [@selvaraju2017gradcam] ne garde que ce qui pousse vers « malade », à la résolution de "
                  "la couche de convolution la plus profonde qui garde au moins 8 × 8 cellules ; les gradients "

@@ -204,23 +204,28 @@ def title_images(ctx: StudyContext) -> str:
     s = analysis.cam_stats(ctx)
     if not s:
         return "Cartes d'activation : indisponibles sans réseau entraîné"
-    if ctx.config.is_demo and s["marker_share_ap"] > max(s["marker_area"], s["marker_share_pa"]):
-        return "Sur les clichés AP, le réseau regarde aussi le marqueur « AP »"
-    if s["border_share"] > s["border_area"]:
-        return "Le réseau regarde aussi les bords de l'image, pas seulement les poumons"
-    return "Le réseau regarde surtout le centre de l'image : poumons et cœur"
+    # One line at Quarto's title size (about 45 characters): the figure takes the rest of the slide.
+    if ctx.config.is_demo and analysis.marker_shows(s):
+        return "Le réseau regarde aussi le marqueur « AP »"
+    if s["border_low"] > s["border_area"]:
+        return "Le réseau regarde aussi les bords de l'image"
+    if s["border_high"] < s["border_area"]:
+        return "Le réseau regarde surtout poumons et cœur"
+    return "Le réseau regarde le bord autant que sa surface"
 
 
 def images_message(ctx: StudyContext) -> str:
     s = analysis.cam_stats(ctx)
     if not s:
         return ""
-    text = f"Bord de l'image : {fr.percent(s['border_share'])} de l'attention pour {fr.percent(s['border_area'])} " \
-           "de la surface."
     if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
-        text += (f" Coin du marqueur sur les AP : {fr.percent(s['marker_share_ap'], 1)} pour "
-                 f"{fr.percent(s['marker_area'], 1)} de la surface.")
-    return text
+        d, low, high = s["marker_diff"], s["marker_diff_low"], s["marker_diff_high"]
+        value = fr.points_ci(d, low, high) if np.isfinite(low) and np.isfinite(high) else \
+            f"{fr.points(d)} {fr.UNDEFINED_CI}"
+        return key_number(value, f"d'attention sur le coin du marqueur, AP − PA ({fr.percent(s['marker_share_ap'], 1)}"
+                                 f" contre {fr.percent(s['marker_share_pa'], 1)})")
+    return key_number(analysis.border_text(s), f"de l'attention sur le bord de l'image, "
+                                               f"{fr.percent(s['border_area'])} de la surface")
 
 
 def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
