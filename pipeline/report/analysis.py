@@ -538,7 +538,9 @@ def cam_narrative(ctx: StudyContext) -> str:
                 f"{fr.percent(s['border_area'])} de la surface) reçoit {border_text(s)} de la masse de la carte"
                 + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
                    ", moins que sa surface : le modèle s'appuie surtout sur le centre (poumons et cœur)." if narrow
-                   else ", autant que sa surface, au bruit près."))
+                   else ", sans écart établi avec sa surface (l'intervalle la contient)."
+                   if np.isfinite(s["border_low"])
+                   else " (intervalle non défini : pas de conclusion)."))
         if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
             text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
                      f"reçoit {marker_contrast_text(s)}, IC 95 % par bootstrap sur les patients"

@@ -207,11 +207,13 @@ def title_images(ctx: StudyContext) -> str:
     # One line at Quarto's title size (about 45 characters): the figure takes the rest of the slide.
     if ctx.config.is_demo and analysis.marker_shows(s):
         return "Le réseau regarde aussi le marqueur « AP »"
+    if not (np.isfinite(s["border_low"]) and np.isfinite(s["border_high"])):
+        return "Où regarde le réseau ? Bord et centre de l'image"
     if s["border_low"] > s["border_area"]:
         return "Le réseau regarde aussi les bords de l'image"
     if s["border_high"] < s["border_area"]:
         return "Le réseau regarde surtout poumons et cœur"
-    return "Le réseau regarde le bord autant que sa surface"
+    return "Bord de l'image : aucun écart établi avec sa surface"
 
 
 def images_message(ctx: StudyContext) -> str:
