@@ -206,6 +206,21 @@ def test_uncaptioned_image_output_is_an_image(tmp_path):
     assert "HTML-SEULEMENT" in to_markdown(doc, outputs, Emitter("html", tmp_path / "media"))
 
 
+def test_image_output_keeps_its_width(tmp_path):
+    """`IPython.display.Image(png, width=N)` is shown N px wide, as Quarto does (the CAM slide)."""
+    qmd = tmp_path / "d.qmd"
+    qmd.write_text("```{python}\nshow()\n```\n")
+    doc = parse(qmd)
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 4), "red").save(buffer, format="PNG")
+    data = {"image/png": base64.b64encode(buffer.getvalue()).decode()}
+    for metadata, size in (({"image/png": {"width": 300}}, "{width=300}"), ({}, "")):
+        outputs = [[{"output_type": "display_data", "data": data, "metadata": metadata}]
+                   if isinstance(p, Cell) else None for p in doc.parts]
+        markdown = to_markdown(doc, outputs, Emitter("html", tmp_path / "media"))
+        assert re.search(r"!\[\]\([^)]+\)" + re.escape(size) + r"(\s|$)", markdown), markdown
+
+
 def test_slide_overflow_is_detected(tmp_path):
     qmd = tmp_path / "s.qmd"
     qmd.write_text("---\nformat: revealjs\n---\n")
@@ -234,13 +249,15 @@ def test_quarto_is_used_when_on_path(tmp_path, monkeypatch):
     fake = tmp_path / "bin" / "quarto"
     fake.parent.mkdir()
     fake.write_text(f"#!{sys.executable}\nimport sys, pathlib\n"
-                    f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                    f"import os\nopen({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                    f"open({str(log)!r} + '.python', 'w').write(os.environ.get('QUARTO_PYTHON', ''))\n"
                     "src = pathlib.Path(sys.argv[2])\n"
                     "for fmt in sys.argv[sys.argv.index('--to') + 1].split(','):\n"
                     "    ext = 'pdf' if fmt == 'typst' else 'html'\n"
                     "    (src.parent / f'{src.stem}.{ext}').write_text('made by ' + fmt)\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("QUARTO_PYTHON", raising=False)  # a shell without the virtual environment activated
     paths = render_all(project)
     pdf = ["_output/slides.pdf"] if slides_pdf.browser() else []
     assert [p.relative_to(project).as_posix() for p in paths] == \
@@ -250,6 +267,9 @@ def test_quarto_is_used_when_on_path(tmp_path, monkeypatch):
     calls = log.read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["render", "render"]
     assert calls[0].endswith("report.qmd --to html,typst") and calls[1].endswith("slides.qmd --to revealjs")
+    # Quarto's Python (documents' kernel, pre-render step) is one that has the pipeline's dependencies.
+    python = Path(f"{log}.python").read_text()
+    assert python and subprocess.run([python, "-c", "import pandas, altair, ipykernel"]).returncode == 0
 
 
 def test_slide_overflow_counts_table_rows_as_reveal_lays_them_out(tmp_path):

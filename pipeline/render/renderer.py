@@ -156,7 +156,8 @@ def _render_quarto(qmd: Path, formats: list[str], project: Path, out_dir: Path) 
     """`quarto render FILE --to f1,f2`; outputs are named FILE-stem + .html/.pdf (Typst gives a PDF)."""
     t0 = time.perf_counter()
     print(f"quarto render {_rel(qmd, project)} --to {','.join(formats)}…", flush=True)
-    done = subprocess.run(["quarto", "render", str(qmd), "--to", ",".join(formats)], cwd=project)
+    done = subprocess.run(["quarto", "render", str(qmd), "--to", ",".join(formats)], cwd=project,
+                          env=quarto_env(project))
     if done.returncode != 0:
         raise RenderError(f"quarto render {qmd.name} failed (exit {done.returncode}); see its messages above")
     written = []
@@ -190,6 +191,13 @@ def revealjs_dir() -> Path:
     if not (path / "dist" / "reveal.js").exists():
         raise RenderError(f"reveal.js not found under {path}; reinstall sphinx-revealjs")
     return path
+
+
+def quarto_env(project: Path) -> dict[str, str]:
+    """Quarto's environment when this pipeline calls it: its Python (for the documents' Jupyter kernel
+    and the pre-render step) is this interpreter unless QUARTO_PYTHON names another; a `make report`
+    from a shell without the virtual environment activated works like one with it."""
+    return {**kernel_env(project), "QUARTO_PYTHON": os.environ.get("QUARTO_PYTHON") or sys.executable}
 
 
 def kernel_env(project: Path) -> dict[str, str]:
