@@ -106,14 +106,19 @@ def pareto_message(ctx: StudyContext) -> str:
     both = beats_both(ctx)
     text = f"{both[0]} fait mieux que ses deux composantes." if both else \
         "Aucune combinaison ne fait mieux que ses deux composantes à la fois."
-    note = gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")
-    return f"{text} {note}".strip()
+    return f"{text} {caveat(gap_fallback_note(ctx, pareto_gap(ctx), of='combinaison'))}".strip()
 
 
 def slide_weighting_message(ctx: StudyContext) -> str:
     moves = significant_moves(ctx.comparison, "method", method_label)
     text = moves[0] if moves else "Aucune pondération ne change l'équité au-delà du bruit."
-    return f"{text} {gap_fallback_note(ctx, defined_gap(ctx.comparison))}".strip()
+    return f"{text} {caveat(gap_fallback_note(ctx, defined_gap(ctx.comparison)))}".strip()
+
+
+def caveat(text: str) -> str:
+    """A caveat after a slide's message, in small type: the chart keeps its room (Quarto shrinks a
+    slide's lone figure to the height the text leaves)."""
+    return f'[{text}]{{style="font-size: 0.6em"}}' if text else ""
 
 
 def key_number(value: str, caption: str) -> str:
