@@ -97,9 +97,9 @@ def pareto_gap(ctx: StudyContext) -> str:
 
 
 def title_pareto(ctx: StudyContext) -> str:
-    """« 4 combinaisons sur 56 ne sont dominées par aucune autre » (short: a title)."""
+    """« Combiner : 4 combinaisons sur 56 non dominées » (one line at Quarto's title size)."""
     front = ctx.grid.frontier(pareto_gap(ctx))
-    return f"Combiner : {len(front)} combinaisons sur {len(ctx.grid.table)} ne sont dominées par aucune autre"
+    return f"Combiner : {len(front)} combinaisons sur {len(ctx.grid.table)} non dominées"
 
 
 def pareto_message(ctx: StudyContext) -> str:
