@@ -97,9 +97,9 @@ def pareto_gap(ctx: StudyContext) -> str:
 
 
 def title_pareto(ctx: StudyContext) -> str:
-    """« Combiner : 4 combinaisons sur 56 non dominées » (one line at Quarto's title size)."""
+    """« Combiner : 4 sur 56 non dominées » (one line at Quarto's title size, about 40 characters)."""
     front = ctx.grid.frontier(pareto_gap(ctx))
-    return f"Combiner : {len(front)} combinaisons sur {len(ctx.grid.table)} non dominées"
+    return f"Combiner : {len(front)} sur {len(ctx.grid.table)} non dominées"
 
 
 def pareto_message(ctx: StudyContext) -> str:
@@ -118,7 +118,9 @@ def slide_weighting_message(ctx: StudyContext) -> str:
 def caveat(text: str) -> str:
     """A caveat after a slide's message, in small type: the chart keeps its room (Quarto shrinks a
     slide's lone figure to the height the text leaves)."""
-    return f'[{text}]{{style="font-size: 0.6em"}}' if text else ""
+    # A block of its own: in the message's paragraph, small lines would keep the message's line height.
+    return f'[{text}]{{style="display: block; font-size: 0.6em; line-height: 1.3; margin-top: 0.4em"}}' \
+        if text else ""
 
 
 def key_number(value: str, caption: str) -> str:
