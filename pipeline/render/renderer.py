@@ -351,8 +351,24 @@ def typst_source(markdown: str, typ: Path, build: Path, doc: Document, header: s
         meta["mainfont"] = opts["mainfont"]
     build.mkdir(parents=True, exist_ok=True)
     head = build / f"{typ.stem}-header.typ"
-    head.write_text(header, encoding="utf-8")
+    head.write_text("\n".join([header, *_header_includes(opts, doc.path.parent)]), encoding="utf-8")
     run_pandoc(markdown, typ, "typst", [*_toc_args(opts), "--include-in-header", str(head)], build, meta, doc)
+
+
+def _header_includes(opts: dict[str, Any], folder: Path) -> list[str]:
+    """The format's `include-in-header` as Quarto reads it: a path, `{file: path}` or `{text: ...}`,
+    or a list of them (paths relative to the document)."""
+    items = opts.get("include-in-header") or []
+    out = []
+    for item in items if isinstance(items, list) else [items]:
+        if isinstance(item, dict) and "text" in item:
+            out.append(str(item["text"]))
+            continue
+        path = folder / str(item["file"] if isinstance(item, dict) else item)
+        if not path.is_file():
+            raise RenderError(f"include-in-header: {path} does not exist (format options of {folder})")
+        out.append(path.read_text(encoding="utf-8"))
+    return out
 
 
 def _pages(pdf: Path) -> int:

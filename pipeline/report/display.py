@@ -154,7 +154,7 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content, but
     # a long paragraph or formula wraps anyway (capped), and no column is narrower than its longest word.
     widths = [max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT),
-                  max((len(w) for r in cells for w in r[i].split()), default=3))
+                  max((len(w) for r in cells for w in r[i].split(" ")), default=3))  # no break at NBSP
               for i, n in enumerate(names)]
     numeric = [i > 0 and all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—"))
                for i in range(len(names))]
