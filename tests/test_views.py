@@ -45,6 +45,10 @@ def test_table_columns_share_width_by_content_capped_and_never_below_the_longest
     dashes = [len(c.strip(":")) for c in markdown_table(table).split("\n")[1].strip("|").split("|")]
     assert dashes[1] == WRAP_AT  # a paragraph wraps: its length does not take the page
     assert dashes[0] == WRAP_AT and dashes[2] == len("[@weerts2023fairlearn]")
+    # A header word counts too: a column of « n.d. » under « Écart EO » is not overprinted in a PDF.
+    dashes = [len(c.strip(":")) for c in markdown_table(pd.DataFrame({"Écart EO": ["n.d."]})).split("\n")[1]
+              .strip("|").split("|")]
+    assert dashes[0] >= len("Écart")
 
 
 def test_an_empty_pareto_front_says_so_in_the_chapter_and_on_the_slide():

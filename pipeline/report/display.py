@@ -152,9 +152,10 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     cells = [[_cell(v, digits, decimal) for v in row] for row in frame.itertuples(index=False)]
     names = [_cell(c, None, decimal) for c in frame.columns]
     # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content, but
-    # a long paragraph or formula wraps anyway (capped), and no column is narrower than its longest word.
+    # a long paragraph or formula wraps anyway (capped), and no column is narrower than its longest word,
+    # header included (words split at spaces only: an interval's no-break spaces keep it one word).
     widths = [max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT),
-                  max((len(w) for r in cells for w in r[i].split(" ")), default=3))  # no break at NBSP
+                  max((len(w) for t in [n, *(r[i] for r in cells)] for w in t.split(" ")), default=3))
               for i, n in enumerate(names)]
     numeric = [i > 0 and all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—"))
                for i in range(len(names))]
