@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -58,3 +59,6 @@ def test_an_empty_pareto_front_says_so_in_the_chapter_and_on_the_slide():
     for compact in (False, True):
         shown = postprocessing.pareto_table(ctx, "eo_diff", compact=compact)
         assert shown["Méthode"].tolist() == ["Front vide : aucune règle non dégénérée dont l'écart est défini"]
+    # The chapter's figure says why it is empty, in its plot area (nih-real: EO undefined everywhere).
+    spec = json.dumps(postprocessing.pareto_chart(ctx, "eo_diff").to_dict(), ensure_ascii=False)
+    assert '"text"' in spec and "non défini pour toutes les combinaisons" in spec
