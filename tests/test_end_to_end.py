@@ -19,12 +19,9 @@ RUBRIC = ["Introduction", "Préparation des données", "Pré-traitement", "Post-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Copy the project's sources to a temporary folder and render them there."""
-    project = tmp_path_factory.mktemp("project")
-    for name in ("_quarto.yml", "report.qmd", "slides.qmd", "references.bib", "study.yml"):
-        (project / name).write_bytes((ROOT / name).read_bytes())
-    (project / "chapters").mkdir()
-    for chapter in (ROOT / "chapters").glob("*.qmd"):
-        (project / "chapters" / chapter.name).write_bytes(chapter.read_bytes())
+    from pipeline.render.timing import copy_project
+
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
     env = {**os.environ, "FAIRCXR_CONFIG": str(TINY), "FAIRCXR_CACHE": str(project / "cache"),
            "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "FAIRCXR_OUTPUT": str(project / "_output")}
     env.pop("FAIRCXR_DATA", None)
