@@ -148,7 +148,7 @@ def amplification_chart(ctx: StudyContext) -> alt.LayerChart:
     color = alt.Color("source:N", title=None, scale=alt.Scale(domain=["Données (prévalence)",
                                                                       "Modèle (taux prédit malade)"],
                                                               range=["#7F7F7F", "#AA3377"]),
-                      legend=alt.Legend(orient="bottom"))
+                      legend=alt.Legend(orient="bottom", labelLimit=400))
     y = alt.Y("attribut:N", title=None, sort=None, axis=alt.Axis(labelLimit=360))
     tooltip = ["attribut:N", "source:N", alt.Tooltip("gap:Q", format="+.1f"), alt.Tooltip("low:Q", format="+.1f"),
                alt.Tooltip("high:Q", format="+.1f")]
