@@ -191,12 +191,17 @@ def test_echo_and_output_options_without_kernel(tmp_path):
     assert "```\nTROIS-VU\n```" in markdown
 
 
-def test_uncaptioned_image_output_is_an_image(tmp_path):
+def _one_cell_and_png(tmp_path: Path, size: tuple[int, int]):
+    """A document of one cell, and a PNG of `size` (its bytes) for that cell's output."""
     qmd = tmp_path / "d.qmd"
     qmd.write_text("```{python}\nshow()\n```\n")
-    doc = parse(qmd)
     buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")
+    Image.new("RGB", size, "red").save(buffer, format="PNG")
+    return parse(qmd), buffer
+
+
+def test_uncaptioned_image_output_is_an_image(tmp_path):
+    doc, buffer = _one_cell_and_png(tmp_path, (4, 4))
     data = {"image/png": base64.b64encode(buffer.getvalue()).decode(), "text/html": "<p>HTML-SEULEMENT</p>"}
     outputs = [[{"output_type": "display_data", "data": data, "metadata": {}}] if isinstance(p, Cell) else None
                for p in doc.parts]
@@ -208,11 +213,7 @@ def test_uncaptioned_image_output_is_an_image(tmp_path):
 
 def test_image_output_keeps_its_width(tmp_path):
     """`IPython.display.Image(png, width=N)` is shown N px wide, as Quarto does (the CAM slide)."""
-    qmd = tmp_path / "d.qmd"
-    qmd.write_text("```{python}\nshow()\n```\n")
-    doc = parse(qmd)
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 4), "red").save(buffer, format="PNG")
+    doc, buffer = _one_cell_and_png(tmp_path, (40, 4))
     data = {"image/png": base64.b64encode(buffer.getvalue()).decode()}
     for metadata, size in (({"image/png": {"width": 300}}, "{width=300}"), ({}, "")):
         outputs = [[{"output_type": "display_data", "data": data, "metadata": metadata}]

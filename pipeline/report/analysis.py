@@ -519,12 +519,16 @@ def border_text(s: dict[str, float]) -> str:
     return f"{fr.percent(s['border_share'])} {fr.UNDEFINED_CI}"
 
 
+def marker_gap(s: dict[str, float]) -> str:
+    """« +1,8 point [+1,2 ; +2,4] »: AP − PA share of the marker corner (« [IC n.d.] » when undefined)."""
+    d, low, high = s["marker_diff"], s["marker_diff_low"], s["marker_diff_high"]
+    return fr.points_ci(d, low, high) if np.isfinite(low) and np.isfinite(high) else f"{fr.points(d)} {fr.UNDEFINED_CI}"
+
+
 def marker_contrast_text(s: dict[str, float]) -> str:
     """« 2,3 % sur les AP contre 0,5 % sur les PA (écart +1,8 point [+1,2 ; +2,4]) »."""
-    d, low, high = s["marker_diff"], s["marker_diff_low"], s["marker_diff_high"]
-    gap = fr.points_ci(d, low, high) if np.isfinite(low) and np.isfinite(high) else f"{fr.points(d)} {fr.UNDEFINED_CI}"
     return (f"{fr.percent(s['marker_share_ap'], 1)} sur les AP contre {fr.percent(s['marker_share_pa'], 1)} sur "
-            f"les PA (écart {gap})")
+            f"les PA (écart {marker_gap(s)})")
 
 
 def cam_narrative(ctx: StudyContext) -> str:

@@ -228,11 +228,9 @@ def images_message(ctx: StudyContext) -> str:
     if not s:
         return ""
     if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
-        d, low, high = s["marker_diff"], s["marker_diff_low"], s["marker_diff_high"]
-        value = fr.points_ci(d, low, high) if np.isfinite(low) and np.isfinite(high) else \
-            f"{fr.points(d)} {fr.UNDEFINED_CI}"
-        return key_number(value, f"d'attention sur le coin du marqueur, AP − PA ({fr.percent(s['marker_share_ap'], 1)}"
-                                 f" contre {fr.percent(s['marker_share_pa'], 1)})")
+        return key_number(analysis.marker_gap(s), f"d'attention sur le coin du marqueur, AP − PA "
+                                                  f"({fr.percent(s['marker_share_ap'], 1)} contre "
+                                                  f"{fr.percent(s['marker_share_pa'], 1)})")
     return key_number(analysis.border_text(s), f"de l'attention sur le bord de l'image, "
                                                f"{fr.percent(s['border_area'])} de la surface")
 
