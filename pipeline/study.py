@@ -72,7 +72,8 @@ class StudyContext:
         return "\n".join(lines)
 
 
-def _ensure_demo(config: StudyConfig) -> None:
+def ensure_demo(config: StudyConfig) -> None:
+    """Write the demo dataset once when the config names no data folder (its files key the study)."""
     path = config.data_path()
     if config.is_demo and not (path / "demo.json").exists():
         from pipeline.data.demo import make_demo
@@ -213,7 +214,7 @@ def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, fo
 def run(config: StudyConfig | None = None) -> StudyContext:
     """Compute (or load from the cache) the whole study."""
     config = config or load_config()
-    _ensure_demo(config)
+    ensure_demo(config)
     t0 = time.perf_counter()
     with progress.stage("checking the data folder") as stage:
         full_frame, check = load_dataset(config.data_path(), config)
@@ -302,7 +303,7 @@ def study_key(config: StudyConfig) -> str:
 
 
 def _stored(config: StudyConfig) -> Path:
-    _ensure_demo(config)
+    ensure_demo(config)
     return cache_dir() / "study" / f"{study_key(config)}.pickle"
 
 

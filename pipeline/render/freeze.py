@@ -21,8 +21,9 @@ STAMP = ".study-inputs"  # in _freeze/: the key of the inputs its results were c
 def inputs_key(config: StudyConfig) -> str:
     """The study's key (config, data files, study code) and the source of the whole pipeline (the
     report's texts and charts are computed by `pipeline.report`)."""
-    from pipeline.study import study_key
+    from pipeline.study import ensure_demo, study_key
 
+    ensure_demo(config)  # the documents would write it: keyed before, the next render would clear again
     here = Path(__file__).resolve().parents[1]
     sources = sorted(here.rglob("*.py"))
     return combined_digest([study_key(config), *(f"{p.relative_to(here)}:{p.read_text(encoding='utf-8')}"
