@@ -13,6 +13,7 @@ from sklearn.model_selection import TunedThresholdClassifierCV
 from pipeline.fairness import postprocess as P
 from pipeline.fairness.grid import pareto_frontier, pareto_table, run_grid
 from pipeline.fairness.metrics import point_metrics
+from pipeline.fairness.score_model import ScoreEstimator
 
 TO_METHODS = ("to_demographic_parity", "to_equalized_odds", "to_tpr_parity")
 GROUP_AWARE = tuple(m for m in P.POSTPROCESSORS if m not in ("none", "threshold_global"))
@@ -149,7 +150,7 @@ def test_best_threshold_matches_brute_force_and_scikit_learn():
     fit, _ = P.split_fit_score(planted(4), 0.5, 0, "sex")
     s, y = fit["proba"].to_numpy(), fit["label"].to_numpy()
     brute = max(np.unique(s), key=lambda t: _bacc(y, (s >= t).astype(float)))
-    tuned = TunedThresholdClassifierCV(FrozenEstimator(P.ScoreEstimator().fit()), scoring="balanced_accuracy",
+    tuned = TunedThresholdClassifierCV(FrozenEstimator(ScoreEstimator().fit()), scoring="balanced_accuracy",
                                        thresholds=np.unique(s), cv="prefit", refit=False).fit(s[:, None], y)
     assert P.best_threshold(s, y) == pytest.approx(brute) == pytest.approx(tuned.best_threshold_)
 

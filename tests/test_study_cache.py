@@ -58,3 +58,42 @@ def test_loading_the_cached_study_imports_no_training_stack(tmp_path):
     n_methods, torch_loaded, lightning_loaded = second.stdout.split()[-3:]
     assert n_methods == first.stdout.split()[-3] and int(n_methods) >= 2
     assert (torch_loaded, lightning_loaded) == ("False", "False")
+
+
+# Every code cell and inline expression of the slides, run as their kernel runs them (IPython), then the
+# heavy libraries the kernel loaded: a document reads computed results and needs none of them.
+RUN_SLIDES = """
+import sys
+from pathlib import Path
+from IPython.core.interactiveshell import InteractiveShell
+from pipeline.render.qmd import INLINE, INLINE_CODE, Cell, _option, parse
+from pipeline.render.renderer import project_meta
+
+project = Path(sys.argv[1])
+doc = parse(project / "slides.qmd", project_meta(project))
+shell = InteractiveShell.instance()
+for part in doc.parts:
+    codes = ([part.source] if _option(part, doc, "eval", True) else []) if isinstance(part, Cell) else \
+        [INLINE_CODE.format(expr=e.strip()) for e in INLINE.findall(part.text)]
+    for code in codes:
+        shell.run_cell(code).raise_error()
+heavy = ("torch", "lightning", "sklearn", "scipy", "fairlearn", "statsmodels")
+print("\\nLOADED", [m for m in heavy if m in sys.modules])
+"""
+
+
+def test_a_document_with_the_study_cached_imports_no_training_or_fitting_library(tmp_path):
+    config = tmp_path / "study.yml"
+    config.write_text(SMALLEST, encoding="utf-8")
+    env = {**os.environ, "FAIRCXR_CONFIG": str(config), "FAIRCXR_CACHE": str(tmp_path / "cache"),
+           "FAIRCXR_OUTPUT": str(tmp_path / "out"), "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    env.pop("FAIRCXR_DATA", None)
+    compute = subprocess.run([sys.executable, "-m", "pipeline", "study"], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=900)
+    assert compute.returncode == 0, compute.stderr[-2000:]
+    for run in ("charts built", "charts from their cache"):
+        done = subprocess.run([sys.executable, "-c", RUN_SLIDES, str(ROOT)], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{run}: {done.stderr[-3000:]}"
+        assert done.stdout.strip().splitlines()[-1] == "LOADED []", run
+    assert list((tmp_path / "cache" / "charts").glob("spec-*.json")), "the slides' chart specs are cached"

@@ -42,7 +42,6 @@ from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
 from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.metrics import DECISION, MIN_PER_CLASS, comparison_table, comparison_wide
-from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
 
 __all__ = ["KEY_METRICS", "GridResult", "pareto_frontier", "pareto_table", "run_grid"]
 
@@ -141,6 +140,8 @@ def best_row(table: pd.DataFrame, x: str = "eo_diff") -> pd.Series | None:
 
 def _check(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str]) -> list[str]:
     """Methods to run (the baseline 'none' first); the weightings must share the same images."""
+    from pipeline.fairness.postprocess import POSTPROCESSORS  # here: unpickling a grid imports no scikit-learn
+
     unknown = [m for m in methods if m not in POSTPROCESSORS]
     if unknown:
         raise ValueError(f"unknown post-processing method(s) {unknown}; choose among {sorted(POSTPROCESSORS)} "
@@ -160,6 +161,8 @@ def crossfit_decisions(preds: pd.DataFrame, method: str, attribute: str, fold: n
     `counts` (one per row): the fitting rows are repeated that many times (a patient resample, whose
     copies of a patient share a fold). Returns the decisions, each fold's learnt params, the warnings.
     """
+    from pipeline.fairness.postprocess import POSTPROCESSORS
+
     pp = POSTPROCESSORS[method]
     out = np.empty(len(preds))
     params = []
@@ -194,6 +197,8 @@ def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str,
     """comparison_wide's rows, keyed back to (weighting, postprocessor), with the front flags."""
     table = wide.assign(weighting=[keys[m][0] for m in wide["method"]],
                         postprocessor=[keys[m][1] for m in wide["method"]])
+    from pipeline.fairness.postprocess import POSTPROCESSORS
+
     table["combination"] = table["weighting"] + " + " + table["postprocessor"]
     table["randomised"] = [POSTPROCESSORS[p].randomised for p in table["postprocessor"]]
     for col in next(iter(extra.values())):
@@ -218,6 +223,8 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     expected rates); randomised_share; degenerate, degenerate_where; frontier_eo_diff,
     frontier_eopp_diff (on the non-degenerate Pareto front). 'none' is always run: it is the baseline.
     """
+    from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
+
     methods = _check(valid_preds_by_weighting, methods)
     t0 = time.perf_counter()
     first = next(iter(valid_preds_by_weighting.values())).reset_index(drop=True)

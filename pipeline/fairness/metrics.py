@@ -45,17 +45,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, selection_rate
-from scipy import sparse, stats
-from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score, roc_auc_score
 
 from pipeline.data import schema as S
+
+if TYPE_CHECKING:  # imported where used: a document's kernel reads computed results and needs none of them
+    from fairlearn.metrics import MetricFrame
+    from scipy import sparse
 
 DECISION = "decision"
 
@@ -194,12 +198,16 @@ def _has(y: np.ndarray, w: np.ndarray, cls: int, min_n: int) -> bool:
 def _tpr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
     if not _has(y_true, sample_weight, 1, min_n):
         return np.nan
+    from sklearn.metrics import recall_score
+
     return recall_score(y_true, y_pred, sample_weight=sample_weight, zero_division=np.nan)
 
 
 def _fpr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
     if not _has(y_true, sample_weight, 0, min_n):
         return np.nan
+    from sklearn.metrics import recall_score
+
     return 1 - recall_score(y_true, y_pred, pos_label=0, sample_weight=sample_weight, zero_division=np.nan)
 
 
@@ -208,18 +216,24 @@ def _fnr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
 
 
 def _precision(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    from sklearn.metrics import precision_score
+
     return precision_score(y_true, y_pred, sample_weight=sample_weight, zero_division=np.nan)
 
 
 def _bacc(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
     if not (_has(y_true, sample_weight, 0, min_n) and _has(y_true, sample_weight, 1, min_n)):
         return np.nan
+    from sklearn.metrics import balanced_accuracy_score
+
     return balanced_accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
 
 def _selection(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
     if np.sum(sample_weight) < min_n - 1e-9:
         return np.nan
+    from fairlearn.metrics import selection_rate
+
     return selection_rate(y_true, y_pred, sample_weight=sample_weight)
 
 
@@ -227,6 +241,8 @@ def _auc(y_true, y_score, min_n: int = MIN_PER_CLASS) -> float:
     y = np.asarray(y_true)
     if min((y == 1).sum(), (y == 0).sum()) < max(min_n, 1):
         return np.nan
+    from sklearn.metrics import roc_auc_score
+
     return roc_auc_score(y, y_score)
 
 
@@ -248,6 +264,8 @@ def _with_min(metrics: dict[str, Callable], min_n: int) -> dict[str, Callable]:
 def _quiet_frame(**kwargs: object) -> MetricFrame:
     with _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        from fairlearn.metrics import MetricFrame
+
         return MetricFrame(**kwargs)
 
 
@@ -415,6 +433,8 @@ def _design(preds: pd.DataFrame, attribute: str, decision_col: str, score_col: s
 def _rank_matrices(score: np.ndarray, y: np.ndarray, cluster: np.ndarray,
                    n_clusters: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
     """Positives and negatives of each cluster at each distinct score, ascending: (scores, clusters)."""
+    from scipy import sparse
+
     values, rank = np.unique(score, return_inverse=True)
     shape = (len(values), n_clusters)
     pos = sparse.csr_matrix((y.astype(float), (rank.ravel(), cluster)), shape=shape)
@@ -545,7 +565,7 @@ def _interval(values: np.ndarray, center: float | None = None,
     if center is not None:
         if not np.isfinite(center):
             return float("nan"), float("nan"), share
-        half = stats.norm.ppf(0.5 + LEVEL / 2) * float(np.std(values[ok], ddof=1))
+        half = NormalDist().inv_cdf(0.5 + LEVEL / 2) * float(np.std(values[ok], ddof=1))
         return float(max(center - half, bounds[0])), float(min(center + half, bounds[1])), share
     alpha = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values[ok], [alpha, 100 - alpha])
@@ -576,6 +596,8 @@ def equal_rates_test(estimate: dict[str, np.ndarray], reps: dict[str, np.ndarray
     if rank == 0:
         return float("nan")
     stat = float(diff @ np.linalg.pinv(cov, rcond=1e-10, hermitian=True) @ diff)
+    from scipy import stats
+
     return float(stats.chi2.sf(stat, rank))
 
 
@@ -679,7 +701,7 @@ def difference_p(diff: float, reps: np.ndarray) -> float:
     se = float(np.std(ok, ddof=1))
     if se < 1e-12:
         return 1.0 if abs(diff) < 1e-12 and np.all(np.abs(ok) < 1e-12) else float("nan")
-    return float(2 * stats.norm.sf(abs(diff) / se))
+    return math.erfc(abs(diff) / se / math.sqrt(2))  # 2 x the normal tail, precise far in the tail
 
 
 def adjust(p: np.ndarray, method: str = CORRECTION) -> np.ndarray:

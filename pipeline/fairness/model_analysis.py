@@ -27,7 +27,6 @@ from pipeline.fairness.metrics import (
     group_labels,
     group_order,
 )
-from pipeline.fairness.probing import probe
 from pipeline.fairness.subgroups import subgroup_metrics
 from pipeline.progress import Laps
 
@@ -297,6 +296,8 @@ def _amplification(decided: dict[str, pd.DataFrame], attributes: list[str], n_bo
 
 def _probe(features: np.ndarray, rows: pd.DataFrame, attributes: list[str], n_boot: int, seed: int,
            code: str) -> pd.DataFrame:
+    from pipeline.fairness.probing import probe  # here: scikit-learn only where a probe is fitted
+
     return probe(features, rows, attributes, n_boot, seed)
 
 

@@ -26,16 +26,17 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from fairlearn.postprocessing import ThresholdOptimizer
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from pipeline.data import schema as S
+
+if TYPE_CHECKING:  # scikit-learn and fairlearn are imported where rules are fitted: a document's kernel,
+    # which reads the registry's labels only, loads neither
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from sklearn.linear_model import LogisticRegression
 
 DECISION = "decision"
 
@@ -151,6 +152,8 @@ def split_fit_score(valid_preds: pd.DataFrame, fit_fraction: float, seed: int,
     table = patient_table(valid_preds, _strata_columns(strata))
     if len(table) < 2:
         raise ValueError("splitting into fitting and scoring patients needs at least two patients")
+    from sklearn.model_selection import train_test_split
+
     keys = _strata(table, 2)
     try:
         fit_ids, _ = train_test_split(table.index.to_numpy(), train_size=fit_fraction, random_state=seed,
@@ -166,6 +169,8 @@ def patient_folds(valid_preds: pd.DataFrame, k: int, seed: int,
     """Fold (0..k-1) of each row: patients dealt into k folds, stratified like `split_fit_score`."""
     table = patient_table(valid_preds, _strata_columns(strata))
     k = max(2, min(k, len(table)))
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     keys = _strata(table, k)
     splitter = (KFold(k, shuffle=True, random_state=seed) if keys is None
                 else StratifiedKFold(k, shuffle=True, random_state=seed))
@@ -188,21 +193,6 @@ def crossfit(valid_preds: pd.DataFrame, method: str, attribute: str, k: int = 5,
         decider = POSTPROCESSORS[method].fit(valid_preds[~held].reset_index(drop=True), attribute, seed)
         out[held] = decider.decide(valid_preds[held].reset_index(drop=True))
     return valid_preds.assign(**{DECISION: out, FOLD: fold})
-
-
-class ScoreEstimator(ClassifierMixin, BaseEstimator):
-    """A fitted 'model' whose single feature is its own score: lets libraries post-process stored scores."""
-
-    def fit(self, X: Any = None, y: Any = None) -> ScoreEstimator:
-        self.classes_ = np.array([0, 1])
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        p = np.asarray(X, dtype=float).reshape(len(X), -1)[:, 0]
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= DEFAULT_THRESHOLD).astype(int)
 
 
 def _groups(preds: pd.DataFrame, attribute: str) -> np.ndarray:
@@ -417,6 +407,10 @@ def threshold_optimizer(constraint: str, tol: float | None = None, grid_size: in
         if not usable:
             return Decider(_threshold_rule(attribute, {}, _present(g), name, fallback),
                            {"fallback_threshold": fallback})
+        from fairlearn.postprocessing import ThresholdOptimizer
+
+        from pipeline.fairness.score_model import ScoreEstimator
+
         keep = np.isin(g, usable)
         opt = ThresholdOptimizer(estimator=ScoreEstimator().fit(), constraints=constraint,
                                  objective="balanced_accuracy_score", prefit=True, grid_size=grid_size,
@@ -546,6 +540,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def _platt(s: np.ndarray, y: np.ndarray) -> LogisticRegression:
     """Platt scaling of one group's scores: P(y = 1 | s) = sigmoid(a logit(s) + b) (Newton: one feature)."""
+    from sklearn.linear_model import LogisticRegression
+
     return LogisticRegression(C=1e4, solver="newton-cholesky").fit(_logit(s), y)
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.class_weight import compute_sample_weight
 
 from pipeline.cache import atomic_path
 from pipeline.data import schema as S
@@ -129,6 +128,8 @@ def class_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> n
     Reference: King & Zeng 2001 (rare-event weighting), as implemented in scikit-learn
     (Pedregosa et al. 2011).
     """
+    from sklearn.utils.class_weight import compute_sample_weight  # here: the report reads the registry only
+
     return compute_sample_weight("balanced", _labels(train).to_numpy())
 
 
@@ -156,6 +157,8 @@ def group_class_balanced(train: pd.DataFrame, attributes: list[str], **_: object
     keys = group_keys(train, attributes[:1])
     y = _labels(train)
     cells = (keys + "|" + y.astype(str)).where(keys.notna())
+    from sklearn.utils.class_weight import compute_sample_weight
+
     return _inverse_frequency(cells, fallback=compute_sample_weight("balanced", y.to_numpy()))
 
 
