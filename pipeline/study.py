@@ -43,6 +43,7 @@ class StudyContext:
     seed_metrics: pd.DataFrame | None = None  # method x training seed: point metrics
     timings: dict[str, float] = field(default_factory=dict)
     analyses: dict[str, Any] = field(default_factory=dict)  # data, model, validity: stored with the study
+    key: str = ""  # `study_key` when loaded or computed by `context` (names the study's cached charts)
 
     # ------------------------------------------------------------ convenience for chapters
     @property
@@ -330,8 +331,10 @@ def _load_or_run(config: StudyConfig) -> StudyContext:
         else:
             if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.weights):
                 _write_weights(ctx)  # the user's copies, if _output/ was cleaned meanwhile
+            ctx.key = stored.stem  # the study key
             return ctx
     ctx = run(config)
+    ctx.key = stored.stem
     with atomic_path(stored) as tmp, open(tmp, "wb") as f:
         pickle.dump(ctx, f, protocol=pickle.HIGHEST_PROTOCOL)
     return ctx

@@ -14,6 +14,7 @@ from pipeline.fairness.validity import validity
 from pipeline.report import charts, style
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
+from pipeline.report.memo import cached_chart
 from pipeline.report.tables import beats_both, method_label, post_label
 from pipeline.study import StudyContext
 
@@ -130,6 +131,7 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+@cached_chart
 def amplification_chart(ctx: StudyContext) -> alt.LayerChart:
     """Data gap vs model gap per attribute (reference model), in points, with 95 % intervals."""
     t = model_results(ctx).amplification
@@ -219,6 +221,7 @@ def probing_table(ctx: StudyContext) -> pd.DataFrame:
                           "Différence": ci(r.diff, r.diff_low, r.diff_high)} for r in t.itertuples()])
 
 
+@cached_chart
 def probing_chart(ctx: StudyContext) -> alt.LayerChart:
     t = model_results(ctx).probing
     rows = []
@@ -301,6 +304,7 @@ def group_performance_all(ctx: StudyContext) -> pd.DataFrame:
     return out[first + [c for c in out.columns if c not in first]] if len(out) else out
 
 
+@cached_chart
 def calibration_chart(ctx: StudyContext) -> alt.FacetChart:
     """Reliability curves per group (reference model): observed share of malade against the mean score,
     5 equal-count bins, 95 % patient-bootstrap intervals; the diagonal is perfect calibration."""

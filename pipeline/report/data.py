@@ -42,6 +42,7 @@ from pipeline.report.french import (
     subject,
     than,
 )
+from pipeline.report.memo import cached_chart
 from pipeline.report.style import (
     NEUTRAL,
     PREVALENCE_TITLE,
@@ -438,6 +439,7 @@ def _split_color() -> alt.Color:
     return alt.Color("split_label:N", scale=color_scale(S.SPLIT, ["train", "valid"]), title="Partition")
 
 
+@cached_chart
 def univariate_chart(univ: pd.DataFrame, images_per_patient: pd.DataFrame | None = None) -> alt.ConcatChart:
     """Share of images per group, train vs valid side by side, one panel per variable."""
     df = label_groups(univ, "variable", "group").assign(
@@ -484,6 +486,7 @@ def _domain(df: pd.DataFrame, low: str = "low", high: str = "high", pad: float =
     return [float(max(0.0, lo)), float(min(1.0, hi))]
 
 
+@cached_chart
 def prevalence_chart(prev: pd.DataFrame, overall: pd.Series | None = None) -> alt.VConcatChart:
     """Prevalence of `malade` by group with 95 % intervals, one row of panels per attribute."""
     domain = _domain(prev)
@@ -506,6 +509,7 @@ def prevalence_chart(prev: pd.DataFrame, overall: pd.Series | None = None) -> al
     return alt.vconcat(*panels, spacing=12).resolve_scale(color="independent")
 
 
+@cached_chart
 def intersection_chart(inter: pd.DataFrame) -> alt.VConcatChart:
     """Prevalence in each cell of each attribute pair: rows = first attribute, colour = second."""
     domain = _domain(inter)
@@ -531,6 +535,7 @@ def intersection_chart(inter: pd.DataFrame) -> alt.VConcatChart:
     return alt.vconcat(*panels, spacing=12).resolve_scale(color="independent")
 
 
+@cached_chart
 def association_chart(composition: pd.DataFrame, associations: pd.DataFrame) -> alt.HConcatChart:
     """Heatmaps of the composition of each attribute pair (each row sums to 100 %), V in subtitle."""
     panels = []
@@ -598,6 +603,7 @@ def _simpson_colors(df: pd.DataFrame) -> alt.Scale:
     return alt.Scale(domain=domain, range=colors)
 
 
+@cached_chart
 def simpson_chart(summary: pd.DataFrame, strata: pd.DataFrame, columns: int = 2) -> alt.ConcatChart:
     """Crude vs within-stratum vs Mantel-Haenszel differences with 95 % intervals, one panel per
     (contrast, stratifier); a reversal shows the crude point on the other side of 0."""

@@ -61,7 +61,7 @@ def _spec(chart: Any) -> tuple[dict, Path]:
     """The chart's Vega-Lite spec and where its PNG is cached; the spec is validated against the schema the
     first time this content is seen (validation is most of `to_dict`'s cost; a chart already converted
     once was valid)."""
-    if not hasattr(chart, "to_dict"):
+    if isinstance(chart, dict):  # a spec already (`memo.ChartSpec`: validated when built)
         spec = dict(chart)
         return spec, _png_path(spec)
     spec = chart.to_dict(validate=False)

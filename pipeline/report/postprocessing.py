@@ -10,6 +10,7 @@ from pipeline.fairness.grid import front_flags
 from pipeline.fairness.postprocess import POSTPROCESSORS
 from pipeline.report import charts, style
 from pipeline.report.french import num, pct
+from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     attribute_in_sentence,
     cite,
@@ -65,6 +66,7 @@ def results_notes(ctx: StudyContext) -> str:
             "Pareto).")
 
 
+@cached_chart
 def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
     from pipeline.fairness.grid import postprocessed_rates
 
@@ -72,6 +74,7 @@ def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
                                        f"({attribute_in_sentence(ctx.grid.attribute)}), IC 95 %")
 
 
+@cached_chart
 def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -> alt.TopLevelMixin:
     data = ctx.grid.table.assign(
         label=lambda d: d["weighting"].map(method_label) + " + " + d["postprocessor"].map(post_label))

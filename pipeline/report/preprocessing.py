@@ -10,6 +10,7 @@ from pipeline.fairness.validity import validity
 from pipeline.fairness.weighting import WEIGHTINGS, diagnostics
 from pipeline.report import charts
 from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, num, pct
+from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     attribute_in_sentence,
     cite,
@@ -93,10 +94,12 @@ def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame(rows).rename_axis("Méthode").reset_index()
 
 
+@cached_chart
 def weighting_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
     return charts.rates_by_group_chart(ctx.group_rates)
 
 
+@cached_chart
 def weighting_tradeoff_chart(ctx: StudyContext) -> alt.TopLevelMixin:
     """Balanced accuracy against the EO gap per weighting; against the TPR (else DP) gap when EO is n.d. for all."""
     gap = defined_gap(ctx.comparison)

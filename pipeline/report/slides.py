@@ -10,6 +10,7 @@ from pipeline.report import analysis, charts, style
 from pipeline.report import data as data_chapter
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
+from pipeline.report.memo import ChartSpec, cached_chart
 from pipeline.report.tables import beats_both, defined_gap, gap_fallback_note, method_label, significant_moves
 from pipeline.study import StudyContext
 
@@ -86,8 +87,11 @@ def fill(chart: alt.TopLevelMixin, width: int, height: int) -> alt.TopLevelMixin
     return chart
 
 
+@cached_chart
 def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLIDE_CHART_HEIGHT) -> alt.TopLevelMixin:
     """A chart at slide size (every panel resized, `fill`), fonts for the back of the room."""
+    if isinstance(chart, ChartSpec):  # a cached spec: resize the chart it was built as
+        chart = chart.chart()
     return for_slide(fill(chart, width, height))
 
 
@@ -235,6 +239,7 @@ def images_message(ctx: StudyContext) -> str:
                                                f"{fr.percent(s['border_area'])} de la surface")
 
 
+@cached_chart
 def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
     """Underdiagnosis (FNR) per group of every attribute, reference model, with 95 % intervals."""
     t = analysis.model_results(ctx).group_metrics
@@ -248,7 +253,7 @@ def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
     layer = style.interval_layer(t, "estimate", "low", "high", y, color, ["label:N", alt.Tooltip("estimate:Q",
                                                                                               format=".2f")],
                                  axis, domain=[0, 1])
-    return sized(layer, width=960, height=min(420, 52 * len(t)))
+    return for_slide(fill(layer, 960, min(420, 52 * len(t))))
 
 
 def title_groups(ctx: StudyContext, metric: str = "fnr") -> str:
