@@ -42,24 +42,6 @@ evaluation: {n_bootstrap: 20}
 """
 
 
-def test_loading_the_cached_study_imports_no_training_stack(tmp_path):
-    config = tmp_path / "study.yml"
-    config.write_text(SMALLEST, encoding="utf-8")
-    env = {**os.environ, "FAIRCXR_CONFIG": str(config), "FAIRCXR_CACHE": str(tmp_path / "cache"),
-           "FAIRCXR_OUTPUT": str(tmp_path / "out"), "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
-    env.pop("FAIRCXR_DATA", None)
-    probe = ("import sys\nfrom pipeline import study\nctx = study.context()\n"
-             "print(len(ctx.predictions), 'torch' in sys.modules, 'lightning' in sys.modules)")
-    first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert list((tmp_path / "cache" / "study").glob("*.pickle")), "the study object is stored"
-    second = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-2000:]
-    n_methods, torch_loaded, lightning_loaded = second.stdout.split()[-3:]
-    assert n_methods == first.stdout.split()[-3] and int(n_methods) >= 2
-    assert (torch_loaded, lightning_loaded) == ("False", "False")
-
-
 # Every code cell and inline expression of the slides, run as their kernel runs them (IPython), then the
 # heavy libraries the kernel loaded: a document reads computed results and needs none of them.
 RUN_SLIDES = """
@@ -82,15 +64,22 @@ print("\\nLOADED", [m for m in heavy if m in sys.modules])
 """
 
 
-def test_a_document_with_the_study_cached_imports_no_training_or_fitting_library(tmp_path):
+def test_loading_the_cached_study_and_running_the_slides_import_no_training_or_fitting_library(tmp_path):
     config = tmp_path / "study.yml"
     config.write_text(SMALLEST, encoding="utf-8")
     env = {**os.environ, "FAIRCXR_CONFIG": str(config), "FAIRCXR_CACHE": str(tmp_path / "cache"),
            "FAIRCXR_OUTPUT": str(tmp_path / "out"), "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
     env.pop("FAIRCXR_DATA", None)
-    compute = subprocess.run([sys.executable, "-m", "pipeline", "study"], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=900)
-    assert compute.returncode == 0, compute.stderr[-2000:]
+    probe = ("import sys\nfrom pipeline import study\nctx = study.context()\n"
+             "print(len(ctx.predictions), 'torch' in sys.modules, 'lightning' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert list((tmp_path / "cache" / "study").glob("*.pickle")), "the study object is stored"
+    second = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    n_methods, torch_loaded, lightning_loaded = second.stdout.split()[-3:]
+    assert n_methods == first.stdout.split()[-3] and int(n_methods) >= 2
+    assert (torch_loaded, lightning_loaded) == ("False", "False")
     for run in ("charts built", "charts from their cache"):
         done = subprocess.run([sys.executable, "-c", RUN_SLIDES, str(ROOT)], env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
