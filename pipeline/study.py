@@ -43,7 +43,7 @@ class StudyContext:
     seed_metrics: pd.DataFrame | None = None  # method x training seed: point metrics
     timings: dict[str, float] = field(default_factory=dict)
     analyses: dict[str, Any] = field(default_factory=dict)  # data, model, validity: stored with the study
-    key: str = ""  # `study_key` when loaded or computed by `context` (names the study's cached charts)
+    key: str = ""  # `study_key` of its config and data when computed by `run` (names its cached charts)
 
     # ------------------------------------------------------------ convenience for chapters
     @property
@@ -229,7 +229,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
         frame = subsample_patients(full_frame, config.training.subsample_fraction,
                                    config.training.subsample_seed)
     ctx = StudyContext(config, check, full_frame, frame, _evaluation_rows(frame, config),
-                       fingerprint(frame))
+                       fingerprint(frame), key=study_key(config))
     ctx.timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with progress.stage("training") as stage:
@@ -331,10 +331,9 @@ def _load_or_run(config: StudyConfig) -> StudyContext:
         else:
             if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.weights):
                 _write_weights(ctx)  # the user's copies, if _output/ was cleaned meanwhile
-            ctx.key = stored.stem  # the study key
+            ctx.key = stored.stem  # its study key (a pickle from an older version has none)
             return ctx
     ctx = run(config)
-    ctx.key = stored.stem
     with atomic_path(stored) as tmp, open(tmp, "wb") as f:
         pickle.dump(ctx, f, protocol=pickle.HIGHEST_PROTOCOL)
     return ctx
