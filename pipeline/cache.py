@@ -110,6 +110,13 @@ def code_version(*modules: str) -> str:
     return combined_digest((here / f"{m.replace('.', '/')}.py").read_text(encoding="utf-8") for m in modules)
 
 
+def pipeline_source() -> str:
+    """Digest of every pipeline module (path and source): part of the key of whatever the report computes
+    from the study (frozen pages, a document's outputs, chart specs)."""
+    here = Path(__file__).parent
+    return combined_digest(f"{p.relative_to(here)}:{p.read_text(encoding='utf-8')}" for p in sorted(here.rglob("*.py")))
+
+
 def per_study(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """`fn(ctx)` computed once per study and kept in `ctx.analyses`: the study stores its analyses with
     itself (`study.run` computes them), so a document's kernel loads them instead of computing them.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipeline.cache import atomic_write_text, combined_digest
+from pipeline.cache import atomic_write_text, combined_digest, pipeline_source
 from pipeline.config import StudyConfig
 
 FREEZE_DIR = "_freeze"
@@ -24,10 +24,7 @@ def inputs_key(config: StudyConfig) -> str:
     from pipeline.study import ensure_demo, study_key
 
     ensure_demo(config)  # the documents would write it: keyed before, the next render would clear again
-    here = Path(__file__).resolve().parents[1]
-    sources = sorted(here.rglob("*.py"))
-    return combined_digest([study_key(config), *(f"{p.relative_to(here)}:{p.read_text(encoding='utf-8')}"
-                                                 for p in sources)])
+    return combined_digest([study_key(config), pipeline_source()])
 
 
 def refresh(project: Path, config: StudyConfig) -> bool:

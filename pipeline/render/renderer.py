@@ -27,6 +27,7 @@ from pipeline.cache import (
     atomic_write_text,
     cache_dir,
     combined_digest,
+    pipeline_source,
     record_written,
     up_to_date,
 )
@@ -219,12 +220,11 @@ def execution_key(doc: Document) -> str | None:
     except (ConfigError, OSError, ValueError) as err:
         print(f"note: {doc.path.name} is executed without reuse ({err})", file=sys.stderr)
         return None
-    code = sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
     parts = [repr(p.source) + repr(p.options) if isinstance(p, Cell) else repr(INLINE.findall(p.text))
              for p in doc.parts]
     settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("FAIRCXR_"))
     return combined_digest([sys.version, study, *settings, repr(doc.meta.get("execute")), *parts,
-                            *(q.read_text(encoding="utf-8") for q in code)])
+                            pipeline_source()])
 
 
 def _execute_or_reuse(doc: Document, qmd: Path, project: Path) -> list[Any]:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from pipeline.cache import atomic_write_text, cache_dir, combined_digest
+from pipeline.cache import atomic_write_text, cache_dir, combined_digest, pipeline_source
 from pipeline.study import StudyContext
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -40,11 +39,7 @@ class ChartSpec(dict):
         return chart.chart() if isinstance(chart, ChartSpec) else chart
 
 
-@functools.cache
-def _pipeline_source() -> str:
-    """Digest of every pipeline module: a change to any chart's code (or what it calls) is a new key."""
-    here = Path(__file__).resolve().parents[1]
-    return combined_digest(p.read_text(encoding="utf-8") for p in sorted(here.rglob("*.py")))
+_pipeline_source = functools.cache(pipeline_source)  # read once per kernel: a change to any chart's code is a new key
 
 
 def _token(value: Any) -> str | None:
