@@ -208,3 +208,10 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
     default = f"Compromis performance–équité : front de Pareto {direction}".strip()
     layers = [line, cloud, *ends] if show_labels else [line, cloud]
     return alt.layer(*layers).properties(width=style.WIDTH - 120, height=340, title=title or default)
+
+
+def message_chart(line: str, reason: str) -> alt.Chart:
+    """A figure that states, in its plot area, why it has nothing to draw."""
+    text = pd.DataFrame({"y": [0, 1], "text": [line, reason]})
+    return alt.Chart(text).mark_text(fontSize=15, color=style.NEUTRAL).encode(
+        y=alt.Y("y:O", axis=None), text="text:N").properties(width=style.WIDTH, height=120)

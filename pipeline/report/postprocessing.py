@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline.fairness import metrics as M
 from pipeline.fairness.grid import front_flags
 from pipeline.fairness.postprocess import POSTPROCESSORS
-from pipeline.report import charts, style
+from pipeline.report import charts
 from pipeline.report.french import num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
@@ -79,16 +79,9 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
     data = ctx.grid.table.assign(
         label=lambda d: d["weighting"].map(method_label) + " + " + d["postprocessor"].map(post_label))
     if data[gap].notna().sum() == 0:  # nothing to place: say why instead of drawing empty axes
-        return undefined_gap_chart(f"{M.METRIC_LABELS_FR[gap]} : non défini pour toutes les combinaisons",
-                                   "(un groupe compte trop peu d'images d'une classe ; voir le texte)")
+        return charts.message_chart(f"{M.METRIC_LABELS_FR[gap]} : non défini pour toutes les combinaisons",
+                                    "(un groupe compte trop peu d'images d'une classe ; voir le texte)")
     return charts.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels)
-
-
-def undefined_gap_chart(line: str, reason: str) -> alt.Chart:
-    """A figure that states, in its plot area, why it has nothing to draw."""
-    text = pd.DataFrame({"y": [0, 1], "text": [line, reason]})
-    return alt.Chart(text).mark_text(fontSize=15, color=style.NEUTRAL).encode(
-        y=alt.Y("y:O", axis=None), text="text:N").properties(width=style.WIDTH, height=120)
 
 
 def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False) -> pd.DataFrame:
