@@ -62,3 +62,24 @@ def test_an_empty_pareto_front_says_so_in_the_chapter_and_on_the_slide():
     # The chapter's figure says why it is empty, in its plot area (nih-real: EO undefined everywhere).
     spec = json.dumps(postprocessing.pareto_chart(ctx, "eo_diff").to_dict(), ensure_ascii=False)
     assert '"text"' in spec and "non défini pour toutes les combinaisons" in spec
+
+
+def test_the_slide_front_fits_its_slide_from_the_fairest_to_the_most_accurate():
+    # nih-real: seven distinct rules on the front ran 84 px past the appendix slide, beside a column of
+    # n.d. (EO undefined everywhere) and an empty « Remarque »
+    front = [("uniform", p, 0.50 + k / 100, k / 100, True) for k, p in enumerate(
+        ["none", "threshold_global", "equal_opportunity", "reject_option", "calibrated_eq_odds",
+         "to_demographic_parity", "to_equalized_odds", "to_tpr_parity"])]
+    ctx = _grid(front)
+    ctx.grid.table["eo_diff"] = np.nan
+    ctx.grid.table["eopp_diff"] = [k / 100 for k in range(len(front))]
+    ctx.grid.table["frontier_eopp_diff"] = True
+    ctx.grid.table["degenerate"] = False
+    ctx.grid.table["degenerate_where"] = ""
+    slide = postprocessing.pareto_table(ctx, "eopp_diff", compact=True)
+    assert len(slide) == postprocessing.SLIDE_FRONT_ROWS + 1
+    names = slide["Méthode"].tolist()
+    assert names[0].endswith(tables.post_label("none")) and names[-2].endswith(tables.post_label("to_tpr_parity"))
+    assert names[-1].startswith("… et 3 autres du front")
+    assert not [c for c in slide.columns if "EO" in c or c == "Remarque"]  # nothing to read there
+    assert len(postprocessing.pareto_table(ctx, "eopp_diff")) == len(front)  # the report keeps every row

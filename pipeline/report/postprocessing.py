@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from pipeline.fairness import metrics as M
@@ -22,6 +23,7 @@ from pipeline.report.tables import (
     p_text,
     post_label,
     table_notes,
+    without_empty_columns,
 )
 from pipeline.study import StudyContext
 
@@ -84,8 +86,13 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
     return charts.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels)
 
 
+SLIDE_FRONT_ROWS = 5  # rows of the front that fit an appendix slide under its title and header
+
+
 def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False) -> pd.DataFrame:
-    """The non-dominated combinations; `compact` (slides): one row per distinct displayed result."""
+    """The non-dominated combinations, sorted by the gap; `compact` (slides): one row per distinct displayed
+    result, no column that is empty or n.d. everywhere, and at most SLIDE_FRONT_ROWS of them, spread from
+    the fairest to the most accurate."""
     t = ctx.grid.table
     flags = t[f"frontier_{gap}"] if f"frontier_{gap}" in t.columns else front_flags(t, gap)
     front = t[flags.astype(bool)].sort_values(gap)
@@ -94,7 +101,13 @@ def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False)
     rows = grid_rows(ctx, compact, front)
     if not compact:
         return rows
-    return charts.collapse_ties(rows, [c for c in rows.columns if c != "Méthode"], "Méthode").reset_index(drop=True)
+    rows = without_empty_columns(charts.collapse_ties(rows, [c for c in rows.columns if c != "Méthode"], "Méthode"))
+    if len(rows) <= SLIDE_FRONT_ROWS:
+        return rows.reset_index(drop=True)
+    keep = np.unique(np.linspace(0, len(rows) - 1, SLIDE_FRONT_ROWS).round().astype(int))
+    more = len(rows) - len(keep)
+    rest = f"… et {more} autre{'s' * (more > 1)} du front, entre celles-ci : tableau complet dans le rapport"
+    return pd.concat([rows.iloc[keep], pd.DataFrame({"Méthode": [rest]})], ignore_index=True).fillna("")
 
 
 def _empty_front_reason(t: pd.DataFrame, gap: str) -> str:

@@ -20,6 +20,7 @@ from pipeline.report.tables import (
     method_label,
     results_table,
     significant_moves,
+    without_empty_columns,
 )
 from pipeline.study import StudyContext
 
@@ -81,7 +82,9 @@ def weighting_methods(ctx: StudyContext) -> pd.DataFrame:
 
 
 def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
-    return results_table(ctx.comparison, "method", method_label, compact=compact)
+    """Each weighting against the reference; `compact` (slides): short cells, no column n.d. everywhere."""
+    rows = results_table(ctx.comparison, "method", method_label, compact=compact)
+    return without_empty_columns(rows) if compact else rows
 
 
 def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:

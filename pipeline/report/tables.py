@@ -261,3 +261,10 @@ def beats_both(ctx: StudyContext) -> list[str]:
         if all(r["eo_diff"] < a["eo_diff"] and r["balanced_accuracy"] >= a["balanced_accuracy"] for a in alone):
             out.append(f"{method_label(w)} + {post_label(p)}")
     return out
+
+
+def without_empty_columns(rows: pd.DataFrame, keep: str = "Méthode") -> pd.DataFrame:
+    """The columns with something to read (slides): one empty or « n.d. » in every row says nothing there."""
+    blank = [c for c in rows.columns if c != keep
+             and rows[c].fillna("").astype(str).str.replace("★", "").str.strip().isin(["", "n.d."]).all()]
+    return rows.drop(columns=blank)
