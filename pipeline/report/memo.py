@@ -3,9 +3,9 @@
 Building an Altair chart and turning it into a Vega-Lite spec costs 0.05-0.4 s a chart (Altair deep-copies
 and sanitises its data), most of a document's execution once the study is cached. `cached_chart` keys a
 chart builder's result on its arguments' content (a study by its `key`, frames and arrays by joblib's
-hash, plain values by their repr) and on the whole pipeline's source, and keeps the validated spec on
-disk: executing a document again builds no chart that has not changed. Written here because joblib's
-`Memory` would hash the whole study on every call.
+hash, plain values by their repr), the whole pipeline's source and Altair's version, and keeps the
+validated spec on disk: executing a document again builds no chart that has not changed. Written here
+because joblib's `Memory` would hash the whole study on every call.
 """
 
 from __future__ import annotations
@@ -42,6 +42,14 @@ class ChartSpec(dict):
 _pipeline_source = functools.cache(pipeline_source)  # read once per kernel: a change to any chart's code is a new key
 
 
+@functools.cache
+def _altair_version() -> str:
+    """Altair writes the spec (its schema URL, defaults): an upgrade is a new key."""
+    from importlib.metadata import version
+
+    return version("altair")
+
+
 def _token(value: Any) -> str | None:
     """What identifies an argument's content; None when nothing cheap does (the chart is then built)."""
     if isinstance(value, ChartSpec):
@@ -70,7 +78,7 @@ def cached_chart(build: Callable[..., Any]) -> Callable[..., ChartSpec | Any]:
         tokens = [_token(a) for a in args] + [_token(v) for _, v in sorted(kwargs.items())]
         if None in tokens:
             return build(*args, **kwargs)
-        key = combined_digest([name, _pipeline_source(), *sorted(kwargs), *tokens])
+        key = combined_digest([name, _pipeline_source(), _altair_version(), *sorted(kwargs), *tokens])
         path = cache_dir() / "charts" / f"spec-{key}.json"
         if path.is_file():
             try:
