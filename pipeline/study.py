@@ -331,7 +331,6 @@ def _load_or_run(config: StudyConfig) -> StudyContext:
         else:
             if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.weights):
                 _write_weights(ctx)  # the user's copies, if _output/ was cleaned meanwhile
-            ctx.key = stored.stem  # its study key (a pickle from an older version has none)
             return ctx
     ctx = run(config)
     with atomic_path(stored) as tmp, open(tmp, "wb") as f:

@@ -195,10 +195,10 @@ def _describe(where: dict[str, str]) -> str:
 
 def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str, dict]) -> pd.DataFrame:
     """comparison_wide's rows, keyed back to (weighting, postprocessor), with the front flags."""
-    table = wide.assign(weighting=[keys[m][0] for m in wide["method"]],
-                        postprocessor=[keys[m][1] for m in wide["method"]])
     from pipeline.fairness.postprocess import POSTPROCESSORS
 
+    table = wide.assign(weighting=[keys[m][0] for m in wide["method"]],
+                        postprocessor=[keys[m][1] for m in wide["method"]])
     table["combination"] = table["weighting"] + " + " + table["postprocessor"]
     table["randomised"] = [POSTPROCESSORS[p].randomised for p in table["postprocessor"]]
     for col in next(iter(extra.values())):

@@ -35,8 +35,7 @@ class ChartSpec(dict):
         return dict(self)
 
     def chart(self) -> Any:
-        chart = self._build()
-        return chart.chart() if isinstance(chart, ChartSpec) else chart
+        return self._build()
 
 
 _pipeline_source = functools.cache(pipeline_source)  # read once per kernel: a change to any chart's code is a new key
@@ -59,7 +58,7 @@ def _token(value: Any) -> str | None:
     if isinstance(value, tuple | list):
         parts = [_token(v) for v in value]
         return None if None in parts else repr(parts)
-    if isinstance(value, StudyContext):  # keyed when loaded or computed by `study.context`
+    if isinstance(value, StudyContext):  # keyed by `study.run`; a stand-in without a key is not cached
         return f"study:{value.key}" if value.key else None
     try:
         import joblib
@@ -80,14 +79,14 @@ def cached_chart(build: Callable[..., Any]) -> Callable[..., ChartSpec | Any]:
             return build(*args, **kwargs)
         key = combined_digest([name, _pipeline_source(), _altair_version(), *sorted(kwargs), *tokens])
         path = cache_dir() / "charts" / f"spec-{key}.json"
+        rebuild = functools.partial(build, *args, **kwargs)
         if path.is_file():
             try:
-                return ChartSpec(json.loads(path.read_text(encoding="utf-8")), key,
-                                 lambda: build(*args, **kwargs))
+                return ChartSpec(json.loads(path.read_text(encoding="utf-8")), key, rebuild)
             except (OSError, ValueError):  # a damaged cache file: build again
                 pass
-        spec = build(*args, **kwargs).to_dict()  # validated against the schema, once per content
+        spec = rebuild().to_dict()  # validated against the schema, once per content
         atomic_write_text(path, json.dumps(spec))
-        return ChartSpec(spec, key, lambda: build(*args, **kwargs))
+        return ChartSpec(spec, key, rebuild)
 
     return cached
