@@ -83,3 +83,35 @@ def test_the_slide_front_fits_its_slide_from_the_fairest_to_the_most_accurate():
     assert names[-1].startswith("… et 3 autres du front")
     assert not [c for c in slide.columns if "EO" in c or c == "Remarque"]  # nothing to read there
     assert len(postprocessing.pareto_table(ctx, "eopp_diff")) == len(front)  # the report keeps every row
+
+
+def _compared(eo: float, gap_diffs: list[float], p_values: list[float], significant: list[bool]) -> SimpleNamespace:
+    """A grid of the reference and len(gap_diffs) combinations compared with it on the EO and TPR gaps."""
+    n = len(gap_diffs)
+    table = pd.DataFrame({"weighting": ["uniform"] + ["reweighing"] * n,
+                          "postprocessor": ["none"] + [f"rule{k}" for k in range(n)],
+                          "balanced_accuracy": 0.7, "balanced_accuracy_diff": 0.0,
+                          "balanced_accuracy_significant": False, "worst_group_tpr": 0.6})
+    for gap in ("eo_diff", "eopp_diff"):
+        defined = gap == "eopp_diff" or np.isfinite(eo)
+        table[gap] = 0.1 if defined else np.nan
+        table[f"{gap}_diff"] = [0.0, *gap_diffs] if defined else np.nan
+        table[f"{gap}_diff_p"] = [np.nan, *p_values] if defined else np.nan
+        table[f"{gap}_significant"] = [False, *significant] if defined else False
+    config = SimpleNamespace(evaluation=SimpleNamespace(min_per_class=10))
+    return SimpleNamespace(grid=SimpleNamespace(table=table), config=config)
+
+
+def test_the_grid_narrative_counts_undefined_tests_apart_and_falls_back_to_a_defined_gap():
+    from pipeline.report import analysis
+
+    # nih-real: EO undefined for every rule; read as « 0 reduce it, 55 in the noise » before
+    text = analysis.analysis_narrative(_compared(np.nan, [0.1, 0.05, -0.01], [0.001, 0.4, np.nan],
+                                                 [True, False, False])).split("\n\n")[0]
+    assert text.startswith("L'écart d'égalité des cotes (equalized odds) n'est défini pour aucune combinaison")
+    assert "réduisent l'écart d'égalité des chances (TPR)" in text
+    assert "1 l'augmentent de façon établie ; 1 restent dans le bruit ; 1 sans test possible" in text
+    text = analysis.analysis_narrative(_compared(0.1, [-0.1, 0.05], [0.001, 0.4], [True, False]))
+    assert text.startswith("Sur 2 combinaisons comparées au modèle de référence, 1 réduisent l'écart d'égalité "
+                           "des cotes (equalized odds)")
+    assert "1 restent dans le bruit." in text and "sans test possible" not in text

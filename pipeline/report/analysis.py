@@ -10,12 +10,20 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.data import schema as S
+from pipeline.fairness.metrics import METRIC_LABELS_FR
 from pipeline.fairness.validity import validity
 from pipeline.report import charts, style
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
 from pipeline.report.memo import cached_chart
-from pipeline.report.tables import beats_both, method_label, post_label
+from pipeline.report.tables import (
+    beats_both,
+    defined_gap,
+    gap_fallback_note,
+    in_sentence,
+    method_label,
+    post_label,
+)
 from pipeline.study import StudyContext
 
 
@@ -33,16 +41,26 @@ def cost_table(ctx: StudyContext) -> pd.DataFrame:
 
 
 def analysis_narrative(ctx: StudyContext) -> str:
+    """The grid against the reference on the EO gap (else the first gap defined, said so); a comparison whose
+    test is undefined is counted apart, not « dans le bruit »."""
     t = ctx.grid.table
+    gap = defined_gap(t)
     others = t[~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))]
-    moved = others["eo_diff_significant"].astype(bool)  # Holm-corrected z-test of the paired difference
-    sig_gain, worse = others[moved & (others["eo_diff_diff"] < 0)], others[moved & (others["eo_diff_diff"] > 0)]
+    moved = others[f"{gap}_significant"].astype(bool)  # Holm-corrected z-test of the paired difference
+    diff = others[f"{gap}_diff"]
+    sig_gain, worse = others[moved & (diff < 0)], others[moved & (diff > 0)]
     costly = sig_gain[sig_gain["balanced_accuracy_significant"].astype(bool) & (sig_gain["balanced_accuracy_diff"] < 0)]
-    lines = [f"Sur {len(others)} combinaisons comparées au modèle de référence, {len(sig_gain)} réduisent "
-             f"l'écart d'equalized odds de façon établie (test apparié, correction de Holm), dont {len(costly)} au "
-             f"prix d'une baisse établie de l'exactitude équilibrée ; {len(worse)} l'augmentent de façon établie ; "
-             f"{len(others) - len(sig_gain) - len(worse)} restent dans le bruit."]
-    both = beats_both(ctx)
+    untested = int((~moved & others[f"{gap}_diff_p"].isna()).sum())
+    noise = len(others) - len(sig_gain) - len(worse) - untested
+    lines = [" ".join(filter(None, [
+        gap_fallback_note(ctx, gap, of="combinaison", instead="la comparaison porte sur"),
+        f"Sur {len(others)} combinaisons comparées au modèle de référence, {len(sig_gain)} réduisent "
+        f"l'{in_sentence(METRIC_LABELS_FR[gap])} de façon établie (test apparié, correction de Holm), dont "
+        f"{len(costly)} au prix d'une baisse établie de l'exactitude équilibrée ; {len(worse)} l'augmentent de "
+        f"façon établie ; {noise} restent dans le bruit"
+        + (f" ; {untested} sans test possible (écart non défini, ou dans trop peu de rééchantillonnages)."
+           if untested else ".")]))]
+    both = beats_both(ctx, gap)
     if both:
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule (écart plus faible sans "
                      f"perte d'exactitude) : {', '.join(both)}.")

@@ -50,12 +50,13 @@ def defined_gap(table: pd.DataFrame, preferred: str = "eo_diff") -> str:
     return next((g for g in order if defined(g)), preferred)
 
 
-def gap_fallback_note(ctx: StudyContext, shown: str, preferred: str = "eo_diff", of: str = "méthode") -> str:
+def gap_fallback_note(ctx: StudyContext, shown: str, preferred: str = "eo_diff", of: str = "méthode",
+                      instead: str = "le graphique montre") -> str:
     """« L'écart … n'est défini pour aucune méthode … : le graphique montre … » ("" when `preferred` is shown)."""
     if shown == preferred:
         return ""
     return (f"L'{in_sentence(METRIC_LABELS_FR[preferred])} n'est défini pour aucune {of} (un groupe compte moins "
-            f"de {ctx.config.evaluation.min_per_class} images d'une classe) : le graphique montre "
+            f"de {ctx.config.evaluation.min_per_class} images d'une classe) : {instead} "
             f"l'{in_sentence(METRIC_LABELS_FR[shown])}.")
 
 
@@ -251,14 +252,17 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     return " ".join(lines)
 
 
-def beats_both(ctx: StudyContext) -> list[str]:
+def beats_both(ctx: StudyContext, gap: str | None = None) -> list[str]:
+    """Combinations with a smaller `gap` than both their parts alone and no lower balanced accuracy; the gap is
+    the EO gap, else the first one defined (`defined_gap`): an undefined gap beats nothing and loses to nothing."""
+    gap = gap or defined_gap(ctx.grid.table)
     t = ctx.grid.table.set_index(["weighting", "postprocessor"])
     out = []
     for (w, p), r in t.iterrows():
         if w == "uniform" or p == "none" or (w, "none") not in t.index or ("uniform", p) not in t.index:
             continue
         alone = [t.loc[(w, "none")], t.loc[("uniform", p)]]
-        if all(r["eo_diff"] < a["eo_diff"] and r["balanced_accuracy"] >= a["balanced_accuracy"] for a in alone):
+        if all(r[gap] < a[gap] and r["balanced_accuracy"] >= a["balanced_accuracy"] for a in alone):
             out.append(f"{method_label(w)} + {post_label(p)}")
     return out
 
