@@ -125,6 +125,7 @@ def _train_all(ctx: StudyContext) -> None:
                                    f"{info['backbone_training_seconds']:.1f} s")
             preds = _attach_attributes(preds, ctx.frame, config)
             preds.attrs["threshold"] = info["threshold"]
+            preds.attrs["compute"] = info.get("compute", {})  # the kernels it was trained on (appendix)
             if method == "uniform":
                 erm_proba = preds.loc[preds[S.SPLIT] == "train", S.PROBA].to_numpy()
                 erm_threshold = info["threshold"]

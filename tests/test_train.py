@@ -80,6 +80,7 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training, "fit", fail)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize(("mode", "sampler"), [("full", False), ("full", True), ("last_layer", False)])
 def test_up_weighting_malade_predicts_more_malade(noise: pd.DataFrame, mode: str, sampler: bool):
     config = dataclasses.replace(FAST, image_size=16, mode=mode, sampler=sampler, learning_rate=1e-2)
@@ -94,6 +95,7 @@ def test_up_weighting_malade_predicts_more_malade(noise: pd.DataFrame, mode: str
     assert rate["malade x10"] >= rate["uniform"], rate
 
 
+@pytest.mark.kernels
 def test_same_seed_same_predictions_other_seed_other_model(demo: pd.DataFrame, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch):
     full = dataclasses.replace(FAST, mode="full")
@@ -320,6 +322,24 @@ def test_command_line_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.C
         f"error: {tmp_path / 'missing.csv'} does not exist: pass the metadata CSV with --csv."]
 
 
+@pytest.mark.kernels
+def test_the_kernels_a_network_was_trained_on_are_recorded(noise: pd.DataFrame, tmp_path: Path):
+    """torch's CPU kernels (capped by $ATEN_CPU_CAPABILITY) are stored with the trained result and read back
+    from the cache as they were: a reader on another machine learns where the network was trained."""
+    config = dataclasses.replace(FAST, image_size=16, mode="full")
+    ones = np.ones(len(_train_labels(noise)))
+    preds, info = predict_with_weights(noise, ones, config, seed=0, logdir=tmp_path)
+    kernels = torch.backends.cpu.get_cpu_capability()
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
+        assert kernels == "DEFAULT"  # every CPU has the default kernels: the cap is honoured
+    expected = {"cpu_capability": kernels, "device": "cpu", "precision": "32-true", "torch": torch.__version__}
+    assert info["compute"] == preds.attrs["compute"] == expected
+    assert json.loads(next(tmp_path.rglob("best.json")).read_text())["compute"] == expected
+    _, again = predict_with_weights(noise, ones, config, seed=0)
+    assert again["cached"] and again["compute"] == expected
+
+
+@pytest.mark.kernels
 def test_mixed_precision_path_trains_and_is_recorded(noise: pd.DataFrame, tmp_path: Path):
     """The GPU's mixed-precision path (autocast in training and validation), run on the CPU in bf16."""
     assert training.precision(TrainingConfig(accelerator="cpu")) == "32-true"
@@ -328,6 +348,6 @@ def test_mixed_precision_path_trains_and_is_recorded(noise: pd.DataFrame, tmp_pa
     preds, _ = predict_with_weights(noise, np.where(labels == 1, 10.0, 1.0), config, seed=0, logdir=tmp_path)
     assert preds["proba"].between(0, 1).all() and preds["proba"].mean() > 0.6  # the weights still act
     record = json.loads(next(tmp_path.rglob("best.json")).read_text())
-    assert record["precision"] == "bf16-mixed"
+    assert record["precision"] == record["compute"]["precision"] == "bf16-mixed"
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         contract._training_config({"precision": "fp8"})

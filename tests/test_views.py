@@ -115,3 +115,22 @@ def test_the_grid_narrative_counts_undefined_tests_apart_and_falls_back_to_a_def
     assert text.startswith("Sur 2 combinaisons comparées au modèle de référence, 1 réduisent l'écart d'égalité "
                            "des cotes (equalized odds)")
     assert "1 restent dans le bruit." in text and "sans test possible" not in text
+
+
+def test_the_appendix_says_when_the_kernels_were_not_recorded_and_lists_each_setting_once():
+    from pipeline.report.conclusion import compute_sentence
+
+    def preds(compute: dict | None) -> pd.DataFrame:
+        frame = pd.DataFrame({"proba": [0.5]})
+        if compute is not None:
+            frame.attrs["compute"] = compute
+        return frame
+
+    old = SimpleNamespace(seed_predictions={("uniform", 0): preds(None)})
+    assert compute_sentence(old).startswith("Noyaux de calcul non enregistrés")
+    cpu = {"device": "cpu", "cpu_capability": "AVX512", "precision": "32-true"}
+    gpu = {"device": "NVIDIA H100", "cpu_capability": "AVX2", "precision": "bf16-mixed"}
+    mixed = SimpleNamespace(seed_predictions={("uniform", 0): preds(cpu), ("uniform", 1): preds(cpu),
+                                              ("jtt", 0): preds(gpu)})
+    text = compute_sentence(mixed)
+    assert text.count("AVX-512") == 1 and "GPU NVIDIA H100, noyaux CPU de torch AVX2, précision bf16-mixed" in text

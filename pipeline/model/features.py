@@ -70,4 +70,13 @@ def pretrained_features(key: pd.DataFrame, config: TrainingConfig, code: str, pa
     torch.manual_seed(0)  # layers without pre-trained weights get a reproducible initialisation
     backbone, _ = build_backbone(config.backbone, pretrained=True)
     return {"features": embed(backbone, pixels), "epochs": 0, "inner_val_bacc": float("nan"),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0,
+            "compute": embed_record()}
+
+
+def embed_record() -> dict[str, str]:
+    """The kernels `embed` runs on (see training.compute_record): autocast on a GPU, full precision on a CPU."""
+    gpu = torch.cuda.is_available()
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "device": torch.cuda.get_device_name() if gpu else "cpu",
+            "precision": "autocast float16" if gpu else "32-true", "torch": str(torch.__version__)}

@@ -133,6 +133,18 @@ def precision(config: TrainingConfig) -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def compute_record(config: TrainingConfig) -> dict[str, str]:
+    """The kernels a training ran on: same versions and same kernels give the same bits, not other kernels.
+
+    torch picks its CPU vector kernels (AVX-512, AVX2, default) from the host, or from
+    $ATEN_CPU_CAPABILITY; on a GPU, the card and the precision decide.
+    """
+    gpu = _gpu(config)
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "device": torch.cuda.get_device_name() if gpu else "cpu", "precision": precision(config),
+            "torch": str(torch.__version__)}
+
+
 def loader(data: PixelData, config: TrainingConfig, shuffle: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     sampler = None
@@ -204,6 +216,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
     fitted = Fitted(best, checkpoint.best_model_path, score, trainer.current_epoch, time.perf_counter() - t0)
     if trainer.is_global_zero:
         record = {"seed": seed, "deterministic": not gpu, "precision": chosen_precision,
+                  "compute": compute_record(config),
                   "best_val_balanced_accuracy": score,
                   "epochs": fitted.epochs, "n_train": len(train_rows), "n_val": len(val_rows),
                   "seconds": fitted.seconds, "config": dataclasses.asdict(config),
@@ -315,7 +328,7 @@ def _fit_full(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig, se
                      Path(folder), val_weights=weights[held])
         proba, feats = predict(fitted.model, pixels)
     return {"proba": proba, "features": feats if np.ptp(weights) == 0 else None, "epochs": fitted.epochs,
-            "inner_val_bacc": fitted.score, "seconds": time.perf_counter() - t0,
+            "inner_val_bacc": fitted.score, "seconds": time.perf_counter() - t0, "compute": compute_record(config),
             "state_dict": fitted.model.state_dict() if np.ptp(weights) == 0 else None}  # CAMs reload it
 
 
@@ -356,7 +369,8 @@ def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig,
     inner = roles == "inner_val"
     return {"proba": proba, "roles": roles, "threshold": operating_threshold(labels[inner], proba[inner]),
             "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
-            "backbone_seconds": float(base["seconds"]), "backbone_auc": backbone_auc}
+            "backbone_seconds": float(base["seconds"]), "backbone_auc": backbone_auc,
+            "compute": base.get("compute", {})}  # absent from results cached before it was recorded
 
 
 def _key_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -390,6 +404,7 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
     result = cached(*args)
     preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"], ROLE: result["roles"]})
     preds.attrs["threshold"] = result["threshold"]
+    preds.attrs["compute"] = result.get("compute", {})
     roles = pd.Series(result["roles"])
     info = {"mode": config.mode, "backbone": config.backbone, "image_size": config.image_size, "seed": seed,
             "epochs": result["epochs"], "inner_val_bacc": result["inner_val_bacc"],
@@ -397,7 +412,8 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
             "n_images": {r: int((roles == r).sum()) for r in ROLES},
             "n_patients": {r: int(key.loc[(roles == r).to_numpy(), S.PATIENT].nunique()) for r in ROLES},
             "backbone_training_seconds": result["backbone_seconds"], "cached": bool(hit),
-            "seconds": time.perf_counter() - t0, "description": describe_mode(config)}
+            "seconds": time.perf_counter() - t0, "description": describe_mode(config),
+            "compute": result.get("compute", {})}
     return preds, info
 
 

@@ -106,12 +106,38 @@ def reproducibility(ctx: StudyContext) -> str:
         "",
         "Versions : " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
+        compute_sentence(ctx),
+        "",
         "Configuration (`study.yml`) :",
         "",
         "```yaml",
         config_yaml.strip(),
         "```",
     ])
+
+
+CPU_KERNELS = {"AVX512": "AVX-512", "AVX2": "AVX2", "DEFAULT": "sans instructions vectorielles (default)",
+               "ZVECTOR": "ZVECTOR", "VSX": "VSX", "SVE256": "SVE 256 bits", "NO AVX": "sans AVX"}
+
+
+def compute_sentence(ctx: StudyContext) -> str:
+    """Where the networks were trained (kernels, device, precision) and what reproduces bit for bit."""
+    records = [p.attrs.get("compute") or {} for p in ctx.seed_predictions.values()]
+    seen = sorted({(r.get("device", "?"), r.get("cpu_capability", "?"), r.get("precision", "?"))
+                   for r in records if r})
+    if not seen:
+        where = "Noyaux de calcul non enregistrés (modèles entraînés avant que l'étude ne les note)."
+    else:
+        parts = []
+        for device, cpu, prec in seen:
+            kernels = CPU_KERNELS.get(str(cpu).upper(), str(cpu))
+            on = "processeur" if device == "cpu" else f"GPU {device}"
+            parts.append(f"{on}, noyaux CPU de torch {kernels}, précision {prec}")
+        where = "Entraînement : " + " ; ".join(parts) + "."
+    return (f"{where} Mêmes versions (`requirements.lock`), mêmes noyaux et mêmes graines redonnent les mêmes "
+            "résultats au bit près ; d'autres noyaux (une autre machine, `ATEN_CPU_CAPABILITY`) ou un GPU "
+            "donnent un autre entraînement, aussi plausible : c'est la variabilité entre entraînements, que "
+            "les graines montrent et que les intervalles bootstrap sur les patients ne couvrent pas.")
 
 
 def _plain(obj):
