@@ -1,10 +1,10 @@
 """Issue 16: bias amplification, what the features reveal, subgroups, class-activation maps, the defence slides.
 
 Unit tests on generated predictions check each measure against its definition; the `demo_study`
-fixture trains the study's network on a small demo (planted biases) and checks the planted effects
-are recovered: the sign of the amplification of the sex gap, the view read from the image features
-far better than from the other attributes (the AP marker), and Grad-CAM maps on AP images drawn to
-the marker's corner.
+fixtures train the study's network on a small demo (planted biases) with several seeds and check the
+planted effects that every run recovers: the view read from the image features far better than from
+the other attributes (the AP marker), and attribution maps on AP images drawn to the marker's corner;
+the amplification of the sex gap is within one run's noise at that scale, and a test shows it.
 """
 
 from __future__ import annotations
@@ -166,51 +166,106 @@ def test_vectorised_auc_equals_scikit_learn_with_weights_and_ties():
 
 
 # ---------------------------------------------------------------- the planted effects of the demo, recovered
+# These tests assert on what trained networks do, and a network's numbers change with the training seed
+# and with torch's CPU kernels (AVX-512, AVX2, default): each asserts only what held on every seed and
+# kernel we measured (marker `kernels`; `make test` reruns them capped at each kernel set).
+
+PLANTED_SEEDS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope="module")
-def demo_study(tmp_path_factory):
-    """The study and its model analysis on a 300-patient demo at 64 px (one network, about a minute)."""
+def planted_runs(tmp_path_factory):
+    """The study and its model analysis on a 300-patient demo at 64 px, one network per training seed.
+
+    The first seed runs the fixture's whole study; the others train only the reference network (their
+    other results are not read). About 25 s a seed on one core.
+    """
+    import dataclasses
+
     from pipeline import study
     from pipeline.config import load_config
     from pipeline.fairness.model_analysis import analyse_model
 
+    config = load_config(ROOT / "tests" / "fixtures" / "planted_study.yml")
+    runs = []
     with pytest.MonkeyPatch.context() as mp:
         tmp = tmp_path_factory.mktemp("planted")
         for name, value in (("FAIRCXR_CACHE", tmp / "cache"), ("FAIRCXR_OUTPUT", tmp / "out"),
                             ("FAIRCXR_PROGRESS", "0")):
             mp.setenv(name, str(value))
-        ctx = study.run(load_config(ROOT / "tests" / "fixtures" / "planted_study.yml"))
-        yield ctx, analyse_model(ctx)
+        for seed in PLANTED_SEEDS:
+            seeded = dataclasses.replace(config, training=dataclasses.replace(config.training, seeds=(seed,)))
+            if runs:
+                seeded = dataclasses.replace(
+                    seeded, weighting=dataclasses.replace(seeded.weighting, methods=("uniform",)),
+                    postprocessing=dataclasses.replace(seeded.postprocessing, methods=("none",)))
+            ctx = study.run(seeded)
+            runs.append((ctx, analyse_model(ctx)))
+        yield runs
 
 
-def test_demo_model_widens_the_planted_men_women_gap(demo_study):
-    """Women are less often sick in the crude training data (Simpson) and their lesions are fainter:
-    the model's men - women gap in predicted malade exceeds the data's."""
-    _, ma = demo_study
-    row = ma.amplification.set_index(["method", "attribute"]).loc[("uniform", S.SEX)]
-    assert (row["high_group"], row["low_group"]) == ("M", "F")
-    assert row["amplification"] > 0.05 and row["bias_amp"] > 0
+@pytest.fixture(scope="module")
+def demo_study(planted_runs):
+    return planted_runs[0]
 
 
-def test_demo_view_is_read_from_the_features_far_better_than_from_the_other_attributes(demo_study):
-    _, ma = demo_study
-    view = ma.probing.set_index("attribute").loc[S.VIEW]
-    assert view["features"] > 0.9 and view["others"] < 0.7 and view["diff_low"] > 0.2
+def _sex_amplification(ma) -> pd.Series:
+    return ma.amplification.set_index(["method", "attribute"]).loc[("uniform", S.SEX)]
 
 
-def test_demo_maps_on_ap_images_concentrate_on_the_marker_corner(demo_study):
-    _, ma = demo_study
-    cams = ma.cams
-    ap = cams["stats_view"] == "AP"
-    share = cams["integrated_gradients"]["marker_share"]
-    assert np.nanmean(share[ap]) > 1.5 * cams["marker_area"]  # more than chance (the corner's area)
-    assert np.nanmean(share[ap]) > 2 * np.nanmean(share[~ap])  # and than on PA images, which have no marker
-    contrast = cams["marker_contrast"]["integrated_gradients"]
-    assert contrast["diff_low"] > 0  # beyond the patient-bootstrap noise
-    border = cams["border"]["integrated_gradients"]
-    assert border["low"] < border["mean"] < border["high"]
-    assert border["mean"] == pytest.approx(np.nanmean(cams["integrated_gradients"]["border_share"]))
+@pytest.mark.kernels
+def test_one_training_run_cannot_decide_the_sex_amplification_of_the_small_demo(planted_runs):
+    """Why « amplification > 0.05 » on one run was fragile: at this scale the amplification of the men -
+    women gap is within one run's own patient-bootstrap noise, whatever the seed or kernel. Measured on
+    12 runs (seeds 0-5 x AVX2 and default kernels): point values -0.08 to +0.11, mean +0.005, each
+    interval about 0.4 wide and containing 0. The planted under-diagnosis needs a better network to
+    show (docs/DEMO.md); the demo's report reads the interval, not the point."""
+    rows = [_sex_amplification(ma) for _, ma in planted_runs]
+    values = [round(float(r["amplification"]), 3) for r in rows]
+    for r in rows:
+        assert r["amplification_low"] < 0 < r["amplification_high"], values
+        assert r["amplification_high"] - r["amplification_low"] > 0.2, values  # wider than the old margin x 4
+    assert any(abs(v - values[0]) > 0.01 for v in values[1:]), values  # the seed moves it: not one number
+
+
+@pytest.mark.kernels
+def test_demo_view_is_read_from_the_features_far_better_than_from_the_other_attributes(planted_runs):
+    """The AP marker makes the view readable from every network's features (AUC 1.00 on all 12 measured
+    runs) and not from the other attributes (0.54)."""
+    for _, ma in planted_runs:
+        view = ma.probing.set_index("attribute").loc[S.VIEW]
+        assert view["features"] > 0.9 and view["others"] < 0.7 and view["diff_low"] > 0.2, view
+
+
+@pytest.mark.kernels
+def test_demo_maps_on_ap_images_concentrate_on_the_marker_corner(planted_runs):
+    """The AP - PA difference of the share of the map on the marker's corner, which the report states, is
+    above the patient-bootstrap noise on every seed (interval's lower end 0.012 to 0.026 on the 12 measured
+    runs; AP share 6-9 times the PA share). The share against the corner's area (1.0-1.9 times) is not a
+    property of every run and is not asserted."""
+    for _, ma in planted_runs:
+        cams = ma.cams
+        ap = cams["stats_view"] == "AP"
+        share = cams["integrated_gradients"]["marker_share"]
+        assert np.nanmean(share[ap]) > 3 * np.nanmean(share[~ap])  # PA images have no marker
+        contrast = cams["marker_contrast"]["integrated_gradients"]
+        assert contrast["diff_low"] > 0  # beyond the patient-bootstrap noise
+        border = cams["border"]["integrated_gradients"]
+        assert border["low"] < border["mean"] < border["high"]
+        assert border["mean"] == pytest.approx(np.nanmean(cams["integrated_gradients"]["border_share"]))
+
+
+@pytest.mark.kernels
+def test_the_appendix_names_the_kernels_the_networks_were_trained_on(demo_study):
+    import torch
+
+    from pipeline.report import conclusion
+
+    ctx, _ = demo_study
+    kernels = conclusion.CPU_KERNELS[torch.backends.cpu.get_cpu_capability()]
+    text = conclusion.reproducibility(ctx)
+    assert f"Entraînement : processeur, noyaux CPU de torch {kernels}, précision 32-true." in text
+    assert "au bit près" in text and "requirements.lock" in text
 
 
 def _clustered_shares(rng: np.random.Generator, effect: float, n_patients: int = 150):
@@ -238,6 +293,7 @@ def test_marker_contrast_interval_keeps_its_level_and_finds_a_real_difference():
     assert all(c["diff_low"] > 0 for c in found)
 
 
+@pytest.mark.kernels
 def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_french(demo_study):
     from pipeline.report import analysis, slides
 
