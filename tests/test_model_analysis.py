@@ -216,16 +216,17 @@ def _sex_amplification(ma) -> pd.Series:
 @pytest.mark.kernels
 def test_one_training_run_cannot_decide_the_sex_amplification_of_the_small_demo(planted_runs):
     """Why « amplification > 0.05 » on one run was fragile: at this scale the amplification of the men -
-    women gap is within one run's own patient-bootstrap noise, whatever the seed or kernel. Measured on
-    12 runs (seeds 0-5 x AVX2 and default kernels): point values -0.08 to +0.11, mean +0.005, each
-    interval about 0.4 wide and containing 0. The planted under-diagnosis needs a better network to
-    show (docs/DEMO.md); the demo's report reads the interval, not the point."""
+    women gap is within one run's own patient-bootstrap noise, and the seed (or the CPU kernels) moves
+    the point by more than the old margin. Measured on 12 runs (seeds 0-5 x AVX2 and default kernels):
+    point values -0.08 to +0.11 (mean +0.005, standard deviation 0.055 between runs), intervals 0.33 to
+    0.56 wide, 12 of 12 containing 0; the old assertion failed with the default kernels on seed 0 (0.019).
+    The planted under-diagnosis needs a better network to show (docs/DEMO.md)."""
     rows = [_sex_amplification(ma) for _, ma in planted_runs]
     values = [round(float(r["amplification"]), 3) for r in rows]
-    for r in rows:
-        assert r["amplification_low"] < 0 < r["amplification_high"], values
-        assert r["amplification_high"] - r["amplification_low"] > 0.2, values  # wider than the old margin x 4
-    assert any(abs(v - values[0]) > 0.01 for v in values[1:]), values  # the seed moves it: not one number
+    assert all(r["amplification_high"] - r["amplification_low"] > 0.2 for r in rows), values  # 4x the old margin
+    # not established: a run may exclude 0 by chance, not most of them
+    assert sum(r["amplification_low"] < 0 < r["amplification_high"] for r in rows) >= len(rows) - 1, values
+    assert np.std(values, ddof=1) > 0.01, values  # the seed moves the point: one run is one draw
 
 
 @pytest.mark.kernels
