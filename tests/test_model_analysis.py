@@ -224,7 +224,7 @@ def test_one_training_run_cannot_decide_the_sex_amplification_of_the_small_demo(
     rows = [_sex_amplification(ma) for _, ma in planted_runs]
     values = [round(float(r["amplification"]), 3) for r in rows]
     assert all(r["amplification_high"] - r["amplification_low"] > 0.2 for r in rows), values  # 4x the old margin
-    # not established: a run may exclude 0 by chance, not most of them
+    # not established: one run of four may exclude 0 by chance
     assert sum(r["amplification_low"] < 0 < r["amplification_high"] for r in rows) >= len(rows) - 1, values
     assert np.std(values, ddof=1) > 0.01, values  # the seed moves the point: one run is one draw
 
