@@ -1,0 +1,109 @@
+"""Seed-aware paired differences (pipeline/fairness/inference.py): every source of variance, checked by simulation."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import schema as S
+from pipeline.fairness.inference import combine, seed_aware_difference
+from pipeline.fairness.metrics import DECISION
+
+# A population where the truth is known: scores N(mu[sex, label], 1), one to three images per patient with
+# a patient effect; a rule decides malade above its threshold, and each training seed moves a rule's
+# threshold by N(0, SEED_SD) (what another training run does to a model's operating point).
+MU = {("F", 0): -0.6, ("F", 1): 0.5, ("M", 0): -0.6, ("M", 1): 0.9}
+THRESHOLD = {"reference": 0.0, "treated": -0.25}
+SEED_SD, PATIENT_SD = 0.25, 0.5
+
+
+def _patients(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    sizes = rng.integers(1, 4, n)
+    sex = np.repeat(rng.choice(["F", "M"], n), sizes)
+    label = np.repeat((rng.random(n) < 0.5).astype(int), sizes)
+    mu = np.array([MU[(s, y)] for s, y in zip(sex, label, strict=True)])
+    score = mu + np.repeat(rng.normal(0, PATIENT_SD, n), sizes) + rng.normal(0, math.sqrt(1 - PATIENT_SD ** 2),
+                                                                            len(sex))
+    return pd.DataFrame({S.IMAGE: [f"{i}.png" for i in range(len(sex))], S.PATIENT: np.repeat(np.arange(n), sizes),
+                         S.LABEL: label, S.SEX: sex, "score": score})
+
+
+def _decide(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    return frame.assign(**{DECISION: (frame["score"] >= threshold).astype(float)})
+
+
+def _true_difference(metric: str, n_seed_draws: int = 40_000) -> float:
+    """E over training seeds of the population's (treated - reference) metric, scores Gaussian."""
+    rng = np.random.default_rng(123)
+    phi = NormalDist().cdf
+
+    def value(t: np.ndarray) -> np.ndarray:
+        tpr = {s: 1 - np.vectorize(phi)(t - MU[(s, 1)]) for s in "FM"}
+        fpr = {s: 1 - np.vectorize(phi)(t - MU[(s, 0)]) for s in "FM"}
+        if metric == "tpr_signed":
+            return tpr["F"] - tpr["M"]
+        return ((tpr["F"] + tpr["M"]) / 2 + 1 - (fpr["F"] + fpr["M"]) / 2) / 2  # balanced accuracy, equal sexes
+
+    draws = {r: THRESHOLD[r] + rng.normal(0, SEED_SD, n_seed_draws) for r in THRESHOLD}
+    return float(np.mean(value(draws["treated"]) - value(draws["reference"])))
+
+
+def _study(rng: np.random.Generator, n_seeds: int, metric: str, thresholds: dict[str, float] = THRESHOLD):
+    frame = _patients(rng, 250)
+    offsets = {r: rng.normal(0, SEED_SD, n_seeds) for r in thresholds}
+    treated = [_decide(frame, thresholds["treated"] + e) for e in offsets["treated"]]
+    reference = [_decide(frame, thresholds["reference"] + e) for e in offsets["reference"]]
+    return seed_aware_difference(treated, reference, S.SEX, metric, n_boot=200, seed=int(rng.integers(1 << 30)),
+                                 score_col=None, min_per_class=5)
+
+
+@pytest.mark.parametrize("metric", ["balanced_accuracy", "tpr_signed"])
+def test_seed_aware_intervals_cover_the_truth_and_patient_only_intervals_do_not(metric: str):
+    truth = _true_difference(metric)
+    rng = np.random.default_rng(7)
+    covered, covered_patients_only = [], []
+    for _ in range(150):
+        d = _study(rng, 3, metric)
+        covered.append(d.low <= truth <= d.high)
+        half = NormalDist().inv_cdf(0.975) * math.sqrt(d.bootstrap_variance)
+        covered_patients_only.append(abs(d.estimate - truth) <= half)
+    coverage, naive = np.mean(covered), np.mean(covered_patients_only)
+    assert 0.91 <= coverage <= 0.995, (coverage, naive, truth)
+    assert naive < coverage - 0.08, (coverage, naive)  # leaving the training runs out under-covers
+
+
+def test_the_seed_aware_test_keeps_its_level_when_the_rules_differ_only_by_training_noise():
+    """Two rules with the same expected threshold: only the seeds and the patients differ. Rejections at 5 %
+    stay near 5 % (a patient-only test rejects far more often: the seeds' differences look like effects)."""
+    rng = np.random.default_rng(11)
+    null = {"treated": 0.0, "reference": 0.0}
+    rejected, rejected_patients_only = [], []
+    for _ in range(200):
+        d = _study(rng, 3, "balanced_accuracy", null)
+        rejected.append(d.p_value < 0.05)
+        rejected_patients_only.append(abs(d.estimate) / math.sqrt(d.bootstrap_variance) > NormalDist().inv_cdf(0.975))
+    assert np.mean(rejected) <= 0.07, np.mean(rejected)
+    assert np.mean(rejected_patients_only) > 2 * 0.05, np.mean(rejected_patients_only)  # measured 0.125 (0.01 above)
+
+
+def test_the_parts_of_the_variance_and_the_degrees_of_freedom():
+    rng = np.random.default_rng(0)
+    per_seed = np.array([0.10, 0.02, 0.06])
+    replicates = per_seed[:, None] + rng.normal(0, 0.03, (1, 400))  # one resample shifts every seed alike
+    estimate, low, high, p, boot, between, df = combine(per_seed, replicates)
+    assert estimate == pytest.approx(0.06)
+    assert boot == pytest.approx(np.var(replicates.mean(axis=0), ddof=1))
+    assert between == pytest.approx(np.var(per_seed, ddof=1))
+    total = boot + between / 3
+    assert df == pytest.approx(total ** 2 * 2 / (between / 3) ** 2)
+    assert high - low > 2 * NormalDist().inv_cdf(0.975) * math.sqrt(total)  # t with few df: wider than normal
+    assert 0 < p < 1
+    one = combine(per_seed[:1], replicates[:1])  # one seed: the patient bootstrap alone, normal reference
+    assert math.isnan(one[5]) and one[6] == math.inf
+    assert one[2] - one[1] == pytest.approx(2 * NormalDist().inv_cdf(0.975) * math.sqrt(one[4]))
+    same = combine(np.zeros(3), np.zeros((3, 50)))  # identical decisions: no difference, no interval width
+    assert same[:4] == (0.0, 0.0, 0.0, 1.0)
