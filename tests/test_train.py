@@ -196,6 +196,8 @@ def test_last_layer_on_frozen_pretrained_features_trains_nothing(demo: pd.DataFr
     labels = _train_labels(demo)
     base, info = predict_with_weights(demo, np.ones(len(labels)), config, seed=0)
     assert info["epochs"] == 0 and "frozen" in info["description"] and base["proba"].between(0, 1).all()
+    assert info["compute"] == {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": "cpu",
+                               "precision": "32-true", "torch": torch.__version__}  # the features' kernels
     heavy, _ = predict_with_weights(demo, np.where(labels == 0, 20.0, 1.0), config, seed=0)
     assert heavy["proba"].mean() < base["proba"].mean() - 0.05
 

@@ -71,12 +71,14 @@ def pretrained_features(key: pd.DataFrame, config: TrainingConfig, code: str, pa
     backbone, _ = build_backbone(config.backbone, pretrained=True)
     return {"features": embed(backbone, pixels), "epochs": 0, "inner_val_bacc": float("nan"),
             "seconds": time.perf_counter() - t0,
-            "compute": embed_record()}
+            "compute": compute_record(torch.cuda.is_available(), "autocast float16" if torch.cuda.is_available()
+                                      else "32-true")}
 
 
-def embed_record() -> dict[str, str]:
-    """The kernels `embed` runs on (see training.compute_record): autocast on a GPU, full precision on a CPU."""
-    gpu = torch.cuda.is_available()
+def compute_record(gpu: bool, precision: str) -> dict[str, str]:
+    """The kernels a result was computed on: same versions and same kernels give the same bits, other kernels
+    another run. torch picks its CPU vector kernels (AVX-512, AVX2, default) from the processor, capped by
+    $ATEN_CPU_CAPABILITY; on a GPU the card and the precision decide."""
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "device": torch.cuda.get_device_name() if gpu else "cpu",
-            "precision": "autocast float16" if gpu else "32-true", "torch": str(torch.__version__)}
+            "device": torch.cuda.get_device_name() if gpu else "cpu", "precision": precision,
+            "torch": str(torch.__version__)}

@@ -134,15 +134,8 @@ def precision(config: TrainingConfig) -> str:
 
 
 def compute_record(config: TrainingConfig) -> dict[str, str]:
-    """The kernels a training ran on: same versions and same kernels give the same bits, not other kernels.
-
-    torch picks its CPU vector kernels (AVX-512, AVX2, default) from the host, or from
-    $ATEN_CPU_CAPABILITY; on a GPU, the card and the precision decide.
-    """
-    gpu = _gpu(config)
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "device": torch.cuda.get_device_name() if gpu else "cpu", "precision": precision(config),
-            "torch": str(torch.__version__)}
+    """The kernels, device and precision a training with `config` runs on (`features.compute_record`)."""
+    return features.compute_record(_gpu(config), precision(config))
 
 
 def loader(data: PixelData, config: TrainingConfig, shuffle: bool, seed: int) -> DataLoader:
