@@ -57,7 +57,7 @@ class TrainingConfig:
     patience: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     sampler: bool = False  # weighted sampler instead of a weighted loss
     accelerator: str = "auto"
     devices: Any = "auto"
@@ -102,6 +102,24 @@ class EvaluationConfig:
     min_per_class: int = 10  # a group's rate needs this many images of its class (else « n.d. »)
 
 
+PRIMARY_METRICS = ("balanced_accuracy", "tpr_signed", "fpr_signed", "sr_signed", "auc")  # testable signed quantities
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """The pre-registered primary family: fixed before the results, tested with Holm at FWER `alpha`.
+
+    Each rule of `primary` (« weighting + postprocessor ») is compared with `reference` on each metric
+    of `metrics`, measured on `attribute`; everything else in the report is exploratory."""
+
+    primary: tuple[str, ...] = ("group_balanced + none", "uniform + equal_opportunity")
+    reference: str = "uniform + none"
+    metrics: tuple[str, ...] = ("balanced_accuracy", "tpr_signed")
+    attribute: str = "sex"
+    alpha: float = 0.05
+    n_resamples: int = 200  # patient resamples of the family, its post-processed rules refitted in each
+
+
 PLACEHOLDER_MEMBERS = (
     {"name": "Membre 1 (à compléter)", "role": "données et biais"},
     {"name": "Membre 2 (à compléter)", "role": "modèle et pondérations"},
@@ -129,6 +147,7 @@ class StudyConfig:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
 
     @property
@@ -177,10 +196,13 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "evaluation.n_bootstrap": (lambda v: v >= 1, "at least 1 (500 or more for the report)"),
     "evaluation.min_per_class": (lambda v: v >= 1, "at least 1 (default 10)"),
     "postprocessing.folds": (lambda v: v >= 2, "at least 2 (default 5)"),
+    "analysis.alpha": (lambda v: 0 < v < 0.5, "above 0 and below 0.5 (default 0.05)"),
+    "analysis.n_resamples": (lambda v: v >= 20, "at least 20 (default 200)"),
 }
 
 
-NON_EMPTY = ("sensitive_attributes", "training.seeds", "weighting.methods", "postprocessing.methods")
+NON_EMPTY = ("sensitive_attributes", "training.seeds", "weighting.methods", "postprocessing.methods",
+             "analysis.primary", "analysis.metrics")
 
 
 def _closest(value: str, valid: Iterable[str]) -> str:
@@ -336,7 +358,47 @@ def config_problems(config: StudyConfig, choices: dict[str, Iterable[str]]) -> l
                 test, what = RANGES.get(key, (lambda v: v >= 0, "0 or more"))
                 if not test(item):
                     problems.append(f"{key} = {item!r}: must be {what}.")
+    problems += _analysis_problems(config)
     edges = config.age_bands
     if len(edges) < 2 or list(edges) != sorted(set(edges)):
         problems.append(f"age_bands = {list(edges)}: age_bands must be increasing edges, e.g. [0, 40, 60, 200].")
+    return problems
+
+
+def rule_parts(name: str) -> tuple[str, str] | None:
+    """« weighting + postprocessor » -> (weighting, postprocessor), None when it is not of that form."""
+    parts = [p.strip() for p in str(name).split("+")]
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
+
+
+def _analysis_problems(config: StudyConfig) -> list[str]:
+    """The primary family names rules the study computes and metrics it can test."""
+    a = config.analysis
+    weightings = list(dict.fromkeys(["uniform", *config.weighting.methods]))
+    posts = list(dict.fromkeys(["none", *config.postprocessing.methods]))
+    problems = []
+    for key, names in (("analysis.primary", a.primary), ("analysis.reference", (a.reference,))):
+        for name in names:
+            parts = rule_parts(name)
+            if parts is None:
+                problems.append(f"{key} = {name!r}: write a rule as 'weighting + postprocessor', e.g. "
+                                "'group_balanced + none' or 'uniform + equal_opportunity'.")
+                continue
+            if parts[0] not in weightings:
+                problems.append(f"{key} = {name!r}: weighting '{parts[0]}' is not computed."
+                                f"{_closest(parts[0], weightings)} Computed (weighting.methods): "
+                                f"{', '.join(weightings)}.")
+            if parts[1] not in posts:
+                problems.append(f"{key} = {name!r}: post-processor '{parts[1]}' is not computed."
+                                f"{_closest(parts[1], posts)} Computed (postprocessing.methods): {', '.join(posts)}.")
+    if rule_parts(a.reference) and any(rule_parts(n) == rule_parts(a.reference) for n in a.primary):
+        problems.append(f"analysis.primary holds the reference '{a.reference}': a rule compared with itself.")
+    for m in a.metrics:
+        if m not in PRIMARY_METRICS:
+            problems.append(f"analysis.metrics = {m!r}: not a tested quantity.{_closest(m, PRIMARY_METRICS)} "
+                            f"Valid: {', '.join(PRIMARY_METRICS)}.")
+    if a.attribute not in config.sensitive_attributes:
+        problems.append(f"analysis.attribute = {a.attribute!r}: not among sensitive_attributes "
+                        f"({', '.join(config.sensitive_attributes)})."
+                        f"{_closest(a.attribute, config.sensitive_attributes)}")
     return problems

@@ -37,6 +37,7 @@ class StudyContext:
     seed_predictions: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
     train_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: Any = None
+    verdicts: Any = None  # fairness.inference.Verdicts: the primary family's answers (every text reads them)
     comparison: pd.DataFrame | None = None  # weighting methods vs uniform, main attribute
     comparison_by_attribute: dict[str, pd.DataFrame] = field(default_factory=dict)
     group_rates: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> per-group rates
@@ -213,6 +214,57 @@ def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, fo
     return run_grid(preds, methods, attribute, folds, seed, n_refit, boot_seed, min_per_class)
 
 
+def _check_primary(ctx: StudyContext) -> None:
+    """Before any training: a signed difference (F − M) needs exactly two groups of the family's attribute."""
+    from pipeline.config import ConfigError
+
+    a = ctx.config.analysis
+    signed = [m for m in a.metrics if m.endswith("_signed")]
+    groups = sorted(ctx.evaluation[a.attribute].dropna().astype(str).unique()) if a.attribute in ctx.evaluation else []
+    if signed and len(groups) != 2:
+        raise ConfigError(f"study.yml: analysis.metrics = {signed}: a signed difference needs exactly two groups of "
+                          f"analysis.attribute '{a.attribute}', the evaluation patients have {len(groups)} "
+                          f"({', '.join(groups) or 'none'}). Choose a two-group attribute (sex) or unsigned "
+                          "metrics (balanced_accuracy, auc).")
+
+
+def _evaluated_by_seed(ctx: StudyContext) -> dict[int, dict[str, pd.DataFrame]]:
+    """Every seed's predictions on the evaluation patients, per weighting, with their operating threshold."""
+    keep = set(ctx.evaluation[S.IMAGE])
+    out: dict[int, dict[str, pd.DataFrame]] = {}
+    for (method, seed), preds in ctx.seed_predictions.items():
+        valid = preds[preds[S.IMAGE].isin(keep)].reset_index(drop=True)
+        valid.attrs.update(preds.attrs)
+        out.setdefault(seed, {})[method] = valid
+    return out
+
+
+def _primary_verdicts(ctx: StudyContext):
+    """The pre-registered family's verdicts over every training seed (cached with the code that decides them)."""
+    from pipeline.config import rule_parts
+
+    config, a = ctx.config, ctx.config.analysis
+    rules = [a.reference, *a.primary]
+    weightings = {rule_parts(r)[0] for r in rules}
+    by_seed = {seed: {w: p for w, p in preds.items() if w in weightings}
+               for seed, preds in _evaluated_by_seed(ctx).items()}
+    code = code_version("fairness.metrics", "fairness.postprocess", "fairness.grid", "fairness.inference",
+                        "fairness.primary")
+    return memory().cache(_primary)(by_seed, list(a.primary), a.reference, list(a.metrics), a.attribute,
+                                    config.postprocessing.attribute, config.postprocessing.folds,
+                                    config.postprocessing.seed, a.n_resamples, config.evaluation.seed, a.alpha,
+                                    config.evaluation.min_per_class, code)
+
+
+def _primary(by_seed, primary, reference, metrics, attribute, rule_attribute, folds, fold_seed, n_resamples,
+             boot_seed, alpha, min_per_class, code):
+    """The primary family (`code`: cache key of the code that computes it)."""
+    from pipeline.fairness.primary import primary_family
+
+    return primary_family(by_seed, primary, reference, metrics, attribute, rule_attribute, folds, fold_seed,
+                          n_resamples, boot_seed, alpha, min_per_class)
+
+
 def run(config: StudyConfig | None = None) -> StudyContext:
     """Compute (or load from the cache) the whole study."""
     config = config or load_config()
@@ -231,6 +283,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
                                    config.training.subsample_seed)
     ctx = StudyContext(config, check, full_frame, frame, _evaluation_rows(frame, config),
                        fingerprint(frame), key=study_key(config))
+    _check_primary(ctx)
     ctx.timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with progress.stage("training") as stage:
@@ -252,6 +305,12 @@ def run(config: StudyConfig | None = None) -> StudyContext:
         ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.folds,
                                          pp.seed, pp.n_refit, ev.seed, code, ev.min_per_class)
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    a = config.analysis
+    with progress.stage(f"pre-registered comparisons ({len(a.primary)} rules x {len(config.training.seeds)} seeds, "
+                        f"{a.n_resamples} resamples)"):
+        ctx.verdicts = _primary_verdicts(ctx)
+    ctx.timings["primary family"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with progress.stage("analyses (data, model, validity, post-processed rates)"):
         _analyse(ctx)

@@ -36,7 +36,7 @@ def _decide(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return frame.assign(**{DECISION: (frame["score"] >= threshold).astype(float)})
 
 
-def _true_difference(metric: str, n_seed_draws: int = 40_000) -> float:
+def _true_difference(metric: str, n_seed_draws: int = 40_000, thresholds: dict[str, float] = THRESHOLD) -> float:
     """E over training seeds of the population's (treated - reference) metric, scores Gaussian."""
     rng = np.random.default_rng(123)
     phi = NormalDist().cdf
@@ -48,7 +48,7 @@ def _true_difference(metric: str, n_seed_draws: int = 40_000) -> float:
             return tpr["F"] - tpr["M"]
         return ((tpr["F"] + tpr["M"]) / 2 + 1 - (fpr["F"] + fpr["M"]) / 2) / 2  # balanced accuracy, equal sexes
 
-    draws = {r: THRESHOLD[r] + rng.normal(0, SEED_SD, n_seed_draws) for r in THRESHOLD}
+    draws = {r: thresholds[r] + rng.normal(0, SEED_SD, n_seed_draws) for r in thresholds}
     return float(np.mean(value(draws["treated"]) - value(draws["reference"])))
 
 

@@ -79,3 +79,28 @@ def test_weights_are_exported_for_the_course_script(data: Path, tmp_path: Path):
     weights = exported.set_index("Image Index").loc[train["Image Index"], "WEIGHTS"].to_numpy()
     np.testing.assert_allclose(weights, ctx.weights["reweighing"].to_numpy())
     assert (data / "metadata.csv").read_text().count("WEIGHTS") == 0  # the user's file is untouched
+
+
+def test_the_primary_family_is_answered_over_every_seed_and_its_first_seed_is_the_grids(data: Path, tmp_path: Path):
+    """The pre-registered comparisons use every training seed; seed 0's paired difference is the one the grid
+    (seed 0 only) shows for the same rules, so chapters cannot disagree on a run's numbers."""
+    config = tmp_path / "two_seeds.yml"
+    config.write_text(TINY.read_text(encoding="utf-8").replace("seeds: [0]", "seeds: [0, 1]")
+                      + "analysis:\n  n_resamples: 60\n", encoding="utf-8")
+    ctx = study.run(load_config(config, data_dir=str(data)))
+    verdicts = ctx.verdicts
+    assert verdicts.meta["seeds"] == [0, 1] and verdicts.meta["groups"] == ["F", "M"]
+    primary = verdicts.family("primary")
+    assert len(primary) == 4 and {v.treated for v in primary} == {"group_balanced + none",
+                                                                  "uniform + equal_opportunity"}
+    grid = ctx.grid.table.set_index("combination")
+    for v in primary:
+        assert v.n_seeds == 2 and len(v.per_seed) == 2 and v.n_resamples == 60
+        assert v.per_seed[0] == pytest.approx(grid.loc[v.treated, f"{v.quantity}_diff"], abs=1e-9, nan_ok=True), v.key
+        assert v.estimate == pytest.approx(np.mean(v.per_seed), nan_ok=True)
+        if v.status == "not_testable":
+            assert v.reason in ("undefined", "no_interval") and v.p_adjusted is None
+        else:
+            assert v.p_adjusted >= v.p_value and v.mde > 0 and v.variance["bootstrap"] > 0
+            assert v.low <= v.estimate <= v.high
+        assert (v.direction != 0) == (v.status == "established")
