@@ -358,7 +358,7 @@ def config_problems(config: StudyConfig, choices: dict[str, Iterable[str]]) -> l
                 test, what = RANGES.get(key, (lambda v: v >= 0, "0 or more"))
                 if not test(item):
                     problems.append(f"{key} = {item!r}: must be {what}.")
-    problems += _analysis_problems(config)
+    problems += _analysis_problems(config, choices)
     edges = config.age_bands
     if len(edges) < 2 or list(edges) != sorted(set(edges)):
         problems.append(f"age_bands = {list(edges)}: age_bands must be increasing edges, e.g. [0, 40, 60, 200].")
@@ -371,11 +371,13 @@ def rule_parts(name: str) -> tuple[str, str] | None:
     return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
-def _analysis_problems(config: StudyConfig) -> list[str]:
-    """The primary family names rules the study computes and metrics it can test."""
+def _analysis_problems(config: StudyConfig, choices: dict[str, Iterable[str]]) -> list[str]:
+    """The primary family names rules of registered methods (the study computes them even when the method
+    lists leave them out) and metrics it can test. Without the registries' names (`choices`, given by the
+    command line) the names are checked when the study starts."""
     a = config.analysis
-    weightings = list(dict.fromkeys(["uniform", *config.weighting.methods]))
-    posts = list(dict.fromkeys(["none", *config.postprocessing.methods]))
+    registered = {"weighting": list(choices.get("weighting.methods", [])),
+                  "post-processor": list(choices.get("postprocessing.methods", []))}
     problems = []
     for key, names in (("analysis.primary", a.primary), ("analysis.reference", (a.reference,))):
         for name in names:
@@ -384,13 +386,11 @@ def _analysis_problems(config: StudyConfig) -> list[str]:
                 problems.append(f"{key} = {name!r}: write a rule as 'weighting + postprocessor', e.g. "
                                 "'group_balanced + none' or 'uniform + equal_opportunity'.")
                 continue
-            if parts[0] not in weightings:
-                problems.append(f"{key} = {name!r}: weighting '{parts[0]}' is not computed."
-                                f"{_closest(parts[0], weightings)} Computed (weighting.methods): "
-                                f"{', '.join(weightings)}.")
-            if parts[1] not in posts:
-                problems.append(f"{key} = {name!r}: post-processor '{parts[1]}' is not computed."
-                                f"{_closest(parts[1], posts)} Computed (postprocessing.methods): {', '.join(posts)}.")
+            for kind, part in zip(registered, parts, strict=True):
+                valid = registered[kind]
+                if valid and part not in valid:
+                    problems.append(f"{key} = {name!r}: '{part}' is not a {kind}.{_closest(part, valid)} "
+                                    f"Valid: {', '.join(valid)}.")
     if rule_parts(a.reference) and any(rule_parts(n) == rule_parts(a.reference) for n in a.primary):
         problems.append(f"analysis.primary holds the reference '{a.reference}': a rule compared with itself.")
     for m in a.metrics:

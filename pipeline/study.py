@@ -108,7 +108,7 @@ def _train_all(ctx: StudyContext) -> None:
     config = ctx.config
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
     attributes = [config.weighting.attribute]
-    methods = list(dict.fromkeys(["uniform", *config.weighting.methods]))
+    methods = study_weightings(config)
     total, done = len(methods) * len(config.training.seeds), 0
     for seed in config.training.seeds:
         erm_proba, erm_threshold = None, 0.5
@@ -214,11 +214,29 @@ def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, fo
     return run_grid(preds, methods, attribute, folds, seed, n_refit, boot_seed, min_per_class)
 
 
+def study_weightings(config: StudyConfig) -> list[str]:
+    """The weightings trained: uniform (the reference), the configured ones, and those the primary family needs."""
+    from pipeline.config import rule_parts
+
+    a = config.analysis
+    primary = [rule_parts(r)[0] for r in (a.reference, *a.primary) if rule_parts(r)]
+    return list(dict.fromkeys(["uniform", *config.weighting.methods, *primary]))
+
+
 def _check_primary(ctx: StudyContext) -> None:
-    """Before any training: a signed difference (F − M) needs exactly two groups of the family's attribute."""
-    from pipeline.config import ConfigError
+    """Before any training: the family's rules are registered methods, and a signed difference (F − M) needs
+    exactly two groups of the family's attribute."""
+    from pipeline.config import ConfigError, rule_parts
+    from pipeline.fairness.postprocess import POSTPROCESSORS
+    from pipeline.fairness.weighting import WEIGHTINGS
 
     a = ctx.config.analysis
+    for name in (a.reference, *a.primary):
+        for part, registry, kind in zip(rule_parts(name), (WEIGHTINGS, POSTPROCESSORS), ("weighting", "post-processor"),
+                                        strict=True):
+            if part not in registry:
+                raise ConfigError(f"study.yml: analysis rule {name!r}: '{part}' is not a {kind}. "
+                                  f"Valid: {', '.join(registry)}.")
     signed = [m for m in a.metrics if m.endswith("_signed")]
     groups = sorted(ctx.evaluation[a.attribute].dropna().astype(str).unique()) if a.attribute in ctx.evaluation else []
     if signed and len(groups) != 2:
@@ -331,7 +349,7 @@ def _analyse(ctx: StudyContext) -> None:
 
 def describe_count(config: StudyConfig) -> str:
     """What the trainings were: networks and heads per seed (for the progress line)."""
-    n_seeds, n_methods = len(config.training.seeds), len(dict.fromkeys(["uniform", *config.weighting.methods]))
+    n_seeds, n_methods = len(config.training.seeds), len(study_weightings(config))
     if config.training.mode == "full":
         return f"{n_seeds * n_methods} networks"
     networks = 0 if config.training.feature_source == "pretrained" else n_seeds

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from test_inference import _patients, _true_difference
 
+from pipeline.cli import REGISTRIES, registered_names
 from pipeline.config import ConfigError, load_config
 from pipeline.data import schema as S
 from pipeline.fairness.inference import family_verdicts, minimum_detectable, rule_run
@@ -123,17 +125,32 @@ def test_closing_the_gap_by_lowering_the_better_off_group_is_flagged_as_levellin
 
 @pytest.mark.parametrize(("lines", "message"), [
     ("analysis:\n  primary: [group_balanced]\n", "write a rule as 'weighting + postprocessor'"),
-    ("analysis:\n  primary: [group_balance + none]\n", "Did you mean 'group_balanced'?"),
+    ("analysis:\n  primary: [group_balance + none]\n", "'group_balance' is not a weighting. Did you mean "
+                                                     "'group_balanced'?"),
     ("analysis:\n  primary: [uniform + equal_oportunity]\n", "Did you mean 'equal_opportunity'?"),
     ("analysis:\n  metrics: [tpr_gap]\n", "analysis.metrics = 'tpr_gap': not a tested quantity"),
     ("analysis:\n  attribute: ethnicity\n", "not among sensitive_attributes"),
     ("analysis:\n  primary: [uniform + none]\n", "a rule compared with itself"),
     ("analysis:\n  n_resamples: 5\n", "analysis.n_resamples = 5: must be at least 20"),
-    ("weighting:\n  methods: [uniform, reweighing]\n", "weighting 'group_balanced' is not computed"),
 ])
 def test_a_primary_family_the_study_cannot_answer_is_refused_with_the_fix(tmp_path, lines: str, message: str):
     config = tmp_path / "study.yml"
     config.write_text(lines, encoding="utf-8")
+    choices = {key: registered_names(module) for key, module in REGISTRIES.items()}  # as the command line does
     with pytest.raises(ConfigError, match="analysis") as err:
-        load_config(config)
+        load_config(config, choices=choices)
     assert message in str(err.value)
+
+
+def test_the_study_refuses_an_unknown_rule_before_training_and_trains_the_rules_the_family_needs(tmp_path):
+    """Without the command line's registries the study itself refuses a misspelt rule, at once; a method list
+    that leaves out a primary weighting still gets it trained (the family is answered whatever the lists)."""
+    from pipeline import study
+    from pipeline.config import StudyConfig
+
+    config = tmp_path / "study.yml"
+    config.write_text("analysis:\n  primary: [group_balance + none]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'group_balance' is not a weighting"):
+        study._check_primary(SimpleNamespace(config=load_config(config), evaluation=pd.DataFrame()))
+    trimmed = StudyConfig().replace(weighting=StudyConfig().weighting.__class__(methods=("uniform", "jtt")))
+    assert study.study_weightings(trimmed) == ["uniform", "jtt", "group_balanced"]

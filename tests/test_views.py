@@ -134,3 +134,59 @@ def test_the_appendix_says_when_the_kernels_were_not_recorded_and_lists_each_set
                                               ("jtt", 0): preds(gpu)})
     text = compute_sentence(mixed)
     assert text.count("AVX-512") == 1 and "GPU NVIDIA H100, noyaux CPU de torch AVX2, précision bf16-mixed" in text
+
+
+def _verdict(treated: str, quantity: str, estimate: float, low: float, high: float, status: str, direction: int = 0,
+             levelling_down: bool = False, reason: str = "", mde: float | None = 0.04):
+    from pipeline.fairness.inference import Verdict, verdict_key
+
+    p = None if status == "not_testable" else (0.01 if status == "established" else 0.4)
+    return Verdict(key=verdict_key("primary", quantity, "sex", treated, "uniform + none"), family="primary",
+                   quantity=quantity, attribute="sex", treated=treated, reference="uniform + none", estimate=estimate,
+                   low=low, high=high, level=0.05, p_value=p, p_adjusted=p, status=status, direction=direction,
+                   reason=reason, mde=None if status == "not_testable" else mde, levelling_down=levelling_down,
+                   n_seeds=5, variance={"bootstrap": 1e-4, "between_seeds": 2e-4}, per_seed=(estimate,) * 5)
+
+
+def _primary_ctx(verdicts: list):
+    from pipeline.config import StudyConfig
+    from pipeline.fairness.inference import Verdicts
+
+    meta = {"alpha": 0.05, "seeds": [0, 1, 2, 3, 4], "n_resamples": 200, "n_patients": 180, "folds": 5,
+            "groups": ["F", "M"], "reference": "uniform + none", "n_tests": 4,
+            "primary": ["group_balanced + none", "uniform + equal_opportunity"]}
+    return SimpleNamespace(verdicts=Verdicts(verdicts, meta), config=StudyConfig())
+
+
+def test_primary_sentences_take_their_verdict_from_the_verdict_not_from_the_interval():
+    from pipeline.report import slides, verdicts
+
+    # An interval that excludes 0 but a family that did not establish it (Holm): the text says « non établi »
+    # with the change the study could detect; an established fall says « baisse »; levelling down is named.
+    ctx = _primary_ctx([
+        _verdict("group_balanced + none", "balanced_accuracy", 0.03, 0.005, 0.055, "not_established"),
+        _verdict("group_balanced + none", "tpr_signed", 0.12, 0.05, 0.19, "established", +1, levelling_down=True),
+        _verdict("uniform + equal_opportunity", "balanced_accuracy", -0.04, -0.07, -0.01, "established", -1),
+        _verdict("uniform + equal_opportunity", "tpr_signed", float("nan"), float("nan"), float("nan"),
+                 "not_testable", reason="undefined")])
+    pre = verdicts.primary_answer(ctx, "preprocessing")
+    assert "Équilibrage des groupes + Aucun" in pre and "Égalité des chances" not in pre
+    assert "changement non établi" in pre and "au moins 0,040" in pre
+    assert "hausse établie" in pre and "nivellement par le bas" in pre
+    post = verdicts.primary_answer(ctx, "postprocessing")
+    assert "baisse établie" in post and "non testable : mesure non définie" in post
+    table = verdicts.primary_table(ctx)
+    assert table["Verdict"].tolist() == ["non établi", "★ hausse établie (nivellement par le bas)", "★ baisse établie",
+                                         "non testable"]
+    assert table["Mesure"].tolist()[1] == "Écart de sensibilité F\u00a0−\u00a0M"
+    assert slides.title_primary(ctx) == "Questions fixées à l'avance : 2 effets établis sur 3"
+    assert "2 effets établis sur 3 hypothèses testables" in verdicts.primary_summary(ctx)
+
+
+def test_the_protocol_states_the_seeds_and_how_much_of_the_variance_they_carry():
+    from pipeline.report import verdicts
+
+    ctx = _primary_ctx([_verdict("group_balanced + none", "balanced_accuracy", 0.01, -0.02, 0.04, "not_established")])
+    text = verdicts.protocol_sentence(ctx)
+    assert "5 graines d'entraînement (0, 1, 2, 3, 4)" in text and "200 rééchantillonnages des 180 patients" in text
+    assert "la part des entraînements va de 29\u00a0% à 29\u00a0%" in text  # (2e-4 / 5) / (1e-4 + 2e-4 / 5)

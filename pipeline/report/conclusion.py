@@ -21,6 +21,7 @@ from pipeline.report.tables import (
     post_label,
     undefined_interval_reason,
 )
+from pipeline.report.verdicts import primary_summary
 from pipeline.study import StudyContext, seeds_used, versions
 
 
@@ -42,7 +43,8 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     gap_text = estimate_ci(uni, gap)
     if UNDEFINED_CI in gap_text:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
-    items = [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
+    items = [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
+    items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
              f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
              f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
              f"({attr}{which}) {gap_text}."]

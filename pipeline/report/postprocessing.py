@@ -41,7 +41,8 @@ def postprocessing_protocol(ctx: StudyContext) -> str:
             "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± 1,96 écart-type de "
             "ces réplicats. Les règles randomisées sont évaluées **telles qu'elles agissent** : chaque réplicat "
             f"tire au hasard leurs décisions, et l'estimation est la moyenne sur {M.REALISED_DRAWS} tirages "
-            "(l'écart réalisé, plus grand que l'écart des taux espérés). Une étoile ★ marque une différence avec "
+            "(l'écart réalisé, plus grand que l'écart des taux espérés). Une croix † (exploratoire) marque une "
+            "différence avec "
             "la référence qui reste significative après correction de Holm sur toutes les comparaisons de la "
             "grille. Un taux par groupe n'est défini qu'avec au moins "
             f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`).")

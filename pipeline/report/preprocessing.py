@@ -12,6 +12,7 @@ from pipeline.report import charts
 from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
+    EXPLORATORY_MARK,
     attribute_in_sentence,
     cite,
     defined_gap,
@@ -92,7 +93,8 @@ def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:
     for attr, table in ctx.comparison_by_attribute.items():
         t = table[table["metric"] == "eopp_diff"].set_index("method")
         rows[S.ATTRIBUTE_LABELS_FR.get(attr, attr)] = {
-            method_label(m): ci(r["estimate"], r["low"], r["high"]) + (" ★" if r["significant"] else "")
+            method_label(m): ci(r["estimate"], r["low"], r["high"])
+            + (f" {EXPLORATORY_MARK}" if r["significant"] else "")
             for m, r in t.iterrows()}
     return pd.DataFrame(rows).rename_axis("Méthode").reset_index()
 

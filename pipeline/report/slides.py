@@ -35,8 +35,8 @@ def slide_data_message(ctx: StudyContext) -> str:
 
 # Seconds per main slide, in the order of slides.qmd: they sum to the 10 minutes of the talk.
 BUDGET: dict[str, int] = {
-    "question": 45, "data": 60, "amplification": 60, "sees": 60, "images": 60, "groups": 60,
-    "subgroup": 30, "weighting": 45, "postprocessing": 45, "pareto": 45, "takeaways": 60, "group": 30,
+    "question": 45, "data": 60, "amplification": 60, "sees": 45, "images": 45, "groups": 60,
+    "subgroup": 30, "weighting": 45, "postprocessing": 45, "primary": 60, "pareto": 45, "takeaways": 60, "group": 30,
 }
 
 
@@ -304,3 +304,14 @@ def group_members(ctx: StudyContext) -> str:
 
 def group_name(ctx: StudyContext) -> str:
     return str(getattr(getattr(ctx.config, "group", None), "name", "Groupe"))
+
+
+def title_primary(ctx: StudyContext) -> str:
+    """The count of established primary effects (read from the verdicts), as the slide's title."""
+    from pipeline.report.verdicts import established_count
+
+    established, testable = established_count(ctx)
+    if not testable:
+        return "Questions fixées à l'avance : aucune n'est testable ici"
+    return (f"Questions fixées à l'avance : {established} effet{'s' * (established > 1)} établi"
+            f"{'s' * (established > 1)} sur {testable}")

@@ -22,6 +22,9 @@ SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "�
             "eo_diff": "Écart EO", "dp_diff": "Écart DP", "worst_group_bacc": "EE pire groupe"}
 
 
+EXPLORATORY_MARK = "†"  # a difference found in an exploratory table (the primary family's mark is ★)
+
+
 LOWER_IS_BETTER = {"eopp_diff", "eo_diff", "dp_diff"}
 
 
@@ -114,6 +117,10 @@ def _getter(values: dict):
     return get
 
 
+def _mark(significant: bool) -> str:
+    return f" {EXPLORATORY_MARK}" if significant else ""
+
+
 def _star(values: dict, metric: str) -> bool:
     """Holm-corrected significance when the table has it, else the paired interval excluding 0 (old tables)."""
     flag = values.get(f"{metric}_significant")
@@ -151,7 +158,8 @@ def metric_cell(get, m: str, groups: list[str], compact: bool) -> str:
 
 
 def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, compact=False) -> pd.DataFrame:
-    """One row per method; gaps as `gap_cell` shows them; ★ = Holm-corrected difference with the baseline."""
+    """One row per method; gaps as `gap_cell` shows them; † = Holm-corrected difference with the baseline
+    (exploratory)."""
     groups = table.attrs.get("groups")
     rows = []
     for name, part in table.groupby(label_col, sort=False):
@@ -159,7 +167,7 @@ def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, 
         get = _getter(values)
         row = {"Méthode": labeller(name)}
         for m in metrics:
-            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + (" ★" if _star(values, m) else "")
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(values, m))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -203,7 +211,7 @@ def grid_remark(ctx: StudyContext, r: dict) -> str:
 
 def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | None = None,
               label: str = "both") -> pd.DataFrame:
-    """The grid's rows as shown: gaps as `gap_cell` (signed for two groups), ★ = Holm-corrected
+    """The grid's rows as shown: gaps as `gap_cell` (signed for two groups), † = Holm-corrected
     difference with the reference, the share of randomised decisions, degenerate and infeasible rules."""
     table = ctx.grid.table if rows is None else rows
     groups = table.attrs.get("groups") or ctx.grid.table.attrs.get("groups")
@@ -215,7 +223,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
                 "both": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}"}[label]
         row = {"Méthode": name}
         for m in SHOWN:
-            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + (" ★" if _star(r, m) else "")
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(r, m))
         if "randomised_share" in r and not compact:
             row["Décisions tirées au hasard"] = pct(get("randomised_share"))
         if "degenerate" in r:
@@ -237,7 +245,8 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     lines = [f"{gaps} ; l'écart d'equalized odds (maximum de deux écarts absolus, dont l'intervalle ne peut "
              "contenir 0) est donné avec la valeur p du test de Wald d'égalité des taux entre groupes "
              "(covariance estimée par le bootstrap sur les patients).",
-             f"★ : différence avec la référence significative après correction de Holm sur les "
+             f"{EXPLORATORY_MARK} (exploratoire) : différence avec la référence significative après correction de "
+             f"Holm sur les "
              f"{t.attrs.get('family_size', 'n.d.')} comparaisons du tableau (test z, erreur type bootstrap)."]
     attribute = t.attrs.get("attribute")
     if attribute:
@@ -270,5 +279,5 @@ def beats_both(ctx: StudyContext, gap: str | None = None) -> list[str]:
 def without_empty_columns(rows: pd.DataFrame, keep: str = "Méthode") -> pd.DataFrame:
     """The columns with something to read (slides): one empty or « n.d. » in every row says nothing there."""
     blank = [c for c in rows.columns if c != keep
-             and rows[c].fillna("").astype(str).str.replace("★", "").str.strip().isin(["", "n.d."]).all()]
+             and rows[c].fillna("").astype(str).str.replace(EXPLORATORY_MARK, "").str.strip().isin(["", "n.d."]).all()]
     return rows.drop(columns=blank)

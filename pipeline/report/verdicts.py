@@ -1,0 +1,268 @@
+"""The pre-registered questions and their answers, phrased from the study's one `Verdicts` object.
+
+No test, interval or correction is computed here: each sentence, table cell and slide line reads a
+verdict's `status`, `direction` and numbers (docs/VERDICTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from pipeline.config import rule_parts
+from pipeline.fairness.inference import Verdict
+from pipeline.report import french as fr
+from pipeline.report import style
+from pipeline.report.charts import message_chart, method_label
+from pipeline.report.french import NBSP
+from pipeline.report.memo import cached_chart
+from pipeline.study import StudyContext
+
+PRIMARY_MARK = "★"  # the primary family's mark (exploratory tables will carry their own)
+
+
+QUANTITY_FR = {"balanced_accuracy": "exactitude équilibrée", "auc": "AUC",
+               "tpr_signed": "écart de sensibilité", "fpr_signed": "écart de taux de faux positifs",
+               "sr_signed": "écart de taux de sélection"}
+
+
+REASON_FR = {"identical": "mêmes décisions que la référence à chaque graine : rien ne peut changer",
+             "undefined": "mesure non définie (un groupe a trop peu d'images d'une classe)",
+             "no_interval": "trop peu de rééchantillonnages où la mesure est définie"}
+
+
+def _in_points(quantity: str) -> bool:
+    return quantity.endswith("_signed")
+
+
+def rule_label(name: str) -> str:
+    """« Équilibrage des groupes + Aucun » from « group_balanced + none »."""
+    parts = rule_parts(name)
+    return f"{method_label(parts[0]).split(' (')[0]} + {method_label(parts[1]).split(' (')[0]}" if parts else name
+
+
+def quantity_label(quantity: str, groups: list[str]) -> str:
+    """« écart de sensibilité F − M »: signed quantities name their two groups in the order subtracted."""
+    label = QUANTITY_FR.get(quantity, quantity)
+    return f"{label} {groups[0]}{NBSP}−{NBSP}{groups[1]}" if _in_points(quantity) and len(groups) == 2 else label
+
+
+def change_ci(v: Verdict) -> str:
+    """« +5,2 points [+3,1 ; +7,4] » for a gap, « −0,026 [−0,095 ; +0,043] » for a score."""
+    if _in_points(v.quantity):
+        return fr.points_ci(v.estimate, v.low, v.high) if not math.isnan(v.low) else fr.points(v.estimate)
+    value = fr.number(v.estimate, 3, sign=True)
+    if math.isnan(v.low):
+        return f"{value} {fr.UNDEFINED_CI}"
+    return f"{value} {fr.bracket(fr.number(v.low, 3, True), fr.number(v.high, 3, True))}"
+
+
+def detectable(v: Verdict) -> str:
+    """The smallest change the study could detect, in the quantity's unit."""
+    if v.mde is None or math.isnan(v.mde):
+        return fr.DASH
+    return fr.points(v.mde).lstrip("+") if _in_points(v.quantity) else fr.number(v.mde, 3)
+
+
+def status_text(v: Verdict) -> str:
+    """« hausse établie », « non établi », « non testable »: read from the verdict, never from its interval."""
+    if v.status == "established":
+        word = "hausse" if v.direction > 0 else "baisse"
+        return f"{PRIMARY_MARK} {word} établie" + (" (nivellement par le bas)" if v.levelling_down else "")
+    if v.status == "not_established":
+        return "non établi"
+    return "non testable"
+
+
+def verdict_sentence(v: Verdict, groups: list[str]) -> str:
+    """One sentence: the change, its interval, the adjusted p, the verdict and, when not established, the power."""
+    what = f"{quantity_label(v.quantity, groups)} : {change_ci(v)}"
+    if v.status == "not_testable":
+        return f"{what} — non testable : {REASON_FR.get(v.reason, v.reason)}."
+    p = fr.p_value(v.p_adjusted).replace("p", "p ajusté (Holm)", 1)
+    if v.status == "established":
+        extra = (" ; l'écart se réduit parce que le groupe le mieux servi perd en sensibilité (nivellement par le "
+                 "bas), pas parce que l'autre gagne") if v.levelling_down else ""
+        return f"{what}, {p} : {status_text(v).lstrip(PRIMARY_MARK + ' ')}{extra}."
+    if v.reason == "identical":
+        return f"{what} — non établi : {REASON_FR['identical']}."
+    return (f"{what}, {p} : changement non établi ; l'étude ne pouvait détecter (puissance 80 %) qu'un "
+            f"changement d'au moins {detectable(v)} : un effet plus petit reste possible.")
+
+
+def _runs(n: int) -> str:
+    """« 5 entraînements (graines) », « un seul entraînement »."""
+    return "un seul entraînement" if n == 1 else f"{n} entraînements (graines)"
+
+
+def _verdicts(ctx: StudyContext):
+    return getattr(ctx, "verdicts", None)
+
+
+def primary_questions(ctx: StudyContext) -> str:
+    """Chapter 1: the family as fixed in study.yml, before the results."""
+    a = ctx.config.analysis
+    groups = ["F", "M"] if a.attribute == "sex" else []
+    measures = " et ".join(f"l'{quantity_label(m, groups)}" for m in a.metrics)  # every label starts with a vowel
+    rules = "\n".join(f"{i}. **{rule_label(r)}** (`{r}`) change-t-elle {measures} par rapport à "
+                      f"**{rule_label(a.reference)}** (`{a.reference}`) ?" for i, r in enumerate(a.primary, 1))
+    n = len(a.primary) * len(a.metrics)
+    return (f"Avant tout résultat, nous avons fixé dans `study.yml` (`analysis.primary`) les questions principales "
+            f"de l'étude :\n\n{rules}\n\n"
+            f"Ces {n} hypothèses forment la famille **principale** ({PRIMARY_MARK}) : elles sont testées ensemble avec "
+            f"la correction de Holm, qui garde à {fr.percent(a.alpha)} le risque de déclarer à tort au moins un "
+            f"effet. Chaque différence est la moyenne, sur {_runs(len(ctx.config.training.seeds))}, des "
+            f"différences appariées sur les mêmes patients d'évaluation ; son intervalle compte la "
+            f"variabilité des patients et celle des entraînements. Toute autre comparaison du rapport est "
+            f"**exploratoire** : elle suggère, elle n'établit pas. Changer ces questions après avoir vu les "
+            f"résultats relèverait de notre responsabilité : les valeurs utilisées sont imprimées en annexe.")
+
+
+def protocol_sentence(ctx: StudyContext) -> str:
+    """How the primary intervals are computed, with the two parts of their variance."""
+    vs = _verdicts(ctx)
+    if not vs:
+        return ""
+    m = vs.meta
+    tested = [v for v in vs.family("primary") if v.status != "not_testable"]
+    share = [v.variance["between_seeds"] / v.n_seeds / (v.variance["bootstrap"] + v.variance["between_seeds"]
+                                                         / v.n_seeds)
+             for v in tested if v.n_seeds > 1 and v.variance["bootstrap"] + v.variance["between_seeds"] > 0]
+    seeds = len(m["seeds"])
+    seed_part = ("une seule graine : la variabilité entre entraînements n'est pas mesurée et les intervalles la "
+                 "laissent de côté" if seeds == 1 else
+                 f"la part des entraînements va de {fr.percent(min(share))} à {fr.percent(max(share))} de la variance "
+                 f"selon la comparaison" if share else "")
+    return (f"Protocole des questions principales : {seeds} graine{'s' * (seeds > 1)} d'entraînement "
+            f"({', '.join(map(str, m['seeds']))}) ; {m['n_resamples']} rééchantillonnages des "
+            f"{m['n_patients']} patients d'évaluation, les mêmes pour chaque graine, chaque règle post-traitée étant "
+            f"réajustée dans chacun ({m['folds']} plis) ; variance = variance bootstrap + variance entre graines / "
+            f"{seeds}, loi de Student (Welch-Satterthwaite) ; {seed_part}. Holm sur {m['n_tests']} tests, risque "
+            f"global {fr.percent(m['alpha'])} ; puissance indiquée à 80 %.")
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _p_cell(p: float | None) -> str:
+    """« 0,31 », « < 0,001 », « — »: a p-value without its « p = »."""
+    return fr.DASH if p is None else fr.p_value(p).removeprefix(f"p{NBSP}").removeprefix(f"={NBSP}")
+
+
+def primary_table(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
+    """One row per primary hypothesis: the comparison, the change with its interval, Holm's p, the verdict."""
+    vs = _verdicts(ctx)
+    groups = vs.meta["groups"] if vs else []
+    rows = []
+    for v in vs.family("primary") if vs else []:
+        row = {"Règle comparée à la référence": rule_label(v.treated),
+               "Mesure": _upper_first(quantity_label(v.quantity, groups)), "Différence [IC 95 %]": change_ci(v),
+               "p (Holm)": _p_cell(v.p_adjusted), "Verdict": status_text(v)}
+        if not compact:
+            row["Détectable (80 %)"] = detectable(v)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def primary_answer(ctx: StudyContext, chapter: str | None = None) -> str:
+    """The answers as a list: those of a chapter's rules (« preprocessing »: no post-processor;
+    « postprocessing »: a post-processor), or all of them."""
+    vs = _verdicts(ctx)
+    if not vs:
+        return ""
+    groups = vs.meta["groups"]
+    lines = []
+    for rule in vs.meta["primary"]:
+        post = rule_parts(rule)[1]
+        if (chapter == "preprocessing" and post != "none") or (chapter == "postprocessing" and post == "none"):
+            continue
+        answers = [verdict_sentence(v, groups) for v in vs.family("primary") if v.treated == rule]
+        lines.append(f"- **{rule_label(rule)}** contre {rule_label(vs.meta['reference'])} :\n"
+                     + "\n".join(f"    - {_upper_first(a)}" for a in answers))
+    if not lines:
+        return ""
+    plural = "s" * (len(lines) > 1)
+    return (f"Question{plural} principale{plural} ({PRIMARY_MARK}, fixée{plural} avant les résultats, moyenne sur "
+            f"{_runs(len(vs.meta['seeds']))}) :\n\n" + "\n".join(lines))
+
+
+def established_count(ctx: StudyContext) -> tuple[int, int]:
+    """(established, testable) in the primary family."""
+    vs = _verdicts(ctx)
+    primary = vs.family("primary") if vs else []
+    return sum(v.established for v in primary), sum(v.status != "not_testable" for v in primary)
+
+
+def primary_summary(ctx: StudyContext, short: bool = False) -> str:
+    """The key finding the conclusion opens with: each primary answer in a clause, or (`short`) the count."""
+    vs = _verdicts(ctx)
+    if not vs:
+        return ""
+    established, testable = established_count(ctx)
+    head = (f"Questions principales ({PRIMARY_MARK}, fixées avant les résultats, {_runs(len(vs.meta['seeds']))}) : "
+            f"{established} effet{'s' * (established > 1)} établi{'s' * (established > 1)} sur {testable} "
+            f"hypothèse{'s' * (testable > 1)} testable{'s' * (testable > 1)}")
+    if short:
+        return head + "."
+    groups = vs.meta["groups"]
+    clauses = []
+    for rule in vs.meta["primary"]:
+        parts = [f"{quantity_label(v.quantity, groups)} {change_ci(v)}, {status_text(v).lstrip(PRIMARY_MARK + ' ')}"
+                 + (f" (détectable : {detectable(v)})" if v.status == "not_established" and v.reason != "identical"
+                    else "")
+                 for v in vs.family("primary") if v.treated == rule]
+        clauses.append(f"{rule_label(rule)} : " + ", ".join(parts))
+    return head + " — " + " ; ".join(clauses) + "."
+
+
+def primary_frame(ctx: StudyContext) -> pd.DataFrame:
+    """The primary verdicts in points (x 100), one row each, for the chart."""
+    vs = _verdicts(ctx)
+    groups = vs.meta["groups"] if vs else []
+    rows = [{"rule": rule_label(v.treated), "measure": _upper_first(quantity_label(v.quantity, groups)),
+             "estimate": 100 * v.estimate, "low": 100 * v.low, "high": 100 * v.high,
+             "verdict": "établi" if v.established else ("non testable" if v.status == "not_testable" else "non établi")}
+            for v in (vs.family("primary") if vs else [])]
+    return pd.DataFrame(rows, columns=["rule", "measure", "estimate", "low", "high", "verdict"])
+
+
+@cached_chart
+def primary_chart(ctx: StudyContext, width: int = 300, height: int | None = None) -> alt.TopLevelMixin:
+    """Each primary difference with its seed-aware interval, one panel per measure, a line at no change."""
+    data = primary_frame(ctx).dropna(subset=["estimate"])
+    if data.empty:
+        return message_chart("Aucune question principale testable", "mesures non définies sur ces patients")
+    color = alt.Color("verdict:N", title="Verdict", scale=alt.Scale(domain=["établi", "non établi"],
+                                                                    range=["#1b7837", "#8c8c8c"]))
+    panels = []
+    for i, (measure, part) in enumerate(data.groupby("measure", sort=False)):
+        y = alt.Y("rule:N", title=None, sort=None, axis=alt.Axis(labelLimit=320, labels=i == 0, ticks=i == 0))
+        span = float(np.nanmax(np.abs(part[["low", "high", "estimate"]].to_numpy()))) * 1.1 or 1.0
+        axis = alt.Axis(title=f"{measure} (points)", titleLimit=400)
+        layer = style.interval_layer(part, "estimate", "low", "high", y, color,
+                                     ["rule:N", "measure:N", alt.Tooltip("estimate:Q", format="+.1f"),
+                                      alt.Tooltip("low:Q", format="+.1f"), alt.Tooltip("high:Q", format="+.1f")],
+                                     axis, domain=[-span, span])
+        zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#444").encode(x="x:Q")
+        panels.append((zero + layer).properties(width=width, height=height or 34 * part["rule"].nunique()))
+    return alt.hconcat(*panels).resolve_scale(x="independent")
+
+
+def power_message(ctx: StudyContext) -> str:
+    """For the slide: what « non établi » could have detected, per measure (the largest such change)."""
+    vs = _verdicts(ctx)
+    if not vs:
+        return ""
+    groups, parts = vs.meta["groups"], {}
+    for v in vs.family("primary"):
+        if v.status == "not_established" and v.mde is not None and v.reason != "identical":
+            parts[v.quantity] = max(parts.get(v.quantity, 0.0), v.mde)
+    if not parts:
+        return f"Intervalles : patients et {_runs(len(vs.meta['seeds']))} ; p ajusté par Holm sur la famille."
+    detect = " ; ".join(f"{quantity_label(q, groups)} {fr.number(100 * m, 1)}{NBSP}points" for q, m in parts.items())
+    return (f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que des changements "
+            f"d'au moins : {detect}.")
