@@ -21,6 +21,7 @@ training: {image_size: 32, max_epochs: 5, patience: 20, seeds: [0, 1], cpu_threa
 weighting: {methods: [uniform, class_balanced]}
 postprocessing: {methods: [none, threshold_global]}
 evaluation: {n_bootstrap: 20}
+analysis: {primary: [class_balanced + none, uniform + threshold_global], n_resamples: 40}
 """
 
 

@@ -110,7 +110,7 @@ def test_the_grid_narrative_counts_undefined_tests_apart_and_falls_back_to_a_def
                                                  [True, False, False])).split("\n\n")[0]
     assert text.startswith("L'écart d'égalité des cotes (equalized odds) n'est défini pour aucune combinaison")
     assert "réduisent l'écart d'égalité des chances (TPR)" in text
-    assert "1 l'augmentent de façon établie ; 1 restent dans le bruit ; 1 sans test possible" in text
+    assert "1 l'augmentent de façon notable ; 1 restent dans le bruit ; 1 sans test possible" in text
     text = analysis.analysis_narrative(_compared(0.1, [-0.1, 0.05], [0.001, 0.4], [True, False]))
     assert text.startswith("Sur 2 combinaisons comparées au modèle de référence, 1 réduisent l'écart d'égalité "
                            "des cotes (equalized odds)")

@@ -10,10 +10,11 @@ Intervals. A post-processing result varies with the patients it is scored on AND
 its rule was fitted on. Each of `n_refit` replicates resamples the evaluation patients with
 replacement, REFITS every fold's rule on the resampled fitting patients (a patient's copies stay in
 one fold), decides and scores the resample. The 95 % intervals are estimate +- 1.96 standard
-deviations of these replicates (normal intervals: a few tens of replicates, each costing `folds`
-fits per rule, give a steadier standard deviation than extreme percentiles); the paired differences
-with the baseline (uniform weighting, no post-processing) use the same resamples, and their z-tests
-(bootstrap standard error) are Holm-corrected over the grid.
+deviations of these replicates, t with B - 1 degrees of freedom (a few tens of replicates, each
+costing `folds` fits per rule, give a steadier standard deviation than extreme percentiles); the paired
+differences with the baseline (uniform weighting, no post-processing) use the same resamples, and their
+t-tests (bootstrap standard error, B - 1 degrees of freedom) are corrected by Benjamini-Hochberg over
+the grid (exploratory, q = 0.10; the pre-registered questions are in fairness/primary.py).
 
 Randomised rules are scored as they act: each replicate scores one random draw of their decisions
 and the point estimate is the mean over `metrics.REALISED_DRAWS` draws (`{m}_expected`: the gap of
@@ -218,7 +219,7 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     `table` columns: weighting, postprocessor, combination (« weighting + postprocessor »),
     randomised; for each metric m of KEY_METRICS: m (realised for randomised rules), m_low, m_high
     (95 % interval over `n_refit` patient resamples with refitting), m_p_equal (gaps: test of equal
-    group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted (Holm over the
+    group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted (Benjamini-Hochberg over the
     grid), m_significant (paired difference with the baseline); m_expected (EXPECTED_GAPS: the gap of
     expected rates); randomised_share; degenerate, degenerate_where; frontier_eo_diff,
     frontier_eopp_diff (on the non-degenerate Pareto front). 'none' is always run: it is the baseline.

@@ -46,7 +46,7 @@ def analysis_narrative(ctx: StudyContext) -> str:
     t = ctx.grid.table
     gap = defined_gap(t)
     others = t[~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))]
-    moved = others[f"{gap}_significant"].astype(bool)  # Holm-corrected z-test of the paired difference
+    moved = others[f"{gap}_significant"].astype(bool)  # exploratory: Benjamini-Hochberg over the grid
     diff = others[f"{gap}_diff"]
     sig_gain, worse = others[moved & (diff < 0)], others[moved & (diff > 0)]
     costly = sig_gain[sig_gain["balanced_accuracy_significant"].astype(bool) & (sig_gain["balanced_accuracy_diff"] < 0)]
@@ -55,9 +55,9 @@ def analysis_narrative(ctx: StudyContext) -> str:
     lines = [" ".join(filter(None, [
         gap_fallback_note(ctx, gap, of="combinaison", instead="la comparaison porte sur"),
         f"Sur {len(others)} combinaisons comparées au modèle de référence, {len(sig_gain)} réduisent "
-        f"l'{in_sentence(METRIC_LABELS_FR[gap])} de façon établie (test apparié, correction de Holm), dont "
-        f"{len(costly)} au prix d'une baisse établie de l'exactitude équilibrée ; {len(worse)} l'augmentent de "
-        f"façon établie ; {noise} restent dans le bruit"
+        f"l'{in_sentence(METRIC_LABELS_FR[gap])} de façon notable (exploratoire : test apparié, correction de "
+        f"Benjamini-Hochberg), dont {len(costly)} au prix d'une baisse notable de l'exactitude équilibrée ; "
+        f"{len(worse)} l'augmentent de façon notable ; {noise} restent dans le bruit"
         + (f" ; {untested} sans test possible (écart non défini, ou dans trop peu de rééchantillonnages)."
            if untested else ".")]))]
     both = beats_both(ctx, gap)

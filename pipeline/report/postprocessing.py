@@ -38,13 +38,14 @@ def postprocessing_protocol(ctx: StudyContext) -> str:
             "autres blocs. Tous les patients d'évaluation sont ainsi évalués, et aucun par une règle qui les a vus. "
             f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
             "rééchantillonnages des patients (avec remise), toutes les règles sont **réajustées** sur les patients "
-            "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± 1,96 écart-type de "
-            "ces réplicats. Les règles randomisées sont évaluées **telles qu'elles agissent** : chaque réplicat "
+            "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± t écart-types de "
+            f"ces réplicats (loi de Student à {g.n_refit - 1} degrés de liberté : l'écart-type est estimé sur peu de "
+            "réplicats). Les règles randomisées sont évaluées **telles qu'elles agissent** : chaque réplicat "
             f"tire au hasard leurs décisions, et l'estimation est la moyenne sur {M.REALISED_DRAWS} tirages "
             "(l'écart réalisé, plus grand que l'écart des taux espérés). Une croix † (exploratoire) marque une "
-            "différence avec "
-            "la référence qui reste significative après correction de Holm sur toutes les comparaisons de la "
-            "grille. Un taux par groupe n'est défini qu'avec au moins "
+            "différence avec la référence qui reste significative après correction de Benjamini-Hochberg (taux de "
+            "fausses découvertes 10 %) sur toutes les comparaisons de la grille : une piste à confirmer, pas une "
+            "preuve. Un taux par groupe n'est défini qu'avec au moins "
             f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`).")
 
 
@@ -128,7 +129,7 @@ def postprocessing_narrative(ctx: StudyContext) -> str:
             continue
         d_eo, lo, hi = r["eo_diff_diff"], r["eo_diff_diff_low"], r["eo_diff_diff_high"]
         significant = bool(r.get("eo_diff_significant", False))
-        verdict = ("ne change pas de façon établie" if not significant else "réduit" if d_eo < 0 else "augmente")
+        verdict = ("ne change pas de façon notable" if not significant else "réduit" if d_eo < 0 else "augmente")
         extra = []
         if r.get("randomised_share", 0) > 0:
             extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard, écart réalisé "
@@ -140,8 +141,8 @@ def postprocessing_narrative(ctx: StudyContext) -> str:
             extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")
         lines.append(f"- **{post_label(name)}** {verdict} l'écart d'equalized odds ({num(base['eo_diff'])} → "
                      f"{num(r['eo_diff'])}, différence {num(d_eo)} [{num(lo)}\u202f; {num(hi)}], "
-                     f"{p_text(r.get('eo_diff_diff_p_adjusted', float('nan')))} après Holm) pour une variation "
-                     f"d'exactitude équilibrée de {grid_ci(r, 'balanced_accuracy_diff')}"
+                     f"{p_text(r.get('eo_diff_diff_p_adjusted', float('nan')))} ajusté, exploratoire) pour une "
+                     f"variation d'exactitude équilibrée de {grid_ci(r, 'balanced_accuracy_diff')}"
                      + (f" ({' ; '.join(extra)})" if extra else "") + ".")
     front = ctx.grid.frontier("eo_diff")
     names = ", ".join(f"{method_label(w)} + {post_label(p)}" for w, p in

@@ -150,8 +150,8 @@ def weighting_narrative(ctx: StudyContext) -> str:
     lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} "
              f"et l'écart de sensibilité entre groupes ({attr}) de {estimate_ci(base, 'eopp_diff')}."]
     moves = significant_moves(table, "method", method_label)
-    lines += moves or ["Aucune pondération ne modifie une métrique au-delà du bruit d'échantillonnage "
-                       "(tous les intervalles appariés contiennent 0)."]
+    lines += moves or ["Aucune pondération ne modifie une métrique de façon notable dans cette exploration "
+                       "(aucune différence ne résiste à la correction de Benjamini-Hochberg)."]
     degenerate = validity(ctx).degenerate_methods()
     eo = table[(table["metric"] == "eo_diff") & ~table["method"].isin(list(degenerate))].sort_values("estimate")
     if len(eo):

@@ -115,7 +115,7 @@ def pareto_message(ctx: StudyContext) -> str:
 
 def slide_weighting_message(ctx: StudyContext) -> str:
     moves = significant_moves(ctx.comparison, "method", method_label)
-    text = moves[0] if moves else "Aucune pondération ne change l'équité au-delà du bruit."
+    text = moves[0] if moves else "Aucune pondération ne change l'équité de façon notable (exploratoire)."
     return f"{text} {caveat(gap_fallback_note(ctx, defined_gap(ctx.comparison)))}".strip()
 
 

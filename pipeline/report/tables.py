@@ -122,7 +122,8 @@ def _mark(significant: bool) -> str:
 
 
 def _star(values: dict, metric: str) -> bool:
-    """Holm-corrected significance when the table has it, else the paired interval excluding 0 (old tables)."""
+    """The table's corrected significance (Benjamini-Hochberg) when it has it, else the paired interval
+    excluding 0 (old tables)."""
     flag = values.get(f"{metric}_significant")
     if flag is not None and not pd.isna(flag):
         return bool(flag)
@@ -158,8 +159,8 @@ def metric_cell(get, m: str, groups: list[str], compact: bool) -> str:
 
 
 def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, compact=False) -> pd.DataFrame:
-    """One row per method; gaps as `gap_cell` shows them; † = Holm-corrected difference with the baseline
-    (exploratory)."""
+    """One row per method; gaps as `gap_cell` shows them; † = corrected (Benjamini-Hochberg) difference with
+    the baseline (exploratory)."""
     groups = table.attrs.get("groups")
     rows = []
     for name, part in table.groupby(label_col, sort=False):
@@ -187,7 +188,7 @@ def significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
         moved = [f"{in_sentence(METRIC_LABELS_FR[m])} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
                  for m in SHOWN if m in p.index and bool(p.loc[m, "significant"])]
-        sentences.append(f"**{labeller(name)}** change significativement : {', '.join(moved)}.")
+        sentences.append(f"**{labeller(name)}** change de façon notable (exploratoire) : {', '.join(moved)}.")
     return sentences
 
 
@@ -211,7 +212,7 @@ def grid_remark(ctx: StudyContext, r: dict) -> str:
 
 def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | None = None,
               label: str = "both") -> pd.DataFrame:
-    """The grid's rows as shown: gaps as `gap_cell` (signed for two groups), † = Holm-corrected
+    """The grid's rows as shown: gaps as `gap_cell` (signed for two groups), † = corrected (Benjamini-Hochberg)
     difference with the reference, the share of randomised decisions, degenerate and infeasible rules."""
     table = ctx.grid.table if rows is None else rows
     groups = table.attrs.get("groups") or ctx.grid.table.attrs.get("groups")
@@ -246,8 +247,9 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
              "contenir 0) est donné avec la valeur p du test de Wald d'égalité des taux entre groupes "
              "(covariance estimée par le bootstrap sur les patients).",
              f"{EXPLORATORY_MARK} (exploratoire) : différence avec la référence significative après correction de "
-             f"Holm sur les "
-             f"{t.attrs.get('family_size', 'n.d.')} comparaisons du tableau (test z, erreur type bootstrap)."]
+             "Benjamini-Hochberg (taux de fausses découvertes 10 %) sur les "
+             f"{t.attrs.get('family_size', 'n.d.')} comparaisons du tableau (test apparié, erreur type bootstrap) : "
+             "une piste, pas une preuve."]
     attribute = t.attrs.get("attribute")
     if attribute:
         small = undefined_groups(ctx.evaluation, attribute, n_min)
