@@ -137,7 +137,7 @@ def test_the_appendix_says_when_the_kernels_were_not_recorded_and_lists_each_set
 
 
 def _verdict(treated: str, quantity: str, estimate: float, low: float, high: float, status: str, direction: int = 0,
-             levelling_down: bool = False, reason: str = "", mde: float | None = 0.04):
+             levelling_down: bool = False, reason: str = "", mde: float | None = 0.04, before: float = float("nan")):
     from pipeline.fairness.inference import Verdict, verdict_key
 
     p = None if status == "not_testable" else (0.01 if status == "established" else 0.4)
@@ -145,7 +145,8 @@ def _verdict(treated: str, quantity: str, estimate: float, low: float, high: flo
                    quantity=quantity, attribute="sex", treated=treated, reference="uniform + none", estimate=estimate,
                    low=low, high=high, level=0.05, p_value=p, p_adjusted=p, status=status, direction=direction,
                    reason=reason, mde=None if status == "not_testable" else mde, levelling_down=levelling_down,
-                   n_seeds=5, variance={"bootstrap": 1e-4, "between_seeds": 2e-4}, per_seed=(estimate,) * 5)
+                   n_seeds=5, variance={"bootstrap": 1e-4, "between_seeds": 2e-4}, per_seed=(estimate,) * 5,
+                   reference_value=before, treated_value=before + estimate)
 
 
 def _primary_ctx(verdicts: list):
@@ -165,19 +166,22 @@ def test_primary_sentences_take_their_verdict_from_the_verdict_not_from_the_inte
     # with the change the study could detect; an established fall says « baisse »; levelling down is named.
     ctx = _primary_ctx([
         _verdict("group_balanced + none", "balanced_accuracy", 0.03, 0.005, 0.055, "not_established"),
-        _verdict("group_balanced + none", "tpr_signed", 0.12, 0.05, 0.19, "established", +1, levelling_down=True),
+        _verdict("group_balanced + none", "tpr_signed", 0.12, 0.05, 0.19, "established", +1, levelling_down=True,
+                 before=-0.2),
         _verdict("uniform + equal_opportunity", "balanced_accuracy", -0.04, -0.07, -0.01, "established", -1),
         _verdict("uniform + equal_opportunity", "tpr_signed", float("nan"), float("nan"), float("nan"),
                  "not_testable", reason="undefined")])
     pre = verdicts.primary_answer(ctx, "preprocessing")
     assert "Équilibrage des groupes + Aucun" in pre and "Égalité des chances" not in pre
     assert "changement non établi" in pre and "au moins 0,040" in pre
-    assert "hausse établie" in pre and "nivellement par le bas" in pre
+    # a signed gap's established change is read against the gap itself: −20 points brought to −8 is a reduction
+    assert "réduction de l'écart établie" in pre and "l'écart passe de −20,0 à −8,0\u00a0points" in pre
+    assert "nivellement par le bas" in pre
     post = verdicts.primary_answer(ctx, "postprocessing")
     assert "baisse établie" in post and "non testable : mesure non définie" in post
     table = verdicts.primary_table(ctx)
-    assert table["Verdict"].tolist() == ["non établi", "★ hausse établie (nivellement par le bas)", "★ baisse établie",
-                                         "non testable"]
+    assert table["Verdict"].tolist() == ["non établi", "★ réduction de l'écart établie (nivellement par le bas)",
+                                         "★ baisse établie", "non testable"]
     assert table["Mesure"].tolist()[1] == "Écart de sensibilité F\u00a0−\u00a0M"
     assert slides.title_primary(ctx) == "Questions fixées à l'avance : 2 effets établis sur 3"
     assert "2 effets établis sur 3 hypothèses testables" in verdicts.primary_summary(ctx)
@@ -190,3 +194,12 @@ def test_the_protocol_states_the_seeds_and_how_much_of_the_variance_they_carry()
     text = verdicts.protocol_sentence(ctx)
     assert "5 graines d'entraînement (0, 1, 2, 3, 4)" in text and "200 rééchantillonnages des 180 patients" in text
     assert "la part des entraînements va de 29\u00a0% à 29\u00a0%" in text  # (2e-4 / 5) / (1e-4 + 2e-4 / 5)
+
+
+def test_a_signed_gap_that_overshoots_zero_is_an_inversion_and_one_that_grows_is_a_widening():
+    from pipeline.report import verdicts
+
+    inverted = _verdict("a + none", "tpr_signed", 0.30, 0.2, 0.4, "established", +1, before=-0.1)
+    widened = _verdict("a + none", "tpr_signed", -0.15, -0.25, -0.05, "established", -1, before=-0.1)
+    assert verdicts.status_text(inverted) == "★ inversion de l'écart établie"
+    assert verdicts.status_text(widened) == "★ creusement de l'écart établi"

@@ -226,6 +226,8 @@ class Verdict:
     per_seed: tuple[float, ...] = ()
     df: float = math.inf
     n_resamples: int = 0
+    reference_value: float = math.nan  # the quantity itself, mean over seeds: the reference rule's
+    treated_value: float = math.nan  # and the treated rule's (a gap's move towards or away from 0)
 
     @property
     def established(self) -> bool:
@@ -334,5 +336,7 @@ def family_verdicts(runs: Mapping[str, list[RuleRun]], comparisons: Iterable[tup
             mde=minimum_detectable(d.total_variance, d.df, alpha / n_tests) if testable else None,
             levelling_down=established and _levelling_down(runs[treated], runs[reference], metric, alpha),
             n_seeds=d.n_seeds, variance={"bootstrap": d.bootstrap_variance, "between_seeds": d.between_seed_variance},
-            per_seed=d.per_seed, df=d.df, n_resamples=d.n_boot))
+            per_seed=d.per_seed, df=d.df, n_resamples=d.n_boot,
+            reference_value=float(np.mean([r.point[metric] for r in runs[reference]])),
+            treated_value=float(np.mean([t.point[metric] for t in runs[treated]]))))
     return out

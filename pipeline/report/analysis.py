@@ -215,9 +215,11 @@ def amplification_narrative(ctx: StudyContext) -> str:
     narrow = [_combination_label(m) for m, lo, hi in zip(moved["method"], moved["amplification_low"],
                                                          moved["amplification_high"], strict=True) if hi < 0]
     if len(moved):
-        lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients de score), "
-                     + (f"l'écart prédit devient établi plus étroit que celui des données avec {', '.join(narrow)}."
-                        if narrow else "aucune règle ne rend l'écart prédit établi plus étroit que celui des données."))
+        lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients d'évaluation), "
+                     + (f"l'écart prédit devient nettement plus étroit que celui des données (exploratoire : "
+                        f"intervalle excluant 0) avec {', '.join(narrow)}."
+                        if narrow else "aucune règle ne rend l'écart prédit nettement plus étroit que celui des "
+                                       "données (exploratoire)."))
     lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
                  "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
                  "données, et pour quel groupe.")

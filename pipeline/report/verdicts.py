@@ -67,11 +67,23 @@ def detectable(v: Verdict) -> str:
     return fr.points(v.mde).lstrip("+") if _in_points(v.quantity) else fr.number(v.mde, 3)
 
 
+def _gap_move(v: Verdict) -> str:
+    """What an established change does to a signed gap: brings it nearer 0, widens it, or reverses it."""
+    before, after = v.reference_value, v.treated_value
+    if math.isnan(before) or math.isnan(after):
+        return "hausse" if v.direction > 0 else "baisse"
+    if abs(after) < abs(before):
+        return "réduction de l'écart"
+    return "inversion de l'écart" if before * after < 0 else "creusement de l'écart"
+
+
 def status_text(v: Verdict) -> str:
-    """« hausse établie », « non établi », « non testable »: read from the verdict, never from its interval."""
+    """« baisse établie », « réduction de l'écart établie », « non établi », « non testable »: read from the
+    verdict, never from its interval."""
     if v.status == "established":
-        word = "hausse" if v.direction > 0 else "baisse"
-        return f"{PRIMARY_MARK} {word} établie" + (" (nivellement par le bas)" if v.levelling_down else "")
+        word = _gap_move(v) if _in_points(v.quantity) else ("hausse" if v.direction > 0 else "baisse")
+        agreed = "établi" if word.startswith("creusement") else "établie"
+        return f"{PRIMARY_MARK} {word} {agreed}" + (" (nivellement par le bas)" if v.levelling_down else "")
     if v.status == "not_established":
         return "non établi"
     return "non testable"
@@ -80,6 +92,9 @@ def status_text(v: Verdict) -> str:
 def verdict_sentence(v: Verdict, groups: list[str]) -> str:
     """One sentence: the change, its interval, the adjusted p, the verdict and, when not established, the power."""
     what = f"{quantity_label(v.quantity, groups)} : {change_ci(v)}"
+    if _in_points(v.quantity) and not math.isnan(v.reference_value) and not math.isnan(v.treated_value):
+        what += (f" (l'écart passe de {fr.points(v.reference_value).removesuffix(NBSP + 'points')} à "
+                 f"{fr.points(v.treated_value)})")
     if v.status == "not_testable":
         return f"{what} — non testable : {REASON_FR.get(v.reason, v.reason)}."
     p = fr.p_value(v.p_adjusted).replace("p", "p ajusté (Holm)", 1)
@@ -91,6 +106,10 @@ def verdict_sentence(v: Verdict, groups: list[str]) -> str:
         return f"{what} — non établi : {REASON_FR['identical']}."
     return (f"{what}, {p} : changement non établi ; l'étude ne pouvait détecter (puissance 80 %) qu'un "
             f"changement d'au moins {detectable(v)} : un effet plus petit reste possible.")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n > 1)}"
 
 
 def _runs(n: int) -> str:
@@ -107,18 +126,20 @@ def primary_questions(ctx: StudyContext) -> str:
     a = ctx.config.analysis
     groups = ["F", "M"] if a.attribute == "sex" else []
     measures = " et ".join(f"l'{quantity_label(m, groups)}" for m in a.metrics)  # every label starts with a vowel
-    rules = "\n".join(f"{i}. **{rule_label(r)}** (`{r}`) change-t-elle {measures} par rapport à "
+    rules = "\n".join(f"{i}. La règle **{rule_label(r)}** (`{r}`) change-t-elle {measures} par rapport à "
                       f"**{rule_label(a.reference)}** (`{a.reference}`) ?" for i, r in enumerate(a.primary, 1))
     n = len(a.primary) * len(a.metrics)
     return (f"Avant tout résultat, nous avons fixé dans `study.yml` (`analysis.primary`) les questions principales "
             f"de l'étude :\n\n{rules}\n\n"
-            f"Ces {n} hypothèses forment la famille **principale** ({PRIMARY_MARK}) : elles sont testées ensemble avec "
+            f"{_count(len(a.primary), 'règle')} × {_count(len(a.metrics), 'mesure')} : ces {n} hypothèses forment "
+            f"la famille **principale** ({PRIMARY_MARK}). Elles sont testées ensemble avec "
             f"la correction de Holm, qui garde à {fr.percent(a.alpha)} le risque de déclarer à tort au moins un "
             f"effet. Chaque différence est la moyenne, sur {_runs(len(ctx.config.training.seeds))}, des "
-            f"différences appariées sur les mêmes patients d'évaluation ; son intervalle compte la "
-            f"variabilité des patients et celle des entraînements. Toute autre comparaison du rapport est "
-            f"**exploratoire** : elle suggère, elle n'établit pas. Changer ces questions après avoir vu les "
-            f"résultats relèverait de notre responsabilité : les valeurs utilisées sont imprimées en annexe.")
+            f"différences appariées sur les mêmes patients d'évaluation ; son intervalle tient compte de la "
+            f"variabilité des patients et de celle des entraînements. Une hypothèse est *testable* quand sa mesure "
+            f"est définie (assez d'images de chaque classe dans chaque groupe). Toute autre comparaison du rapport "
+            f"est **exploratoire** : elle suggère, elle n'établit pas. Ces questions ne doivent pas être modifiées "
+            f"après avoir vu les résultats ; la configuration utilisée (`analysis`) est reproduite en annexe.")
 
 
 def protocol_sentence(ctx: StudyContext) -> str:
@@ -225,9 +246,10 @@ def primary_frame(ctx: StudyContext) -> pd.DataFrame:
     groups = vs.meta["groups"] if vs else []
     rows = [{"rule": rule_label(v.treated), "measure": _upper_first(quantity_label(v.quantity, groups)),
              "estimate": 100 * v.estimate, "low": 100 * v.low, "high": 100 * v.high,
-             "verdict": "établi" if v.established else ("non testable" if v.status == "not_testable" else "non établi")}
+             "verdict": "établi" if v.established else ("non testable" if v.status == "not_testable" else "non établi"),
+             "signed": _in_points(v.quantity)}
             for v in (vs.family("primary") if vs else [])]
-    return pd.DataFrame(rows, columns=["rule", "measure", "estimate", "low", "high", "verdict"])
+    return pd.DataFrame(rows, columns=["rule", "measure", "estimate", "low", "high", "verdict", "signed"])
 
 
 @cached_chart
@@ -242,7 +264,7 @@ def primary_chart(ctx: StudyContext, width: int = 300, height: int | None = None
     for i, (measure, part) in enumerate(data.groupby("measure", sort=False)):
         y = alt.Y("rule:N", title=None, sort=None, axis=alt.Axis(labelLimit=320, labels=i == 0, ticks=i == 0))
         span = float(np.nanmax(np.abs(part[["low", "high", "estimate"]].to_numpy()))) * 1.1 or 1.0
-        axis = alt.Axis(title=f"{measure} (points)", titleLimit=400)
+        axis = alt.Axis(title=f"Δ {measure} (points)", titleLimit=500, tickCount=5)
         layer = style.interval_layer(part, "estimate", "low", "high", y, color,
                                      ["rule:N", "measure:N", alt.Tooltip("estimate:Q", format="+.1f"),
                                       alt.Tooltip("low:Q", format="+.1f"), alt.Tooltip("high:Q", format="+.1f")],
@@ -260,9 +282,19 @@ def power_message(ctx: StudyContext) -> str:
     groups, parts = vs.meta["groups"], {}
     for v in vs.family("primary"):
         if v.status == "not_established" and v.mde is not None and v.reason != "identical":
-            parts[v.quantity] = max(parts.get(v.quantity, 0.0), v.mde)
+            parts.setdefault(v.quantity, []).append(v)
     if not parts:
         return f"Intervalles : patients et {_runs(len(vs.meta['seeds']))} ; p ajusté par Holm sur la famille."
-    detect = " ; ".join(f"{quantity_label(q, groups)} {fr.number(100 * m, 1)}{NBSP}points" for q, m in parts.items())
-    return (f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que des changements "
-            f"d'au moins : {detect}.")
+
+    def span(found: list[Verdict]) -> str:
+        ordered = sorted(found, key=lambda v: v.mde)
+        low, high = detectable(ordered[0]), detectable(ordered[-1])
+        return low if low == high else f"de {low.removesuffix(NBSP + 'points')} à {high}"
+
+    detect = " ; ".join(f"{quantity_label(q, groups)} {span(found)}" for q, found in parts.items())
+    moves = [f"{rule_label(v.treated)} : l'{quantity_label(v.quantity, groups)} passe de "
+             f"{fr.points(v.reference_value).removesuffix(NBSP + 'points')} à {fr.points(v.treated_value)} "
+             f"({status_text(v).lstrip(PRIMARY_MARK + ' ')}). "
+             for v in vs.established("primary") if _in_points(v.quantity) and not math.isnan(v.treated_value)]
+    return ("".join(moves) + f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que "
+            f"des changements d'au moins : {detect}.")
