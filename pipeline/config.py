@@ -106,6 +106,16 @@ PRIMARY_METRICS = ("balanced_accuracy", "tpr_signed", "fpr_signed", "sr_signed",
 
 
 @dataclass(frozen=True)
+class RecommendationConfig:
+    """Constraints a recommended rule must meet, fixed before the results (fairness/recommendation.py)."""
+
+    max_fnr_increase: float = 0.05  # no group's under-diagnosis (FNR) worse than the reference's by more
+    max_randomised: float = 0.10  # share of decisions drawn at random
+    max_ba_loss: float = 0.02  # balanced accuracy lost against the reference
+    seed: int = 0  # the split of the evaluation patients into selection and report halves
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     """The pre-registered primary family: fixed before the results, tested with Holm at FWER `alpha`.
 
@@ -118,6 +128,7 @@ class AnalysisConfig:
     attribute: str = "sex"
     alpha: float = 0.05
     n_resamples: int = 200  # patient resamples of the family, its post-processed rules refitted in each
+    recommendation: RecommendationConfig = field(default_factory=RecommendationConfig)
 
 
 PLACEHOLDER_MEMBERS = (
@@ -198,6 +209,9 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "postprocessing.folds": (lambda v: v >= 2, "at least 2 (default 5)"),
     "analysis.alpha": (lambda v: 0 < v < 0.5, "above 0 and below 0.5 (default 0.05)"),
     "analysis.n_resamples": (lambda v: v >= 20, "at least 20 (default 200)"),
+    "analysis.recommendation.max_randomised": (lambda v: 0 <= v <= 1, "between 0 and 1 (default 0.10)"),
+    "analysis.recommendation.max_fnr_increase": (lambda v: 0 <= v <= 1, "between 0 and 1 (default 0.05)"),
+    "analysis.recommendation.max_ba_loss": (lambda v: 0 <= v <= 1, "between 0 and 1 (default 0.02)"),
 }
 
 

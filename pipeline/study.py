@@ -341,9 +341,10 @@ def _analyse(ctx: StudyContext) -> None:
     from pipeline.fairness.data_analysis import data_analysis
     from pipeline.fairness.grid import postprocessed_rates
     from pipeline.fairness.model_analysis import model_analysis
+    from pipeline.fairness.recommendation import recommendation
     from pipeline.fairness.validity import validity
 
-    for analysis in (data_analysis, model_analysis, validity, postprocessed_rates):
+    for analysis in (data_analysis, model_analysis, validity, postprocessed_rates, recommendation):
         analysis(ctx)
 
 

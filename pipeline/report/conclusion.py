@@ -21,7 +21,7 @@ from pipeline.report.tables import (
     post_label,
     undefined_interval_reason,
 )
-from pipeline.report.verdicts import primary_summary
+from pipeline.report.verdicts import primary_summary, recommendation_summary
 from pipeline.study import StudyContext, seeds_used, versions
 
 
@@ -44,6 +44,8 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     if UNDEFINED_CI in gap_text:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
     items = [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
+    if not short:
+        items.append(recommendation_summary(ctx))
     items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
              f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
              f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "

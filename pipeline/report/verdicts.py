@@ -298,3 +298,73 @@ def power_message(ctx: StudyContext) -> str:
              for v in vs.established("primary") if _in_points(v.quantity) and not math.isnan(v.treated_value)]
     return ("".join(moves) + f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que "
             f"des changements d'au moins : {detect}.")
+
+
+FAILS_FR = {"ba": "perte d'exactitude équilibrée", "fnr": "sous-diagnostic aggravé dans un groupe",
+            "randomised": "trop de décisions tirées au hasard", "degenerate": "règle dégénérée",
+            "gap": "écart non défini"}
+
+
+def recommendation_text(ctx: StudyContext) -> str:
+    """The recommendation under the constraints of study.yml, chosen on one half and reported on the other."""
+    from pipeline.fairness.recommendation import recommendation
+
+    rec = recommendation(ctx)
+    c, n = rec.constraints, rec.n_patients
+    groups = ctx.verdicts.meta["groups"] if _verdicts(ctx) else []
+    head = (f"Contraintes fixées avant les résultats (`analysis.recommendation`) : aucun groupe dont le "
+            f"sous-diagnostic (FNR) dépasse celui du modèle de référence de plus de "
+            f"{fr.points(c.max_fnr_increase, 0).lstrip('+')}, au plus {fr.percent(c.max_randomised)} de décisions "
+            f"tirées au hasard, une perte d'exactitude équilibrée d'au plus {fr.number(c.max_ba_loss, 2)}, pas de "
+            f"règle dégénérée. La règle est choisie sur la moitié des "
+            f"patients d'évaluation ({n.get('selection', 0)} patients) et évaluée sur l'autre moitié "
+            f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; un seul entraînement (première graine).")
+    cand = rec.candidates
+    if rec.chosen is None:
+        counts = pd.Series([f for fails in cand.get("fails", pd.Series(dtype=str)) for f in fails.split(",") if f])
+        why = " ; ".join(f"{int(v)} par {FAILS_FR.get(k, k)}" for k, v in counts.value_counts().items())
+        return (f"{head}\n\n**Aucune règle ne satisfait les contraintes** sur la moitié de sélection "
+                f"({len(cand)} règles comparées au modèle de référence ; échecs : {why or 'aucun détail'}). "
+                "Nous recommandons donc de garder le modèle de référence et de ne pas présenter une correction "
+                "comme un gain.")
+    passing = int(cand["satisfies"].sum())
+    long = rec.report.set_index(["method", "metric"])
+    ref = rec.reference
+
+    def cell(rule: str, metric: str, points: bool) -> str:
+        r = long.loc[(rule, metric)]
+        return (fr.points_ci(r["estimate"], r["low"], r["high"]) if points
+                else fr.ratio_ci(r["estimate"], r["low"], r["high"]))
+
+    def diff(metric: str, points: bool) -> str:
+        r = long.loc[(rec.chosen, metric)]
+        return (fr.points_ci(r["diff"], r["diff_low"], r["diff_high"]) if points
+                else f"{fr.number(r['diff'], 3, sign=True)} "
+                     f"{fr.bracket(fr.number(r['diff_low'], 3, True), fr.number(r['diff_high'], 3, True))}")
+
+    gap_label = quantity_label("tpr_signed", groups) if rec.gap == "tpr_signed" else "écart de sensibilité"
+    checks = rec.report_checks or {}
+    broken = [FAILS_FR.get(f, f) for f in str(checks.get("fails", "")).split(",") if f]
+    return (f"{head}\n\n**Règle recommandée : {rule_label(rec.chosen)}**, l'écart de sensibilité le plus faible parmi "
+            f"les {passing} règle{'s' * (passing > 1)} (sur {len(cand)}) qui satisfont les contraintes sur la moitié "
+            f"de sélection. Sur l'autre moitié : {gap_label} {cell(rec.chosen, rec.gap, True)} contre "
+            f"{cell(ref, rec.gap, True)} pour le modèle de référence (différence {diff(rec.gap, True)}) ; exactitude "
+            f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
+            f"(différence {diff('balanced_accuracy', False)}). "
+            + ("Les contraintes restent respectées sur cette moitié (valeurs ponctuelles)." if not broken else
+               f"Sur cette moitié, la règle ne respecte plus : {', '.join(broken)} — la recommandation est fragile.")
+            + " Un écart dont l'intervalle contient 0 n'est pas une égalité : lire l'intervalle.")
+
+
+def recommendation_summary(ctx: StudyContext) -> str:
+    """One key finding: the recommended rule (or none) and whether it held on the half that did not choose it."""
+    from pipeline.fairness.recommendation import recommendation
+
+    rec = recommendation(ctx)
+    head = "Recommandation sous contraintes fixées à l'avance (choisie sur la moitié des patients, évaluée sur l'autre)"
+    if rec.chosen is None:
+        return f"{head} : aucune règle ne satisfait les contraintes ; garder le modèle de référence."
+    broken = [FAILS_FR.get(f, f) for f in str((rec.report_checks or {}).get("fails", "")).split(",") if f]
+    return (f"{head} : {rule_label(rec.chosen)} ; "
+            + ("les contraintes tiennent sur l'autre moitié." if not broken else
+               f"sur l'autre moitié, elle ne les respecte plus ({', '.join(broken)}) : recommandation fragile."))

@@ -1,0 +1,129 @@
+"""A rule recommended under constraints fixed before the results (study.yml > analysis.recommendation).
+
+The evaluation patients are split in two halves by patient (stratified on label and group). On the
+selection half only, every combination of the grid (its cross-fitted decisions) is checked against the
+constraints: no group's under-diagnosis (FNR) worse than the reference's by more than
+`max_fnr_increase`, at most `max_randomised` of decisions drawn at random, a balanced-accuracy loss of
+at most `max_ba_loss`, not degenerate. Among those that pass, the one with the smallest sensitivity gap
+(|F − M| for two groups, else max − min) is chosen, ties by balanced accuracy. It is then reported on
+the other half, which played no part in the choice, with patient-bootstrap intervals: a choice scored
+on the patients it was picked with would look better than it is. « No rule satisfies the constraints »
+is a valid answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cache import per_study
+from pipeline.data import schema as S
+from pipeline.fairness import metrics as M
+from pipeline.fairness.degenerate import one_class
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_fnr_increase: float = 0.05
+    max_randomised: float = 0.10
+    max_ba_loss: float = 0.02
+
+
+@dataclass
+class Recommendation:
+    chosen: str | None  # « weighting + postprocessor », None when no rule satisfies the constraints
+    reference: str
+    gap: str  # the gap minimised: tpr_signed (absolute value) or eopp_diff
+    constraints: Constraints
+    candidates: pd.DataFrame  # one row per rule, on the selection half: the checks and why a rule fails
+    report: pd.DataFrame | None = None  # chosen vs reference on the report half (compare_methods' long table)
+    report_fnr: pd.DataFrame | None = None  # per-group FNR of both on the report half, with intervals
+    report_checks: dict | None = None  # the constraints checked again on the report half (point values)
+    n_patients: dict[str, int] = field(default_factory=dict)  # selection / report
+
+
+def _group_fnr(decided: pd.DataFrame, attribute: str, min_per_class: int) -> np.ndarray:
+    design = M._design(decided, attribute, M.DECISION, None, S.PATIENT, min_per_class)
+    return M._replicate(design, np.ones((1, design.n_clusters)))["group:fnr"][0]
+
+
+def _checks(decided: pd.DataFrame, reference: pd.DataFrame, attribute: str, constraints: Constraints,
+            gap: str, min_per_class: int) -> dict:
+    """The constraints of one rule on some patients (`decided` and `reference` on the same rows)."""
+    point = M.point_metrics_fast(decided, attribute, M.DECISION, None, min_per_class)
+    base = M.point_metrics_fast(reference, attribute, M.DECISION, None, min_per_class)
+    fnr, base_fnr = _group_fnr(decided, attribute, min_per_class), _group_fnr(reference, attribute, min_per_class)
+    d = decided[M.DECISION].to_numpy(float)
+    worse = float(np.nanmax(fnr - base_fnr)) if np.isfinite(fnr - base_fnr).any() else np.nan
+    row = {"ba_loss": base["balanced_accuracy"] - point["balanced_accuracy"], "fnr_increase": worse,
+           "randomised_share": float(np.mean((d > 1e-9) & (d < 1 - 1e-9))),
+           "gap": abs(point[gap]), "balanced_accuracy": point["balanced_accuracy"],
+           "degenerate": bool(one_class(d, decided[attribute]).where)}
+    fails = []
+    if not np.isfinite(row["gap"]):
+        fails.append("gap")
+    if not np.isfinite(worse) or worse > constraints.max_fnr_increase:
+        fails.append("fnr")
+    if row["randomised_share"] > constraints.max_randomised:
+        fails.append("randomised")
+    if not np.isfinite(row["ba_loss"]) or row["ba_loss"] > constraints.max_ba_loss:
+        fails.append("ba")
+    if row["degenerate"]:
+        fails.append("degenerate")
+    return {**row, "fails": ",".join(fails), "satisfies": not fails}
+
+
+def recommend(decisions: dict[tuple[str, str], pd.DataFrame], reference: tuple[str, str], attribute: str,
+              constraints: Constraints, seed: int, n_boot: int,
+              min_per_class: int = M.MIN_PER_CLASS) -> Recommendation:
+    """Choose on the selection half, report on the other; `decisions`: the grid's cross-fitted decisions."""
+    from pipeline.fairness.postprocess import split_fit_score
+
+    ref_frame = decisions[reference]
+    selection, held = split_fit_score(ref_frame, 0.5, seed, attribute)
+    halves = {"selection": set(selection[S.PATIENT].astype(str)), "report": set(held[S.PATIENT].astype(str))}
+    two = len(M.group_order(ref_frame[attribute])) == 2
+    gap = "tpr_signed" if two else "eopp_diff"
+
+    def half(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+        return frame[frame[S.PATIENT].astype(str).isin(halves[name])].reset_index(drop=True)
+
+    ref_selection = half(ref_frame, "selection")
+    rows = []
+    for (w, p), frame in decisions.items():
+        if (w, p) == reference:
+            continue
+        chosen = M._align(half(frame, "selection"), ref_selection)
+        rows.append({"rule": f"{w} + {p}", **_checks(chosen, ref_selection, attribute, constraints, gap,
+                                                     min_per_class)})
+    candidates = pd.DataFrame(rows)
+    passing = candidates[candidates["satisfies"]] if len(candidates) else candidates
+    name = None
+    if len(passing):
+        name = passing.sort_values(["gap", "balanced_accuracy"], ascending=[True, False]).iloc[0]["rule"]
+    out = Recommendation(name, f"{reference[0]} + {reference[1]}", gap, constraints, candidates,
+                         n_patients={k: len(v) for k, v in halves.items()})
+    if name is None:
+        return out
+    w, p = name.split(" + ", 1)
+    ref_report = half(ref_frame, "report")
+    pair = {name: M._align(half(decisions[(w, p)], "report"), ref_report), out.reference: ref_report}
+    out.report = M.compare_methods(pair, attribute, out.reference, n_boot, seed, score_col=None,
+                                   min_per_class=min_per_class, realised=True)
+    out.report_fnr = pd.concat([M.bootstrap_group_metrics(f, attribute, n_boot, seed, score_col=None,
+                                                          min_per_class=min_per_class).assign(rule=r)
+                                for r, f in pair.items()])
+    out.report_fnr = out.report_fnr[out.report_fnr["metric"] == "fnr"].reset_index(drop=True)
+    out.report_checks = _checks(pair[name], ref_report, attribute, constraints, gap, min_per_class)
+    return out
+
+
+@per_study
+def recommendation(ctx) -> Recommendation:
+    """The study's recommendation: the grid's decisions, the constraints of study.yml > analysis.recommendation."""
+    r, ev = ctx.config.analysis.recommendation, ctx.config.evaluation
+    return recommend(ctx.grid.decisions, ctx.grid.baseline, ctx.grid.attribute,
+                     Constraints(r.max_fnr_increase, r.max_randomised, r.max_ba_loss), r.seed, ev.n_bootstrap,
+                     ev.min_per_class)

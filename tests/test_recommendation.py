@@ -1,0 +1,80 @@
+"""The recommended rule: chosen on half of the evaluation patients under constraints fixed in advance, reported
+on the other half, and « none » when no rule meets them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import schema as S
+from pipeline.fairness import metrics as M
+from pipeline.fairness.recommendation import Constraints, recommend
+
+
+def _patients(seed: int = 0, n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 3, n)
+    sex = np.repeat(rng.choice(["F", "M"], n), sizes)
+    label = np.repeat((rng.random(n) < 0.5).astype(int), sizes)
+    score = np.where(label == 1, np.where(sex == "F", 0.3, 0.9), -0.6) + rng.normal(0, 0.8, len(sex))
+    return pd.DataFrame({S.IMAGE: [f"{i}.png" for i in range(len(sex))], S.PATIENT: np.repeat(np.arange(n), sizes)
+                         .astype(str), S.LABEL: label, S.SEX: sex, "score": score})
+
+
+def _rules(frame: pd.DataFrame, rng: np.random.Generator | None = None) -> dict[tuple[str, str], pd.DataFrame]:
+    """The reference, a rule that lowers the women's threshold (closes the gap), one that lowers everyone's a lot
+    (loses accuracy), and a randomised one (half of the decisions drawn at random)."""
+    women = (frame[S.SEX] == "F").to_numpy()
+    s = frame["score"].to_numpy()
+    coin = np.where((rng or np.random.default_rng(1)).random(len(frame)) < 0.5, 0.5, (s >= 0).astype(float))
+    decisions = {("uniform", "none"): (s >= 0).astype(float),
+                 ("uniform", "women_threshold"): (s >= np.where(women, -0.4, 0.0)).astype(float),
+                 ("uniform", "low_threshold"): (s >= -1.5).astype(float),
+                 ("uniform", "coin"): coin}
+    return {k: frame.assign(**{M.DECISION: d}) for k, d in decisions.items()}
+
+
+def test_the_rule_that_closes_the_gap_within_the_constraints_is_chosen_and_reported_on_the_other_half():
+    frame = _patients()
+    rec = recommend(_rules(frame), ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=60)
+    assert rec.chosen == "uniform + women_threshold"
+    fails = rec.candidates.set_index("rule")["fails"]
+    assert "randomised" in fails["uniform + coin"] and "ba" in fails["uniform + low_threshold"]
+    selection, report = rec.n_patients["selection"], rec.n_patients["report"]
+    assert abs(selection - report) <= 2 and selection + report == frame[S.PATIENT].nunique()
+    reported = rec.report.set_index(["method", "metric"])
+    assert reported.loc[(rec.chosen, "tpr_signed"), "diff_low"] > 0  # the women's sensitivity catches up
+
+
+def test_the_choice_never_looks_at_the_patients_it_is_reported_on():
+    """Scramble every outcome and decision of the report half: the same rule is chosen (its report changes)."""
+    frame = _patients()
+    rules = _rules(frame)
+    first = recommend(rules, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
+    from pipeline.fairness.postprocess import split_fit_score
+
+    _, held = split_fit_score(rules[("uniform", "none")], 0.5, 0, S.SEX)
+    report = frame[S.PATIENT].isin(set(held[S.PATIENT])).to_numpy()
+    rng = np.random.default_rng(9)
+    scrambled = {k: f.assign(**{M.DECISION: np.where(report, rng.random(len(f)).round(), f[M.DECISION])})
+                 for k, f in rules.items()}
+    again = recommend(scrambled, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
+    assert again.chosen == first.chosen
+    pd.testing.assert_frame_equal(again.candidates, first.candidates)
+    assert not again.report.equals(first.report)
+
+
+@pytest.mark.parametrize("constraints", [Constraints(0.05, 0.10, 0.0), Constraints(0.0, 0.0, 0.05)])
+def test_no_rule_meeting_the_constraints_is_an_answer_and_the_text_says_to_keep_the_reference(constraints):
+    from types import SimpleNamespace
+
+    from pipeline.report import verdicts
+
+    frame = _patients()
+    rules = {k: v for k, v in _rules(frame).items() if k[1] != "women_threshold"}
+    rec = recommend(rules, ("uniform", "none"), S.SEX, constraints, seed=0, n_boot=40)
+    assert rec.chosen is None and rec.report is None and not rec.candidates["satisfies"].any()
+    ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec}, verdicts=None)
+    text = verdicts.recommendation_text(ctx)
+    assert "Aucune règle ne satisfait les contraintes" in text and "garder le modèle de référence" in text
