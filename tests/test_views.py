@@ -203,3 +203,17 @@ def test_a_signed_gap_that_overshoots_zero_is_an_inversion_and_one_that_grows_is
     widened = _verdict("a + none", "tpr_signed", -0.15, -0.25, -0.05, "established", -1, before=-0.1)
     assert verdicts.status_text(inverted) == "★ inversion de l'écart établie"
     assert verdicts.status_text(widened) == "★ creusement de l'écart établi"
+
+
+def test_a_combination_worse_than_doing_nothing_never_beats_both_its_parts():
+    """« fait mieux que ses composantes » was printed for a rule whose EO gap (0.23) was worse than the
+    reference's (0.19): beating its two parts is not enough, it must beat doing nothing too."""
+    rows = [("uniform", "none", 0.80, 0.19, False), ("jtt", "none", 0.80, 0.30, False),
+            ("uniform", "equal_opportunity", 0.80, 0.25, False), ("jtt", "equal_opportunity", 0.81, 0.23, False),
+            ("reweighing", "none", 0.80, 0.20, False), ("reweighing", "equal_opportunity", 0.80, 0.10, False)]
+    ctx = _grid(rows)
+    ctx.grid.table["degenerate"] = False
+    both = tables.beats_both(ctx, "eo_diff")
+    assert len(both) == 1 and both[0].startswith(tables.method_label("reweighing"))
+    ctx.grid.table.loc[5, "degenerate"] = True  # one class for a group: never named as a success
+    assert tables.beats_both(ctx, "eo_diff") == []

@@ -62,10 +62,12 @@ def analysis_narrative(ctx: StudyContext) -> str:
            if untested else ".")]))]
     both = beats_both(ctx, gap)
     if both:
-        lines.append("Combinaisons meilleures que chacune de leurs composantes seule (écart plus faible sans "
-                     f"perte d'exactitude) : {', '.join(both)}.")
+        lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence (écart plus "
+                     f"faible sans perte d'exactitude ; estimations d'un entraînement, exploratoire) : "
+                     f"{', '.join(both)}.")
     else:
-        lines.append("Aucune combinaison ne bat à la fois la pondération seule et le post-traitement seul.")
+        lines.append("Aucune combinaison ne bat à la fois la pondération seule, le post-traitement seul et la "
+                     "référence.")
     worst = t.set_index(["weighting", "postprocessor"])["worst_group_tpr"]
     base_w = worst.get(("uniform", "none"), np.nan)
     down = [f"{method_label(w)} + {post_label(p)}" for (w, p), v in worst.items() if v < base_w - 0.05]

@@ -108,8 +108,8 @@ def title_pareto(ctx: StudyContext) -> str:
 
 def pareto_message(ctx: StudyContext) -> str:
     both = beats_both(ctx)
-    text = f"{both[0]} fait mieux que ses deux composantes." if both else \
-        "Aucune combinaison ne fait mieux que ses deux composantes à la fois."
+    text = (f"{both[0]} fait mieux que ses deux composantes et que la référence (exploratoire, un entraînement)."
+            if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
     return f"{text} {caveat(gap_fallback_note(ctx, pareto_gap(ctx), of='combinaison'))}".strip()
 
 

@@ -264,15 +264,20 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
 
 
 def beats_both(ctx: StudyContext, gap: str | None = None) -> list[str]:
-    """Combinations with a smaller `gap` than both their parts alone and no lower balanced accuracy; the gap is
-    the EO gap, else the first one defined (`defined_gap`): an undefined gap beats nothing and loses to nothing."""
+    """Combinations with a smaller `gap` than both their parts alone AND than doing nothing (the reference), and
+    no lower balanced accuracy than any of the three; not degenerate. Point estimates of one training run:
+    exploratory. The gap is the EO gap, else the first one defined (`defined_gap`): an undefined gap beats
+    nothing and loses to nothing."""
     gap = gap or defined_gap(ctx.grid.table)
     t = ctx.grid.table.set_index(["weighting", "postprocessor"])
     out = []
     for (w, p), r in t.iterrows():
-        if w == "uniform" or p == "none" or (w, "none") not in t.index or ("uniform", p) not in t.index:
+        if w == "uniform" or p == "none" or any(k not in t.index for k in ((w, "none"), ("uniform", p),
+                                                                          ("uniform", "none"))):
             continue
-        alone = [t.loc[(w, "none")], t.loc[("uniform", p)]]
+        if bool(r.get("degenerate", False)):
+            continue
+        alone = [t.loc[(w, "none")], t.loc[("uniform", p)], t.loc[("uniform", "none")]]
         if all(r[gap] < a[gap] and r["balanced_accuracy"] >= a["balanced_accuracy"] for a in alone):
             out.append(f"{method_label(w)} + {post_label(p)}")
     return out
