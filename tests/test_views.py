@@ -217,3 +217,17 @@ def test_a_combination_worse_than_doing_nothing_never_beats_both_its_parts():
     assert len(both) == 1 and both[0].startswith(tables.method_label("reweighing"))
     ctx.grid.table.loc[5, "degenerate"] = True  # one class for a group: never named as a success
     assert tables.beats_both(ctx, "eo_diff") == []
+
+
+def test_the_mark_on_a_two_group_gap_column_is_the_test_of_the_signed_difference_it_shows():
+    ctx = _grid([("uniform", "none", 0.8, 0.2, True), ("uniform", "equal_opportunity", 0.8, 0.05, True)])
+    t = ctx.grid.table
+    t.attrs["groups"] = ["F", "M"]
+    for m in tables.SHOWN:
+        t[f"{m}_significant"] = False
+    t["tpr_signed"], t["tpr_signed_low"], t["tpr_signed_high"] = [-0.3, 0.0], [-0.4, -0.1], [-0.2, 0.1]
+    t["tpr_signed_significant"] = [False, True]
+    rows = tables.grid_rows(ctx)
+    column = tables.gap_header("eopp_diff", ["F", "M"])
+    assert rows[column].tolist()[1].endswith(tables.EXPLORATORY_MARK)  # eopp_diff's own flag is False
+    assert not rows[column].tolist()[0].endswith(tables.EXPLORATORY_MARK)

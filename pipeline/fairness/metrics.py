@@ -102,7 +102,16 @@ EQUAL_RATES = {"eopp_diff": ("tpr",), "fpr_diff": ("fpr",), "dp_diff": ("selecti
                "sr_signed": ("selection_rate",)}  # gap -> group rates its test of equality compares
 
 
-TESTED = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")  # starred
+TESTED = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")  # marked
+
+
+def tested_for(n_groups: int, tested: tuple[str, ...] = TESTED) -> tuple[str, ...]:
+    """What a table tests is what it shows: with two groups a gap column shows the signed difference (F − M),
+    so the signed change is tested, not the change of the absolute gap (whose test has level 0-0.02 when the
+    true gap is 0)."""
+    if n_groups != 2:
+        return tested
+    return tuple(dict.fromkeys(SIGNED.get(m, m) for m in tested))
 
 
 ALPHA = 0.05
@@ -775,11 +784,12 @@ def paired_difference(preds_a: pd.DataFrame, preds_b: pd.DataFrame, attribute: s
 
 def comparison_table(points: dict[str, dict[str, float]], reps: dict[str, dict[str, np.ndarray]],
                      groups: dict[str, dict[str, np.ndarray]], baseline: str,
-                     tested: tuple[str, ...] = TESTED, normal: bool = False) -> pd.DataFrame:
+                     tested: tuple[str, ...] | None = None, normal: bool = False) -> pd.DataFrame:
     """The long comparison table from each method's point metrics and replicates (same resamples).
 
     Columns: method, metric, estimate, low, high, defined, p_equal, diff, diff_low, diff_high, p,
     p_adjusted (Benjamini-Hochberg over every method but the baseline x `tested` metric), significant.
+    `tested` defaults to `tested_for` the number of groups (signed gaps for two groups).
     `normal`: normal intervals (estimate +- z SD) instead of percentiles, for few replicates.
     """
     rows = []
@@ -791,6 +801,8 @@ def comparison_table(points: dict[str, dict[str, float]], reps: dict[str, dict[s
             rows.append({"method": method, **r, "diff": d["diff"], "diff_low": d["low"], "diff_high": d["high"],
                          "p": d["p"]})
     table = pd.DataFrame(rows)
+    if tested is None:
+        tested = tested_for(len(next(iter(groups.values()))["tpr"]))
     family = (table["method"] != baseline) & table["metric"].isin(tested)
     return _mark_significant(table, "p", family)
 

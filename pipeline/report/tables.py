@@ -121,9 +121,11 @@ def _mark(significant: bool) -> str:
     return f" {EXPLORATORY_MARK}" if significant else ""
 
 
-def _star(values: dict, metric: str) -> bool:
-    """The table's corrected significance (Benjamini-Hochberg) when it has it, else the paired interval
-    excluding 0 (old tables)."""
+def _star(values: dict, metric: str, groups=None) -> bool:
+    """The table's corrected significance (Benjamini-Hochberg) of what the cell shows (the signed gap for two
+    groups) when it has it, else the paired interval excluding 0 (old tables)."""
+    if metric in SIGNED and _two_groups(groups) and f"{SIGNED[metric]}_significant" in values:
+        metric = SIGNED[metric]
     flag = values.get(f"{metric}_significant")
     if flag is not None and not pd.isna(flag):
         return bool(flag)
@@ -168,7 +170,7 @@ def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, 
         get = _getter(values)
         row = {"Méthode": labeller(name)}
         for m in metrics:
-            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(values, m))
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(values, m, groups))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -179,15 +181,18 @@ def in_sentence(label: str) -> str:
 
 
 def significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
+    """The marked (†) changes of each method, as the table shows them (signed gaps for two groups)."""
+    two = _two_groups(table.attrs.get("groups"))
     sentences = []
     for name, part in table.groupby(key, sort=False):
         p = part.set_index("metric")
-        shown = [m for m in SHOWN if m in p.index]
+        shown = [m for m in (SIGNED.get(m, m) if two else m for m in SHOWN) if m in p.index]
         if name == table.attrs.get("baseline", "uniform") or not p.loc[shown, "significant"].astype(bool).any():
             continue
-        moved = [f"{in_sentence(METRIC_LABELS_FR[m])} {'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
+        moved = [f"{in_sentence(METRIC_LABELS_FR[m])}{f' {two[0]} − {two[1]}' if m.endswith('_signed') else ''} "
+                 f"{'+' if p.loc[m, 'diff'] > 0 else ''}{num(p.loc[m, 'diff'])} "
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
-                 for m in SHOWN if m in p.index and bool(p.loc[m, "significant"])]
+                 for m in shown if bool(p.loc[m, "significant"])]
         sentences.append(f"**{labeller(name)}** change de façon notable (exploratoire) : {', '.join(moved)}.")
     return sentences
 
@@ -224,7 +229,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
                 "both": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}"}[label]
         row = {"Méthode": name}
         for m in SHOWN:
-            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(r, m))
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(r, m, groups))
         if "randomised_share" in r and not compact:
             row["Décisions tirées au hasard"] = pct(get("randomised_share"))
         if "degenerate" in r:
