@@ -56,7 +56,8 @@ def test_render_data_renders_that_folder_with_that_config(tmp_path: Path):
     n_images = sum(1 for _ in data.rglob("*.png"))
     assert f"DONNEES={data} BOOTSTRAP=17 IMAGES={n_images}" in html  # not the demo of study.yml
     weights = sorted((tmp_path / "out" / "weights").glob("*.csv"))
-    assert [p.name for p in weights] == ["class_balanced.csv", "uniform.csv"]
+    # the configured weightings, and group_balanced that the default primary family compares
+    assert [p.name for p in weights] == ["class_balanced.csv", "group_balanced.csv", "uniform.csv"]
     for path in [*weights, project / "_output" / "report.html"]:
         assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by others"
     assert "Outputs:" in done.stdout and str(project / "_output" / "report.html") in done.stdout

@@ -35,8 +35,8 @@ def slide_data_message(ctx: StudyContext) -> str:
 
 # Seconds per main slide, in the order of slides.qmd: they sum to the 10 minutes of the talk.
 BUDGET: dict[str, int] = {
-    "question": 45, "data": 60, "amplification": 60, "sees": 45, "images": 45, "groups": 60,
-    "subgroup": 30, "weighting": 45, "postprocessing": 45, "primary": 60, "pareto": 45, "takeaways": 60, "group": 30,
+    "question": 45, "data": 60, "amplification": 60, "sees": 45, "images": 45, "groups": 45,
+    "subgroup": 30, "weighting": 45, "postprocessing": 45, "primary": 60, "pareto": 45, "takeaways": 45, "group": 30,
 }
 
 

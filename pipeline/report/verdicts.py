@@ -224,11 +224,12 @@ def primary_summary(ctx: StudyContext, short: bool = False) -> str:
     if not vs:
         return ""
     established, testable = established_count(ctx)
-    head = (f"Questions principales ({PRIMARY_MARK}, fixées avant les résultats, {_runs(len(vs.meta['seeds']))}) : "
-            f"{established} effet{'s' * (established > 1)} établi{'s' * (established > 1)} sur {testable} "
-            f"hypothèse{'s' * (testable > 1)} testable{'s' * (testable > 1)}")
+    count = (f"{established} effet{'s' * (established > 1)} établi{'s' * (established > 1)} sur {testable} "
+             f"hypothèse{'s' * (testable > 1)} testable{'s' * (testable > 1)}")
     if short:
-        return head + "."
+        return f"Questions principales ({PRIMARY_MARK}) : {count}."
+    runs = _runs(len(vs.meta["seeds"]))
+    head = f"Questions principales ({PRIMARY_MARK}, fixées avant les résultats, {runs}) : {count}"
     groups = vs.meta["groups"]
     clauses = []
     for rule in vs.meta["primary"]:
