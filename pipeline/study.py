@@ -283,6 +283,37 @@ def _primary(by_seed, primary, reference, metrics, attribute, rule_attribute, fo
                           n_resamples, boot_seed, alpha, min_per_class)
 
 
+def _with_exploratory(ctx: StudyContext, primary):
+    """The primary verdicts plus one exploratory family per table (weightings per attribute, the grid); the
+    tables' marks are then written from them (`fairness.exploratory.annotate`)."""
+    from pipeline.fairness import exploratory as X
+    from pipeline.fairness.degenerate import one_class
+    from pipeline.fairness.grid import KEY_METRICS
+    from pipeline.fairness.inference import Verdicts
+    from pipeline.fairness.metrics import DECISION
+
+    decided = {m: _decided(p).sort_values(S.IMAGE) for m, p in ctx.valid_predictions.items()}
+    decisions = {m: d[DECISION].to_numpy() for m, d in decided.items()}
+    families = []
+    for attribute, table in ctx.comparison_by_attribute.items():
+        degenerate = {m: "; ".join(f"{g} : {c}" for g, c in one_class(d[DECISION], d[attribute]).where.items())
+                      for m, d in decided.items()}
+        found = X.table_verdicts(table, f"exploratory:weighting:{attribute}", "uniform", decisions, degenerate,
+                                 primary, rule=lambda m: f"{m} + none")
+        ctx.comparison_by_attribute[attribute] = X.annotate(table, found, rule=lambda m: f"{m} + none")
+        families += found
+    ctx.comparison = ctx.comparison_by_attribute[ctx.config.weighting.attribute]
+    grid = ctx.grid.table
+    order = {name: d.sort_values(S.IMAGE)[DECISION].to_numpy() for name, d in
+             ((f"{w} + {p}", d) for (w, p), d in ctx.grid.decisions.items())}
+    degenerate = dict(zip(grid["combination"], grid["degenerate_where"].where(grid["degenerate"], ""), strict=True))
+    found = X.table_verdicts(X.long_from_wide(grid, KEY_METRICS), "exploratory:grid",
+                             grid.attrs.get("baseline", "uniform + none"), order, degenerate, primary)
+    ctx.grid.table = X.annotate_wide(grid, found)
+    families += found
+    return Verdicts([*primary.values(), *families], meta=primary.meta)
+
+
 def run(config: StudyConfig | None = None) -> StudyContext:
     """Compute (or load from the cache) the whole study."""
     config = config or load_config()
@@ -327,7 +358,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     a = config.analysis
     with progress.stage(f"pre-registered comparisons ({len(a.primary)} rules x {len(config.training.seeds)} seeds, "
                         f"{a.n_resamples} resamples)"):
-        ctx.verdicts = _primary_verdicts(ctx)
+        ctx.verdicts = _with_exploratory(ctx, _primary_verdicts(ctx))
     ctx.timings["primary family"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with progress.stage("analyses (data, model, validity, post-processed rates)"):

@@ -23,7 +23,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
     env = {**os.environ, "FAIRCXR_CONFIG": str(TINY), "FAIRCXR_CACHE": str(project / "cache"),
-           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "FAIRCXR_OUTPUT": str(project / "_output")}
+           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "FAIRCXR_OUTPUT": str(project / "_output"),
+           "FAIRCXR_STRICT": "1"}
     env.pop("FAIRCXR_DATA", None)
     done = subprocess.run([sys.executable, "-m", "pipeline", "render", "--project", str(project), "--no-quarto"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

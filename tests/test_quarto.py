@@ -72,7 +72,8 @@ def quarto() -> str:
 
 def _env(base: Path, quarto: str | None = None) -> dict[str, str]:
     env = {**os.environ, "FAIRCXR_CONFIG": str(TINY), "FAIRCXR_CACHE": str(base / "cache"),
-           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "QUARTO_PYTHON": sys.executable}
+           "FAIRCXR_PROGRESS": "0", "PYTHONPATH": str(ROOT), "QUARTO_PYTHON": sys.executable,
+           "FAIRCXR_STRICT": "1"}
     env.pop("FAIRCXR_DATA", None)
     if quarto:
         env["PATH"] = f"{Path(quarto).parent}{os.pathsep}{env['PATH']}"

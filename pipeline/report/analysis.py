@@ -10,7 +10,6 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.data import schema as S
-from pipeline.fairness.metrics import METRIC_LABELS_FR
 from pipeline.fairness.validity import validity
 from pipeline.report import charts, style
 from pipeline.report import french as fr
@@ -19,8 +18,6 @@ from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     beats_both,
     defined_gap,
-    gap_fallback_note,
-    in_sentence,
     method_label,
     post_label,
 )
@@ -40,27 +37,52 @@ def cost_table(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def analysis_narrative(ctx: StudyContext) -> str:
-    """The grid against the reference on the EO gap (else the first gap defined, said so); a comparison whose
-    test is undefined is counted apart, not « dans le bruit »."""
+def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
+    """How the grid's combinations move the tested gap (signed sensitivity gap, two groups), counted from the
+    grid's verdicts: reductions, reversals, widenings, nothing notable, identical decisions, untested."""
+    from pipeline.report import verdicts as V
+
+    moves = V.grid_moves(ctx)
+    if moves.gap is None:
+        return (f"Avec {len(ctx.grid.table.attrs.get('groups') or [])} groupes, les écarts (max − min) de la grille "
+                "sont décrits, non testés : aucune combinaison n'est déclarée meilleure.")
+    groups = ctx.grid.table.attrs.get("groups") or []
+    label = V.quantity_label(moves.gap, groups)
+    parts = [f"{len(moves.reduced)} le réduisent"]
+    if moves.reversed:
+        parts.append(f"{len(moves.reversed)} l'inversent")
+    parts += [f"{len(moves.widened)} le creusent", f"{len(moves.unchanged)} ne le changent pas de façon notable"]
+    if moves.identical:
+        parts.append(f"{len(moves.identical)} prennent les mêmes décisions qu'une autre règle (fusionnées)")
+    if moves.untested:
+        parts.append(f"{len(moves.untested)} ne sont pas testées (règle dégénérée, écart non défini ou trop peu "
+                     "de rééchantillonnages)")
+    if claims is not None:
+        from pipeline.report.consistency import Claim
+
+        for bucket, status in ((moves.reduced + moves.reversed + moves.widened, "established"),
+                               (moves.unchanged, "not_established")):
+            claims += [Claim("chapitre 5, décompte de la grille", f"{v.treated} compté « {status} »", (v.key,), status)
+                       for v in bucket]
+    cost = (f" Parmi celles qui le réduisent ou l'inversent, {len(moves.costly)} baissent aussi l'exactitude "
+            "équilibrée de façon notable." if moves.costly else "")
+    return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence (un entraînement, "
+            f"exploratoire {V.EXPLORATORY_MARK} : test apparié, Benjamini-Hochberg à 10 %), pour l'{label} : "
+            + " ; ".join(parts) + "." + cost)
+
+
+def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
+    """The grid against the reference on the gap it tests (from the verdicts); the combinations that beat both
+    their parts (exploratory); levelling down."""
     t = ctx.grid.table
     gap = defined_gap(t)
-    others = t[~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))]
-    moved = others[f"{gap}_significant"].astype(bool)  # exploratory: Benjamini-Hochberg over the grid
-    diff = others[f"{gap}_diff"]
-    sig_gain, worse = others[moved & (diff < 0)], others[moved & (diff > 0)]
-    costly = sig_gain[sig_gain["balanced_accuracy_significant"].astype(bool) & (sig_gain["balanced_accuracy_diff"] < 0)]
-    untested = int((~moved & others[f"{gap}_diff_p"].isna()).sum())
-    noise = len(others) - len(sig_gain) - len(worse) - untested
-    lines = [" ".join(filter(None, [
-        gap_fallback_note(ctx, gap, of="combinaison", instead="la comparaison porte sur"),
-        f"Sur {len(others)} combinaisons comparées au modèle de référence, {len(sig_gain)} réduisent "
-        f"l'{in_sentence(METRIC_LABELS_FR[gap])} de façon notable (exploratoire : test apparié, correction de "
-        f"Benjamini-Hochberg), dont {len(costly)} au prix d'une baisse notable de l'exactitude équilibrée ; "
-        f"{len(worse)} l'augmentent de façon notable ; {noise} restent dans le bruit"
-        + (f" ; {untested} sans test possible (écart non défini, ou dans trop peu de rééchantillonnages)."
-           if untested else ".")]))]
+    lines = [grid_count_sentence(ctx, claims)]
     both = beats_both(ctx, gap)
+    if claims is not None:
+        from pipeline.report.consistency import Claim
+
+        claims += [Claim("chapitre 5, combinaisons meilleures que leurs composantes", name, beats=name, gap=gap)
+                   for name in beats_both(ctx, gap, names=True)]
     if both:
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence (écart plus "
                      f"faible sans perte d'exactitude ; estimations d'un entraînement, exploratoire) : "
@@ -85,9 +107,10 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
     sick = preds[preds[S.LABEL] == 1]
     fnr = (sick[S.PROBA] < threshold).groupby(sick[S.AGE_BAND], observed=True).mean() if S.AGE_BAND in sick else None
     fnr_text = ", ".join(f"{b} : {num(v)}" for b, v in fnr.items()) if fnr is not None and len(fnr) else "n.d."
-    t = ctx.grid.table
-    others = t[~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))]
-    better = others[(others["eo_diff_diff_high"] < 0) & (others["balanced_accuracy_diff_low"] > -0.01)]
+    from pipeline.report import verdicts as V
+
+    moves = V.grid_moves(ctx)
+    better = [v for v in moves.reduced if v.treated not in moves.costly]
     b = validity(ctx).baseline
     source = "démo synthétique" if ctx.config.is_demo else "nos données"
     ours = f"Nous ({source})"
@@ -102,7 +125,9 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
          ours: fnr_text},
         {"Quantité": "Atténuations meilleures que l'apprentissage simple",
          "Littérature": "rares (MEDFAIR, Zong et al. 2023 ; Zhang et al. 2022)",
-         ours: f"{len(better)} sur {len(others)} (écart EO réduit, exactitude maintenue)"},
+         ours: (f"{len(better)} sur {moves.compared} (écart de sensibilité réduit de façon notable sans baisse "
+                "notable d'exactitude ; exploratoire, un entraînement)") if moves.gap
+         else "non testé (3 groupes ou plus)"},
     ])
 
 

@@ -44,8 +44,10 @@ def postprocessing_protocol(ctx: StudyContext) -> str:
             f"tire au hasard leurs décisions, et l'estimation est la moyenne sur {M.REALISED_DRAWS} tirages "
             "(l'écart réalisé, plus grand que l'écart des taux espérés). Une croix † (exploratoire) marque une "
             "différence avec la référence qui reste significative après correction de Benjamini-Hochberg (taux de "
-            "fausses découvertes 10 %) sur toutes les comparaisons de la grille : une piste à confirmer, pas une "
-            "preuve. Un taux par groupe n'est défini qu'avec au moins "
+            f"fausses découvertes 10 %) sur les {ctx.grid.table.attrs.get('family_size', 'n.d.')} comparaisons "
+            "testées de la grille : une piste à confirmer, pas une preuve ; l'écart d'equalized odds et le pire "
+            "groupe sont décrits sans test, les règles aux décisions identiques sont fusionnées et les règles "
+            "dégénérées ne sont pas testées. Un taux par groupe n'est défini qu'avec au moins "
             f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`).")
 
 
@@ -119,36 +121,60 @@ def _empty_front_reason(t: pd.DataFrame, gap: str) -> str:
     return "aucune combinaison non dégénérée"
 
 
-def postprocessing_narrative(ctx: StudyContext) -> str:
+def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> str:
+    """One line per post-processor on the reference weighting: its verdict on the gap the grid tests (the
+    signed sensitivity gap with two groups; read from the verdicts), the EO gap described, the cost in accuracy."""
+    from pipeline.report import verdicts as V
+    from pipeline.report.consistency import Claim
+
     t = ctx.grid.table
     uni = t[t["weighting"] == "uniform"].set_index("postprocessor")
     base = uni.loc["none"]
+    groups = t.attrs.get("groups") or []
+    gap = V.tested_gap(groups)
+    vs = ctx.verdicts
     lines = []
     for name, r in uni.iterrows():
         if name == "none":
             continue
-        d_eo, lo, hi = r["eo_diff_diff"], r["eo_diff_diff_low"], r["eo_diff_diff_high"]
-        significant = bool(r.get("eo_diff_significant", False))
-        verdict = ("ne change pas de façon notable" if not significant else "réduit" if d_eo < 0 else "augmente")
+        rule = f"uniform + {name}"
         extra = []
         if r.get("randomised_share", 0) > 0:
-            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard, écart réalisé "
+            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard, écart EO réalisé "
                          f"{num(r['eo_diff'])} contre {num(r.get('eo_diff_expected', float('nan')))} en espérance")
         if r.get("degenerate"):
             extra.append(f"règle dégénérée ({r['degenerate_where']}) : nivellement par le bas, pas équité")
         infeasible = infeasible_groups(ctx, "uniform", name)
         if infeasible:
             extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")
-        lines.append(f"- **{post_label(name)}** {verdict} l'écart d'equalized odds ({num(base['eo_diff'])} → "
-                     f"{num(r['eo_diff'])}, différence {num(d_eo)} [{num(lo)}\u202f; {num(hi)}], "
-                     f"{p_text(r.get('eo_diff_diff_p_adjusted', float('nan')))} ajusté, exploratoire) pour une "
-                     f"variation d'exactitude équilibrée de {grid_ci(r, 'balanced_accuracy_diff')}"
-                     + (f" ({' ; '.join(extra)})" if extra else "") + ".")
+        primary = vs.find("primary", gap, rule) if gap and vs else None
+        v = vs.find("exploratory:grid", gap, rule) if gap and vs else None
+        eo = (f"l'écart d'equalized odds passe de {num(base['eo_diff'])} à {num(r['eo_diff'])} (descriptif)")
+        if primary is not None:
+            said = (f"{V.quantity_label(gap, groups)} : {V.status_text(primary).lstrip(V.PRIMARY_MARK + ' ')} sur "
+                    f"{V._runs(primary.n_seeds)} (question principale {V.PRIMARY_MARK}, voir plus haut)")
+        elif v is not None and v.reason.startswith("identical"):
+            twin = v.reference if v.reason == "identical" else v.reason.removeprefix("identical: ")
+            said = f"mêmes décisions que {V.rule_label(twin)}"
+        elif v is not None and v.status in ("established", "not_established"):
+            said = (f"{V.move_text(v)} l'{V.quantity_label(gap, groups)} ({V.change_ci(v)}, "
+                    f"{p_text(v.p_adjusted)} ajusté, exploratoire{' ' + V.EXPLORATORY_MARK if v.established else ''})")
+        elif v is not None:
+            said = f"{V.quantity_label(gap, groups)} non testable ({v.reason})"
+        else:
+            said = "écarts entre trois groupes ou plus : décrits, non testés"
+        lines.append(f"- **{post_label(name)}** : {said} ; {eo} ; variation d'exactitude équilibrée "
+                     f"{grid_ci(r, 'balanced_accuracy_diff')}" + (f" ({' ; '.join(extra)})" if extra else "") + ".")
+        stated = primary if primary is not None else v
+        if claims is not None and stated is not None and stated.status in ("established", "not_established"):
+            claims.append(Claim("chapitre 4, une ligne par post-traitement", said, (stated.key,), stated.status,
+                                stated.direction))
     front = ctx.grid.frontier("eo_diff")
     names = ", ".join(f"{method_label(w)} + {post_label(p)}" for w, p in
                       zip(front["weighting"], front["postprocessor"], strict=True))
     n_degenerate = int(t["degenerate"].sum()) if "degenerate" in t.columns else 0
     lines.append(f"\nLe front de Pareto (exactitude équilibrée contre écart d'equalized odds réalisé) contient : "
                  f"{names or _empty_front_reason(t, 'eo_diff')}."
-                 + (f" {n_degenerate} combinaison(s) dégénérée(s) en sont exclues." if n_degenerate else ""))
+                 + (f" {n_degenerate} combinaison{'s' * (n_degenerate > 1)} dégénérée{'s' * (n_degenerate > 1)} en "
+                    f"{'sont exclues' if n_degenerate > 1 else 'est exclue'}." if n_degenerate else ""))
     return "\n".join(lines)

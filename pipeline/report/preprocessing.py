@@ -143,15 +143,27 @@ def seed_sentence(ctx: StudyContext) -> str:
             f"graine {seeds[0]}.")
 
 
-def weighting_narrative(ctx: StudyContext) -> str:
+def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
+    from pipeline.fairness.exploratory import PRIMARY_MARK, tested_metrics
+    from pipeline.report.consistency import Claim
+
     table = ctx.comparison
     base = table[(table["method"] == "uniform")].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
     lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} "
              f"et l'écart de sensibilité entre groupes ({attr}) de {estimate_ci(base, 'eopp_diff')}."]
-    moves = significant_moves(table, "method", method_label)
-    lines += moves or ["Aucune pondération ne modifie une métrique de façon notable dans cette exploration "
-                       "(aucune différence ne résiste à la correction de Benjamini-Hochberg)."]
+    moves = significant_moves(table, "method", method_label, claims)
+    if not moves:
+        primary = "mark" in table.columns and bool((table["mark"] == PRIMARY_MARK).any())
+        none = ("Aucune pondération ne modifie une métrique de façon notable dans cette exploration "
+                "(aucune différence ne résiste à la correction de Benjamini-Hochberg)"
+                + (f" ; les effets établis de la question principale ({PRIMARY_MARK}) sont donnés plus haut."
+                   if primary else "."))
+        lines.append(none)
+        if claims is not None:
+            claims.append(Claim("chapitre 3, synthèse des pondérations", none, none_in=table.attrs.get("family"),
+                                quantities=tested_metrics(len(table.attrs.get("groups") or [])),
+                                include_primary=not primary))
     degenerate = validity(ctx).degenerate_methods()
     eo = table[(table["metric"] == "eo_diff") & ~table["method"].isin(list(degenerate))].sort_values("estimate")
     if len(eo):

@@ -106,16 +106,28 @@ def title_pareto(ctx: StudyContext) -> str:
     return f"Combiner : {len(front)} sur {len(ctx.grid.table)} non dominées"
 
 
-def pareto_message(ctx: StudyContext) -> str:
+def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
     both = beats_both(ctx)
+    if claims is not None and both:
+        from pipeline.report.consistency import Claim
+
+        name = beats_both(ctx, names=True)[0]
+        claims.append(Claim("diapositive du front de Pareto", name, beats=name, gap=defined_gap(ctx.grid.table)))
     text = (f"{both[0]} fait mieux que ses deux composantes et que la référence (exploratoire, un entraînement)."
             if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
     return f"{text} {caveat(gap_fallback_note(ctx, pareto_gap(ctx), of='combinaison'))}".strip()
 
 
-def slide_weighting_message(ctx: StudyContext) -> str:
-    moves = significant_moves(ctx.comparison, "method", method_label)
+def slide_weighting_message(ctx: StudyContext, claims: list | None = None) -> str:
+    moves = significant_moves(ctx.comparison, "method", method_label, claims)
     text = moves[0] if moves else "Aucune pondération ne change l'équité de façon notable (exploratoire)."
+    if claims is not None and not moves:
+        from pipeline.report.consistency import Claim
+
+        t = ctx.comparison
+        claims.append(Claim("diapositive des pondérations", text, none_in=t.attrs.get("family"),
+                            quantities=tuple(m for m in t["metric"].unique() if m.endswith("_signed")),
+                            include_primary=False))
     return f"{text} {caveat(gap_fallback_note(ctx, defined_gap(ctx.comparison)))}".strip()
 
 
@@ -142,16 +154,25 @@ def _pair_phrase(attribute: str, high: str, low: str) -> tuple[str, str]:
     return fr.subject(attribute, high), fr.subject(attribute, low)
 
 
-def title_data(ctx: StudyContext) -> str:
-    """The data's largest prevalence gap, as a sentence."""
-    t = _reference_amp(ctx)
-    if t.empty:
+def title_data(ctx: StudyContext, claims: list | None = None) -> str:
+    """The data's largest prevalence gap, as a sentence: the gap the slide's chart draws (same table)."""
+    prev = data_chapter.analysis(ctx).prevalence.dropna(subset=["rd"])
+    if prev.empty:
         return "Les données : prévalence par groupe"
-    r = t.loc[t["data_gap"].abs().idxmax()]
-    hi, lo = _pair_phrase(r["attribute"], r["high_group"], r["low_group"])
-    if r["data_gap"] < 0:
+    r = prev.loc[prev["rd"].abs().idxmax()]
+    hi, lo = _pair_phrase(r["attribute"], r["group"], r["reference"])
+    if r["rd"] < 0:
         hi, lo = lo, hi
-    return f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(abs(r['data_gap']), 0)})"
+    title = f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(abs(r['rd']), 0)})"
+    if claims is not None:
+        from pipeline.report.consistency import Claim
+
+        drawn_all = data_chapter.analysis(ctx).prevalence  # the rows the chart draws
+        rows = drawn_all[drawn_all["attribute"] == r["attribute"]].astype({"group": str}).set_index("group")
+        drawn = abs(rows.loc[str(r["group"]), "prevalence"] - rows.loc[str(r["reference"]), "prevalence"])
+        claims.append(Claim("diapositive des données, titre", title, shown=round(100 * abs(r["rd"])) / 100,
+                            figure=float(drawn), tolerance=0.0051))
+    return title
 
 
 def _amp_row(ctx: StudyContext):
@@ -166,15 +187,23 @@ def _amp_row(ctx: StudyContext):
     return pool.loc[pool["amplification"].abs().idxmax()]
 
 
-def title_amplification(ctx: StudyContext) -> str:
+def title_amplification(ctx: StudyContext, claims: list | None = None) -> str:
+    """The main attribute's amplification (one training run: exploratory), its number as the chart draws it."""
     r = _amp_row(ctx)
     if r is None:
         return "Amplification des biais : non calculable"
     pair = f"{fr.group_label(r['attribute'], r['high_group'])} − {fr.group_label(r['attribute'], r['low_group'])}"
     if not fr.excludes_zero(r["amplification_low"], r["amplification_high"]):
-        return f"Le modèle reproduit l'écart {pair} des données, sans amplification établie"
+        return f"Écart {pair} : pas d'amplification nette (exploratoire)"
     verb = "amplifie" if r["amplification"] > 0 else "atténue"
-    return f"Le modèle {verb} l'écart {pair} des données de {fr.number(100 * abs(r['amplification']), 0)} points"
+    title = f"Le modèle {verb} l'écart {pair} : {fr.points(r['amplification'], 0)} (exploratoire)"
+    if claims is not None:
+        from pipeline.report.consistency import Claim
+
+        figure = float(r["model_gap"] - r["data_gap"])  # the two bars the slide's chart draws
+        claims.append(Claim("diapositive de l'amplification, titre", title,
+                            shown=round(100 * r["amplification"]) / 100, figure=figure, tolerance=0.0051))
+    return title
 
 
 def amplification_number(ctx: StudyContext) -> str:
@@ -306,11 +335,13 @@ def group_name(ctx: StudyContext) -> str:
     return str(getattr(getattr(ctx.config, "group", None), "name", "Groupe"))
 
 
-def title_primary(ctx: StudyContext) -> str:
+def title_primary(ctx: StudyContext, claims: list | None = None) -> str:
     """The count of established primary effects (read from the verdicts), as the slide's title."""
-    from pipeline.report.verdicts import established_count
+    from pipeline.report.verdicts import _claim, established_count
 
     established, testable = established_count(ctx)
+    for v in ctx.verdicts.family("primary") if ctx.verdicts is not None else []:
+        _claim(claims, "diapositive des questions principales, titre", f"compté « {v.status} »", v)
     if not testable:
         return "Questions fixées à l'avance : aucune n'est testable ici"
     return (f"Questions fixées à l'avance : {established} effet{'s' * (established > 1)} établi"

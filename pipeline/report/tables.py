@@ -117,20 +117,33 @@ def _getter(values: dict):
     return get
 
 
-def _mark(significant: bool) -> str:
-    return f" {EXPLORATORY_MARK}" if significant else ""
-
-
-def _star(values: dict, metric: str, groups=None) -> bool:
-    """The table's corrected significance (Benjamini-Hochberg) of what the cell shows (the signed gap for two
-    groups) when it has it, else the paired interval excluding 0 (old tables)."""
-    if metric in SIGNED and _two_groups(groups) and f"{SIGNED[metric]}_significant" in values:
+def _cell_mark(values: dict, metric: str, groups=None) -> str:
+    """The mark of what the cell shows (the signed gap for two groups), written from the verdicts
+    (`fairness.exploratory.annotate`): ★ a pre-registered effect established, † an exploratory one."""
+    if metric in SIGNED and _two_groups(groups):
         metric = SIGNED[metric]
-    flag = values.get(f"{metric}_significant")
-    if flag is not None and not pd.isna(flag):
-        return bool(flag)
-    lo, hi = values.get(f"{metric}_diff_low", np.nan), values.get(f"{metric}_diff_high", np.nan)
-    return bool(lo > 0 or hi < 0)
+    flag = values.get(f"{metric}_mark")
+    return f" {flag}" if isinstance(flag, str) and flag else ""
+
+
+def merge_identical(rows: list[dict], names: list[str], twins: list[str], labeller, column: str | None) -> list[dict]:
+    """Rows whose decisions repeat another shown row's are merged into it: « mêmes décisions : … » in `column`
+    (in the label when None)."""
+    index = {n: i for i, n in enumerate(names)}
+    same: dict[int, list[str]] = {}
+    keep = []
+    for i, twin in enumerate(twins):
+        if twin and twin in index:
+            same.setdefault(index[twin], []).append(labeller(names[i]))
+        else:
+            keep.append(i)
+    for i, others in same.items():
+        note = f"mêmes décisions : {', '.join(others)}"
+        if column:
+            rows[i][column] = "; ".join(filter(None, [rows[i].get(column, ""), note]))
+        else:
+            rows[i]["Méthode"] += f" ({note})"
+    return [rows[i] for i in keep]
 
 
 def attribute_in_sentence(attribute: str) -> str:
@@ -149,7 +162,8 @@ def _flat(part: pd.DataFrame) -> dict:
     out: dict = {}
     for m, r in part.iterrows():
         out.update({m: r["estimate"], f"{m}_low": r["low"], f"{m}_high": r["high"],
-                    f"{m}_p_equal": r.get("p_equal", np.nan), f"{m}_significant": r.get("significant", np.nan)})
+                    f"{m}_p_equal": r.get("p_equal", np.nan), f"{m}_significant": r.get("significant", np.nan),
+                    f"{m}_mark": r.get("mark", ""), "identical_to": r.get("identical_to", "")})
     return out
 
 
@@ -164,15 +178,17 @@ def results_table(table: pd.DataFrame, label_col: str, labeller, metrics=SHOWN, 
     """One row per method; gaps as `gap_cell` shows them; † = corrected (Benjamini-Hochberg) difference with
     the baseline (exploratory)."""
     groups = table.attrs.get("groups")
-    rows = []
+    rows, names, twins = [], [], []
     for name, part in table.groupby(label_col, sort=False):
         values = _flat(part.set_index("metric"))
         get = _getter(values)
         row = {"Méthode": labeller(name)}
         for m in metrics:
-            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(values, m, groups))
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _cell_mark(values, m, groups)
         rows.append(row)
-    return pd.DataFrame(rows)
+        names.append(name)
+        twins.append(str(values.get("identical_to") or "").removesuffix(" + none"))
+    return pd.DataFrame(merge_identical(rows, names, twins, labeller, None))
 
 
 def in_sentence(label: str) -> str:
@@ -180,8 +196,12 @@ def in_sentence(label: str) -> str:
     return label if label[:2].isupper() else label[:1].lower() + label[1:]
 
 
-def significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
-    """The marked (†) changes of each method, as the table shows them (signed gaps for two groups)."""
+def significant_moves(table: pd.DataFrame, key: str, labeller, claims: list | None = None) -> list[str]:
+    """The marked (†) changes of each method, as the table shows them (signed gaps for two groups); `claims`
+    receives what each sentence asserts (the consistency check)."""
+    from pipeline.fairness.inference import verdict_key
+    from pipeline.report.consistency import Claim
+
     two = _two_groups(table.attrs.get("groups"))
     sentences = []
     for name, part in table.groupby(key, sort=False):
@@ -194,6 +214,11 @@ def significant_moves(table: pd.DataFrame, key: str, labeller) -> list[str]:
                  f"[{num(p.loc[m, 'diff_low'])}\u202f; {num(p.loc[m, 'diff_high'])}]"
                  for m in shown if bool(p.loc[m, "significant"])]
         sentences.append(f"**{labeller(name)}** change de façon notable (exploratoire) : {', '.join(moved)}.")
+        if claims is not None:
+            keys = tuple(verdict_key(table.attrs.get("family", ""), m, table.attrs.get("attribute"), f"{name} + none",
+                                     f"{table.attrs.get('baseline', 'uniform')} + none")
+                         for m in shown if bool(p.loc[m, "significant"]))
+            claims.append(Claim("changements notables d'une pondération", sentences[-1], keys, "established"))
     return sentences
 
 
@@ -221,7 +246,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
     difference with the reference, the share of randomised decisions, degenerate and infeasible rules."""
     table = ctx.grid.table if rows is None else rows
     groups = table.attrs.get("groups") or ctx.grid.table.attrs.get("groups")
-    out = []
+    out, names, twins = [], [], []
     for r in table.itertuples(index=False):
         r = r._asdict()
         get = _getter(r)
@@ -229,13 +254,23 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
                 "both": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}"}[label]
         row = {"Méthode": name}
         for m in SHOWN:
-            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _mark(_star(r, m, groups))
+            row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _cell_mark(r, m, groups)
         if "randomised_share" in r and not compact:
             row["Décisions tirées au hasard"] = pct(get("randomised_share"))
         if "degenerate" in r:
             row["Remarque"] = grid_remark(ctx, r)
         out.append(row)
-    return pd.DataFrame(out)
+        names.append(r["combination"])
+        twins.append(str(r.get("identical_to") or ""))
+    if compact:
+        return pd.DataFrame(out)
+    return pd.DataFrame(merge_identical(out, names, twins, rule_label_fr, "Remarque"))
+
+
+def rule_label_fr(combination: str) -> str:
+    """« Équilibrage des groupes + Aucun » from « group_balanced + none »."""
+    w, _, p = combination.partition(" + ")
+    return f"{method_label(w)} + {post_label(p)}" if p else method_label(w)
 
 
 def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
@@ -268,7 +303,7 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     return " ".join(lines)
 
 
-def beats_both(ctx: StudyContext, gap: str | None = None) -> list[str]:
+def beats_both(ctx: StudyContext, gap: str | None = None, names: bool = False) -> list[str]:
     """Combinations with a smaller `gap` than both their parts alone AND than doing nothing (the reference), and
     no lower balanced accuracy than any of the three; not degenerate. Point estimates of one training run:
     exploratory. The gap is the EO gap, else the first one defined (`defined_gap`): an undefined gap beats
@@ -284,7 +319,7 @@ def beats_both(ctx: StudyContext, gap: str | None = None) -> list[str]:
             continue
         alone = [t.loc[(w, "none")], t.loc[("uniform", p)], t.loc[("uniform", "none")]]
         if all(r[gap] < a[gap] and r["balanced_accuracy"] >= a["balanced_accuracy"] for a in alone):
-            out.append(f"{method_label(w)} + {post_label(p)}")
+            out.append(f"{w} + {p}" if names else f"{method_label(w)} + {post_label(p)}")
     return out
 
 

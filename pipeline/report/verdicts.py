@@ -7,6 +7,7 @@ verdict's `status`, `direction` and numbers (docs/VERDICTS.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import altair as alt
 import numpy as np
@@ -189,7 +190,15 @@ def primary_table(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def primary_answer(ctx: StudyContext, chapter: str | None = None) -> str:
+def _claim(claims: list | None, where: str, text: str, v: Verdict) -> None:
+    """What a sentence states of `v` (its status and direction), for the render's consistency check."""
+    if claims is not None:
+        from pipeline.report.consistency import Claim
+
+        claims.append(Claim(where, text, (v.key,), v.status, v.direction))
+
+
+def primary_answer(ctx: StudyContext, chapter: str | None = None, claims: list | None = None) -> str:
     """The answers as a list: those of a chapter's rules (« preprocessing »: no post-processor;
     « postprocessing »: a post-processor), or all of them."""
     vs = _verdicts(ctx)
@@ -201,7 +210,11 @@ def primary_answer(ctx: StudyContext, chapter: str | None = None) -> str:
         post = rule_parts(rule)[1]
         if (chapter == "preprocessing" and post != "none") or (chapter == "postprocessing" and post == "none"):
             continue
-        answers = [verdict_sentence(v, groups) for v in vs.family("primary") if v.treated == rule]
+        answers = []
+        for v in vs.family("primary"):
+            if v.treated == rule:
+                answers.append(verdict_sentence(v, groups))
+                _claim(claims, "réponse aux questions principales", answers[-1], v)
         lines.append(f"- **{rule_label(rule)}** contre {rule_label(vs.meta['reference'])} :\n"
                      + "\n".join(f"    - {_upper_first(a)}" for a in answers))
     if not lines:
@@ -218,7 +231,7 @@ def established_count(ctx: StudyContext) -> tuple[int, int]:
     return sum(v.established for v in primary), sum(v.status != "not_testable" for v in primary)
 
 
-def primary_summary(ctx: StudyContext, short: bool = False) -> str:
+def primary_summary(ctx: StudyContext, short: bool = False, claims: list | None = None) -> str:
     """The key finding the conclusion opens with: each primary answer in a clause, or (`short`) the count."""
     vs = _verdicts(ctx)
     if not vs:
@@ -233,10 +246,14 @@ def primary_summary(ctx: StudyContext, short: bool = False) -> str:
     groups = vs.meta["groups"]
     clauses = []
     for rule in vs.meta["primary"]:
-        parts = [f"{quantity_label(v.quantity, groups)} {change_ci(v)}, {status_text(v).lstrip(PRIMARY_MARK + ' ')}"
-                 + (f" (détectable : {detectable(v)})" if v.status == "not_established" and v.reason != "identical"
-                    else "")
-                 for v in vs.family("primary") if v.treated == rule]
+        parts = []
+        for v in vs.family("primary"):
+            if v.treated == rule:
+                parts.append(f"{quantity_label(v.quantity, groups)} {change_ci(v)}, "
+                             f"{status_text(v).lstrip(PRIMARY_MARK + ' ')}"
+                             + (f" (détectable : {detectable(v)})" if v.status == "not_established"
+                                and v.reason != "identical" else ""))
+                _claim(claims, "conclusion, constat principal", parts[-1], v)
         clauses.append(f"{rule_label(rule)} : " + ", ".join(parts))
     return head + " — " + " ; ".join(clauses) + "."
 
@@ -369,3 +386,71 @@ def recommendation_summary(ctx: StudyContext) -> str:
     return (f"{head} : {rule_label(rec.chosen)} ; "
             + ("les contraintes tiennent sur l'autre moitié." if not broken else
                f"sur l'autre moitié, elle ne les respecte plus ({', '.join(broken)}) : recommandation fragile."))
+
+
+# ------------------------------------------------------------------ exploratory families (tables, grid)
+
+
+EXPLORATORY_MARK = "†"
+
+
+def tested_gap(groups) -> str | None:
+    """The gap an exploratory table tests: the signed sensitivity gap with two groups; none with three or more
+    (max − min gaps are descriptive)."""
+    return "tpr_signed" if groups is not None and len(groups) == 2 else None
+
+
+def move_text(v: Verdict) -> str:
+    """« réduit l'écart », « creuse l'écart », « inverse l'écart », « ne change pas … de façon notable »: the
+    verb of a verdict on a signed gap, from its status and direction."""
+    if v.status != "established":
+        return "ne change pas de façon notable"
+    word = _gap_move(v)
+    return {"réduction de l'écart": "réduit", "inversion de l'écart": "inverse", "creusement de l'écart": "creuse",
+            "hausse": "augmente", "baisse": "diminue"}[word]
+
+
+def is_primary(v: Verdict) -> bool:
+    return v.family == "primary" or v.reason.startswith("primary")
+
+
+def qualifier(v: Verdict) -> str:
+    """How sure: « établi (question principale ★) » or « notable (exploratoire †) »."""
+    return f"question principale {PRIMARY_MARK}" if is_primary(v) else f"exploratoire {EXPLORATORY_MARK}"
+
+
+@dataclass
+class GridMoves:
+    """The grid's combinations by what their verdict on the tested gap says (one training run)."""
+
+    gap: str | None
+    compared: int = 0  # combinations other than the reference
+    reduced: list[Verdict] = field(default_factory=list)
+    reversed: list[Verdict] = field(default_factory=list)
+    widened: list[Verdict] = field(default_factory=list)
+    unchanged: list[Verdict] = field(default_factory=list)  # tested, not established
+    identical: list[Verdict] = field(default_factory=list)  # the same decisions as the reference or another row
+    untested: list[Verdict] = field(default_factory=list)  # degenerate, undefined, no interval
+    costly: list[str] = field(default_factory=list)  # reduced or reversed at an established loss of accuracy
+
+
+def grid_moves(ctx: StudyContext) -> GridMoves:
+    vs = _verdicts(ctx)
+    gap = tested_gap(ctx.grid.table.attrs.get("groups"))
+    found = [v for v in (vs.family("exploratory:grid") if vs else []) if v.quantity == gap]
+    out = GridMoves(gap, compared=len(ctx.grid.table) - 1)
+    ba = {v.treated: v for v in (vs.family("exploratory:grid") if vs else []) if v.quantity == "balanced_accuracy"}
+    for v in found:
+        if v.reason.startswith("identical"):
+            out.identical.append(v)
+        elif v.status == "established":
+            bucket = {"réduit": out.reduced, "inverse": out.reversed}.get(move_text(v), out.widened)
+            bucket.append(v)
+            b = ba.get(v.treated)
+            if bucket is not out.widened and b is not None and b.established and b.direction < 0:
+                out.costly.append(v.treated)
+        elif v.status == "not_established":
+            out.unchanged.append(v)
+        else:
+            out.untested.append(v)
+    return out

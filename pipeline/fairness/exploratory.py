@@ -1,0 +1,231 @@
+"""The exploratory families: every comparison outside the pre-registered questions, as verdicts.
+
+One family per table (the weighting table of each attribute, the post-processing grid), tested with
+Benjamini-Hochberg at false discovery rate q = 0.10 (`metrics.EXPLORATORY_Q`), marked † in the tables.
+What is tested is what the table shows, and only what can be tested:
+
+- with two groups, the signed gaps (F − M) the columns show, balanced accuracy and AUC; the
+  equalized-odds gap (a maximum of two absolute gaps) and the worst group's value are descriptive (no
+  test, no mark: their intervals cannot contain 0 and the change of a maximum tests little);
+- with three or more groups, the max − min gaps are descriptive too;
+- a rule whose decisions equal the reference's is « identique » (nothing can change); a rule whose
+  decisions equal an earlier row's is merged with it (« identique à … »: tested once, not twice);
+- a degenerate rule (one class for a group) is not tested (levelling down is not fairness);
+- a comparison of the pre-registered family is answered there, over every training seed: the table shows
+  its ★ verdict and does not test it again.
+
+The table's columns (`p_adjusted`, `significant`, `mark`, `identical_to`) are then written from these
+verdicts (`annotate`), so a table's marks and the sentences about it read the same object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from pipeline.fairness.inference import Verdict, Verdicts, verdict_key
+from pipeline.fairness.metrics import EXPLORATORY_Q, SIGNED, adjust
+
+PRIMARY_MARK = "★"
+EXPLORATORY_MARK = "†"
+
+COLUMNS = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")  # a table's columns
+
+
+def tested_metrics(n_groups: int) -> tuple[str, ...]:
+    """What an exploratory table tests: performance, and with two groups the signed gaps it shows."""
+    performance = ("balanced_accuracy", "auc")
+    if n_groups != 2:
+        return performance
+    return (*performance, SIGNED["eopp_diff"], SIGNED["dp_diff"])
+
+
+def described_metrics(n_groups: int) -> tuple[str, ...]:
+    """What a table shows without a test: the EO gap, the worst group, and max − min gaps of 3+ groups."""
+    if n_groups != 2:
+        return ("eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")
+    return ("eo_diff", "worst_group_bacc")
+
+
+def _identical_to(decisions: Mapping[str, np.ndarray], order: list[str]) -> dict[str, str]:
+    """Each rule whose decisions equal an earlier rule's (the reference first) -> that rule."""
+    out: dict[str, str] = {}
+    for i, name in enumerate(order):
+        if name not in decisions:
+            continue
+        for earlier in order[:i]:
+            if earlier in decisions and earlier not in out and np.array_equal(decisions[name], decisions[earlier]):
+                out[name] = earlier
+                break
+    return out
+
+
+ATTRIBUTE_FREE = ("balanced_accuracy", "auc")  # the same quantity whatever the attribute of the table
+
+
+def _primary_of(primary: Verdicts | None, metric: str, attribute: str | None, treated: str, reference: str
+                ) -> Verdict | None:
+    """The pre-registered verdict of this very comparison (a gap only on the primary family's attribute)."""
+    if primary is None:
+        return None
+    found = primary.find("primary", metric, treated, reference)
+    if found is None or (metric not in ATTRIBUTE_FREE and found.attribute != attribute):
+        return None
+    return found
+
+
+def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: Mapping[str, np.ndarray],
+                   degenerate: Mapping[str, str] | None = None, primary: Verdicts | None = None,
+                   rule: Callable[[str], str] = lambda m: m, q: float = EXPLORATORY_Q) -> list[Verdict]:
+    """The verdicts of one exploratory table (long form: method, metric, diff, diff_low, diff_high, p).
+
+    `decisions[method]`: its (expected) decisions on the evaluation images, in one order for all;
+    `degenerate[method]`: where it gives one class; `rule(method)`: its name « weighting + postprocessor »
+    (the primary family's keys); `primary`: the pre-registered verdicts, answered there.
+    """
+    degenerate = degenerate or {}
+    attribute = table.attrs.get("attribute")
+    groups = table.attrs.get("groups") or []
+    n_groups = len(groups)
+    tested, described = tested_metrics(n_groups), described_metrics(n_groups)
+    methods = list(dict.fromkeys(table["method"]))
+    identical = _identical_to(decisions, [reference, *[m for m in methods if m != reference]])
+    rows = table.set_index(["method", "metric"])
+    n_resamples = int(table.attrs.get("n_boot") or table.attrs.get("n_refit") or 0)
+    cells = []
+    for method in methods:
+        if method == reference:
+            continue
+        for metric in (*tested, *described):
+            if (method, metric) not in rows.index:
+                continue
+            r = rows.loc[(method, metric)]
+            pre = _primary_of(primary, metric, attribute, rule(method), rule(reference))
+            if identical.get(method) == reference:
+                reason = "identical"
+            elif method in identical:
+                reason = f"identical: {rule(identical[method])}"
+            elif degenerate.get(method):
+                reason = f"degenerate: {degenerate[method]}"
+            elif pre is not None:
+                reason = f"primary: {pre.key}"
+            elif metric in described:
+                reason = "descriptive"
+            elif not np.isfinite(r["diff"]):
+                reason = "undefined"
+            elif not np.isfinite(r["p"]):
+                reason = "no_interval"
+            else:
+                reason = ""
+            cells.append((method, metric, r, reason, pre))
+    p_adjusted = adjust(np.array([float(r["p"]) if reason == "" else np.nan for _, _, r, reason, _ in cells]))
+    out: dict[tuple[str, str], Verdict] = {}
+    for (method, metric, r, reason, pre), p_adj in zip(cells, p_adjusted, strict=True):
+        if reason.startswith("primary"):
+            status, direction, p_adj = pre.status, pre.direction, pre.p_adjusted
+        elif reason == "":
+            established = bool(p_adj < q)
+            status, direction = ("established" if established else "not_established"), (
+                int(np.sign(r["diff"])) if established else 0)
+        elif reason == "descriptive":
+            status, direction, p_adj = "descriptive", 0, None
+        else:
+            status, direction, p_adj = "not_testable", 0, None
+        out[(method, metric)] = Verdict(
+            key=verdict_key(family, metric, attribute, rule(method), rule(reference)), family=family,
+            quantity=metric, attribute=attribute, treated=rule(method), reference=rule(reference),
+            estimate=float(r["diff"]), low=float(r["diff_low"]), high=float(r["diff_high"]),
+            level=q, p_value=None if reason in ("descriptive",) or not np.isfinite(r["p"]) else float(r["p"]),
+            p_adjusted=None if p_adj is None or not np.isfinite(p_adj) else float(p_adj), status=status,
+            direction=direction, reason=reason, mde=None, levelling_down=False, n_seeds=1,
+            per_seed=(float(r["diff"]),), df=math.inf, n_resamples=n_resamples,
+            reference_value=float(rows.loc[(reference, metric), "estimate"]) if (reference, metric) in rows.index
+            else math.nan, treated_value=float(r["estimate"]))
+    for (method, metric), v in list(out.items()):  # a merged row reads the verdict of the row it equals
+        twin = identical.get(method)
+        if twin and twin != reference and (twin, metric) in out:
+            first = out[(twin, metric)]
+            out[(method, metric)] = _replace(v, status=first.status, direction=first.direction,
+                                             p_adjusted=first.p_adjusted)
+    return list(out.values())
+
+
+def _replace(v: Verdict, **changes) -> Verdict:
+    from dataclasses import replace
+
+    return replace(v, **changes)
+
+
+def mark(v: Verdict | None) -> str:
+    """The table mark of a verdict: ★ primary established, † exploratory established, else nothing."""
+    if v is None or v.status != "established":
+        return ""
+    return PRIMARY_MARK if v.reason.startswith("primary") or v.family == "primary" else EXPLORATORY_MARK
+
+
+def annotate(table: pd.DataFrame, verdicts: list[Verdict], rule: Callable[[str], str] = lambda m: m
+             ) -> pd.DataFrame:
+    """`table` (long) with `p_adjusted`, `significant`, `mark`, `verdict`, `identical_to` from `verdicts`."""
+    by_cell = {(v.treated, v.quantity): v for v in verdicts}
+    out = table.copy()
+    found = [by_cell.get((rule(m), q)) for m, q in zip(out["method"], out["metric"], strict=True)]
+    out["p_adjusted"] = [np.nan if v is None or v.p_adjusted is None else v.p_adjusted for v in found]
+    out["significant"] = [v is not None and v.established and v.family != "primary"
+                          and not v.reason.startswith("primary") for v in found]
+    out["mark"] = [mark(v) for v in found]
+    out["verdict"] = ["" if v is None else v.status for v in found]
+    twins = identical_rules(verdicts)
+    out["identical_to"] = [twins.get(rule(m), "") for m in out["method"]]
+    out.attrs.update(table.attrs)
+    out.attrs.update(_family_attrs(verdicts))
+    return out
+
+
+def identical_rules(verdicts: list[Verdict]) -> dict[str, str]:
+    """Rule -> the rule whose decisions it repeats (the reference, or an earlier row it is merged with)."""
+    out = {}
+    for v in verdicts:
+        if v.reason == "identical":
+            out[v.treated] = v.reference
+        elif v.reason.startswith("identical: "):
+            out[v.treated] = v.reason.removeprefix("identical: ")
+    return out
+
+
+def _family_attrs(verdicts: list[Verdict]) -> dict:
+    tested = [v for v in verdicts if v.status in ("established", "not_established") and not v.reason]
+    return {"family_size": len(tested), "merged": len(identical_rules(verdicts)),
+            "family": verdicts[0].family if verdicts else "", "correction": "fdr_bh"}
+
+
+def long_from_wide(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """The grid's wide table (one row per combination) as the long form `table_verdicts` reads."""
+    rows = [{"method": r["combination"], "metric": m, "estimate": r.get(m, np.nan), "diff": r.get(f"{m}_diff", np.nan),
+             "diff_low": r.get(f"{m}_diff_low", np.nan), "diff_high": r.get(f"{m}_diff_high", np.nan),
+             "p": r.get(f"{m}_diff_p", np.nan)} for _, r in table.iterrows() for m in metrics if m in table.columns]
+    out = pd.DataFrame(rows)
+    out.attrs.update(table.attrs)
+    return out
+
+
+def annotate_wide(table: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
+    """The grid's table with `m_diff_p_adjusted`, `m_significant`, `m_mark`, `m_verdict` and `identical_to`
+    from `verdicts` (metrics without a verdict: no mark, no adjusted p)."""
+    by_cell = {(v.treated, v.quantity): v for v in verdicts}
+    out = table.copy()
+    metrics = {v.quantity for v in verdicts} | {c.removesuffix("_significant") for c in table.columns
+                                                 if c.endswith("_significant")}
+    for m in sorted(metrics):
+        found = [by_cell.get((name, m)) for name in out["combination"]]
+        out[f"{m}_diff_p_adjusted"] = [np.nan if v is None or v.p_adjusted is None else v.p_adjusted for v in found]
+        out[f"{m}_significant"] = [v is not None and v.established and not v.reason.startswith("primary")
+                                   for v in found]
+        out[f"{m}_mark"] = [mark(v) for v in found]
+        out[f"{m}_verdict"] = ["" if v is None else v.status for v in found]
+    out["identical_to"] = [identical_rules(verdicts).get(name, "") for name in out["combination"]]
+    out.attrs.update(table.attrs)
+    out.attrs.update(_family_attrs(verdicts))
+    return out

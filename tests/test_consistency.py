@@ -1,0 +1,128 @@
+"""The render's consistency check catches planted contradictions between generated text and the verdicts.
+
+A tiny study (generated demo) gives real verdicts and real texts; contradictions are planted the way they
+arose in past reports (a verdict that changes under a sentence written for another, a title whose number is
+not its figure's, « better than both its parts » for a dominated rule), and the check must name each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipeline import study
+from pipeline.config import load_config
+from pipeline.data.demo import make_demo
+from pipeline.report import analysis, consistency, preprocessing, slides
+from pipeline.report.consistency import Claim
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> study.StudyContext:
+    root = tmp_path_factory.mktemp("consistency")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAIRCXR_CACHE", str(root / "cache"))
+        mp.setenv("FAIRCXR_PROGRESS", "0")
+        mp.setenv("FAIRCXR_OUTPUT", str(root / "output"))
+        data = make_demo(root / "data", n_patients=120, seed=3, image_size=64)
+        yield study.run(load_config(TINY, data_dir=str(data)))
+
+
+def _flip(ctx: study.StudyContext, key: str, **changes) -> None:
+    ctx.verdicts._items[key] = dataclasses.replace(ctx.verdicts[key], **changes)
+
+
+def test_the_generated_texts_agree_with_the_verdicts(ctx):
+    claims = consistency.collect(ctx)
+    assert any(c.keys for c in claims) and any(c.shown is not None for c in claims)
+    assert consistency.check(claims, ctx) == []
+    assert "aucune contradiction" in consistency.ensure(ctx)
+
+
+def test_a_sentence_whose_verdict_changed_is_caught(ctx):
+    claims = consistency.collect(ctx)
+    stated = next(c for c in claims if c.keys and c.status == "not_established")
+    key = stated.keys[0]
+    before = ctx.verdicts[key]
+    try:
+        _flip(ctx, key, status="established", direction=1)
+        problems = consistency.check(claims, ctx)
+        assert any(key in p and "not_established" in p for p in problems), problems
+    finally:
+        ctx.verdicts._items[key] = before
+
+
+def test_nothing_notable_while_a_mark_exists_is_caught(ctx):
+    table = ctx.comparison
+    saved = table["significant"].copy()
+    table["significant"] = False  # the text is written as if no weighting moved anything...
+    try:
+        claims: list[Claim] = []
+        text = preprocessing.weighting_narrative(ctx, claims)
+        assert "Aucune pondération ne modifie" in text
+        assert consistency.check(claims, ctx) == [] or any(v.established for v in ctx.verdicts.values()
+                                                           if v.family == table.attrs["family"])
+        target = next(v for v in ctx.verdicts.values() if v.family == table.attrs["family"] and v.reason == ""
+                      and v.quantity == "balanced_accuracy")
+        _flip(ctx, target.key, status="established", direction=-1)  # ...while the verdicts hold an effect
+        problems = consistency.check(claims, ctx)
+        assert any("Aucune pondération" in p and target.key in p for p in problems), problems
+    finally:
+        table["significant"] = saved
+        _flip(ctx, target.key, status=target.status, direction=target.direction)
+
+
+def test_a_title_whose_number_is_not_its_figures_is_caught(ctx):
+    amp = analysis.model_results(ctx).amplification
+    saved = amp.copy()
+    try:
+        claims: list[Claim] = []
+        title = slides.title_amplification(ctx, claims)
+        if not claims:  # no established amplification: plant one whose title and bars disagree
+            row = amp.index[(amp["method"] == ctx.grid.baseline[0]) & amp["high_group"].notna()][0]
+            amp.loc[row, ["amplification", "amplification_low", "amplification_high"]] = [0.25, 0.2, 0.3]
+            claims.clear()
+            title = slides.title_amplification(ctx, claims)
+        assert consistency.check(claims, ctx) == [] or claims[0].figure != claims[0].shown
+        row = amp.index[(amp["method"] == ctx.grid.baseline[0]) & amp["high_group"].notna()]
+        amp.loc[row, "amplification"] = -amp.loc[row, "amplification"]  # the title's sign, not the chart's
+        claims.clear()
+        title = slides.title_amplification(ctx, claims)
+        problems = consistency.check(claims, ctx)
+        assert any(title in p and "sa figure montre" in p for p in problems), (title, problems)
+    finally:
+        amp.loc[:, :] = saved
+    claims = [Claim("test", "titre", shown=0.61, figure=0.52, tolerance=0.0051)]  # the +61 over +52 of a review
+    assert consistency.check(claims, ctx)
+
+
+def test_better_than_both_parts_for_a_dominated_rule_is_caught(ctx):
+    t = ctx.grid.table.set_index("combination")
+    reference = t.loc["uniform + none"]
+    worse = (t["eo_diff"] >= reference["eo_diff"]) | (t["balanced_accuracy"] < reference["balanced_accuracy"])
+    combined = ~t.index.str.startswith("uniform") & ~t.index.str.endswith(" + none")
+    dominated = t.index[worse & combined][0]
+    problems = consistency.check([Claim("test", dominated, beats=dominated, gap="eo_diff")], ctx)
+    assert any(dominated in p and "ne bat pas" in p for p in problems), problems
+
+
+def test_the_render_fails_under_strict_mode_and_warns_otherwise(ctx, monkeypatch, capsys):
+    """A builder whose sentence says « not established » of an established verdict (planted)."""
+    target = next(v for v in ctx.verdicts.values() if v.status in ("established", "not_established"))
+    wrong = "established" if target.status == "not_established" else "not_established"
+
+    def contradicting(ctx, claims):
+        claims.append(Claim("phrase plantée", "phrase", (target.key,), wrong))
+
+    monkeypatch.setattr(consistency, "builders", lambda: [contradicting])
+    monkeypatch.setenv(consistency.STRICT_ENV, "1")
+    with pytest.raises(consistency.ConsistencyError, match="phrase plantée"):
+        consistency.ensure(ctx)
+    monkeypatch.delenv(consistency.STRICT_ENV)
+    text = consistency.ensure(ctx)
+    assert "contradictions trouvées" in text and "warning: consistency" in capsys.readouterr().err
