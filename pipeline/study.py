@@ -314,6 +314,24 @@ def _with_exploratory(ctx: StudyContext, primary):
     return Verdicts([*primary.values(), *families], meta=primary.meta)
 
 
+def _with_analysis_families(ctx: StudyContext):
+    """The verdicts plus the model analyses' exploratory families (amplification, probes), each corrected by
+    Benjamini-Hochberg within its table."""
+    from pipeline.fairness import exploratory as X
+    from pipeline.fairness.inference import Verdicts
+    from pipeline.fairness.model_analysis import model_analysis
+
+    found = model_analysis(ctx)
+    amp = found.amplification[found.amplification["high_group"].notna()]
+    families = X.interval_verdicts("exploratory:amplification", "bias_amplification", [
+        (r.attribute, r.method, r.amplification, r.amplification_low, r.amplification_high)
+        for r in amp.itertuples()])
+    if found.probing is not None:
+        families += X.interval_verdicts("exploratory:probe", "probe_gain", [
+            (r.attribute, "image features", r.diff, r.diff_low, r.diff_high) for r in found.probing.itertuples()])
+    return Verdicts([*ctx.verdicts.values(), *families], meta=ctx.verdicts.meta)
+
+
 def run(config: StudyConfig | None = None) -> StudyContext:
     """Compute (or load from the cache) the whole study."""
     config = config or load_config()
@@ -363,6 +381,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     t0 = time.perf_counter()
     with progress.stage("analyses (data, model, validity, post-processed rates)"):
         _analyse(ctx)
+        ctx.verdicts = _with_analysis_families(ctx)
     ctx.timings["analyses"] = time.perf_counter() - t0
     return ctx
 

@@ -229,3 +229,32 @@ def annotate_wide(table: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
     out.attrs.update(table.attrs)
     out.attrs.update(_family_attrs(verdicts))
     return out
+
+
+def interval_verdicts(family: str, quantity: str, rows: list[tuple[str | None, str, float, float, float]],
+                      q: float = EXPLORATORY_Q, level: float = 0.95) -> list[Verdict]:
+    """The verdicts of a table of single quantities with percentile intervals (amplification, probes): one
+    training run, so exploratory. Each row: (attribute, treated, estimate, low, high); the p-value is that of
+    estimate / SE against a normal reference, SE read from the interval's width (the bootstrap gives no
+    other); Benjamini-Hochberg over the table."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = []
+    for _, _, estimate, low, high in rows:
+        se = (high - low) / (2 * z) if np.isfinite(low) and np.isfinite(high) else np.nan
+        p.append(math.erfc(abs(estimate) / se / math.sqrt(2)) if np.isfinite(estimate) and se > 0 else np.nan)
+    adjusted = adjust(np.array(p, dtype=float))
+    out = []
+    for (attribute, treated, estimate, low, high), raw, p_adj in zip(rows, p, adjusted, strict=True):
+        testable = bool(np.isfinite(p_adj))
+        established = testable and p_adj < q
+        out.append(Verdict(
+            key=verdict_key(family, quantity, attribute, treated, None), family=family, quantity=quantity,
+            attribute=attribute, treated=treated, reference=None, estimate=float(estimate), low=float(low),
+            high=float(high), level=q, p_value=float(raw) if testable else None,
+            p_adjusted=float(p_adj) if testable else None,
+            status="established" if established else ("not_established" if testable else "not_testable"),
+            direction=int(np.sign(estimate)) if established else 0, reason="" if testable else "no_interval",
+            mde=None, levelling_down=False, n_seeds=1, per_seed=(float(estimate),)))
+    return out

@@ -25,15 +25,26 @@ from pipeline.study import StudyContext
 
 
 def cost_table(ctx: StudyContext) -> pd.DataFrame:
+    """Each rule's change of balanced accuracy and of the gap the grid tests (signed sensitivity gap with two
+    groups, else the EO gap, described), with the grid's marks; merged rules once."""
+    from pipeline.report.verdicts import quantity_label, tested_gap
+
     t = ctx.grid.table
+    groups = t.attrs.get("groups") or []
+    gap = tested_gap(groups) or "eo_diff"
+    gap_header = f"Δ {quantity_label(gap, groups)}" if gap != "eo_diff" else "Δ écart EO (descriptif)"
     keep = (t["weighting"] == "uniform") | (t["postprocessor"] == "none") | t["frontier_eo_diff"]
+    if "identical_to" in t.columns:
+        keep &= t["identical_to"].fillna("").eq("")
     rows = []
-    for r in t[keep & ~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))].itertuples():
-        rows.append({"Combinaison": f"{method_label(r.weighting)} + {post_label(r.postprocessor)}",
-                     "Δ exactitude équilibrée": ci(r.balanced_accuracy_diff, r.balanced_accuracy_diff_low,
-                                                   r.balanced_accuracy_diff_high),
-                     "Δ écart EO": ci(r.eo_diff_diff, r.eo_diff_diff_low, r.eo_diff_diff_high),
-                     "Front de Pareto": "oui" if r.frontier_eo_diff else ""})
+    for _, r in t[keep & ~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))].iterrows():
+        mark = {m: f" {r[f'{m}_mark']}" if isinstance(r.get(f"{m}_mark"), str) and r.get(f"{m}_mark") else ""
+                for m in ("balanced_accuracy", gap)}
+        rows.append({"Combinaison": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}",
+                     "Δ exactitude équilibrée": ci(r["balanced_accuracy_diff"], r["balanced_accuracy_diff_low"],
+                                                   r["balanced_accuracy_diff_high"]) + mark["balanced_accuracy"],
+                     gap_header: ci(r[f"{gap}_diff"], r[f"{gap}_diff_low"], r[f"{gap}_diff_high"]) + mark[gap],
+                     "Front de Pareto": "oui" if r["frontier_eo_diff"] else ""})
     return pd.DataFrame(rows)
 
 
@@ -84,9 +95,15 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
         claims += [Claim("chapitre 5, combinaisons meilleures que leurs composantes", name, beats=name, gap=gap)
                    for name in beats_both(ctx, gap, names=True)]
     if both:
+        from pipeline.report.verdicts import grid_moves
+
+        moved = {v.treated for v in grid_moves(ctx).reduced + grid_moves(ctx).reversed}
+        notable = [n for n in beats_both(ctx, gap, names=True) if n in moved]
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence (écart plus "
                      f"faible sans perte d'exactitude ; estimations d'un entraînement, exploratoire) : "
-                     f"{', '.join(both)}.")
+                     f"{', '.join(both)}"
+                     + (" — en estimation ponctuelle seulement : aucune ne change l'écart de façon notable."
+                        if not notable else "."))
     else:
         lines.append("Aucune combinaison ne bat à la fois la pondération seule, le post-traitement seul et la "
                      "référence.")
@@ -160,6 +177,13 @@ def _pair(attribute: str, high: str, low: str) -> str:
     return f"{fr.group_label(attribute, high)} − {fr.group_label(attribute, low)}"
 
 
+def _amp_mark(ctx: StudyContext, attribute: str, method: str) -> str:
+    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
+
+    v = amplification_verdict(ctx, attribute, method)
+    return f" {EXPLORATORY_MARK}" if v is not None and v.established else ""
+
+
 def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame:
     """Data gap, model gap and amplification per attribute, for each weighting and post-processor (points)."""
     t = model_results(ctx).amplification
@@ -171,7 +195,8 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
                      "Groupes (haut − bas)": _pair(r.attribute, r.high_group, r.low_group) if r.high_group else "n.d.",
                      "Écart des données": _pp(r.data_gap, r.data_gap_low, r.data_gap_high),
                      "Écart du modèle": _pp(r.model_gap, r.model_gap_low, r.model_gap_high),
-                     "Amplification": _pp(r.amplification, r.amplification_low, r.amplification_high),
+                     "Amplification": _pp(r.amplification, r.amplification_low, r.amplification_high)
+                     + _amp_mark(ctx, r.attribute, r.method),
                      "BiasAmp A→T": _pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)})
     return pd.DataFrame(rows)
 
@@ -205,13 +230,20 @@ def amplification_chart(ctx: StudyContext) -> alt.LayerChart:
     return (zero + layer).properties(width=style.WIDTH, height=max(120, 70 * len(t)))
 
 
+def _amp_family_size(ctx: StudyContext) -> int:
+    return sum(v.status != "not_testable" for v in ctx.verdicts.family("exploratory:amplification"))
+
+
 def amplification_sentences(ctx: StudyContext, method: str | None = None) -> list[str]:
     """« Pour le sexe, le modèle amplifie l'écart Homme − Femme de +4,1 points [+1,2 ; +7,0] ... »."""
     t = model_results(ctx).amplification
     method = method or ctx.grid.baseline[0]
     out = []
+    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
+
     for r in t[(t["method"] == method) & t["high_group"].notna()].itertuples():
-        established = fr.excludes_zero(r.amplification_low, r.amplification_high)
+        v = amplification_verdict(ctx, r.attribute, r.method)
+        established = v is not None and v.established
         verb = "amplifie" if r.amplification > 0 else "atténue"
         data_gap = _pp(r.data_gap, r.data_gap_low, r.data_gap_high)
         low, high = sorted((abs(r.amplification_low), abs(r.amplification_high)))
@@ -222,10 +254,11 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None) -> lis
         text = (f"Pour {noun}, l'écart de prévalence des données ({_pair(r.attribute, r.high_group, r.low_group)}) "
                 f"est de {data_gap} points")
         if established:
-            text += f" ; le modèle {verb} cet écart de {amp} (établi : l'intervalle exclut 0)."
+            text += (f" ; le modèle {verb} cet écart de {amp} (notable, exploratoire {EXPLORATORY_MARK} : "
+                     f"un entraînement, Benjamini-Hochberg sur les {_amp_family_size(ctx)} amplifications).")
         else:
-            text += (f" ; l'écart du modèle en diffère de {amp} points : ni amplification ni atténuation établie "
-                     "(l'intervalle contient 0).")
+            text += (f" ; l'écart du modèle en diffère de {amp} points : ni amplification ni atténuation notable "
+                     "(exploratoire).")
         out.append(text)
     return out
 
@@ -295,6 +328,8 @@ def probing_chart(ctx: StudyContext) -> alt.LayerChart:
 
 
 def probing_narrative(ctx: StudyContext) -> str:
+    from pipeline.report.verdicts import probe_verdict
+
     t = model_results(ctx).probing
     if t is None:
         return "Sans réseau entraîné (caractéristiques gelées indisponibles), la sonde n'a pas été calculée."
@@ -305,12 +340,14 @@ def probing_narrative(ctx: StudyContext) -> str:
             lines.append(f"{PROBE_TARGET_FR.get(r.attribute, r.attribute)} : n.d. (trop peu de patients par groupe "
                          "pour une validation croisée).")
             continue
-        above = fr.excludes_zero(r.diff_low, r.diff_high) and r.diff > 0
+        v = probe_verdict(ctx, r.attribute)
+        above = v is not None and v.established and v.direction > 0
         lines.append(f"Les caractéristiques du modèle prédisent {name} "
                      f"avec une AUC de {ci(r.features, r.features_low, r.features_high)}, contre "
                      f"{ci(r.others, r.others_low, r.others_high)} à partir des autres attributs seuls"
-                     + (" : l'image elle-même porte cette information." if above else
-                        " : pas d'information établie au-delà de ce que disent les autres attributs."))
+                     + (" : l'image elle-même porte cette information (notable, exploratoire)." if above else
+                        " : pas d'information notable au-delà de ce que disent les autres attributs "
+                        "(exploratoire)."))
     lines.append("Conséquences. Un attribut lisible dans l'image peut servir de raccourci au modèle, même si on ne le "
                  "lui donne pas : l'enlever des entrées ne suffit pas (« fairness through unawareness »). Pour le "
                  "post-traitement, qui a besoin de l'attribut au moment de décider, cela veut dire qu'il pourrait être "

@@ -109,10 +109,9 @@ def builders() -> list[Callable[[StudyContext, list[Claim]], object]]:
     from pipeline.report import analysis, postprocessing, preprocessing, slides
     from pipeline.report import verdicts as V
 
-    return [preprocessing.weighting_narrative, postprocessing.postprocessing_narrative,
-            analysis.grid_count_sentence, analysis.analysis_narrative, V.primary_summary, V.primary_answer,
-            slides.title_primary, slides.title_data, slides.title_amplification, slides.slide_weighting_message,
-            slides.pareto_message]
+    return [preprocessing.weighting_narrative, postprocessing.postprocessing_narrative, analysis.analysis_narrative,
+            V.primary_summary, V.primary_answer, slides.title_primary, slides.title_data,
+            slides.title_amplification, slides.title_sees, slides.slide_weighting_message, slides.pareto_message]
 
 
 def collect(ctx: StudyContext) -> list[Claim]:

@@ -140,8 +140,10 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
         rule = f"uniform + {name}"
         extra = []
         if r.get("randomised_share", 0) > 0:
-            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard, écart EO réalisé "
-                         f"{num(r['eo_diff'])} contre {num(r.get('eo_diff_expected', float('nan')))} en espérance")
+            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard"
+                         + (f", écart EO réalisé {num(r['eo_diff'])} contre "
+                            f"{num(r.get('eo_diff_expected', float('nan')))} en espérance"
+                            if np.isfinite(r["eo_diff"]) else ""))
         if r.get("degenerate"):
             extra.append(f"règle dégénérée ({r['degenerate_where']}) : nivellement par le bas, pas équité")
         infeasible = infeasible_groups(ctx, "uniform", name)
@@ -149,7 +151,8 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
             extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")
         primary = vs.find("primary", gap, rule) if gap and vs else None
         v = vs.find("exploratory:grid", gap, rule) if gap and vs else None
-        eo = (f"l'écart d'equalized odds passe de {num(base['eo_diff'])} à {num(r['eo_diff'])} (descriptif)")
+        eo = (f" ; l'écart d'equalized odds passe de {num(base['eo_diff'])} à {num(r['eo_diff'])} (descriptif)"
+              if np.isfinite(base["eo_diff"]) and np.isfinite(r["eo_diff"]) else "")
         if primary is not None:
             said = (f"{V.quantity_label(gap, groups)} : {V.status_text(primary).lstrip(V.PRIMARY_MARK + ' ')} sur "
                     f"{V._runs(primary.n_seeds)} (question principale {V.PRIMARY_MARK}, voir plus haut)")
@@ -163,7 +166,7 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
             said = f"{V.quantity_label(gap, groups)} non testable ({v.reason})"
         else:
             said = "écarts entre trois groupes ou plus : décrits, non testés"
-        lines.append(f"- **{post_label(name)}** : {said} ; {eo} ; variation d'exactitude équilibrée "
+        lines.append(f"- **{post_label(name)}** : {said}{eo} ; variation d'exactitude équilibrée "
                      f"{grid_ci(r, 'balanced_accuracy_diff')}" + (f" ({' ; '.join(extra)})" if extra else "") + ".")
         stated = primary if primary is not None else v
         if claims is not None and stated is not None and stated.status in ("established", "not_established"):

@@ -165,7 +165,8 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
                                 quantities=tested_metrics(len(table.attrs.get("groups") or [])),
                                 include_primary=not primary))
     degenerate = validity(ctx).degenerate_methods()
-    eo = table[(table["metric"] == "eo_diff") & ~table["method"].isin(list(degenerate))].sort_values("estimate")
+    eo = table[(table["metric"] == "eo_diff") & ~table["method"].isin(list(degenerate))
+               & table["estimate"].notna()].sort_values("estimate")
     if len(eo):
         best = eo.iloc[0]
         lines.append(f"L'écart d'equalized odds le plus faible est obtenu par {method_label(best['method'])} "

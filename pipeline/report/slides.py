@@ -101,9 +101,10 @@ def pareto_gap(ctx: StudyContext) -> str:
 
 
 def title_pareto(ctx: StudyContext) -> str:
-    """« Combiner : 4 sur 56 non dominées » (one line at Quarto's title size, about 40 characters)."""
-    front = ctx.grid.frontier(pareto_gap(ctx))
-    return f"Combiner : {len(front)} sur {len(ctx.grid.table)} non dominées"
+    """« Combiner : 4 règles non dominées sur 56 » (the reference among the 56; one line at Quarto's title size)."""
+    n = len(ctx.grid.frontier(pareto_gap(ctx)))
+    plural = "s" * (n > 1)
+    return f"Combiner : {n} règle{plural} non dominée{plural} sur {len(ctx.grid.table)}"
 
 
 def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
@@ -175,13 +176,19 @@ def title_data(ctx: StudyContext, claims: list | None = None) -> str:
     return title
 
 
+def _amp_established(ctx: StudyContext, attribute: str, method: str) -> bool:
+    from pipeline.report.verdicts import amplification_verdict
+
+    v = amplification_verdict(ctx, attribute, method)
+    return v is not None and v.established
+
+
 def _amp_row(ctx: StudyContext):
     """The main attribute's row, unless another attribute's amplification is established and larger."""
     t = _reference_amp(ctx)
     if t.empty:
         return None
-    established = t[[fr.excludes_zero(lo, hi) for lo, hi in zip(t["amplification_low"], t["amplification_high"],
-                                                                strict=True)]]
+    established = t[[_amp_established(ctx, a, m) for a, m in zip(t["attribute"], t["method"], strict=True)]]
     main = t[t["attribute"] == ctx.config.weighting.attribute]
     pool = established if len(established) else (main if len(main) else t)
     return pool.loc[pool["amplification"].abs().idxmax()]
@@ -193,9 +200,16 @@ def title_amplification(ctx: StudyContext, claims: list | None = None) -> str:
     if r is None:
         return "Amplification des biais : non calculable"
     pair = f"{fr.group_label(r['attribute'], r['high_group'])} − {fr.group_label(r['attribute'], r['low_group'])}"
-    if not fr.excludes_zero(r["amplification_low"], r["amplification_high"]):
-        return f"Écart {pair} : pas d'amplification nette (exploratoire)"
-    verb = "amplifie" if r["amplification"] > 0 else "atténue"
+    from pipeline.report.verdicts import _claim, amplification_verdict
+
+    v = amplification_verdict(ctx, r["attribute"], r["method"])
+    if v is None or not v.established:
+        title = f"Écart {pair} : pas d'amplification notable (exploratoire)"
+        if v is not None:
+            _claim(claims, "diapositive de l'amplification, titre", title, v)
+        return title
+    _claim(claims, "diapositive de l'amplification, titre", pair, v)
+    verb = "amplifie" if v.direction > 0 else "atténue"
     title = f"Le modèle {verb} l'écart {pair} : {fr.points(r['amplification'], 0)} (exploratoire)"
     if claims is not None:
         from pipeline.report.consistency import Claim
@@ -221,12 +235,17 @@ def _probe_row(ctx: StudyContext):
     return t.loc[t["diff"].idxmax()]
 
 
-def title_sees(ctx: StudyContext) -> str:
+def title_sees(ctx: StudyContext, claims: list | None = None) -> str:
+    from pipeline.report.verdicts import _claim, probe_verdict
+
     r = _probe_row(ctx)
     if r is None:
         return "Ce que voit le modèle : non calculable sans réseau entraîné"
     name = fr.ATTRIBUTE_NOUN.get(r["attribute"], (str(r["attribute"]),))[0]
-    if fr.excludes_zero(r["diff_low"], r["diff_high"]) and r["diff"] > 0:
+    v = probe_verdict(ctx, r["attribute"])
+    if v is not None:
+        _claim(claims, "diapositive de la sonde, titre", name, v)
+    if v is not None and v.established and v.direction > 0:
         return f"L'image révèle {name} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
     return "Les caractéristiques du modèle n'en disent pas plus que les autres attributs"
 

@@ -454,3 +454,20 @@ def grid_moves(ctx: StudyContext) -> GridMoves:
         else:
             out.untested.append(v)
     return out
+
+
+def analysis_verdict(ctx: StudyContext, family: str, quantity: str, attribute: str | None,
+                     treated: str) -> Verdict | None:
+    """The exploratory verdict of one model-analysis quantity (amplification, probe), None when not computed."""
+    from pipeline.fairness.inference import verdict_key
+
+    vs = _verdicts(ctx)
+    return vs.get(verdict_key(family, quantity, attribute, treated, None)) if vs else None
+
+
+def amplification_verdict(ctx: StudyContext, attribute: str, method: str) -> Verdict | None:
+    return analysis_verdict(ctx, "exploratory:amplification", "bias_amplification", attribute, method)
+
+
+def probe_verdict(ctx: StudyContext, attribute: str) -> Verdict | None:
+    return analysis_verdict(ctx, "exploratory:probe", "probe_gain", attribute, "image features")
