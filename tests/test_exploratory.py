@@ -90,3 +90,21 @@ def test_a_pre_registered_comparison_is_answered_by_its_family_and_marked_with_i
                                  "key": pre.key.replace("/sex/", "/view/")})])
     _, found = _family(other)
     assert _by(found, "noise", "tpr_signed").reason == ""
+
+
+def test_a_table_of_single_quantities_is_corrected_within_the_table():
+    """Amplifications (or probes): a row whose interval just excludes 0 is notable alone, not among 40 null
+    rows; a large effect stays notable; a row without an interval is not testable."""
+    alone = X.interval_verdicts("exploratory:amplification", "bias_amplification",
+                                [("sex", "uniform", 0.05, 0.001, 0.099)])
+    assert alone[0].status == "established" and alone[0].direction == 1
+    rng = np.random.default_rng(0)
+    null = [("view", f"m{i}", float(e), float(e) - 0.1, float(e) + 0.1) for i, e in enumerate(rng.normal(0, 0.02, 40))]
+    rows = [("sex", "uniform", 0.05, 0.001, 0.099), ("age_band", "uniform", 0.3, 0.2, 0.4),
+            ("view", "none", 0.1, float("nan"), float("nan")), *null]
+    found = {v.treated + v.attribute: v for v in X.interval_verdicts("exploratory:amplification",
+                                                                      "bias_amplification", rows)}
+    assert found["uniformsex"].status == "not_established"  # p 0.047 among 42 tests
+    assert found["uniformage_band"].status == "established"
+    assert found["noneview"].status == "not_testable"
+    assert sum(v.established for v in found.values()) <= 2
