@@ -85,36 +85,41 @@ def test_the_slide_front_fits_its_slide_from_the_fairest_to_the_most_accurate():
     assert len(postprocessing.pareto_table(ctx, "eopp_diff")) == len(front)  # the report keeps every row
 
 
-def _compared(eo: float, gap_diffs: list[float], p_values: list[float], significant: list[bool]) -> SimpleNamespace:
-    """A grid of the reference and len(gap_diffs) combinations compared with it on the EO and TPR gaps."""
-    n = len(gap_diffs)
+def _compared(moves: list[tuple[str, str, float]], groups: tuple[str, ...] = ("F", "M")) -> SimpleNamespace:
+    """A grid of the reference and one combination per move (status, reason, treated gap), with the grid's
+    verdicts on the signed sensitivity gap (reference gap -0.3)."""
+    from pipeline.fairness.inference import Verdict, Verdicts
+
+    n = len(moves)
     table = pd.DataFrame({"weighting": ["uniform"] + ["reweighing"] * n,
                           "postprocessor": ["none"] + [f"rule{k}" for k in range(n)],
-                          "balanced_accuracy": 0.7, "balanced_accuracy_diff": 0.0,
-                          "balanced_accuracy_significant": False, "worst_group_tpr": 0.6})
-    for gap in ("eo_diff", "eopp_diff"):
-        defined = gap == "eopp_diff" or np.isfinite(eo)
-        table[gap] = 0.1 if defined else np.nan
-        table[f"{gap}_diff"] = [0.0, *gap_diffs] if defined else np.nan
-        table[f"{gap}_diff_p"] = [np.nan, *p_values] if defined else np.nan
-        table[f"{gap}_significant"] = [False, *significant] if defined else False
+                          "balanced_accuracy": 0.7, "eo_diff": 0.2, "worst_group_tpr": 0.6})
+    table["combination"] = table["weighting"] + " + " + table["postprocessor"]
+    table.attrs["groups"] = list(groups)
+    verdicts = [Verdict(key=f"exploratory:grid/tpr_signed/sex/reweighing + rule{k} vs uniform + none",
+                        family="exploratory:grid", quantity="tpr_signed", attribute="sex",
+                        treated=f"reweighing + rule{k}", reference="uniform + none", estimate=after + 0.3,
+                        low=after + 0.2, high=after + 0.4, level=0.1, p_value=0.01, p_adjusted=0.02, status=status,
+                        direction=1 if status == "established" else 0, reason=reason, mde=None,
+                        levelling_down=False, n_seeds=1, reference_value=-0.3, treated_value=after)
+                for k, (status, reason, after) in enumerate(moves)]
     config = SimpleNamespace(evaluation=SimpleNamespace(min_per_class=10))
-    return SimpleNamespace(grid=SimpleNamespace(table=table), config=config)
+    return SimpleNamespace(grid=SimpleNamespace(table=table), config=config, verdicts=Verdicts(verdicts, {}))
 
 
-def test_the_grid_narrative_counts_undefined_tests_apart_and_falls_back_to_a_defined_gap():
+def test_the_grid_count_reads_the_verdicts_and_counts_untested_and_merged_rules_apart():
     from pipeline.report import analysis
 
-    # nih-real: EO undefined for every rule; read as « 0 reduce it, 55 in the noise » before
-    text = analysis.analysis_narrative(_compared(np.nan, [0.1, 0.05, -0.01], [0.001, 0.4, np.nan],
-                                                 [True, False, False])).split("\n\n")[0]
-    assert text.startswith("L'écart d'égalité des cotes (equalized odds) n'est défini pour aucune combinaison")
-    assert "réduisent l'écart d'égalité des chances (TPR)" in text
-    assert "1 l'augmentent de façon notable ; 1 restent dans le bruit ; 1 sans test possible" in text
-    text = analysis.analysis_narrative(_compared(0.1, [-0.1, 0.05], [0.001, 0.4], [True, False]))
-    assert text.startswith("Sur 2 combinaisons comparées au modèle de référence, 1 réduisent l'écart d'égalité "
-                           "des cotes (equalized odds)")
-    assert "1 restent dans le bruit." in text and "sans test possible" not in text
+    # nih-real: EO undefined for every rule was read as « 0 reduce it, 55 in the noise »; a merged rule is
+    # not a null result
+    ctx = _compared([("established", "", -0.1), ("established", "", 0.5), ("not_established", "", -0.25),
+                     ("not_testable", "undefined", float("nan")), ("not_testable", "identical", -0.3)])
+    text = analysis.grid_count_sentence(ctx)
+    assert text.startswith("Sur les 5 combinaisons comparées au modèle de référence")
+    assert ("1 le réduisent ; 1 l'inversent ; 0 le creusent ; 1 ne le changent pas de façon notable ; 1 prennent "
+            "les mêmes décisions qu'une autre règle (fusionnées) ; 1 ne sont pas testées") in text
+    three = _compared([("not_testable", "descriptive", -0.1)], groups=("a", "b", "c"))
+    assert "décrits, non testés" in analysis.grid_count_sentence(three)
 
 
 def test_the_appendix_says_when_the_kernels_were_not_recorded_and_lists_each_setting_once():
@@ -224,10 +229,10 @@ def test_the_mark_on_a_two_group_gap_column_is_the_test_of_the_signed_difference
     t = ctx.grid.table
     t.attrs["groups"] = ["F", "M"]
     for m in tables.SHOWN:
-        t[f"{m}_significant"] = False
+        t[f"{m}_mark"] = ""  # the marks written from the verdicts (fairness.exploratory.annotate_wide)
     t["tpr_signed"], t["tpr_signed_low"], t["tpr_signed_high"] = [-0.3, 0.0], [-0.4, -0.1], [-0.2, 0.1]
-    t["tpr_signed_significant"] = [False, True]
+    t["tpr_signed_mark"] = ["", tables.EXPLORATORY_MARK]
     rows = tables.grid_rows(ctx)
     column = tables.gap_header("eopp_diff", ["F", "M"])
-    assert rows[column].tolist()[1].endswith(tables.EXPLORATORY_MARK)  # eopp_diff's own flag is False
+    assert rows[column].tolist()[1].endswith(tables.EXPLORATORY_MARK)  # eopp_diff's own mark is empty
     assert not rows[column].tolist()[0].endswith(tables.EXPLORATORY_MARK)

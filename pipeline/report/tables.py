@@ -260,7 +260,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
         if "degenerate" in r:
             row["Remarque"] = grid_remark(ctx, r)
         out.append(row)
-        names.append(r["combination"])
+        names.append(r.get("combination") or f"{r['weighting']} + {r['postprocessor']}")
         twins.append(str(r.get("identical_to") or ""))
     if compact:
         return pd.DataFrame(out)
