@@ -329,6 +329,13 @@ def _with_analysis_families(ctx: StudyContext):
     if found.probing is not None:
         families += X.interval_verdicts("exploratory:probe", "probe_gain", [
             (r.attribute, "image features", r.diff, r.diff_low, r.diff_high) for r in found.probing.itertuples()])
+    reference = []
+    for attribute, table in ctx.comparison_by_attribute.items():
+        row = table[(table["method"] == "uniform") & (table["metric"] == "tpr_signed")]
+        if len(table.attrs.get("groups") or []) == 2 and len(row):
+            r = row.iloc[0]
+            reference.append((attribute, "uniform + none", r["estimate"], r["low"], r["high"]))
+    families += X.interval_verdicts("exploratory:reference_gap", "tpr_signed", reference)
     return Verdicts([*ctx.verdicts.values(), *families], meta=ctx.verdicts.meta)
 
 

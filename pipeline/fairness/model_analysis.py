@@ -2,7 +2,7 @@
 
 `model_analysis(ctx)` gathers: bias amplification per weighting and per post-processor
 (`amplification`), what the features reveal (`probing`), per-group performance of the reference
-and the retained combination, reliability curves per group, intersectional subgroups
+and the recommended combination, reliability curves per group, intersectional subgroups
 (`subgroups`) and class-activation maps of a few images (`model.cam`). Each part is cached on its
 inputs (`pipeline.cache.memory()`); the whole is memoised per process like `data_analysis`.
 """
@@ -55,14 +55,16 @@ class ModelAnalysis:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def retained_combination(grid: Any) -> tuple[str, str] | None:
-    """The Pareto-front combination with the lowest equalized-odds gap, unless it is the reference itself."""
-    front = grid.frontier("eo_diff")
-    if front.empty:
+def retained_combination(ctx: Any) -> tuple[str, str] | None:
+    """The rule recommended under the constraints fixed in advance (study.yml > analysis.recommendation),
+    None when no rule meets them or it is the reference itself: one « retained » rule in the whole report."""
+    from pipeline.fairness.recommendation import recommendation
+
+    chosen = recommendation(ctx).chosen
+    if chosen is None:
         return None
-    first = front.iloc[0]
-    key = (str(first["weighting"]), str(first["postprocessor"]))
-    return None if key == tuple(grid.baseline) else key
+    w, _, p = chosen.partition(" + ")
+    return None if (w, p) == tuple(ctx.grid.baseline) else (w, p)
 
 
 def _threshold(preds: pd.DataFrame) -> float:
@@ -275,7 +277,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     reference = decided[base_w]
     models = {"reference": reference}
     retained = {"reference": f"{base_w} + {base_p}"}
-    chosen = retained_combination(ctx.grid)
+    chosen = retained_combination(ctx)
     if chosen is not None:
         models["retained"] = ctx.grid.decisions[chosen]
         retained["retained"] = f"{chosen[0]} + {chosen[1]}"

@@ -99,10 +99,10 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
 
         moved = {v.treated for v in grid_moves(ctx).reduced + grid_moves(ctx).reversed}
         notable = [n for n in beats_both(ctx, gap, names=True) if n in moved]
-        lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence (écart plus "
-                     f"faible sans perte d'exactitude ; estimations d'un entraînement, exploratoire) : "
-                     f"{', '.join(both)}"
-                     + (" — en estimation ponctuelle seulement : aucune ne change l'écart de façon notable."
+        lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence, en "
+                     "estimation ponctuelle seulement (écart plus faible sans perte d'exactitude ; un entraînement ; "
+                     f"les écarts avec les composantes ne sont pas testés) : {', '.join(both)}"
+                     + (" ; aucune ne change même l'écart de façon notable par rapport à la référence."
                         if not notable else "."))
     else:
         lines.append("Aucune combinaison ne bat à la fois la pondération seule, le post-traitement seul et la "
@@ -637,7 +637,9 @@ def cam_narrative(ctx: StudyContext) -> str:
             text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
                      f"reçoit {marker_contrast_text(s)}, IC 95 % par bootstrap sur les patients"
                      + (" : le raccourci planté se voit." if marker_shows(s) else
-                        " : le marqueur planté ne ressort pas au-delà du bruit."))
+                        " : l'écart AP − PA est net, mais le coin reçoit moins que sa part de surface : le "
+                        "marqueur planté ne ressort pas de cette carte." if s["marker_diff_low"] > 0 else
+                        " : le marqueur planté ne ressort pas au-delà du bruit (l'intervalle contient 0)."))
         lines.append(text)
     lines.append("Grad-CAM [@selvaraju2017gradcam] ne garde que ce qui pousse vers « malade », à la résolution de "
                  "la couche de convolution la plus profonde qui garde au moins 8 × 8 cellules ; les gradients "

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.fairness.grid import best_row
 from pipeline.fairness.validity import validity
 from pipeline.report import preprocessing
 from pipeline.report.analysis import analysis_narrative
@@ -14,11 +12,7 @@ from pipeline.report.french import UNDEFINED_CI, ci, lower_first, num
 from pipeline.report.tables import (
     attribute_in_sentence,
     estimate_ci,
-    grid_ci,
     grid_rows,
-    method_label,
-    p_text,
-    post_label,
     undefined_interval_reason,
 )
 from pipeline.report.verdicts import primary_summary, recommendation_summary
@@ -44,8 +38,7 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     if UNDEFINED_CI in gap_text:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
     items = [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
-    if not short:
-        items.append(recommendation_summary(ctx))
+    items.append(recommendation_summary(ctx, short))
     items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
              f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
              f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
@@ -57,20 +50,9 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
                      f"(différence avec le modèle d'images : {ci(b['diff'], b['diff_low'], b['diff_high'])}).")
     if v.problems:
         items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))
-    best = best_row(_usable_grid(ctx), "eo_diff")  # never a degenerate rule; realised gaps for randomised rules
-    if best is None and ctx.grid.table["eo_diff"].notna().sum() == 0:
+    if ctx.grid.table["eo_diff"].notna().sum() == 0:
         items.append("Écart d'equalized odds non défini pour toutes les combinaisons : un groupe compte moins de "
                      f"{ctx.config.evaluation.min_per_class} images d'une classe.")
-    elif best is None:
-        items.append("Aucune combinaison ne distingue les patients : toutes donnent (presque) la même décision à "
-                     "tout le monde, aucune n'est retenue.")
-    else:
-        p = best.get("eo_diff_p_equal", float("nan"))
-        test = (f"{p_text(p)}, test d'égalité des taux" if np.isfinite(p) else
-                f"{p_text(p)} : test d'égalité des taux non calculable, {undefined_interval_reason()}")
-        items.append(f"Écart d'equalized odds (réalisé) le plus faible parmi les règles qui distinguent les patients : "
-                     f"{method_label(best['weighting'])} + {post_label(best['postprocessor'])}, {num(best['eo_diff'])} "
-                     f"({test}), pour une exactitude équilibrée de {grid_ci(best, 'balanced_accuracy')}.")
     if not short:
         items.append(analysis_narrative(ctx).split("\n\n")[0])
     return "\n".join(f"- {i}" for i in items)

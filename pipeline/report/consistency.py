@@ -111,7 +111,8 @@ def builders() -> list[Callable[[StudyContext, list[Claim]], object]]:
 
     return [preprocessing.weighting_narrative, postprocessing.postprocessing_narrative, analysis.analysis_narrative,
             V.primary_summary, V.primary_answer, slides.title_primary, slides.title_data,
-            slides.title_amplification, slides.title_sees, slides.slide_weighting_message, slides.pareto_message]
+            slides.title_amplification, slides.title_sees, slides.title_groups, slides.slide_weighting_message,
+            slides.pareto_message]
 
 
 def collect(ctx: StudyContext) -> list[Claim]:
@@ -132,5 +133,7 @@ def ensure(ctx: StudyContext) -> str:
     if problems:
         return ("**Contrôle de cohérence : contradictions trouvées** entre le texte généré et les verdicts "
                 "(signalez-les) :\n\n" + "\n".join(f"- {p}" for p in problems))
-    return (f"Contrôle de cohérence : les {len(claims)} affirmations générées (phrases, titres de diapositives) "
-            "ont été comparées aux verdicts et aux figures qu'elles citent ; aucune contradiction.")
+    return (f"Contrôle de cohérence automatique : {len(claims)} affirmations générées qui citent un verdict ou une "
+            "figure (phrases des chapitres 3 à 5 et de la conclusion, titres de diapositives) ont été comparées à "
+            "ce qu'elles citent ; aucune contradiction parmi elles. Les autres phrases générées ne sont pas "
+            "vérifiées automatiquement : relisez-les.")

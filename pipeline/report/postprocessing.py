@@ -93,11 +93,19 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
 SLIDE_FRONT_ROWS = 5  # rows of the front that fit an appendix slide under its title and header
 
 
-def pareto_table(ctx: StudyContext, gap: str = "eo_diff", compact: bool = False) -> pd.DataFrame:
+def front_gap(ctx: StudyContext) -> str:
+    """The gap of the report's and the slides' Pareto front: EO, else the first gap some rule defines."""
+    from pipeline.report.tables import defined_gap
+
+    return defined_gap(ctx.grid.table)
+
+
+def pareto_table(ctx: StudyContext, gap: str | None = None, compact: bool = False) -> pd.DataFrame:
     """The non-dominated combinations, sorted by the gap; `compact` (slides): one row per distinct displayed
     result, no column that is empty or n.d. everywhere, and at most SLIDE_FRONT_ROWS of them, spread from
-    the fairest to the most accurate."""
+    the fairest to the most accurate. `gap`: the front's gap (default: `front_gap`, as the slides)."""
     t = ctx.grid.table
+    gap = gap or front_gap(ctx)
     flags = t[f"frontier_{gap}"] if f"frontier_{gap}" in t.columns else front_flags(t, gap)
     front = t[flags.astype(bool)].sort_values(gap)
     if front.empty:  # every rule degenerate or its gap undefined: the chapter's text says which
@@ -172,12 +180,15 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
         if claims is not None and stated is not None and stated.status in ("established", "not_established"):
             claims.append(Claim("chapitre 4, une ligne par post-traitement", said, (stated.key,), stated.status,
                                 stated.direction))
-    front = ctx.grid.frontier("eo_diff")
+    gap = front_gap(ctx)
+    front = ctx.grid.frontier(gap)
     names = ", ".join(f"{method_label(w)} + {post_label(p)}" for w, p in
                       zip(front["weighting"], front["postprocessor"], strict=True))
     n_degenerate = int(t["degenerate"].sum()) if "degenerate" in t.columns else 0
-    lines.append(f"\nLe front de Pareto (exactitude équilibrée contre écart d'equalized odds réalisé) contient : "
-                 f"{names or _empty_front_reason(t, 'eo_diff')}."
+    against = ("écart d'equalized odds réalisé" if gap == "eo_diff" else
+               f"{in_sentence(M.METRIC_LABELS_FR[gap])}, l'écart d'equalized odds n'étant défini pour aucune")
+    lines.append(f"\nLe front de Pareto (exactitude équilibrée contre {against}) contient : "
+                 f"{names or _empty_front_reason(t, gap)}."
                  + (f" {n_degenerate} combinaison{'s' * (n_degenerate > 1)} dégénérée{'s' * (n_degenerate > 1)} en "
                     f"{'sont exclues' if n_degenerate > 1 else 'est exclue'}." if n_degenerate else ""))
     return "\n".join(lines)

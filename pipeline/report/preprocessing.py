@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from pipeline.data import schema as S
@@ -136,8 +137,16 @@ def seed_sentence(ctx: StudyContext) -> str:
     if len(seeds) < 2:
         return ("Une seule graine d'apprentissage est utilisée (`training.seeds`) : ajoutez-en pour mesurer la "
                 "variabilité due à l'initialisation.")
-    sd = ctx.seed_metrics[ctx.seed_metrics["method"] == "uniform"]["eo_diff"].std()
-    return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), l'écart d'equalized odds du "
+    ref = ctx.seed_metrics[ctx.seed_metrics["method"] == "uniform"]
+    gap = "eo_diff" if ref["eo_diff"].notna().sum() > 1 else "eopp_diff"
+    sd = ref[gap].std()
+    if not np.isfinite(sd):
+        return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), l'écart d'équité du "
+                "modèle de référence n'est défini pour aucune graine (trop peu d'images d'une classe dans un groupe) : "
+                f"la variabilité d'une graine à l'autre ne se mesure pas ici. Les autres résultats utilisent la "
+                f"graine {seeds[0]}.")
+    label = "l'écart d'equalized odds" if gap == "eo_diff" else "l'écart de sensibilité (max − min)"
+    return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), {label} du "
             f"modèle de référence varie d'un écart-type de {num(sd)} d'une graine à l'autre : un effet de méthode "
             "plus petit que cette variation n'est pas interprétable. Les autres résultats utilisent la "
             f"graine {seeds[0]}.")
@@ -150,8 +159,12 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     table = ctx.comparison
     base = table[(table["method"] == "uniform")].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
+    groups = table.attrs.get("groups") or []
+    signed = len(groups) == 2 and "tpr_signed" in base.index
     lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} "
-             f"et l'écart de sensibilité entre groupes ({attr}) de {estimate_ci(base, 'eopp_diff')}."]
+             f"et l'écart de sensibilité entre groupes ({attr}"
+             + (f", {groups[0]} − {groups[1]}) de {estimate_ci(base, 'tpr_signed')}." if signed else
+                f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]
     moves = significant_moves(table, "method", method_label, claims)
     if not moves:
         primary = "mark" in table.columns and bool((table["mark"] == PRIMARY_MARK).any())
@@ -164,15 +177,6 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
             claims.append(Claim("chapitre 3, synthèse des pondérations", none, none_in=table.attrs.get("family"),
                                 quantities=tested_metrics(len(table.attrs.get("groups") or [])),
                                 include_primary=not primary))
-    degenerate = validity(ctx).degenerate_methods()
-    eo = table[(table["metric"] == "eo_diff") & ~table["method"].isin(list(degenerate))
-               & table["estimate"].notna()].sort_values("estimate")
-    if len(eo):
-        best = eo.iloc[0]
-        lines.append(f"L'écart d'equalized odds le plus faible est obtenu par {method_label(best['method'])} "
-                     f"({ci(best['estimate'], best['low'], best['high'])})"
-                     + (", parmi les pondérations dont les décisions distinguent les patients." if degenerate
-                        else "."))
     return "\n\n".join(lines)
 
 

@@ -114,7 +114,9 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
 
         name = beats_both(ctx, names=True)[0]
         claims.append(Claim("diapositive du front de Pareto", name, beats=name, gap=defined_gap(ctx.grid.table)))
-    text = (f"{both[0]} fait mieux que ses deux composantes et que la référence (exploratoire, un entraînement)."
+    more = f" (et {len(both) - 1} autre{'s' * (len(both) > 2)})" if len(both) > 1 else ""
+    text = (f"{both[0]}{more} fait mieux que ses deux composantes et que la référence, en estimation ponctuelle "
+            "seulement (écarts non testés, un entraînement)."
             if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
     return f"{text} {caveat(gap_fallback_note(ctx, pareto_gap(ctx), of='combinaison'))}".strip()
 
@@ -304,15 +306,24 @@ def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
     return for_slide(fill(layer, 960, min(420, 52 * len(t))))
 
 
-def title_groups(ctx: StudyContext, metric: str = "fnr") -> str:
+def title_groups(ctx: StudyContext, metric: str = "fnr", claims: list | None = None) -> str:
     t = analysis.model_results(ctx).group_metrics
     t = t[(t["model"] == "reference") & (t["metric"] == metric) & t["estimate"].notna()]
     main = t[t["attribute"] == ctx.config.weighting.attribute]
     if len(main) < 2:
         return "Sous-diagnostic par groupe"
+    from pipeline.report.verdicts import _claim, analysis_verdict
+
     worst, best = main.loc[main["estimate"].idxmax()], main.loc[main["estimate"].idxmin()]
-    return (f"Sous-diagnostic : {fr.percent(worst['estimate'])} {fr.group_phrase(worst['attribute'], worst['group'])} "
-            f"contre {fr.percent(best['estimate'])} {fr.group_phrase(best['attribute'], best['group'])}")
+    title = (f"Sous-diagnostic : {fr.percent(worst['estimate'])} {fr.group_phrase(worst['attribute'], worst['group'])} "
+             f"contre {fr.percent(best['estimate'])} {fr.group_phrase(best['attribute'], best['group'])}")
+    v = analysis_verdict(ctx, "exploratory:reference_gap", "tpr_signed", ctx.config.weighting.attribute,
+                         "uniform + none")
+    if v is not None:
+        _claim(claims, "diapositive du sous-diagnostic, titre", title, v)
+        if not v.established:
+            title += ", écart non notable"
+    return title
 
 
 def title_subgroup(ctx: StudyContext) -> str:

@@ -361,6 +361,10 @@ def recommendation_text(ctx: StudyContext) -> str:
                      f"{fr.bracket(fr.number(r['diff_low'], 3, True), fr.number(r['diff_high'], 3, True))}")
 
     gap_label = quantity_label("tpr_signed", groups) if rec.gap == "tpr_signed" else "écart de sensibilité"
+    chosen_gap, ref_gap = abs(long.loc[(rec.chosen, rec.gap), "estimate"]), abs(long.loc[(ref, rec.gap), "estimate"])
+    wider = (f" Sur cette moitié, son écart est plus grand que celui du modèle de référence "
+             f"({fr.points(chosen_gap).lstrip('+')} contre {fr.points(ref_gap).lstrip('+')} en valeur absolue)."
+             if chosen_gap > ref_gap else "")
     checks = rec.report_checks or {}
     broken = [FAILS_FR.get(f, f) for f in str(checks.get("fails", "")).split(",") if f]
     return (f"{head}\n\n**Règle recommandée : {rule_label(rec.chosen)}**, l'écart de sensibilité le plus faible parmi "
@@ -368,17 +372,22 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"de sélection. Sur l'autre moitié : {gap_label} {cell(rec.chosen, rec.gap, True)} contre "
             f"{cell(ref, rec.gap, True)} pour le modèle de référence (différence {diff(rec.gap, True)}) ; exactitude "
             f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
-            f"(différence {diff('balanced_accuracy', False)}). "
+            f"(différence {diff('balanced_accuracy', False)}).{wider} "
             + ("Les contraintes restent respectées sur cette moitié (valeurs ponctuelles)." if not broken else
                f"Sur cette moitié, la règle ne respecte plus : {', '.join(broken)} — la recommandation est fragile.")
             + " Un écart dont l'intervalle contient 0 n'est pas une égalité : lire l'intervalle.")
 
 
-def recommendation_summary(ctx: StudyContext) -> str:
+def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:
     """One key finding: the recommended rule (or none) and whether it held on the half that did not choose it."""
     from pipeline.fairness.recommendation import recommendation
 
     rec = recommendation(ctx)
+    if short:
+        if rec.chosen is None:
+            return "Recommandation sous contraintes : aucune règle, garder la référence."
+        fragile = bool(str((rec.report_checks or {}).get("fails", "")))
+        return f"Recommandation sous contraintes : {rule_label(rec.chosen)}{' (fragile)' if fragile else ''}."
     head = "Recommandation sous contraintes fixées à l'avance (choisie sur la moitié des patients, évaluée sur l'autre)"
     if rec.chosen is None:
         return f"{head} : aucune règle ne satisfait les contraintes ; garder le modèle de référence."
