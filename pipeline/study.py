@@ -288,12 +288,12 @@ def _with_exploratory(ctx: StudyContext, primary):
     tables' marks are then written from them (`fairness.exploratory.annotate`)."""
     from pipeline.fairness import exploratory as X
     from pipeline.fairness.degenerate import one_class
-    from pipeline.fairness.grid import KEY_METRICS
+    from pipeline.fairness.grid import KEY_METRICS, SCORE_COL
     from pipeline.fairness.inference import Verdicts
     from pipeline.fairness.metrics import DECISION
 
     decided = {m: _decided(p).sort_values(S.IMAGE) for m, p in ctx.valid_predictions.items()}
-    decisions = {m: d[DECISION].to_numpy() for m, d in decided.items()}
+    decisions = {m: d[[DECISION, S.PROBA]].to_numpy(float) for m, d in decided.items()}  # AUC reads the score
     families = []
     for attribute, table in ctx.comparison_by_attribute.items():
         degenerate = {m: "; ".join(f"{g} : {c}" for g, c in one_class(d[DECISION], d[attribute]).where.items())
@@ -304,8 +304,8 @@ def _with_exploratory(ctx: StudyContext, primary):
         families += found
     ctx.comparison = ctx.comparison_by_attribute[ctx.config.weighting.attribute]
     grid = ctx.grid.table
-    order = {name: d.sort_values(S.IMAGE)[DECISION].to_numpy() for name, d in
-             ((f"{w} + {p}", d) for (w, p), d in ctx.grid.decisions.items())}
+    order = {f"{w} + {p}": d.sort_values(S.IMAGE)[[DECISION, SCORE_COL]].to_numpy(float)
+             for (w, p), d in ctx.grid.decisions.items()}
     degenerate = dict(zip(grid["combination"], grid["degenerate_where"].where(grid["degenerate"], ""), strict=True))
     found = X.table_verdicts(X.long_from_wide(grid, KEY_METRICS), "exploratory:grid",
                              grid.attrs.get("baseline", "uniform + none"), order, degenerate, primary)

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from pipeline.fairness.inference import Verdict, Verdicts, verdict_key
-from pipeline.fairness.metrics import EXPLORATORY_Q, SIGNED, adjust
+from pipeline.fairness.metrics import CORRECTION, EXPLORATORY_Q, SIGNED, adjust
 
 PRIMARY_MARK = "★"
 EXPLORATORY_MARK = "†"
-
-COLUMNS = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")  # a table's columns
-
 
 def tested_metrics(n_groups: int) -> tuple[str, ...]:
     """What an exploratory table tests: performance, and with two groups the signed gaps it shows."""
@@ -51,13 +49,15 @@ def described_metrics(n_groups: int) -> tuple[str, ...]:
 
 
 def _identical_to(decisions: Mapping[str, np.ndarray], order: list[str]) -> dict[str, str]:
-    """Each rule whose decisions equal an earlier rule's (the reference first) -> that rule."""
+    """Each rule whose decisions (and the score it keeps, when given as a second column: AUC reads it) equal
+    an earlier rule's (the reference first) -> that rule."""
     out: dict[str, str] = {}
     for i, name in enumerate(order):
         if name not in decisions:
             continue
         for earlier in order[:i]:
-            if earlier in decisions and earlier not in out and np.array_equal(decisions[name], decisions[earlier]):
+            if earlier in decisions and earlier not in out and np.array_equal(decisions[name], decisions[earlier],
+                                                                              equal_nan=True):
                 out[name] = earlier
                 break
     return out
@@ -82,7 +82,8 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
                    rule: Callable[[str], str] = lambda m: m, q: float = EXPLORATORY_Q) -> list[Verdict]:
     """The verdicts of one exploratory table (long form: method, metric, diff, diff_low, diff_high, p).
 
-    `decisions[method]`: its (expected) decisions on the evaluation images, in one order for all;
+    `decisions[method]`: its (expected) decisions on the evaluation images, in one order for all, with the
+    score it keeps as a second column (a twin must agree on both: AUC is tested too);
     `degenerate[method]`: where it gives one class; `rule(method)`: its name « weighting + postprocessor »
     (the primary family's keys); `primary`: the pre-registered verdicts, answered there.
     """
@@ -148,15 +149,9 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
         twin = identical.get(method)
         if twin and twin != reference and (twin, metric) in out:
             first = out[(twin, metric)]
-            out[(method, metric)] = _replace(v, status=first.status, direction=first.direction,
-                                             p_adjusted=first.p_adjusted)
+            out[(method, metric)] = replace(v, status=first.status, direction=first.direction,
+                                            p_adjusted=first.p_adjusted)
     return list(out.values())
-
-
-def _replace(v: Verdict, **changes) -> Verdict:
-    from dataclasses import replace
-
-    return replace(v, **changes)
 
 
 def mark(v: Verdict | None) -> str:
@@ -198,7 +193,7 @@ def identical_rules(verdicts: list[Verdict]) -> dict[str, str]:
 def _family_attrs(verdicts: list[Verdict]) -> dict:
     tested = [v for v in verdicts if v.status in ("established", "not_established") and not v.reason]
     return {"family_size": len(tested), "merged": len(identical_rules(verdicts)),
-            "family": verdicts[0].family if verdicts else "", "correction": "fdr_bh"}
+            "family": verdicts[0].family if verdicts else "", "correction": CORRECTION}
 
 
 def long_from_wide(table: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
@@ -225,7 +220,8 @@ def annotate_wide(table: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
                                    for v in found]
         out[f"{m}_mark"] = [mark(v) for v in found]
         out[f"{m}_verdict"] = ["" if v is None else v.status for v in found]
-    out["identical_to"] = [identical_rules(verdicts).get(name, "") for name in out["combination"]]
+    twins = identical_rules(verdicts)
+    out["identical_to"] = [twins.get(name, "") for name in out["combination"]]
     out.attrs.update(table.attrs)
     out.attrs.update(_family_attrs(verdicts))
     return out

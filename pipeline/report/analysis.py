@@ -17,6 +17,7 @@ from pipeline.report.french import ci, num
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     beats_both,
+    combination_label,
     defined_gap,
     method_label,
     post_label,
@@ -88,20 +89,21 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     t = ctx.grid.table
     gap = defined_gap(t)
     lines = [grid_count_sentence(ctx, claims)]
-    both = beats_both(ctx, gap)
+    both = beats_both(ctx, gap, names=True)
     if claims is not None:
         from pipeline.report.consistency import Claim
 
         claims += [Claim("chapitre 5, combinaisons meilleures que leurs composantes", name, beats=name, gap=gap)
-                   for name in beats_both(ctx, gap, names=True)]
+                   for name in both]
     if both:
         from pipeline.report.verdicts import grid_moves
 
-        moved = {v.treated for v in grid_moves(ctx).reduced + grid_moves(ctx).reversed}
-        notable = [n for n in beats_both(ctx, gap, names=True) if n in moved]
+        moves = grid_moves(ctx)
+        moved = {v.treated for v in moves.reduced + moves.reversed}
+        notable = [n for n in both if n in moved]
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence, en "
                      "estimation ponctuelle seulement (écart plus faible sans perte d'exactitude ; un entraînement ; "
-                     f"les écarts avec les composantes ne sont pas testés) : {', '.join(both)}"
+                     f"les écarts avec les composantes ne sont pas testés) : {', '.join(map(combination_label, both))}"
                      + (" ; aucune ne change même l'écart de façon notable par rapport à la référence."
                         if not notable else "."))
     else:
@@ -160,14 +162,6 @@ def model_results(ctx: StudyContext):
     return model_analysis(ctx)
 
 
-def _combination_label(name: str) -> str:
-    """« Uniforme + Aucun » from « uniform + none »; a weighting alone when there is no « + »."""
-    if " + " not in name:
-        return method_label(name)
-    w, p = name.split(" + ", 1)
-    return f"{method_label(w)} + {post_label(p)}"
-
-
 def _pp(x: float, low: float, high: float) -> str:
     """A gap in points with its interval: « +5,2 [+3,1 ; +7,4] »."""
     return fr.points_ci(x, low, high, decimals=1, unit=False)
@@ -191,7 +185,7 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
         t = t[t["method"] == ctx.grid.baseline[0]]
     rows = []
     for r in t.itertuples():
-        rows.append({"Modèle": _combination_label(r.method), "Attribut": fr.attribute_label(r.attribute),
+        rows.append({"Modèle": combination_label(r.method), "Attribut": fr.attribute_label(r.attribute),
                      "Groupes (haut − bas)": _pair(r.attribute, r.high_group, r.low_group) if r.high_group else "n.d.",
                      "Écart des données": _pp(r.data_gap, r.data_gap_low, r.data_gap_high),
                      "Écart du modèle": _pp(r.model_gap, r.model_gap_low, r.model_gap_high),
@@ -272,7 +266,7 @@ def amplification_narrative(ctx: StudyContext) -> str:
              & t["high_group"].notna()]
     main = ctx.config.postprocessing.attribute
     moved = post[(post["attribute"] == main)]
-    narrow = [_combination_label(m) for m, lo, hi in zip(moved["method"], moved["amplification_low"],
+    narrow = [combination_label(m) for m, lo, hi in zip(moved["method"], moved["amplification_low"],
                                                          moved["amplification_high"], strict=True) if hi < 0]
     if len(moved):
         lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients d'évaluation), "
@@ -382,7 +376,7 @@ def group_performance_all(ctx: StudyContext) -> pd.DataFrame:
         for a in ctx.config.sensitive_attributes:
             part = group_performance_table(ctx, a, model)
             if len(part):
-                parts.append(part.assign(Modèle=_combination_label(name), Attribut=fr.attribute_label(a)))
+                parts.append(part.assign(Modèle=combination_label(name), Attribut=fr.attribute_label(a)))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     first = ["Modèle", "Attribut"]
     return out[first + [c for c in out.columns if c not in first]] if len(out) else out

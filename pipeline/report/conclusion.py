@@ -19,14 +19,6 @@ from pipeline.report.verdicts import primary_summary, recommendation_summary
 from pipeline.study import StudyContext, seeds_used, versions
 
 
-def _usable_grid(ctx: StudyContext) -> pd.DataFrame:
-    """Grid rows that may be named as a finding: never a rule of one class for everyone (levelling down).
-
-    The grid marks every rule whose decisions are one class overall or in a group (`degenerate`)."""
-    t = ctx.grid.table
-    return t[~t["degenerate"].fillna(False).astype(bool)]
-
-
 def key_findings(ctx: StudyContext, short: bool = False) -> str:
     uni = ctx.comparison[ctx.comparison["method"] == "uniform"].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)

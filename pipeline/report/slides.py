@@ -11,7 +11,14 @@ from pipeline.report import data as data_chapter
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
 from pipeline.report.memo import ChartSpec, cached_chart
-from pipeline.report.tables import beats_both, defined_gap, gap_fallback_note, method_label, significant_moves
+from pipeline.report.tables import (
+    beats_both,
+    combination_label,
+    defined_gap,
+    gap_fallback_note,
+    method_label,
+    significant_moves,
+)
 from pipeline.study import StudyContext
 
 
@@ -108,15 +115,15 @@ def title_pareto(ctx: StudyContext) -> str:
 
 
 def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
-    both = beats_both(ctx)
+    both = beats_both(ctx, names=True)
     if claims is not None and both:
         from pipeline.report.consistency import Claim
 
-        name = beats_both(ctx, names=True)[0]
-        claims.append(Claim("diapositive du front de Pareto", name, beats=name, gap=defined_gap(ctx.grid.table)))
+        claims.append(Claim("diapositive du front de Pareto", both[0], beats=both[0],
+                            gap=defined_gap(ctx.grid.table)))
     more = f" (et {len(both) - 1} autre{'s' * (len(both) > 2)})" if len(both) > 1 else ""
-    text = (f"{both[0]}{more} fait mieux que ses deux composantes et que la référence, en estimation ponctuelle "
-            "seulement (écarts non testés, un entraînement)."
+    text = (f"{combination_label(both[0])}{more} fait mieux que ses deux composantes et que la référence, en "
+            "estimation ponctuelle seulement (écarts non testés, un entraînement)."
             if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
     return f"{text} {caveat(gap_fallback_note(ctx, pareto_gap(ctx), of='combinaison'))}".strip()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.fairness.exploratory import EXPLORATORY_MARK
 from pipeline.fairness.metrics import METRIC_LABELS_FR, SIGNED
 from pipeline.report import charts
 from pipeline.report import french as fr
@@ -22,7 +23,6 @@ SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "�
             "eo_diff": "Écart EO", "dp_diff": "Écart DP", "worst_group_bacc": "EE pire groupe"}
 
 
-EXPLORATORY_MARK = "†"  # a difference found in an exploratory table (the primary family's mark is ★)
 
 
 LOWER_IS_BETTER = {"eopp_diff", "eo_diff", "dp_diff"}
@@ -264,12 +264,12 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
         twins.append(str(r.get("identical_to") or ""))
     if compact:
         return pd.DataFrame(out)
-    return pd.DataFrame(merge_identical(out, names, twins, rule_label_fr, "Remarque"))
+    return pd.DataFrame(merge_identical(out, names, twins, combination_label, "Remarque"))
 
 
-def rule_label_fr(combination: str) -> str:
-    """« Équilibrage des groupes + Aucun » from « group_balanced + none »."""
-    w, _, p = combination.partition(" + ")
+def combination_label(name: str) -> str:
+    """« Uniforme + Aucun » from « uniform + none »; a weighting alone when there is no « + »."""
+    w, _, p = name.partition(" + ")
     return f"{method_label(w)} + {post_label(p)}" if p else method_label(w)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import rule_parts
+from pipeline.fairness.exploratory import EXPLORATORY_MARK, PRIMARY_MARK
 from pipeline.fairness.inference import Verdict
 from pipeline.report import french as fr
 from pipeline.report import style
@@ -21,9 +22,6 @@ from pipeline.report.charts import message_chart, method_label
 from pipeline.report.french import NBSP
 from pipeline.report.memo import cached_chart
 from pipeline.study import StudyContext
-
-PRIMARY_MARK = "★"  # the primary family's mark (exploratory tables will carry their own)
-
 
 QUANTITY_FR = {"balanced_accuracy": "exactitude équilibrée", "auc": "AUC",
                "tpr_signed": "écart de sensibilité", "fpr_signed": "écart de taux de faux positifs",
@@ -398,9 +396,6 @@ def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:
 
 
 # ------------------------------------------------------------------ exploratory families (tables, grid)
-
-
-EXPLORATORY_MARK = "†"
 
 
 def tested_gap(groups) -> str | None:
