@@ -291,7 +291,8 @@ def primary_chart(ctx: StudyContext, width: int = 300, height: int | None = None
 
 
 def power_message(ctx: StudyContext) -> str:
-    """For the slide: what « non établi » could have detected, per measure (the largest such change)."""
+    """For the slide (in small type, under `established_moves`): what « non établi » could have detected, per
+    measure (the range of such changes)."""
     vs = _verdicts(ctx)
     if not vs:
         return ""
@@ -308,12 +309,20 @@ def power_message(ctx: StudyContext) -> str:
         return low if low == high else f"de {low.removesuffix(NBSP + 'points')} à {high}"
 
     detect = " ; ".join(f"{quantity_label(q, groups)} {span(found)}" for q, found in parts.items())
-    moves = [f"{rule_label(v.treated)} : l'{quantity_label(v.quantity, groups)} passe de "
-             f"{fr.points(v.reference_value).removesuffix(NBSP + 'points')} à {fr.points(v.treated_value)} "
-             f"({status_text(v).lstrip(PRIMARY_MARK + ' ')}). "
-             for v in vs.established("primary") if _in_points(v.quantity) and not math.isnan(v.treated_value)]
-    return ("".join(moves) + f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que "
-            f"des changements d'au moins : {detect}.")
+    return (f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que des changements "
+            f"d'au moins : {detect}.")
+
+
+def established_moves(ctx: StudyContext) -> str:
+    """For the slide: how each established primary gap moved (« passe de −42,8 à −3,2 points »)."""
+    vs = _verdicts(ctx)
+    if not vs:
+        return ""
+    groups = vs.meta["groups"]
+    return " ".join(f"{rule_label(v.treated)} : l'{quantity_label(v.quantity, groups)} passe de "
+                    f"{fr.points(v.reference_value).removesuffix(NBSP + 'points')} à {fr.points(v.treated_value)} "
+                    f"({status_text(v).lstrip(PRIMARY_MARK + ' ')})."
+                    for v in vs.established("primary") if _in_points(v.quantity) and not math.isnan(v.treated_value))
 
 
 FAILS_FR = {"ba": "perte d'exactitude équilibrée", "fnr": "sous-diagnostic aggravé dans un groupe",
