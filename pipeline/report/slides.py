@@ -122,10 +122,12 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
         claims.append(Claim("diapositive du front de Pareto", both[0], beats=both[0],
                             gap=defined_gap(ctx.grid.table)))
     more = f" (et {len(both) - 1} autre{'s' * (len(both) > 2)})" if len(both) > 1 else ""
-    text = (f"{combination_label(both[0])}{more} fait mieux que ses deux composantes et que la référence, en "
-            "estimation ponctuelle seulement (écarts non testés, un entraînement)."
+    text = (f"{combination_label(both[0])}{more} fait mieux que ses deux composantes et que la référence "
+            "(estimation ponctuelle)."
             if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
-    return f"{text} {caveat(gap_fallback_note(ctx, pareto_gap(ctx), of='combinaison'))}".strip()
+    untested = "Écarts avec les composantes non testés, un seul entraînement : exploratoire." if both else ""
+    notes = " ".join(filter(None, [untested, gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")]))
+    return f"{text} {caveat(notes)}".strip()
 
 
 def slide_weighting_message(ctx: StudyContext, claims: list | None = None) -> str:
