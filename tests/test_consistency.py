@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import study
@@ -65,8 +66,10 @@ def test_nothing_notable_while_a_mark_exists_is_caught(ctx):
         claims: list[Claim] = []
         text = preprocessing.weighting_narrative(ctx, claims)
         assert "Aucune pondération ne modifie" in text
-        assert consistency.check(claims, ctx) == [] or any(v.established for v in ctx.verdicts.values()
-                                                           if v.family == table.attrs["family"])
+        said = claims[-1]  # « nothing notable »: consistent exactly when no such effect is established
+        effects = [v for v in ctx.verdicts.values() if v.family == said.none_in and v.established
+                   and v.quantity in said.quantities and (said.include_primary or not v.reason.startswith("primary"))]
+        assert bool(consistency.check(claims, ctx)) == bool(effects)
         target = next(v for v in ctx.verdicts.values() if v.family == table.attrs["family"] and v.reason == ""
                       and v.quantity == "balanced_accuracy")
         _flip(ctx, target.key, status="established", direction=-1)  # ...while the verdicts hold an effect
@@ -78,25 +81,30 @@ def test_nothing_notable_while_a_mark_exists_is_caught(ctx):
 
 
 def test_a_title_whose_number_is_not_its_figures_is_caught(ctx):
+    """The amplification title states its number beside the bars of its chart: consistent as computed; the
+    title's sign flipped (not the bars') is caught. The title's row is made established first, so that the
+    title states a number whatever this tiny study found."""
+    from pipeline.report.verdicts import amplification_verdict
+
     amp = analysis.model_results(ctx).amplification
     saved = amp.copy()
+    row = slides._amp_row(ctx)
+    v = amplification_verdict(ctx, row["attribute"], row["method"])
+    index = amp.index[(amp["attribute"] == row["attribute"]) & (amp["method"] == row["method"])]
     try:
+        _flip(ctx, v.key, status="established", direction=int(np.sign(row["amplification"])) or 1)
         claims: list[Claim] = []
-        title = slides.title_amplification(ctx, claims)
-        if not claims:  # no established amplification: plant one whose title and bars disagree
-            row = amp.index[(amp["method"] == ctx.grid.baseline[0]) & amp["high_group"].notna()][0]
-            amp.loc[row, ["amplification", "amplification_low", "amplification_high"]] = [0.25, 0.2, 0.3]
-            claims.clear()
-            title = slides.title_amplification(ctx, claims)
-        assert consistency.check(claims, ctx) == [] or claims[0].figure != claims[0].shown
-        row = amp.index[(amp["method"] == ctx.grid.baseline[0]) & amp["high_group"].notna()]
-        amp.loc[row, "amplification"] = -amp.loc[row, "amplification"]  # the title's sign, not the chart's
+        slides.title_amplification(ctx, claims)
+        assert any(c.shown is not None for c in claims) and consistency.check(claims, ctx) == []
+        amp.loc[index, "amplification"] = -amp.loc[index, "amplification"]  # the title's sign, not the bars'
+        _flip(ctx, v.key, direction=-ctx.verdicts[v.key].direction)
         claims.clear()
         title = slides.title_amplification(ctx, claims)
         problems = consistency.check(claims, ctx)
         assert any(title in p and "sa figure montre" in p for p in problems), (title, problems)
     finally:
         amp.loc[:, :] = saved
+        ctx.verdicts._items[v.key] = v
     claims = [Claim("test", "titre", shown=0.61, figure=0.52, tolerance=0.0051)]  # the +61 over +52 of a review
     assert consistency.check(claims, ctx)
 
