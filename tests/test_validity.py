@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from pathlib import Path
 
@@ -78,28 +79,37 @@ def test_a_good_model_raises_no_warning():
     assert preprocessing.validity_warning(ctx) == "" and conclusion.warnings_short(ctx) == ""
 
 
+def _grid_of(ctx: study.StudyContext, decisions: dict[tuple[str, str], pd.DataFrame], table: pd.DataFrame):
+    """A grid with the fields the key findings read (its table, its rules' decisions, its reference)."""
+    return types.SimpleNamespace(table=table, decisions=decisions, baseline=("uniform", "none"), attribute="sex")
+
+
 def test_key_findings_never_pick_a_rule_of_one_class_for_everyone():
+    """Levelling down (every decision « malade »: every gap exactly 0) looks fairest; the key findings name a
+    rule only through the recommendation under constraints, which never picks it."""
     ctx = _context("grid", lambda y, rng: 0.6 + 0.3 * y + rng.normal(0, 0.02, len(y)))
     valid = ctx.valid_predictions["uniform"]
-    everyone = valid.assign(decision=1.0)  # levelling down: every gap is exactly 0
+    everyone = valid.assign(decision=1.0)
     told_apart = valid.assign(decision=(valid["proba"] >= 0.75).astype(float))
-    row = {"eo_diff_low": 0.0, "eo_diff_high": 0.2, "balanced_accuracy": 0.9, "balanced_accuracy_low": 0.8,
-           "balanced_accuracy_high": 1.0}
     marked = {name: one_class(d["decision"], d["sex"]).degenerate  # as the grid marks its rules
-              for name, d in (("none", everyone), ("threshold_global", told_apart))}
-    assert marked == {"none": True, "threshold_global": False}
-    table = pd.DataFrame([{"weighting": "uniform", "postprocessor": "none", **row, "eo_diff": 0.0,
-                           "balanced_accuracy": 0.5, "degenerate": marked["none"]},
-                          {"weighting": "uniform", "postprocessor": "threshold_global", **row, "eo_diff": 0.1,
-                           "degenerate": marked["threshold_global"]}])
-    ctx.grid = types.SimpleNamespace(table=table, decisions={("uniform", "none"): everyone,
-                                                             ("uniform", "threshold_global"): told_apart})
+              for name, d in (("threshold_global", everyone), ("none", told_apart))}
+    assert marked == {"threshold_global": True, "none": False}
+    row = {"balanced_accuracy": 0.9, "balanced_accuracy_low": 0.8, "balanced_accuracy_high": 1.0}
+    table = pd.DataFrame([{"weighting": "uniform", "postprocessor": "none", **row, "eo_diff": 0.1,
+                           "degenerate": False},
+                          {"weighting": "uniform", "postprocessor": "threshold_global", **row, "eo_diff": 0.0,
+                           "balanced_accuracy": 0.5, "degenerate": True}])
+    ctx.grid = _grid_of(ctx, {("uniform", "none"): told_apart, ("uniform", "threshold_global"): everyone}, table)
+    # any loss of accuracy allowed: only the rule against levelling down stands between it and the choice
+    a = ctx.config.analysis
+    ctx.config = dataclasses.replace(ctx.config, analysis=dataclasses.replace(
+        a, recommendation=dataclasses.replace(a.recommendation, max_ba_loss=1.0)))
     findings = conclusion.key_findings(ctx, short=True)
-    best = next(line for line in findings.splitlines() if "le plus faible" in line)
-    assert "Seuil global" in best and "Aucun" not in best, findings
+    said = next(line for line in findings.splitlines() if "Recommandation" in line)
+    assert "Seuil global" not in findings and "aucune règle" in said, findings
 
 
-def test_key_findings_say_why_an_interval_or_a_p_value_is_undefined():
+def test_key_findings_say_why_an_interval_is_undefined():
     ctx = _context("undefined", lambda y, rng: np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.15, len(y)), 0, 1))
     uni = ctx.comparison["method"] == "uniform"
     gap = "tpr_signed" if (ctx.comparison.loc[uni, "metric"] == "tpr_signed").any() else "eopp_diff"
@@ -107,10 +117,11 @@ def test_key_findings_say_why_an_interval_or_a_p_value_is_undefined():
     table = pd.DataFrame([{"weighting": "uniform", "postprocessor": "none", "eo_diff": 0.1, "eo_diff_low": 0.02,
                            "eo_diff_high": 0.2, "eo_diff_p_equal": np.nan, "balanced_accuracy": 0.7,
                            "balanced_accuracy_low": 0.6, "balanced_accuracy_high": 0.8, "degenerate": False}])
-    ctx.grid = types.SimpleNamespace(table=table, decisions={})
-    first, *_, best = conclusion.key_findings(ctx, short=True).splitlines()
+    valid = ctx.valid_predictions["uniform"]
+    ctx.grid = _grid_of(ctx, {("uniform", "none"): valid.assign(decision=(valid["proba"] >= 0.5).astype(float))},
+                        table)
+    first = next(line for line in conclusion.key_findings(ctx, short=True).splitlines() if "Modèle de réf" in line)
     assert "[IC n.d.] (intervalle non défini : le taux d'un groupe n'est pas défini dans plus de 10" in first
-    assert "p\u00a0n.d. : test d'égalité des taux non calculable" in best, best
 
 
 def test_charts_fall_back_to_a_defined_gap_and_say_so_when_equalized_odds_is_undefined_everywhere():
