@@ -374,6 +374,14 @@ def group_name(ctx: StudyContext) -> str:
     return str(getattr(getattr(ctx.config, "group", None), "name", "Groupe"))
 
 
+def primary_message(ctx: StudyContext) -> str:
+    """Under the primary chart: how each established gap moved, then (small type) what « non établi » could
+    have detected. One inline expression: an empty one would leave its code on the slide."""
+    from pipeline.report.verdicts import established_moves, power_message
+
+    return f"{established_moves(ctx)} {caveat(power_message(ctx))}".strip()
+
+
 def title_primary(ctx: StudyContext, claims: list | None = None) -> str:
     """The count of established primary effects (read from the verdicts), as the slide's title."""
     from pipeline.report.verdicts import _claim, established_count
