@@ -13,6 +13,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline import progress
@@ -315,9 +316,10 @@ def _with_exploratory(ctx: StudyContext, primary):
 
 
 def _with_analysis_families(ctx: StudyContext):
-    """The verdicts plus the model analyses' exploratory families (amplification, probes), each corrected by
-    Benjamini-Hochberg within its table."""
+    """The verdicts plus the analyses' exploratory families (amplification, probes, the reference's gaps, the
+    data chapter's prevalence gaps and Simpson table), each corrected by Benjamini-Hochberg within its table."""
     from pipeline.fairness import exploratory as X
+    from pipeline.fairness.data_analysis import data_analysis
     from pipeline.fairness.inference import Verdicts
     from pipeline.fairness.model_analysis import model_analysis
 
@@ -336,7 +338,26 @@ def _with_analysis_families(ctx: StudyContext):
             r = row.iloc[0]
             reference.append((attribute, "uniform + none", r["estimate"], r["low"], r["high"]))
     families += X.interval_verdicts("exploratory:reference_gap", "tpr_signed", reference)
+    if found.cams is not None:
+        families += X.interval_verdicts("exploratory:maps", "border_excess",
+                                        map_intervals(found.cams, marker=ctx.config.is_demo))
+    families += data_analysis(ctx).verdicts
     return Verdicts([*ctx.verdicts.values(), *families], meta=ctx.verdicts.meta)
+
+
+def map_intervals(cams: dict, marker: bool) -> list:
+    """Each map method's border share minus the border's area (more mass than its surface: > 0) and, with
+    `marker` (the demo draws one), the AP − PA share of the marker corner: the maps' family."""
+    from pipeline.fairness.exploratory import Interval
+
+    rows = []
+    for method, b in cams["border"].items():
+        area = cams["border_area"]
+        rows.append(Interval(None, method, b["mean"] - area, b["low"] - area, b["high"] - area))
+        c = cams["marker_contrast"].get(method, {})
+        if marker and np.isfinite(c.get("diff", np.nan)):
+            rows.append(Interval(None, method, c["diff"], c["diff_low"], c["diff_high"], None, "marker_contrast"))
+    return rows
 
 
 def run(config: StudyConfig | None = None) -> StudyContext:

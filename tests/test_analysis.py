@@ -141,7 +141,7 @@ def test_mantel_haenszel_and_reversal_on_a_textbook_paradox():
     f = _kidney_stones()
     config = CONFIG.replace(sensitive_attributes=(S.VIEW, S.SEX))
     boot = A.patient_bootstrap(f, 500, 0)
-    summary, _ = simpson.simpson(f, config, boot)
+    summary, _, _ = simpson.simpson(f, config, boot)
     row = _row(summary, attribute=S.VIEW, stratifier=S.SEX)
     # Hand computation: strata (a, b, c, d) = (cases A, non-cases A, cases B, non-cases B) x 4.
     strata = [(81, 6, 234, 36), (192, 71, 55, 25)]
@@ -384,3 +384,37 @@ def test_chapter_cells_run_on_the_demo(demo, monkeypatch, capsys):
     assert "Paradoxe de Simpson" in out and "| Attribut (test) |" in out
     for key in re.findall(r"@([\w-]+\d{4}\w*)", text):
         assert key in (CHAPTER.parents[1] / "references.bib").read_text(), key
+
+
+def test_the_data_chapter_reads_its_verdicts_instead_of_the_interval(demo_an):
+    """The view gap is established on the demo; if its verdict says otherwise (as after a correction over a
+    larger table), the sentence, the table's mark and the slide's message follow the verdict, not the interval."""
+    import dataclasses
+
+    row = _row(demo_an.prevalence, attribute=S.VIEW, group="AP")
+    v = demo_an.prevalence_verdict(row)
+    assert v.established and v.direction == 1 and row["rd_low"] > 0
+    assert "notable †" in data_chapter.prevalence_sentence(demo_an, S.VIEW)
+    index = demo_an.verdicts.index(v)
+    demo_an.verdicts[index] = dataclasses.replace(v, status="not_established", direction=0)
+    try:
+        sentence = data_chapter.prevalence_sentence(demo_an, S.VIEW)
+        assert "n'est pas établi" in sentence and "notable" not in sentence
+        table = data_chapter.effects_table(demo_an)
+        assert not table.loc[table["Groupe"] == "AP", "Écart (points)"].iloc[0].endswith("†")
+    finally:
+        demo_an.verdicts[index] = v
+
+
+def test_a_reversal_needs_both_differences_established_in_the_table_family(demo_an):
+    """The planted paradox is a reversal; with its adjusted difference not established it is only possible."""
+    import dataclasses
+
+    row = _row(demo_an.simpson, attribute=S.SEX, stratifier=S.AGE_BAND)
+    assert row["verdict"] == "reversal"
+    adjusted = demo_an.simpson_verdict(row, "adjusted")
+    assert adjusted.established and adjusted.family == simpson.SIMPSON_FAMILY
+    found = [dataclasses.replace(v, status="not_established", direction=0) if v.key == adjusted.key else v
+             for v in demo_an.verdicts]
+    again = simpson.classify(demo_an.simpson, found)
+    assert _row(again, attribute=S.SEX, stratifier=S.AGE_BAND)["verdict"] == "weak_reversal"

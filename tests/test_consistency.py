@@ -134,3 +134,51 @@ def test_the_render_fails_under_strict_mode_and_warns_otherwise(ctx, monkeypatch
     monkeypatch.delenv(consistency.STRICT_ENV)
     text = consistency.ensure(ctx)
     assert "contradictions trouvées" in text and "warning: consistency" in capsys.readouterr().err
+
+
+def test_the_data_chapters_sentences_are_checked_against_their_verdicts(ctx):
+    """The prevalence and Simpson sentences state the data families' verdicts: a flipped one is caught."""
+    claims = consistency.collect(ctx)
+    data_claims = [c for c in claims if c.keys and c.keys[0].startswith("exploratory:data:")]
+    assert {c.keys[0].split("/")[0] for c in data_claims} >= {"exploratory:data:prevalence"}
+    stated = data_claims[0]
+    key = stated.keys[0]
+    before = ctx.verdicts[key]
+    flipped = "not_established" if before.established else "established"
+    try:
+        _flip(ctx, key, status=flipped, direction=0 if before.established else 1)
+        problems = consistency.check(claims, ctx)
+        assert any(key in p and "chapitre 2" in p for p in problems), problems
+    finally:
+        ctx.verdicts._items[key] = before
+
+
+def test_a_verdict_established_against_its_own_interval_is_caught(ctx):
+    """A table prints the interval beside the mark: « established » with an interval containing 0 is flagged,
+    whatever family it belongs to."""
+    key = next(k for k, v in ctx.verdicts.items() if v.family.startswith("exploratory") and not v.established
+               and np.isfinite(v.low) and v.low < 0 < v.high)
+    before = ctx.verdicts[key]
+    try:
+        _flip(ctx, key, status="established", direction=1)
+        problems = consistency.check([], ctx)
+        assert any(key in p and "contient 0" in p for p in problems), problems
+    finally:
+        ctx.verdicts._items[key] = before
+    assert consistency.check([], ctx) == []
+
+
+def test_the_map_title_and_sentence_read_the_maps_verdict(ctx):
+    """Where the maps put their mass is a verdict of the maps' family (border share minus its area): the
+    slide title and the chapter's sentence follow its direction, never the interval directly."""
+    v = analysis.cam_stats(ctx)["border_verdict"]
+    assert v is not None and v.family == "exploratory:maps"
+    titles = {}
+    try:
+        for status, direction in (("established", 1), ("established", -1), ("not_established", 0)):
+            _flip(ctx, v.key, status=status, direction=direction)
+            titles[direction] = (slides.title_images(ctx), analysis.cam_narrative(ctx))
+    finally:
+        ctx.verdicts._items[v.key] = v
+    assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart établi" in titles[0][0]
+    assert "plus que sa surface" in titles[1][1] and "sans écart établi" in titles[0][1]

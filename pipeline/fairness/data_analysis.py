@@ -26,7 +26,9 @@ from pipeline.fairness.data_bias import (
     patient_summary,
     univariate,
 )
-from pipeline.fairness.simpson import simpson
+from pipeline.fairness.exploratory import Interval, interval_verdicts
+from pipeline.fairness.inference import Verdict, verdict_key
+from pipeline.fairness.simpson import simpson, simpson_verdict
 from pipeline.progress import Laps
 
 
@@ -53,8 +55,29 @@ class DataAnalysis:
     composition: pd.DataFrame
     simpson: pd.DataFrame
     simpson_strata: pd.DataFrame
+    verdicts: list[Verdict] = field(default_factory=list)  # the prevalence gaps' and the Simpson table's families
     timings: dict[str, float] = field(default_factory=dict)
     excluded_valid: dict[str, int] = field(default_factory=dict)  # valid rows left out of evaluation (leaks)
+
+    def prevalence_verdict(self, row: Any) -> Verdict | None:
+        """The verdict of a prevalence row's gap to its reference group (None for the reference itself)."""
+        key = verdict_key(PREVALENCE_FAMILY, "prevalence_rd", row["attribute"], str(row["group"]),
+                          str(row["reference"]))
+        return next((v for v in self.verdicts if v.key == key), None)
+
+    def simpson_verdict(self, row: Any, kind: str) -> Verdict:
+        """The verdict of a Simpson row's `kind`: crude, adjusted or strata_gap."""
+        return simpson_verdict({v.key: v for v in self.verdicts}, row, kind)
+
+
+PREVALENCE_FAMILY = "exploratory:data:prevalence"
+
+
+def prevalence_verdicts(prevalence: pd.DataFrame) -> list[Verdict]:
+    """Each group's prevalence gap to the attribute's reference group, one family (BH within the table)."""
+    rows = [Interval(r["attribute"], str(r["group"]), r["rd"], r["rd_low"], r["rd_high"], str(r["reference"]))
+            for _, r in prevalence.dropna(subset=["rd"]).iterrows()]
+    return interval_verdicts(PREVALENCE_FAMILY, "prevalence_rd", rows)
 
 
 def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None = None,
@@ -74,11 +97,12 @@ def analyse(frame: pd.DataFrame, config: StudyConfig, check: CheckReport | None 
     inter = intersections(frame, config, boot)
     assoc, comp = attribute_associations(frame, config, boot)
     lap("intersections and associations")
-    simp, strata = simpson(frame, config, boot)
+    simp, strata, simpson_found = simpson(frame, config, boot)
     lap("simpson")
     return DataAnalysis(config, frame, check, boot.describe(), quality_table(check, config), univ,
                         imbalance(univ), images_per_patient(frame), patient_summary(frame), age_summary(frame),
-                        overall, prev, tests, trend, inter, assoc, comp, simp, strata, lap.timings)
+                        overall, prev, tests, trend, inter, assoc, comp, simp, strata,
+                        [*prevalence_verdicts(prev), *simpson_found], lap.timings)
 
 
 @per_study

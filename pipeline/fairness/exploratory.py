@@ -21,8 +21,9 @@ verdicts (`annotate`), so a table's marks and the sentences about it read the sa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,13 @@ def described_metrics(n_groups: int) -> tuple[str, ...]:
     if n_groups != 2:
         return ("eopp_diff", "eo_diff", "dp_diff", "worst_group_bacc")
     return ("eo_diff", "worst_group_bacc")
+
+
+def established_at(p_adjusted: float, q: float, low: float, high: float) -> bool:
+    """Benjamini-Hochberg's discovery, kept only when the 95 % interval shown beside it excludes 0: a table
+    never marks a change its own interval calls compatible with none (rejects a subset of BH's discoveries,
+    those with p < ~0.05; its false discovery rate is checked by simulation in tests/test_levels.py)."""
+    return bool(np.isfinite(p_adjusted) and p_adjusted < q and (low > 0 or high < 0))
 
 
 def _identical_to(decisions: Mapping[str, np.ndarray], order: list[str]) -> dict[str, str]:
@@ -128,7 +136,7 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
         if reason.startswith("primary"):
             status, direction, p_adj = pre.status, pre.direction, pre.p_adjusted
         elif reason == "":
-            established = bool(p_adj < q)
+            established = established_at(p_adj, q, float(r["diff_low"]), float(r["diff_high"]))
             status, direction = ("established" if established else "not_established"), (
                 int(np.sign(r["diff"])) if established else 0)
         elif reason == "descriptive":
@@ -227,30 +235,44 @@ def annotate_wide(table: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
     return out
 
 
-def interval_verdicts(family: str, quantity: str, rows: list[tuple[str | None, str, float, float, float]],
+class Interval(NamedTuple):
+    """One row of a table of single quantities: its estimate and percentile interval."""
+
+    attribute: str | None
+    treated: str | None
+    estimate: float
+    low: float
+    high: float
+    reference: str | None = None
+    quantity: str | None = None  # when the table mixes quantities (else the family's)
+
+
+def interval_verdicts(family: str, quantity: str, rows: Sequence[Sequence[Any]],
                       q: float = EXPLORATORY_Q, level: float = 0.95) -> list[Verdict]:
-    """The verdicts of a table of single quantities with percentile intervals (amplification, probes): one
-    training run, so exploratory. Each row: (attribute, treated, estimate, low, high); the p-value is that of
-    estimate / SE against a normal reference, SE read from the interval's width (the bootstrap gives no
-    other); Benjamini-Hochberg over the table."""
+    """The verdicts of a table of single quantities with percentile intervals (amplification, probes, the data
+    chapter's gaps): one training run or none, so exploratory. Each row is an `Interval` (or the tuple of its
+    first fields); the p-value is that of estimate / SE against a normal reference, SE read from the
+    interval's width (the bootstrap gives no other); Benjamini-Hochberg over the table (`established_at`)."""
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf(0.5 + level / 2)
+    items = [Interval(*r) for r in rows]
     p = []
-    for _, _, estimate, low, high in rows:
-        se = (high - low) / (2 * z) if np.isfinite(low) and np.isfinite(high) else np.nan
-        p.append(math.erfc(abs(estimate) / se / math.sqrt(2)) if np.isfinite(estimate) and se > 0 else np.nan)
+    for r in items:
+        se = (r.high - r.low) / (2 * z) if np.isfinite(r.low) and np.isfinite(r.high) else np.nan
+        p.append(math.erfc(abs(r.estimate) / se / math.sqrt(2)) if np.isfinite(r.estimate) and se > 0 else np.nan)
     adjusted = adjust(np.array(p, dtype=float))
     out = []
-    for (attribute, treated, estimate, low, high), raw, p_adj in zip(rows, p, adjusted, strict=True):
+    for r, raw, p_adj in zip(items, p, adjusted, strict=True):
+        what = r.quantity or quantity
         testable = bool(np.isfinite(p_adj))
-        established = testable and p_adj < q
+        established = testable and established_at(p_adj, q, r.low, r.high)
         out.append(Verdict(
-            key=verdict_key(family, quantity, attribute, treated, None), family=family, quantity=quantity,
-            attribute=attribute, treated=treated, reference=None, estimate=float(estimate), low=float(low),
-            high=float(high), level=q, p_value=float(raw) if testable else None,
+            key=verdict_key(family, what, r.attribute, r.treated, r.reference), family=family, quantity=what,
+            attribute=r.attribute, treated=r.treated, reference=r.reference, estimate=float(r.estimate),
+            low=float(r.low), high=float(r.high), level=q, p_value=float(raw) if testable else None,
             p_adjusted=float(p_adj) if testable else None,
             status="established" if established else ("not_established" if testable else "not_testable"),
-            direction=int(np.sign(estimate)) if established else 0, reason="" if testable else "no_interval",
-            mde=None, levelling_down=False, n_seeds=1, per_seed=(float(estimate),)))
+            direction=int(np.sign(r.estimate)) if established else 0, reason="" if testable else "no_interval",
+            mde=None, levelling_down=False, n_seeds=1, per_seed=(float(r.estimate),)))
     return out

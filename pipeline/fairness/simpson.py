@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from pipeline.fairness.data_bias import (
     prevalence_of,
     tables,
 )
+from pipeline.fairness.exploratory import Interval, interval_verdicts
+from pipeline.fairness.inference import Verdict, verdict_key
 
 CONFOUNDING_THRESHOLD = 0.10  # change-in-estimate rule on the odds ratio (crude vs adjusted)
 
@@ -141,29 +144,55 @@ def statsmodels_pooled_or(observed: np.ndarray) -> float:
     return float(StratifiedTable(tabs).oddsratio_pooled)
 
 
-def _excludes_zero(low: float, high: float) -> bool:
-    return bool(low > 0 or high < 0)
-
-
 def _flags(row: dict[str, Any], strata: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Reversal, confounding and effect-modification flags of one (attribute, stratifier) row."""
+    """The descriptive flags of one (attribute, stratifier) row (what needs a test: `classify`)."""
     crude, adj = row["crude_rd"], row["adj_rd"]
     usable = strata[~strata["small"]]
-    opposite = np.sign(crude) * np.sign(adj) < 0
-    same_as_adj = int((np.sign(usable["rd"]) == np.sign(adj)).sum())
-    clear = opposite and _excludes_zero(row["crude_rd_low"], row["crude_rd_high"]) and _excludes_zero(
-        row["adj_rd_low"], row["adj_rd_high"])
     change = abs(row["crude_or"] / row["adj_or"] - 1) if row["adj_or"] > 0 else np.nan
     above, below = (usable["rd_low"] > 0).any(), (usable["rd_high"] < 0).any()
-    flags = {"reversal": bool(opposite), "reversal_clear": bool(clear),
-             "strata_with_adjusted_sign": same_as_adj, "n_strata": len(usable),
-             "or_change": float(change), "confounding": bool(change > threshold),
-             "qualitative_interaction": bool(above and below),
-             "effect_modification": bool(row["gap_low"] > 0)}
-    flags["verdict"] = ("reversal" if clear else "weak_reversal" if opposite else
-                        "confounding" if flags["confounding"] else
-                        "effect_modification" if flags["effect_modification"] else "none")
-    return flags
+    return {"reversal": bool(np.sign(crude) * np.sign(adj) < 0),
+            "strata_with_adjusted_sign": int((np.sign(usable["rd"]) == np.sign(adj)).sum()),
+            "n_strata": len(usable), "or_change": float(change), "confounding": bool(change > threshold),
+            "qualitative_interaction": bool(above and below)}
+
+
+SIMPSON_FAMILY = "exploratory:data:simpson"
+SIMPSON_QUANTITIES = {"crude": "crude_rd", "adjusted": "adj_rd", "strata_gap": "gap"}  # verdict -> column
+
+
+def simpson_quantity(kind: str, stratifier: str) -> str:
+    """The verdict quantity of a row's crude or adjusted difference, or its gap between strata."""
+    return f"{kind}:{stratifier}"
+
+
+def simpson_verdicts(summary: pd.DataFrame) -> list[Verdict]:
+    """The table's crude and adjusted differences and its between-strata gaps, one family (BH within it)."""
+    rows = [Interval(r["attribute"], str(r["group"]), r[col], r[f"{col}_low"], r[f"{col}_high"],
+                     str(r["reference"]), simpson_quantity(kind, r["stratifier"]))
+            for _, r in summary.iterrows() for kind, col in SIMPSON_QUANTITIES.items()]
+    return interval_verdicts(SIMPSON_FAMILY, "risk_difference", rows)
+
+
+def simpson_verdict(verdicts: Mapping[str, Verdict], row: Any, kind: str) -> Verdict:
+    return verdicts[verdict_key(SIMPSON_FAMILY, simpson_quantity(kind, row["stratifier"]), row["attribute"],
+                                str(row["group"]), str(row["reference"]))]
+
+
+def classify(summary: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
+    """`reversal_clear` (opposite signs, both differences established), `effect_modification` (the gap
+    between strata established) and the row's `verdict`: the first of reversal, weak_reversal,
+    confounding, effect_modification, none, read from the family's verdicts."""
+    by_key = {v.key: v for v in verdicts}
+    out = summary.copy()
+    rows = [r for _, r in out.iterrows()]
+    out["reversal_clear"] = [bool(r["reversal"]) and simpson_verdict(by_key, r, "crude").established
+                             and simpson_verdict(by_key, r, "adjusted").established for r in rows]
+    out["effect_modification"] = [simpson_verdict(by_key, r, "strata_gap").established for r in rows]
+    out["verdict"] = ["reversal" if clear else "weak_reversal" if rev else "confounding" if conf else
+                      "effect_modification" if mod else "none" for clear, rev, conf, mod in
+                      zip(out["reversal_clear"], out["reversal"], out["confounding"], out["effect_modification"],
+                          strict=True)]
+    return out
 
 
 def _driver(t: Tables) -> dict[str, Any]:
@@ -178,17 +207,19 @@ def _driver(t: Tables) -> dict[str, Any]:
 
 
 def simpson(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap,
-            threshold: float = CONFOUNDING_THRESHOLD, age: str = "extremes") -> tuple[pd.DataFrame, pd.DataFrame]:
+            threshold: float = CONFOUNDING_THRESHOLD, age: str = "extremes"
+            ) -> tuple[pd.DataFrame, pd.DataFrame, list[Verdict]]:
     """Crude vs stratum-specific vs Mantel-Haenszel-adjusted contrasts, and their flags.
 
     For each sensitive attribute A (contrasts: see `contrasts`) and each other attribute S:
     crude RD/OR, RD/OR within each stratum of S, Mantel-Haenszel pooled RD/OR, all with patient
     bootstrap CIs, on the same images (A, S and the label known). Flags: `reversal` (crude and
-    adjusted RD of opposite signs), `reversal_clear` (and both intervals exclude 0), `confounding`
-    (|OR crude / OR adjusted - 1| > threshold), `effect_modification` (the gap between the largest
-    and smallest stratum RD has an interval above 0, see `strata_gap`), `qualitative_interaction`
+    adjusted RD of opposite signs), `reversal_clear` (and both established in the table's family,
+    `simpson_verdicts`), `confounding` (|OR crude / OR adjusted - 1| > threshold, descriptive),
+    `effect_modification` (the gap between the largest and smallest stratum RD established, see
+    `strata_gap`), `qualitative_interaction`
     (one stratum's interval above 0 and another's below). `verdict` is the first of reversal,
-    weak_reversal, confounding, effect_modification, none. Returns (summary, strata).
+    weak_reversal, confounding, effect_modification, none. Returns (summary, strata, verdicts).
     """
     summary, strata = [], []
     attrs = list(config.sensitive_attributes)
@@ -206,7 +237,9 @@ def simpson(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap,
             summary.append(row)
             strata.append(rows.assign(**keys))
     if not summary:
-        return pd.DataFrame(), pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame(), []
     strata_df = pd.concat(strata, ignore_index=True).pipe(columns_first, "attribute", "group", "reference",
                                                           "stratifier")
-    return pd.DataFrame(summary), strata_df
+    summary_df = pd.DataFrame(summary)
+    verdicts = simpson_verdicts(summary_df)
+    return classify(summary_df, verdicts), strata_df, verdicts

@@ -257,8 +257,10 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None) -> lis
     return out
 
 
-def amplification_narrative(ctx: StudyContext) -> str:
+def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     """Generated text of the amplification section, reference model then the post-processors."""
+    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
+
     lines = amplification_sentences(ctx)
     t = model_results(ctx).amplification
     base = ctx.grid.baseline[0]
@@ -266,14 +268,20 @@ def amplification_narrative(ctx: StudyContext) -> str:
              & t["high_group"].notna()]
     main = ctx.config.postprocessing.attribute
     moved = post[(post["attribute"] == main)]
-    narrow = [combination_label(m) for m, lo, hi in zip(moved["method"], moved["amplification_low"],
-                                                         moved["amplification_high"], strict=True) if hi < 0]
+    found = [(m, amplification_verdict(ctx, main, m)) for m in moved["method"]]
+    narrow = [combination_label(m) for m, v in found if v is not None and v.direction < 0]
+    for _, v in found:
+        if v is not None and claims is not None:
+            from pipeline.report.consistency import Claim
+
+            claims.append(Claim("chapitre 5, amplification après post-traitement", "écart prédit plus étroit",
+                                (v.key,), v.status, v.direction))
     if len(moved):
         lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients d'évaluation), "
-                     + (f"l'écart prédit devient nettement plus étroit que celui des données (exploratoire : "
-                        f"intervalle excluant 0) avec {', '.join(narrow)}."
-                        if narrow else "aucune règle ne rend l'écart prédit nettement plus étroit que celui des "
-                                       "données (exploratoire)."))
+                     + (f"l'écart prédit devient plus étroit que celui des données, de façon notable "
+                        f"(exploratoire {EXPLORATORY_MARK}), avec {', '.join(narrow)}."
+                        if narrow else "aucune règle ne rend l'écart prédit plus étroit que celui des "
+                                       "données de façon notable (exploratoire)."))
     lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
                  "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
                  "données, et pour quel groupe.")
@@ -579,18 +587,27 @@ def cam_stats(ctx: StudyContext, method: str = "integrated_gradients") -> dict[s
     if cams is None:
         return {}
     m, contrast, border = cams[method], cams["marker_contrast"][method], cams["border"][method]
+    from pipeline.report.verdicts import analysis_verdict
+
     return {"border_share": border["mean"], "border_low": border["low"], "border_high": border["high"],
             "border_area": cams["border_area"],
             "marker_share_ap": contrast["ap"], "marker_share_pa": contrast["pa"],
             "marker_diff": contrast["diff"], "marker_diff_low": contrast["diff_low"],
             "marker_diff_high": contrast["diff_high"], "marker_area": cams["marker_area"],
-            "n": len(m["border_share"])}
+            "n": len(m["border_share"]),
+            "border_verdict": analysis_verdict(ctx, "exploratory:maps", "border_excess", None, method),
+            "marker_verdict": analysis_verdict(ctx, "exploratory:maps", "marker_contrast", None, method)}
 
 
-def marker_shows(s: dict[str, float]) -> bool:
+def _direction(v) -> int:
+    """The verdict's established direction (0: not established, or no verdict)."""
+    return 0 if v is None else v.direction
+
+
+def marker_shows(s: dict) -> bool:
     """The demo's planted shortcut shows: on AP images the marker corner gets more of the map than its
-    area, and more than on PA images beyond the patient-bootstrap noise (interval above zero)."""
-    return bool(s) and s["marker_share_ap"] > s["marker_area"] and s["marker_diff_low"] > 0
+    area, and more than on PA images by an established amount (the maps' family)."""
+    return bool(s) and s["marker_share_ap"] > s["marker_area"] and _direction(s["marker_verdict"]) > 0
 
 
 def border_text(s: dict[str, float]) -> str:
@@ -619,21 +636,21 @@ def cam_narrative(ctx: StudyContext) -> str:
     lines = []
     for method, label in MAP_LABELS_FR.items():
         s = cam_stats(ctx, method)
-        wide, narrow = s["border_low"] > s["border_area"], s["border_high"] < s["border_area"]
+        wide, narrow = _direction(s["border_verdict"]) > 0, _direction(s["border_verdict"]) < 0
         text = (f"{label} : sur {fr.count(s['n'], 'images')} d'évaluation, le bord de l'image (10 % de chaque côté, "
                 f"{fr.percent(s['border_area'])} de la surface) reçoit {border_text(s)} de la masse de la carte"
                 + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
                    ", moins que sa surface : le modèle s'appuie surtout sur le centre (poumons et cœur)." if narrow
-                   else ", sans écart établi avec sa surface (l'intervalle la contient)."
-                   if np.isfinite(s["border_low"])
+                   else ", sans écart établi avec sa surface."
+                   if s["border_verdict"] is not None and s["border_verdict"].status != "not_testable"
                    else " (intervalle non défini : pas de conclusion)."))
         if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
             text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
                      f"reçoit {marker_contrast_text(s)}, IC 95 % par bootstrap sur les patients"
                      + (" : le raccourci planté se voit." if marker_shows(s) else
-                        " : l'écart AP − PA est net, mais le coin reçoit moins que sa part de surface : le "
-                        "marqueur planté ne ressort pas de cette carte." if s["marker_diff_low"] > 0 else
-                        " : le marqueur planté ne ressort pas au-delà du bruit (l'intervalle contient 0)."))
+                        " : l'écart AP − PA est établi, mais le coin reçoit moins que sa part de surface : le "
+                        "marqueur planté ne ressort pas de cette carte." if _direction(s["marker_verdict"]) > 0 else
+                        " : le marqueur planté ne ressort pas de façon établie."))
         lines.append(text)
     lines.append("Grad-CAM [@selvaraju2017gradcam] ne garde que ce qui pousse vers « malade », à la résolution de "
                  "la couche de convolution la plus profonde qui garde au moins 8 × 8 cellules ; les gradients "

@@ -91,9 +91,17 @@ def _figure_problems(c: Claim) -> list[str]:
     return []
 
 
+def _interval_problems(ctx: StudyContext) -> list[str]:
+    """A verdict established while the interval shown beside it contains 0 (the tables print both)."""
+    return [f"{v.key} : établi alors que son intervalle [{v.low:.3f} ; {v.high:.3f}] contient 0"
+            for v in (ctx.verdicts.values() if ctx.verdicts is not None else [])
+            if v.established and math.isfinite(v.low) and math.isfinite(v.high) and v.low <= 0 <= v.high]
+
+
 def check(claims: list[Claim], ctx: StudyContext) -> list[str]:
-    """Every contradiction between a claim and what it states (empty: consistent)."""
-    problems: list[str] = []
+    """Every contradiction between a claim and what it states, and every verdict established against its own
+    interval (empty: consistent)."""
+    problems: list[str] = _interval_problems(ctx)
     for c in claims:
         problems += _key_problems(c, ctx)
         if c.none_in:
@@ -107,9 +115,11 @@ def check(claims: list[Claim], ctx: StudyContext) -> list[str]:
 def builders() -> list[Callable[[StudyContext, list[Claim]], object]]:
     """The text builders that state verdicts, each called with a list to fill (order of the documents)."""
     from pipeline.report import analysis, postprocessing, preprocessing, slides
+    from pipeline.report import data as data_chapter
     from pipeline.report import verdicts as V
 
-    return [preprocessing.weighting_narrative, postprocessing.postprocessing_narrative, analysis.analysis_narrative,
+    return [data_chapter.data_claims, preprocessing.weighting_narrative, postprocessing.postprocessing_narrative,
+            analysis.analysis_narrative, analysis.amplification_narrative,
             V.primary_summary, V.primary_answer, slides.title_primary, slides.title_data,
             slides.title_amplification, slides.title_sees, slides.title_groups, slides.slide_weighting_message,
             slides.pareto_message]

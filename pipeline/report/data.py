@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data import schema as S
-from pipeline.fairness.data_analysis import DataAnalysis, data_analysis
+from pipeline.fairness.data_analysis import PREVALENCE_FAMILY, DataAnalysis, data_analysis
+from pipeline.fairness.exploratory import EXPLORATORY_MARK
+from pipeline.fairness.simpson import SIMPSON_FAMILY
 from pipeline.report import french as fr
 from pipeline.report.french import (
     ATTRIBUTE_NOUN,
@@ -23,7 +25,6 @@ from pipeline.report.french import (
     attribute_label,
     cell_label,
     count,
-    excludes_zero,
     group_label,
     group_phrase,
     integer,
@@ -150,8 +151,25 @@ def _contrast_clause(row: pd.Series, test: pd.Series | None) -> str:
             f"{ratio_ci(row['odds_ratio'], row['or_low'], row['or_high'])}{p}")
 
 
-def prevalence_sentence(an: Any, attribute: str) -> str:
-    """« La prévalence est de 62 % [58 ; 66] en AP contre 41 % [38 ; 44] en PA (...). »"""
+def _claim(claims: list | None, where: str, text: str, v: Any) -> None:
+    if claims is not None and v is not None:
+        from pipeline.report.consistency import Claim
+
+        claims.append(Claim(where, text, (v.key,), v.status, v.direction))
+
+
+def _family_note(an: Any, family: str) -> str:
+    n = sum(v.status in ("established", "not_established") for v in an.verdicts if v.family == family)
+    return f"correction pour les {n} écarts du tableau" if n > 1 else "un seul écart testé"
+
+
+def _gap_mark(v: Any) -> str:
+    return f" {EXPLORATORY_MARK}" if v is not None and v.established else ""
+
+
+def prevalence_sentence(an: Any, attribute: str, claims: list | None = None) -> str:
+    """« La prévalence est de 62 % [58 ; 66] en AP contre 41 % [38 ; 44] en PA : écart … notable. » The
+    verdict is the gap's in the table's family (`DataAnalysis.prevalence_verdict`)."""
     prev = an.prevalence[an.prevalence["attribute"] == attribute].reset_index(drop=True)
     if len(prev) < 2:
         return ""
@@ -171,27 +189,35 @@ def prevalence_sentence(an: Any, attribute: str) -> str:
                 f"{group_phrase(attribute, hi['group'])}")
         which = f" {group_phrase(attribute, other['group'])} par rapport {_to_reference(attribute, ref['group'])}"
     clause = _contrast_clause(other, test)
-    if excludes_zero(other["rd_low"], other["rd_high"]):
-        return f"{body} : écart{which} de {clause}."
-    return (f"{body} : l'écart{which} ({clause}) n'est pas distinguable de zéro avec ces données, "
-            "ce qui ne prouve pas qu'il est nul.")
+    v = an.prevalence_verdict(other)
+    note = _family_note(an, PREVALENCE_FAMILY)
+    if v is not None and v.established:
+        text = f"{body} : écart{which} de {clause}, notable{_gap_mark(v)} (exploratoire, {note})."
+    else:
+        text = (f"{body} : l'écart{which} ({clause}) n'est pas établi avec ces données ({note}), ce qui ne "
+                "prouve pas qu'il est nul.")
+    _claim(claims, f"chapitre 2, prévalence selon {attribute}", text, v)
+    return text
 
 
-def prevalence_text(an: Any) -> str:
+def prevalence_text(an: Any, claims: list | None = None) -> str:
     """Overall prevalence, one sentence per attribute, the age trend and the design effects."""
     o = an.overall
     parts = [f"Sur l'ensemble, la prévalence de la classe *malade* est de "
              f"{percent_ci(o['prevalence'], o['low'], o['high'])}."]
-    parts += [s for a in an.config.sensitive_attributes if (s := prevalence_sentence(an, a))]
+    parts += [s for a in an.config.sensitive_attributes if (s := prevalence_sentence(an, a, claims))]
     trend = an.age_trend
     if trend and not is_missing(trend.get("odds_ratio")):
         parts.append(f"En continu, chaque décennie d'âge multiplie la cote d'être malade par "
                      f"{ratio_ci(trend['odds_ratio'], trend['low'], trend['high'])} ({p_value(trend['p_value'])}).")
     deff = an.prevalence["deff"].dropna()
-    if len(deff):
+    if len(deff) and math.sqrt(deff.median()) >= 1.05:
         parts.append(f"Les effets de plan vont de {number(deff.min(), 1)} à {number(deff.max(), 1)} : "
                      "un intervalle qui traiterait chaque image comme indépendante serait environ "
                      f"{number(math.sqrt(deff.median()), 1)} fois trop étroit.")
+    elif len(deff):
+        parts.append(f"Les effets de plan vont de {number(deff.min(), 1)} à {number(deff.max(), 1)} : ici, traiter "
+                     "chaque image comme indépendante changerait peu les intervalles (peu d'images par patient).")
     return "\n\n".join(parts)
 
 
@@ -237,25 +263,28 @@ def _direction(d: float) -> str:
     return "plus élevée" if d > 0 else "plus faible"
 
 
-def reversal_text(an: Any, row: pd.Series) -> str:
-    """The sentence that explains a Simpson's paradox with its numbers."""
+def reversal_text(an: Any, row: pd.Series, claims: list | None = None) -> str:
+    """The sentence that explains a Simpson's paradox with its numbers (both differences established)."""
     a, s = row["attribute"], row["stratifier"]
     g_phrase = group_phrase(a, row["group"])
     noun, equal = ATTRIBUTE_NOUN.get(s, (s, f"à {s} égal"))
     strata = _strata_of(an, row)
     same = int((strata["rd"] * row["adj_rd"] > 0).sum())
-    return (f"**Paradoxe de Simpson ({attribute_label(a).lower()}, selon {noun}).** Globalement, la prévalence "
+    text = (f"**Paradoxe de Simpson ({attribute_label(a).lower()}, selon {noun}).** Globalement, la prévalence "
             f"est {_direction(row['crude_rd'])} {g_phrase} {than(a, row['reference'])} "
             f"({percent(row['p_group'], 1)} contre {percent(row['p_reference'], 1)}, écart brut "
             f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])}). Pourtant, {equal}, "
             f"elle est {_direction(row['adj_rd'])} {g_phrase} : "
             f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])} après ajustement de "
             f"Mantel-Haenszel (OR {ratio_ci(row['adj_or'], row['adj_or_low'], row['adj_or_high'])}), "
-            f"dans le même sens dans {same} strate(s) sur {len(strata)}. Le renversement vient de la "
+            f"dans le même sens dans {fr.count(same, 'strates')} sur {len(strata)}. Le renversement vient de la "
             f"répartition de {noun} : {subject(s, row['driver_stratum'])}, où la prévalence est la plus "
             f"forte ({percent(row['driver_prevalence'])}), représentent {percent(row['driver_share_group'])} "
             f"des images {of_group(a, row['group'])} contre {percent(row['driver_share_reference'])} pour "
             f"{subject(a, row['reference'])}. " + FACT_SENTENCE)
+    for kind in ("crude", "adjusted"):
+        _claim(claims, f"chapitre 2, paradoxe de Simpson ({a}, {s})", text, an.simpson_verdict(row, kind))
+    return text
 
 
 FACT_SENTENCE = ("Expliqué ne veut pas dire inexistant : l'écart brut reste un fait des données — c'est la "
@@ -263,33 +292,53 @@ FACT_SENTENCE = ("Expliqué ne veut pas dire inexistant : l'écart brut reste un
                  "groupe seront calculées.")
 
 
-def confounding_text(row: pd.Series) -> str:
+def _status(v: Any) -> str:
+    return f"notable{_gap_mark(v)}" if v.established else "non établi"
+
+
+def confounding_text(an: Any, row: pd.Series, claims: list | None = None) -> str:
+    """The adjustment moves the odds ratio by more than 10 % (a descriptive rule): both differences with their
+    verdicts, and what the adjustment leaves of the gap."""
     a, s = row["attribute"], row["stratifier"]
     g, r = _versus(row)
     noun = ATTRIBUTE_NOUN.get(s, (s,))[0]
+    crude, adjusted = an.simpson_verdict(row, "crude"), an.simpson_verdict(row, "adjusted")
     reduced = abs(row["adj_rd"]) < abs(row["crude_rd"])
-    role = ("explique une partie de" if reduced else "masque une partie de")
-    return (f"**{g} contre {r}, ajusté sur {noun}.** L'ajustement {'réduit' if reduced else 'accentue'} "
-            f"l'écart : brut {points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])}, ajusté "
-            f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])} (OR "
-            f"{number(row['crude_or'], 2)} → {number(row['adj_or'], 2)}, variation de "
-            f"{percent(row['or_change'])}) : {noun} {role} l'écart selon {ATTRIBUTE_NOUN.get(a, (a,))[0]}. "
-            "L'écart brut, lui, reste celui du jeu de données.")
+    if crude.established and not adjusted.established:
+        reading = f"une fois {noun} pris en compte, l'écart n'est plus établi : {noun} en explique une partie."
+    elif adjusted.established and not crude.established:
+        reading = f"{noun} masquait une partie de l'écart : il n'est établi qu'après ajustement."
+    elif crude.established:
+        reading = (f"l'écart reste établi ; {noun} en explique une partie." if reduced
+                   else f"l'écart reste établi ; {noun} en masquait une partie.")
+    else:
+        reading = "ni l'écart brut ni l'écart ajusté ne sont établis : la variation reste descriptive."
+    text = (f"**{g} contre {r}, ajusté sur {noun}.** L'ajustement fait varier l'OR de {percent(row['or_change'])} "
+            f"({number(row['crude_or'], 2)} → {number(row['adj_or'], 2)} ; seuil descriptif de 10 %) : écart brut "
+            f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])} ({_status(crude)}), ajusté "
+            f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])} ({_status(adjusted)}) ; "
+            f"{reading} L'écart brut, lui, reste celui du jeu de données.")
+    for v in (crude, adjusted):
+        _claim(claims, f"chapitre 2, confusion ({a}, {s})", text, v)
+    return text
 
 
-def modification_text(an: Any, row: pd.Series) -> str:
-    """The difference depends on the stratum: quote the two extreme strata and their gap."""
+def modification_text(an: Any, row: pd.Series, claims: list | None = None) -> str:
+    """The difference depends on the stratum (the gap between the extreme strata established): quote both."""
     s = row["stratifier"]
     g, r = _versus(row)
     strata = _strata_of(an, row).set_index("stratum")
     hi, lo = strata.loc[row["gap_max"]], strata.loc[row["gap_min"]]
     sign = ", et change même de signe" if row.get("qualitative_interaction") else ""
-    return (f"**{g} contre {r}, selon {ATTRIBUTE_NOUN.get(s, (s,))[0]}.** L'écart n'est pas le même "
+    v = an.simpson_verdict(row, "strata_gap")
+    text = (f"**{g} contre {r}, selon {ATTRIBUTE_NOUN.get(s, (s,))[0]}.** L'écart n'est pas le même "
             f"d'une strate à l'autre{sign} : {points_ci(lo['rd'], lo['rd_low'], lo['rd_high'])} "
             f"{group_phrase(s, row['gap_min'])} contre {points_ci(hi['rd'], hi['rd_low'], hi['rd_high'])} "
-            f"{group_phrase(s, row['gap_max'])} (différence {points_ci(row['gap'], row['gap_low'], row['gap_high'])}). "
-            f"Un seul chiffre global (brut {points(row['crude_rd'])}, ajusté {points(row['adj_rd'])}) "
-            "résume mal cette hétérogénéité.")
+            f"{group_phrase(s, row['gap_max'])} (différence {points_ci(row['gap'], row['gap_low'], row['gap_high'])}, "
+            f"{_status(v)} ; strates extrêmes choisies sur les données, donc un peu optimiste). Un seul chiffre global "
+            f"(brut {points(row['crude_rd'])}, ajusté {points(row['adj_rd'])}) résume mal cette hétérogénéité.")
+    _claim(claims, f"chapitre 2, écart selon la strate ({row['attribute']}, {s})", text, v)
+    return text
 
 
 def stable_text(rows: pd.DataFrame) -> str:
@@ -299,7 +348,7 @@ def stable_text(rows: pd.DataFrame) -> str:
     return "L'ajustement change peu les autres écarts : " + " ; ".join(items) + "." if items else ""
 
 
-def simpson_text(an: Any) -> str:
+def simpson_text(an: Any, claims: list | None = None) -> str:
     """One paragraph per flagged (attribute, stratifier) row, the others in one sentence."""
     summary = an.simpson
     if summary.empty:
@@ -311,26 +360,33 @@ def simpson_text(an: Any) -> str:
             continue  # the same interaction read from the other attribute
         seen.add(pair)
         if row["verdict"] == "reversal":
-            parts.append(reversal_text(an, row))
+            parts.append(reversal_text(an, row, claims))
         elif row["verdict"] == "weak_reversal":
             g, r = _versus(row)
-            parts.append(f"**{g} contre {r}.** Le signe de l'écart change après ajustement sur "
-                         f"{ATTRIBUTE_NOUN.get(row['stratifier'], (row['stratifier'],))[0]} (brut "
-                         f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])}, ajusté "
-                         f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])}), mais un des deux "
-                         "intervalles contient 0 : renversement possible, non établi.")
+            crude, adjusted = an.simpson_verdict(row, "crude"), an.simpson_verdict(row, "adjusted")
+            text = (f"**{g} contre {r}.** Le signe de l'écart change après ajustement sur "
+                    f"{ATTRIBUTE_NOUN.get(row['stratifier'], (row['stratifier'],))[0]} (brut "
+                    f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])}, {_status(crude)} ; "
+                    f"ajusté {points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])}, {_status(adjusted)}) : "
+                    "renversement possible, non établi.")
+            parts.append(text)
+            for v in (crude, adjusted):
+                _claim(claims, f"chapitre 2, renversement possible ({row['attribute']}, {row['stratifier']})", text, v)
         elif row["verdict"] == "confounding":
-            parts.append(confounding_text(row))
+            parts.append(confounding_text(an, row, claims))
         elif row["verdict"] == "effect_modification":
-            parts.append(modification_text(an, row))
+            parts.append(modification_text(an, row, claims))
     if not summary["verdict"].isin(["reversal", "weak_reversal", "confounding", "effect_modification"]).any():
         parts.append("Aucun renversement, aucune confusion notable (variation de l'OR ≤ 10 %) ni écart "
                      "variable selon les strates n'est détecté.")
     parts.append(stable_text(summary[summary["verdict"] == "none"]))
+    parts.append(f"Écarts bruts, ajustés et entre strates forment une famille exploratoire "
+                 f"({_family_note(an, SIMPSON_FAMILY)}, Benjamini-Hochberg à q = 0,10) ; « notable » "
+                 f"({EXPLORATORY_MARK}) veut dire établi dans cette famille.")
     return "\n\n".join(p for p in parts if p)
 
 
-def model_text(an: Any) -> str:
+def model_text(an: Any, claims: list | None = None) -> str:
     """What the data imply for the classifier: shortcut ceiling, what group metrics will reflect."""
     tests = an.tests.set_index("attribute")
     singles = tests[tests["n_attributes"] == 1]
@@ -342,15 +398,36 @@ def model_text(an: Any) -> str:
                      f"atteindrait une AUC de {_auc(singles.loc[best])} ; avec tous les attributs croisés, "
                      f"{_auc(allrow)} (0,5 = hasard). C'est l'information que ces attributs portent à eux "
                      "seuls sur la classe.")
-    prev = an.prevalence.dropna(subset=["rd"])
-    if len(prev):
-        top = prev.loc[prev["rd"].abs().idxmax()]
-        parts.append(f"L'écart de prévalence le plus marqué est {group_phrase(top['attribute'], top['group'])} "
-                     f"({points_ci(top['rd'], top['rd_low'], top['rd_high'])} par rapport "
-                     f"{_to_reference(top['attribute'], top['reference'])}) : un modèle bien calibré prédira "
-                     "plus souvent *malade* dans le groupe le plus touché, et la parité démographique "
-                     "reflétera cet écart réel plutôt qu'une erreur du modèle.")
+    top = largest_gap(an)
+    if top is not None:
+        v = an.prevalence_verdict(top)
+        gap = (f"{group_phrase(top['attribute'], top['group'])} ({points_ci(top['rd'], top['rd_low'], top['rd_high'])} "
+               f"par rapport {_to_reference(top['attribute'], top['reference'])})")
+        if v is not None and v.established:
+            text = (f"L'écart de prévalence le plus marqué est {gap}, notable{_gap_mark(v)} : un modèle bien calibré "
+                    "prédira plus souvent *malade* dans le groupe le plus touché, et la parité démographique "
+                    "reflétera cet écart réel plutôt qu'une erreur du modèle.")
+        else:
+            text = (f"L'écart de prévalence le plus marqué dans l'échantillon est {gap}, mais il n'est pas établi : "
+                    "les écarts de taux de prédiction entre groupes ne pourront pas être attribués à une "
+                    "différence réelle de prévalence.")
+        _claim(claims, "chapitre 2, implications pour le modèle", text, v)
+        parts.append(text)
     return "\n\n".join(parts)
+
+
+def largest_gap(an: Any) -> pd.Series | None:
+    """The prevalence row with the largest gap to its reference group (the slide's and the chapter's)."""
+    prev = an.prevalence.dropna(subset=["rd"])
+    return None if prev.empty else prev.loc[prev["rd"].abs().idxmax()]
+
+
+def data_claims(ctx: Any, claims: list | None = None) -> None:
+    """The chapter's sentences that state a verdict, for the render's consistency check."""
+    an = analysis(ctx)
+    prevalence_text(an, claims)
+    simpson_text(an, claims)
+    model_text(an, claims)
 
 
 def _auc(row: pd.Series) -> str:
@@ -390,7 +467,8 @@ def effects_table(an: Any) -> pd.DataFrame:
                 "Groupe": group_label(attribute, r.group) + (" (réf.)" if first else ""),
                 "Images (patients)": f"{integer(r.n_images)} ({integer(r.n_patients)})",
                 "Prévalence [IC 95 %]": percent_ci(r.prevalence, r.low, r.high, d),
-                "Écart (points)": DASH if first else points_ci(r.rd, r.rd_low, r.rd_high, unit=False),
+                "Écart (points)": DASH if first else points_ci(r.rd, r.rd_low, r.rd_high, unit=False)
+                + _gap_mark(an.prevalence_verdict(r._asdict())),
                 "OR": DASH if first else ratio_ci(r.odds_ratio, r.or_low, r.or_high),
                 "Effet de plan": number(r.deff, 1),
             })
@@ -404,22 +482,25 @@ def simpson_table(an: Any) -> pd.DataFrame:
         "Comparaison": [f"{group_label(r.attribute, r.group)} / {group_label(r.attribute, r.reference)}"
                         for r in s.itertuples()],
         "Ajusté sur": [attribute_label(x) for x in s["stratifier"]],
-        "Écart brut (points)": [points_ci(r.crude_rd, r.crude_rd_low, r.crude_rd_high) for r in s.itertuples()],
-        "Écart ajusté MH (points)": [points_ci(r.adj_rd, r.adj_rd_low, r.adj_rd_high) for r in s.itertuples()],
+        "Écart brut (points)": [points_ci(r.crude_rd, r.crude_rd_low, r.crude_rd_high)
+                                + _gap_mark(an.simpson_verdict(r, "crude")) for _, r in s.iterrows()],
+        "Écart ajusté MH (points)": [points_ci(r.adj_rd, r.adj_rd_low, r.adj_rd_high)
+                                     + _gap_mark(an.simpson_verdict(r, "adjusted")) for _, r in s.iterrows()],
         "OR brut → ajusté": [f"{number(r.crude_or, 2)} → {number(r.adj_or, 2)}" for r in s.itertuples()],
         "Verdict": s["verdict"].map(VERDICT_FR),
     })
 
 
 def key_message(an: Any) -> str:
-    """One sentence for a slide: the largest prevalence gap, and a flagged paradox if any."""
-    prev = an.prevalence.dropna(subset=["rd"])
-    if prev.empty:
+    """One sentence for a slide: the largest prevalence gap with its verdict, and an established paradox if any."""
+    top = largest_gap(an)
+    if top is None:
         return ""
-    top = prev.loc[prev["rd"].abs().idxmax()]
+    v = an.prevalence_verdict(top)
+    verdict = "notable" if v is not None and v.established else "non établi"
     text = (f"Prévalence {_direction(top['rd'])} {group_phrase(top['attribute'], top['group'])} "
             f"({points_ci(top['rd'], top['rd_low'], top['rd_high'])} par rapport "
-            f"{_to_reference(top['attribute'], top['reference'])}).")
+            f"{_to_reference(top['attribute'], top['reference'])}, {verdict}).")
     flagged = an.simpson[an.simpson["verdict"] == "reversal"] if not an.simpson.empty else an.simpson
     if len(flagged):
         r = flagged.iloc[0]

@@ -167,23 +167,28 @@ def _pair_phrase(attribute: str, high: str, low: str) -> tuple[str, str]:
 
 
 def title_data(ctx: StudyContext, claims: list | None = None) -> str:
-    """The data's largest prevalence gap, as a sentence: the gap the slide's chart draws (same table)."""
-    prev = data_chapter.analysis(ctx).prevalence.dropna(subset=["rd"])
-    if prev.empty:
+    """The data's largest prevalence gap, as a sentence with its verdict: the gap the slide's chart draws."""
+    an = data_chapter.analysis(ctx)
+    r = data_chapter.largest_gap(an)
+    if r is None:
         return "Les données : prévalence par groupe"
-    r = prev.loc[prev["rd"].abs().idxmax()]
     hi, lo = _pair_phrase(r["attribute"], r["group"], r["reference"])
     if r["rd"] < 0:
         hi, lo = lo, hi
+    v = an.prevalence_verdict(r)
     title = f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(abs(r['rd']), 0)})"
+    if v is None or not v.established:
+        title = (f"Dans ces données, {hi} semblent plus souvent malades que {lo} "
+                 f"({fr.points(abs(r['rd']), 0)}, non établi)")
     if claims is not None:
         from pipeline.report.consistency import Claim
 
-        drawn_all = data_chapter.analysis(ctx).prevalence  # the rows the chart draws
-        rows = drawn_all[drawn_all["attribute"] == r["attribute"]].astype({"group": str}).set_index("group")
+        rows = an.prevalence[an.prevalence["attribute"] == r["attribute"]].astype({"group": str}).set_index("group")
         drawn = abs(rows.loc[str(r["group"]), "prevalence"] - rows.loc[str(r["reference"]), "prevalence"])
         claims.append(Claim("diapositive des données, titre", title, shown=round(100 * abs(r["rd"])) / 100,
                             figure=float(drawn), tolerance=0.0051))
+        if v is not None:
+            claims.append(Claim("diapositive des données, titre", title, (v.key,), v.status, v.direction))
     return title
 
 
@@ -277,12 +282,13 @@ def title_images(ctx: StudyContext) -> str:
     # One line at Quarto's title size (about 45 characters): the figure takes the rest of the slide.
     if ctx.config.is_demo and analysis.marker_shows(s):
         return "Le réseau regarde aussi le marqueur « AP »"
-    if not (np.isfinite(s["border_low"]) and np.isfinite(s["border_high"])):
+    v = s["border_verdict"]
+    if v is None or v.status == "not_testable":
         return "Où regarde le réseau ? Bord et centre de l'image"
-    if s["border_low"] > s["border_area"]:
+    if v.direction > 0:
         return "Le réseau regarde aussi les bords de l'image"
-    if s["border_high"] < s["border_area"]:
-        return "Le réseau regarde surtout poumons et cœur"
+    if v.direction < 0:
+        return "Le réseau regarde surtout le centre de l'image"
     return "Bord de l'image : aucun écart établi avec sa surface"
 
 
