@@ -304,6 +304,29 @@ def _reason(diff: SeedAwareDifference, treated: list[RuleRun], reference: list[R
     return ""
 
 
+LEVEL_FAMILY = "level"
+
+
+def level_verdicts(runs: Mapping[str, list[RuleRun]], rules: Iterable[str], metrics: Iterable[str],
+                   attribute: str) -> list[Verdict]:
+    """Each rule's metric itself (not a difference), mean over training seeds with the seed-aware interval of
+    `combine`: what a headline « AUC 0,83 [0,79 ; 0,87] » quotes. Descriptive: no test, no correction."""
+    out = []
+    for rule in rules:
+        for metric in metrics:
+            points = np.array([r.point[metric] for r in runs[rule]], dtype=float)
+            reps = np.array([r.replicates[metric] for r in runs[rule]], dtype=float)
+            estimate, low, high, _, boot, between, df = combine(points, reps)
+            out.append(Verdict(
+                key=verdict_key(LEVEL_FAMILY, metric, attribute, rule, None), family=LEVEL_FAMILY, quantity=metric,
+                attribute=attribute, treated=rule, reference=None, estimate=estimate, low=low, high=high,
+                level=LEVEL, p_value=None, p_adjusted=None, status="descriptive", direction=0, reason="level",
+                mde=None, levelling_down=False, n_seeds=len(points), variance={"bootstrap": boot,
+                                                                               "between_seeds": between},
+                per_seed=tuple(float(x) for x in points), df=df, n_resamples=reps.shape[-1]))
+    return out
+
+
 def family_verdicts(runs: Mapping[str, list[RuleRun]], comparisons: Iterable[tuple[str, str]],
                     metrics: Iterable[str], attribute: str, family: str = "primary", alpha: float = 0.05,
                     degenerate: Mapping[str, str] | None = None) -> list[Verdict]:

@@ -20,7 +20,7 @@ from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
 from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.grid import N_JOBS, SCORE_COL, _crossfit_and_refits
-from pipeline.fairness.inference import POWER, RuleRun, Verdicts, family_verdicts, rule_run
+from pipeline.fairness.inference import POWER, RuleRun, Verdicts, family_verdicts, level_verdicts, rule_run
 
 
 def _decide(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, fold_seed: int,
@@ -73,9 +73,10 @@ def primary_family(preds_by_seed: dict[int, dict[str, pd.DataFrame]], primary: l
             degenerate[rule] = "; ".join(f"{g} : {cls}" for g, cls in where.items()) + f" (graine {seed})"
     verdicts = family_verdicts(runs, [(rule, reference) for rule in primary], metrics, attribute, "primary", alpha,
                                degenerate)
+    levels = level_verdicts(runs, rules, dict.fromkeys(["balanced_accuracy", "auc", *metrics]), attribute)
     groups = runs[reference][0].groups
-    return Verdicts(verdicts, {"alpha": alpha, "correction": "holm", "seeds": seeds, "n_resamples": n_resamples,
-                               "attribute": attribute, "groups": list(groups), "reference": reference,
-                               "primary": list(primary), "metrics": list(metrics), "folds": len(np.unique(fold)),
-                               "n_patients": int(cluster.max()) + 1, "power": POWER,
-                               "n_tests": sum(v.p_adjusted is not None for v in verdicts)})
+    meta = {"alpha": alpha, "correction": "holm", "seeds": seeds, "n_resamples": n_resamples,
+            "attribute": attribute, "groups": list(groups), "reference": reference, "primary": list(primary),
+            "metrics": list(metrics), "folds": len(np.unique(fold)), "n_patients": int(cluster.max()) + 1,
+            "power": POWER, "n_tests": sum(v.p_adjusted is not None for v in verdicts)}
+    return Verdicts([*verdicts, *levels], meta)

@@ -135,7 +135,7 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
     ours = f"Nous ({source})"
     return pd.DataFrame([
         {"Quantité": "AUC du classifieur d'images", "Littérature": "≈ 0,78 (DenseNet-121, « No Finding »)",
-         ours: ci(*uni.loc["auc", ["estimate", "low", "high"]])},
+         ours: V.level_ci(ctx, "auc") or ci(*uni.loc["auc", ["estimate", "low", "high"]])},
         {"Quantité": "AUC des seuls attributs (âge, sexe, incidence), hors échantillon", "Littérature": "—",
          ours: ci(b["attributes"], b["attributes_low"], b["attributes_high"]) if b else "n.d."},
         {"Quantité": "Sous-diagnostic par âge : malade déclaré sain (FPR de « No Finding » dans la littérature, "

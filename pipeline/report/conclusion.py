@@ -15,7 +15,7 @@ from pipeline.report.tables import (
     grid_rows,
     undefined_interval_reason,
 )
-from pipeline.report.verdicts import primary_summary, recommendation_summary
+from pipeline.report.verdicts import level_ci, primary_summary, recommendation_summary, seeds_phrase
 from pipeline.study import StudyContext, seeds_used, versions
 
 
@@ -31,10 +31,16 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
     items = [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
     items.append(recommendation_summary(ctx, short))
-    items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
-             f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
-             f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
-             f"({attr}{which}) {gap_text}."]
+    auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")
+    if auc and bacc:
+        items += [f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc} au seuil "
+                  f"de fonctionnement (choisi sur la validation interne) ; sur l'entraînement détaillé dans les "
+                  f"tableaux (graine {ctx.config.training.seeds[0]}), écart de sensibilité ({attr}{which}) {gap_text}."]
+    else:
+        items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
+                  f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
+                  f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
+                  f"({attr}{which}) {gap_text}."]
     b = v.baseline
     if b:
         items.append(f"Un modèle qui ne connaît que les attributs sensibles atteint une AUC de "

@@ -161,7 +161,13 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
     groups = table.attrs.get("groups") or []
     signed = len(groups) == 2 and "tpr_signed" in base.index
-    lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} "
+    from pipeline.report import verdicts as V
+
+    over_seeds = V.level_ci(ctx, "balanced_accuracy")
+    seeds = (f" ({V.seeds_phrase(ctx)} : {over_seeds})"
+             if over_seeds and len(ctx.config.training.seeds) > 1 else "")
+    lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} sur "
+             f"l'entraînement de ce tableau (graine {ctx.config.training.seeds[0]}){seeds}, "
              f"et l'écart de sensibilité entre groupes ({attr}"
              + (f", {groups[0]} − {groups[1]}) de {estimate_ci(base, 'tpr_signed')}." if signed else
                 f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]

@@ -358,10 +358,13 @@ def subgroup_number(ctx: StudyContext) -> str:
 
 def question_numbers(ctx: StudyContext) -> str:
     """The reference model's balanced accuracy and AUC in large type."""
+    from pipeline.report.verdicts import level_ci, seeds_phrase
+
     uni = ctx.comparison[ctx.comparison["method"] == ctx.grid.baseline[0]].set_index("metric")
-    bacc = ci(*uni.loc["balanced_accuracy", ["estimate", "low", "high"]])
-    auc = ci(*uni.loc["auc", ["estimate", "low", "high"]])
-    return key_number(bacc, "exactitude équilibrée du modèle de référence") + "\n\n" + key_number(auc, "AUC")
+    bacc = level_ci(ctx, "balanced_accuracy") or ci(*uni.loc["balanced_accuracy", ["estimate", "low", "high"]])
+    auc = level_ci(ctx, "auc") or ci(*uni.loc["auc", ["estimate", "low", "high"]])
+    return (key_number(bacc, "exactitude équilibrée du modèle de référence") + "\n\n"
+            + key_number(auc, f"AUC ({seeds_phrase(ctx).split(',')[0]})"))
 
 
 def group_members(ctx: StudyContext) -> str:

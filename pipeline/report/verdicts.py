@@ -120,6 +120,30 @@ def _verdicts(ctx: StudyContext):
     return getattr(ctx, "verdicts", None)
 
 
+def reference_level(ctx: StudyContext, metric: str) -> Verdict | None:
+    """The reference rule's `metric` over every training seed (mean, seed-aware interval), if computed."""
+    from pipeline.fairness.inference import LEVEL_FAMILY
+
+    vs = _verdicts(ctx)
+    if not vs:
+        return None
+    reference = vs.meta.get("reference", ctx.config.analysis.reference)
+    return next((v for v in vs.family(LEVEL_FAMILY) if v.treated == reference and v.quantity == metric), None)
+
+
+def level_ci(ctx: StudyContext, metric: str, digits: int = 2) -> str | None:
+    """« 0,83 [0,79 ; 0,87] » of the reference's metric over the seeds (None: not computed)."""
+    v = reference_level(ctx, metric)
+    return None if v is None or not math.isfinite(v.estimate) else fr.ci(v.estimate, v.low, v.high, digits)
+
+
+def seeds_phrase(ctx: StudyContext) -> str:
+    """« moyenne sur 5 entraînements, intervalle incluant leur variance »."""
+    v = reference_level(ctx, "balanced_accuracy")
+    n = v.n_seeds if v is not None else len(ctx.config.training.seeds)
+    return "un seul entraînement" if n == 1 else f"moyenne sur {n} entraînements, intervalle incluant leur variance"
+
+
 def primary_questions(ctx: StudyContext) -> str:
     """Chapter 1: the family as fixed in study.yml, before the results."""
     a = ctx.config.analysis
