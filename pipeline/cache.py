@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +38,31 @@ def memory() -> joblib.Memory:
 
     # joblib's note that hashing large arguments is slow is noise in the user's log (the result is right)
     warnings.filterwarnings("ignore", "Persisting input arguments took", UserWarning)
+    joblib_log = logging.getLogger("joblib")
+    if not any(isinstance(f, DamagedEntryFilter) for f in joblib_log.filters):
+        joblib_log.addFilter(DamagedEntryFilter())
     return joblib.Memory(cache_dir() / "joblib", verbose=0)
+
+
+class DamagedEntryFilter(logging.Filter):
+    """joblib's « Exception while loading results » (a cache file cut short by a full disk or a killed copy)
+    comes with the call's arguments and a traceback that reads as a crash; joblib then recomputes the
+    entry and overwrites it. Say that in one line (the whole message with --verbose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Exception while loading results" not in message:
+            return True
+        from pipeline import progress
+
+        if progress.verbose():
+            return True
+        func = re.search(r"func=<function (\w+)", message)
+        where = re.search(r"location=([^)\]]+)", message)
+        name = func.group(1) if func else "a result"
+        folder = f" in {where.group(1)}" if where else ""
+        progress.note(f"cache entry {name}{folder} unreadable (a file cut short?): recomputed")
+        return False
 
 
 def _umask() -> int:

@@ -182,6 +182,18 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Lightning's strategy names (`StrategyRegistry`, plus "auto"), listed here so that a typo is reported before
+# torch is imported; tests/test_config.py checks the list against the installed Lightning.
+LIGHTNING_STRATEGIES = (
+    "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed",
+    "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+    "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device",
+    "single_tpu", "single_xla", "xla", "xla_debug")
+
+
 # Allowed values of the keys with a fixed vocabulary. The method and backbone names live in registries
 # of higher layers: the command line passes them to `load_config(choices=...)`.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -189,6 +201,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.precision": PRECISIONS,
     "training.feature_source": ("erm", "pretrained"),
     "training.accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+    "training.strategy": LIGHTNING_STRATEGIES,
 }
 
 
@@ -219,8 +232,20 @@ NON_EMPTY = ("sensitive_attributes", "training.seeds", "weighting.methods", "pos
              "analysis.primary", "analysis.metrics")
 
 
+# What users write for the derived attributes (English, French, the NIH column names): suggested first, since
+# the closest spelling is wrong for them (« gender » is closer to « age_band » than to « sex »).
+SYNONYMS = {"gender": "sex", "sexe": "sex", "genre": "sex", "patient gender": "sex", "patient_gender": "sex",
+            "age": "age_band", "âge": "age_band", "age band": "age_band", "tranche d'âge": "age_band",
+            "patient age": "age_band", "patient_age": "age_band", "view position": "view",
+            "view_position": "view", "incidence": "view", "position": "view"}
+
+
 def _closest(value: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(value), list(valid), n=1, cutoff=0.5)
+    valid = list(valid)
+    synonym = SYNONYMS.get(str(value).strip().lower())
+    if synonym in valid:
+        return f" Did you mean '{synonym}'?"
+    close = difflib.get_close_matches(str(value), valid, n=1, cutoff=0.5)
     return f" Did you mean '{close[0]}'?" if close else ""
 
 

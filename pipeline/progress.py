@@ -1,5 +1,6 @@
 """Progress a person can follow: one line per stage of the study on stderr, rewritten in place on a
-terminal (n/N, epoch), printed once when the stage ends elsewhere (a log, `make report | tee`).
+terminal (n/N, epoch), printed once when the stage ends elsewhere (a log, `make report | tee`), with
+a « running for k min » line at most once a minute in between (FAIRCXR_HEARTBEAT seconds).
 
 The stage being run is remembered, so an interrupt can say where it stopped. Silent inside a
 Jupyter kernel (the documents show results, not progress) and with FAIRCXR_PROGRESS=0.
@@ -18,6 +19,9 @@ PROGRESS_ENV = "FAIRCXR_PROGRESS"
 
 
 VERBOSE_ENV = "FAIRCXR_VERBOSE"
+
+
+HEARTBEAT_ENV = "FAIRCXR_HEARTBEAT"  # seconds between two « still running » lines in a log (default 60)
 
 
 _stages: list[Stage] = []
@@ -43,6 +47,7 @@ class Stage:
 
     def __init__(self, name: str):
         self.name, self.detail, self.t0, self.closed = name, "", time.perf_counter(), False
+        self.beat = self.t0  # the last line written to a log (a terminal is rewritten instead)
 
     def _write(self, text: str, end: str) -> None:
         if enabled():
@@ -54,6 +59,10 @@ class Stage:
         self.detail = detail
         if _live():
             self._write(f"{self.name}: {detail}{' ' + extra if extra else ''}", "")
+        elif time.perf_counter() - self.beat >= _heartbeat():  # a log: a line a minute at most, so a long
+            self.beat = time.perf_counter()  # training shows it is alive without filling the log
+            minutes = (self.beat - self.t0) / 60
+            self._write(f"{self.name}: {detail}{' ' + extra if extra else ''} (running for {minutes:.0f} min)", "\n")
 
     def milestone(self, detail: str) -> None:
         self.detail = detail
@@ -99,6 +108,29 @@ def extra(text: str) -> None:
     """Show `text` after the innermost stage's detail (e.g. "epoch 3/15"), on a terminal only."""
     if _stages:
         _stages[-1].update(_stages[-1].detail, text)
+
+
+def heartbeat(text: str) -> None:
+    """`extra(text)` in a log when a minute has passed since its last line (nothing on a terminal: the
+    epoch line is rewritten at each epoch's end already)."""
+    if _stages and not _live() and time.perf_counter() - _stages[-1].beat >= _heartbeat():
+        _stages[-1].update(_stages[-1].detail, text)
+
+
+def _heartbeat() -> float:
+    try:
+        return float(os.environ.get(HEARTBEAT_ENV, "60"))
+    except ValueError:
+        return 60.0
+
+
+def note(text: str) -> None:
+    """One line for the user outside any stage's line (a caveat), in a terminal and in a log alike."""
+    if enabled():
+        if _live():
+            sys.stderr.write("\r\033[K")
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def milestone(detail: str) -> None:

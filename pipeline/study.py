@@ -46,6 +46,7 @@ class StudyContext:
     timings: dict[str, float] = field(default_factory=dict)
     analyses: dict[str, Any] = field(default_factory=dict)  # data, model, validity: stored with the study
     key: str = ""  # `study_key` of its config and data when computed by `run` (names its cached charts)
+    protocol_caveats: list[Any] = field(default_factory=list)  # protocol.PartSize: parts with very few patients
 
     # ------------------------------------------------------------ convenience for chapters
     @property
@@ -379,6 +380,11 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     ctx = StudyContext(config, check, full_frame, frame, _evaluation_rows(frame, config),
                        fingerprint(frame), key=study_key(config))
     _check_primary(ctx)
+    from pipeline.protocol import caveat_line, check_sizes
+
+    ctx.protocol_caveats = check_sizes(frame, ctx.evaluation, config)  # before any training: exit 2 if impossible
+    for part in ctx.protocol_caveats:
+        progress.note(caveat_line(part))
     ctx.timings["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with progress.stage("training") as stage:
@@ -483,8 +489,8 @@ def _load_or_run(config: StudyConfig) -> StudyContext:
         try:
             with open(stored, "rb") as f:
                 ctx = pickle.load(f)
-        except Exception as err:  # a truncated or stale pickle is only a cache: recompute
-            print(f"warning: ignoring the cached study {stored}: {err}")
+        except Exception:  # a truncated or stale pickle is only a cache: recompute
+            progress.note(f"cache entry {stored} unreadable (a file cut short?): recomputed")
         else:
             if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.weights):
                 _write_weights(ctx)  # the user's copies, if _output/ was cleaned meanwhile

@@ -156,6 +156,10 @@ class EpochProgress(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         progress.extra(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        """Within a long epoch: a log still gets its line a minute (`progress.heartbeat`)."""
+        progress.heartbeat(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
 
 @dataclass
 class Fitted:

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data import schema as S
+from pipeline.fairness.metrics import METRIC_LABELS_FR
 from pipeline.fairness.validity import validity
 from pipeline.fairness.weighting import WEIGHTINGS, diagnostics
 from pipeline.report import charts
-from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, num, pct
+from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, lower_first, num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     EXPLORATORY_MARK,
@@ -69,7 +70,47 @@ def training_protocol(ctx: StudyContext) -> str:
             "mêmes scores.")
     seeds = ", ".join(str(s) for s in t.seeds)
     return (f"{how}{rule} Graine(s) : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
-            f"de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}")
+            f"de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}"
+            f"{thin_parts_text(ctx)}{undefined_resamples_text(ctx)}")
+
+
+def thin_parts_text(ctx: StudyContext) -> str:
+    """The parts of the protocol with fewer than `protocol.THIN_PATIENTS` patients of a class (checked before
+    training: a part with none stops the study)."""
+    from pipeline.protocol import CLASS_NAMES, THIN_PATIENTS
+
+    thin = getattr(ctx, "protocol_caveats", None) or []
+    if not thin:
+        return ""
+    parts = []
+    for p in thin:
+        label, n = p.smallest()
+        seed = f" (graine {p.seed})" if p.seed is not None and len(ctx.config.training.seeds) > 1 else ""
+        parts.append(f"{p.label_fr}{seed} : {count(n, 'patients')} {CLASS_NAMES[label]}{'s' * (n > 1)}")
+    return (f" **Parts du protocole très petites** (moins de {THIN_PATIENTS} patients d'une classe) : "
+            + " ; ".join(parts) + ". Leurs résultats reposent sur très peu de patients : à lire comme des "
+            "ordres de grandeur.")
+
+
+def undefined_resamples_text(ctx: StudyContext) -> str:
+    """How many patient resamples leave a metric undefined (a class absent from a group): counted, not dropped
+    silently; an interval needs 90 % of them defined (`metrics.MIN_DEFINED_SHARE`)."""
+    from pipeline.fairness.metrics import MIN_DEFINED_SHARE
+
+    t = ctx.comparison
+    if t is None or "defined" not in t.columns:
+        return ""
+    rows = t[(t["method"] == "uniform") & t["defined"].notna() & t["estimate"].notna()]  # n.d. itself: said apart
+    worst = rows.loc[rows["defined"].idxmin()] if len(rows) else None
+    if worst is None or worst["defined"] >= 1:
+        return ""
+    n_boot = ctx.config.evaluation.n_bootstrap
+    missing = round((1 - float(worst["defined"])) * n_boot)
+    return (f" Dans {missing} des {n_boot} rééchantillonnages de patients, une mesure au moins "
+            f"({lower_first(METRIC_LABELS_FR.get(worst['metric'], worst['metric']))}) n'est pas définie (trop peu "
+            "d'images d'une classe dans un groupe) : "
+            f"ses intervalles sont calculés sur les autres, et un intervalle n'est donné que si "
+            f"{pct(MIN_DEFINED_SHARE)} au moins des rééchantillonnages le définissent (sinon « n.d. »).")
 
 
 def weighting_attribute(ctx: StudyContext) -> str:
