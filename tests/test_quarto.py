@@ -192,6 +192,21 @@ def test_pdf_bibliography_under_references_in_author_date(projects, renderer):
     assert not re.search(r"\bet others\b|\\", after), "BibTeX leaks into the references"
 
 
+def test_the_slides_print_one_page_a_slide_from_quartos_html_too(projects, tmp_path):
+    """Quarto's slides.html loads jQuery and RequireJS from a CDN; offline, Chromium printed it as one blank
+    page (slides.pdf of 1.3 kB). The printer retries without the remote scripts: as many pages as the
+    fallback's slides.pdf, which holds the same slides."""
+    from pipeline.render import slides_pdf
+
+    if slides_pdf.browser() is None:
+        pytest.skip("no Chromium on PATH (Debian: chromium)")
+    copy = tmp_path / "slides.html"
+    shutil.copyfile(projects["quarto"] / "slides.html", copy)
+    printed = slides_pdf.write_slides_pdf(copy)
+    expected = slides_pdf.page_count(projects["fallback"] / "slides.pdf")
+    assert expected > 5 and slides_pdf.page_count(printed) == expected
+
+
 @pytest.mark.parametrize("renderer", ["quarto", "fallback"])
 def test_formulas_are_mathml_without_any_cdn(projects, renderer):
     page = (projects[renderer] / "report.html").read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ message (the HTML slides are the defence, the PDF a copy for the jury).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -45,12 +46,57 @@ def write_slides_pdf(html: Path) -> Path | None:
     if up_to_date(target, printed_from):
         return target  # printed from these very slides already (a prose edit in the report changes nothing here)
     with atomic_path(target) as tmp:
-        done = subprocess.run(print_command(exe, html, tmp), capture_output=True, text=True, timeout=TIMEOUT_S)
-        if done.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
-            raise RuntimeError(f"Chromium could not print {html} to PDF: {done.stderr[-2000:]}")
+        text = html.read_text(encoding="utf-8", errors="replace")
+        remote = REMOTE_SCRIPT.findall(text)
+        for attempt in range(PRINT_ATTEMPTS):
+            stripped = bool(remote) and attempt > 0
+            if stripped:  # offline, a page that loads scripts from a CDN (Quarto adds jQuery and RequireJS to
+                _print_without(exe, html, text, tmp)  # pages with HTML outputs) may never finish loading
+            else:
+                _print(exe, html, tmp)
+            if not _blank(tmp, text):
+                break
+        else:  # a loaded machine can print before reveal.js has laid the slides out: tried several times
+            raise RuntimeError(f"Chromium printed {html} as one blank page {PRINT_ATTEMPTS} times: open it in a "
+                               "browser to see why")
+        if stripped:
+            print(f"note: {target.name} printed without {len(remote)} script(s) the slides load from the internet "
+                  "(not reachable from here; reveal.js itself is embedded)", file=sys.stderr)
         tmp.chmod(0o644)  # readable like the HTML beside it (the temporary file is private)
     record_written(target, printed_from)
     return target
+
+
+PRINT_ATTEMPTS = 3
+
+
+def _print_without(exe: str, html: Path, text: str, pdf: Path) -> None:
+    """Print a copy of the slides without their remote scripts (beside them: relative links still resolve)."""
+    local = html.with_name(f".{html.stem}-print.html")
+    try:
+        local.write_text(REMOTE_SCRIPT.sub("", text), encoding="utf-8")
+        _print(exe, local, pdf)
+    finally:
+        local.unlink(missing_ok=True)
+
+
+REMOTE_SCRIPT = re.compile(r"<script\s+src=\"https?://[^\"]+\"[^>]*>\s*</script>")
+
+
+def _print(exe: str, html: Path, pdf: Path) -> None:
+    done = subprocess.run(print_command(exe, html, pdf), capture_output=True, text=True, timeout=TIMEOUT_S)
+    if done.returncode != 0 or not pdf.exists() or pdf.stat().st_size == 0:
+        raise RuntimeError(f"Chromium could not print {html} to PDF: {done.stderr[-2000:]}")
+
+
+def page_count(pdf: Path) -> int:
+    """Pages of a PDF (its page objects; Chromium writes them uncompressed)."""
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf.read_bytes()))
+
+
+def _blank(pdf: Path, html_text: str) -> bool:
+    """One page printed for a deck of several slides: reveal.js never laid them out."""
+    return page_count(pdf) <= 1 and html_text.count("<section") > 1
 
 
 def slides_pdfs(written: list[Path]) -> list[Path]:
