@@ -45,29 +45,39 @@ def write_slides_pdf(html: Path) -> Path | None:
     printed_from = f"{file_digest(html)} {target.resolve()}"
     if up_to_date(target, printed_from):
         return target  # printed from these very slides already (a prose edit in the report changes nothing here)
-    with atomic_path(target) as tmp:
-        text = html.read_text(encoding="utf-8", errors="replace")
-        remote = REMOTE_SCRIPT.findall(text)
-        for attempt in range(PRINT_ATTEMPTS):
-            stripped = bool(remote) and attempt > 0
-            if stripped:  # offline, a page that loads scripts from a CDN (Quarto adds jQuery and RequireJS to
-                _print_without(exe, html, text, tmp)  # pages with HTML outputs) may never finish loading
-            else:
-                _print(exe, html, tmp)
-            if not _blank(tmp, text):
-                break
-        else:  # a loaded machine can print before reveal.js has laid the slides out: tried several times
-            raise RuntimeError(f"Chromium printed {html} as one blank page {PRINT_ATTEMPTS} times: open it in a "
-                               "browser to see why")
-        if stripped:
-            print(f"note: {target.name} printed without {len(remote)} script(s) the slides load from the internet "
-                  "(not reachable from here; reveal.js itself is embedded)", file=sys.stderr)
-        tmp.chmod(0o644)  # readable like the HTML beside it (the temporary file is private)
+    try:
+        with atomic_path(target) as tmp:
+            text = html.read_text(encoding="utf-8", errors="replace")
+            remote = REMOTE_SCRIPT.findall(text)
+            for attempt in range(PRINT_ATTEMPTS):
+                stripped = bool(remote) and attempt > 0
+                if stripped:  # offline, a page that loads scripts from a CDN (Quarto adds jQuery and RequireJS
+                    _print_without(exe, html, text, tmp)  # to pages with HTML outputs) may never finish loading
+                else:
+                    _print(exe, html, tmp)
+                if not _blank(tmp, text):
+                    break
+            else:  # a loaded machine can print before reveal.js has laid the slides out: tried several times
+                raise BlankPrint
+            if stripped:
+                print(f"note: {target.name} printed without {len(remote)} script(s) the slides load from the "
+                      "internet (not reachable from here; reveal.js itself is embedded)", file=sys.stderr)
+            tmp.chmod(0o644)  # readable like the HTML beside it (the temporary file is private)
+    except BlankPrint:
+        target.unlink(missing_ok=True)  # no copy of older slides left beside the new ones
+        print(f"note: {target.name} not written: Chromium printed one blank page {PRINT_ATTEMPTS} times (a busy "
+              f"machine?); render again, or open {html.name} in a browser and print it (add ?print-pdf to its "
+              "address)", file=sys.stderr)
+        return None
     record_written(target, printed_from)
     return target
 
 
-PRINT_ATTEMPTS = 3
+PRINT_ATTEMPTS = 5
+
+
+class BlankPrint(Exception):
+    """Every attempt printed one blank page."""
 
 
 def _print_without(exe: str, html: Path, text: str, pdf: Path) -> None:
