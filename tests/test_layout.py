@@ -7,8 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 # Lowest first. A module's layer is its subpackage, or its own name at the top of the package.
-LAYERS = [{"cache", "config", "progress"}, {"data"}, {"model"}, {"fairness"}, {"study", "protocol"}, {"report"}, {"render"},
-          {"cli", "__main__", "train", "bench", "planted", "__init__"}]
+LAYERS = [{"cache", "config", "progress"}, {"data"}, {"model"}, {"fairness"}, {"study", "protocol"}, {"report"},
+          {"render"}, {"cli", "__main__", "train", "bench", "planted", "__init__"}]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
