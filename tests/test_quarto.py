@@ -206,6 +206,8 @@ def test_the_slides_print_one_page_a_slide_from_quartos_html_too(projects, tmp_p
     printed = slides_pdf.write_slides_pdf(copy)
     expected = slides_pdf.page_count(projects["fallback"] / "slides.pdf")
     assert expected > 5 and slides_pdf.page_count(printed) == expected
+    width, height = slides_pdf.page_size(printed)
+    assert width > height  # one landscape page a slide, not the page cut at letter size
 
 
 @pytest.mark.parametrize("renderer", ["quarto", "fallback"])

@@ -88,6 +88,11 @@ def test_the_same_folder_runs_in_full_mode_with_its_thin_parts_named_and_survive
     from pipeline.report.preprocessing import training_protocol
 
     assert "Parts du protocole très petites" in training_protocol(first)
+    # Refits in which a group had one class are counted and said, not dropped (4 sick evaluation patients).
+    from pipeline.report.postprocessing import postprocessing_protocol
+
+    assert (first.grid.table["refit_fallbacks"] > 0).any()
+    assert "Dans certains réajustements" in postprocessing_protocol(first)
     # A full disk or a killed copy: every result file cut short. The rerun says so in one line per entry.
     damaged = [*(cache / "joblib").rglob("output.pkl"), *(cache / "study").glob("*.pickle")]
     assert len(damaged) >= 6

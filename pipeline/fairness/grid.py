@@ -182,12 +182,15 @@ def crossfit_decisions(preds: pd.DataFrame, method: str, attribute: str, fold: n
 
 
 def _crossfit_and_refits(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, seed: int,
-                         row_draws: np.ndarray) -> tuple[np.ndarray, list[dict], list[str], np.ndarray]:
+                         row_draws: np.ndarray) -> tuple[np.ndarray, list[dict], list[str], np.ndarray, int]:
     """The cross-fitted decisions and, for each resample (rows of `row_draws`, counts per image), the
-    decisions of the rules refitted on it."""
+    decisions of the rules refitted on it; and how many refits had to fall back (a group with one class,
+    or absent, in a fitting part: the global threshold decided it), counted rather than dropped."""
     decision, params, notes = crossfit_decisions(preds, method, attribute, fold, seed)
-    refits = [crossfit_decisions(preds, method, attribute, fold, seed, counts)[0] for counts in row_draws]
-    return decision, params, notes, np.stack(refits) if refits else np.zeros((0, len(preds)))
+    done = [crossfit_decisions(preds, method, attribute, fold, seed, counts) for counts in row_draws]
+    refits = [d for d, _, _ in done]
+    fallbacks = sum(bool(caught) for _, _, caught in done)
+    return decision, params, notes, np.stack(refits) if refits else np.zeros((0, len(preds))), fallbacks
 
 
 def _describe(where: dict[str, str]) -> str:
@@ -244,7 +247,9 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     row_draws = draws[:, cluster]
     done = Parallel(n_jobs=n_jobs)(delayed(_crossfit_and_refits)(aligned[w], m, attribute, fold, seed, row_draws)
                                    for w, m in jobs)
-    for (weighting, method), (decision, params, caught, refitted) in zip(jobs, done, strict=True):
+    fallbacks: dict[str, int] = {}
+    for (weighting, method), (decision, params, caught, refitted, fell) in zip(jobs, done, strict=True):
+        fallbacks[f"{weighting} + {method}"] = fell
         preds = aligned[weighting]
         notes.extend(caught)
         kept = preds[S.PROBA].to_numpy(float) if POSTPROCESSORS[method].keeps_score else np.nan
@@ -267,7 +272,8 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
         where = one_class(d, decided[attribute]).where
         extra[name] = {**{f"{g}_expected": expected[g] for g in EXPECTED_GAPS},
                        "randomised_share": float(np.mean((d > 1e-9) & (d < 1 - 1e-9))),
-                       "degenerate": bool(where), "degenerate_where": _describe(where)}
+                       "degenerate": bool(where), "degenerate_where": _describe(where),
+                       "refit_fallbacks": fallbacks[name]}
     base_name = f"{baseline[0]} + {baseline[1]}"
     long = comparison_table(points, reps, groups, base_name, normal=True)
     result.table = _tidy(comparison_wide(long, KEY_METRICS), keys, extra)

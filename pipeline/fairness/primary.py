@@ -30,7 +30,7 @@ def _decide(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, 
 
     if method == "none":  # nothing is fitted: the operating threshold decides, in every resample alike
         return (preds[S.PROBA].to_numpy(float) >= preds[OPERATING_THRESHOLD].to_numpy(float)).astype(float), None
-    decision, _, _, refits = _crossfit_and_refits(preds, method, attribute, fold, fold_seed, row_draws)
+    decision, _, _, refits, _ = _crossfit_and_refits(preds, method, attribute, fold, fold_seed, row_draws)
     return decision, refits
 
 

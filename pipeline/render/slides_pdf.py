@@ -57,7 +57,7 @@ def write_slides_pdf(html: Path) -> Path | None:
                     _print(exe, html, tmp)
                 if not _blank(tmp, text):
                     break
-            else:  # a loaded machine can print before reveal.js has laid the slides out: tried several times
+            else:  # a busy machine can print before reveal.js has laid the slides out: tried several times
                 raise BlankPrint
             if stripped:
                 print(f"note: {target.name} printed without {len(remote)} script(s) the slides load from the "
@@ -65,9 +65,9 @@ def write_slides_pdf(html: Path) -> Path | None:
             tmp.chmod(0o644)  # readable like the HTML beside it (the temporary file is private)
     except BlankPrint:
         target.unlink(missing_ok=True)  # no copy of older slides left beside the new ones
-        print(f"note: {target.name} not written: Chromium printed one blank page {PRINT_ATTEMPTS} times (a busy "
-              f"machine?); render again, or open {html.name} in a browser and print it (add ?print-pdf to its "
-              "address)", file=sys.stderr)
+        print(f"note: {target.name} not written: Chromium printed the slides without their print layout "
+              f"{PRINT_ATTEMPTS} times (a busy machine?); render again, or open {html.name} in a browser and print "
+              "it (add ?print-pdf to its address)", file=sys.stderr)
         return None
     record_written(target, printed_from)
     return target
@@ -104,9 +104,18 @@ def page_count(pdf: Path) -> int:
     return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf.read_bytes()))
 
 
+def page_size(pdf: Path) -> tuple[float, float] | None:
+    """(width, height) in points of the PDF's first page (its MediaBox)."""
+    found = re.search(rb"/MediaBox\s*\[\s*[-\d.]+\s+[-\d.]+\s+([\d.]+)\s+([\d.]+)\s*\]", pdf.read_bytes())
+    return (float(found.group(1)), float(found.group(2))) if found else None
+
+
 def _blank(pdf: Path, html_text: str) -> bool:
-    """One page printed for a deck of several slides: reveal.js never laid them out."""
-    return page_count(pdf) <= 1 and html_text.count("<section") > 1
+    """reveal.js did not lay the slides out for print: one page for a deck, or portrait pages (the page as a
+    browser shows it, cut at the paper's size) where print mode gives one landscape page a slide."""
+    size = page_size(pdf)
+    portrait = size is not None and size[0] < size[1]
+    return (page_count(pdf) <= 1 and html_text.count("<section") > 1) or portrait
 
 
 def slides_pdfs(written: list[Path]) -> list[Path]:

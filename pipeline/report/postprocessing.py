@@ -15,6 +15,7 @@ from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     attribute_in_sentence,
     cite,
+    combination_label,
     grid_ci,
     grid_rows,
     in_sentence,
@@ -48,7 +49,26 @@ def postprocessing_protocol(ctx: StudyContext) -> str:
             "testées de la grille : une piste à confirmer, pas une preuve ; l'écart d'equalized odds et le pire "
             "groupe sont décrits sans test, les règles aux décisions identiques sont fusionnées et les règles "
             "dégénérées ne sont pas testées. Un taux par groupe n'est défini qu'avec au moins "
-            f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`).")
+            f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`)."
+            + refit_fallback_text(ctx))
+
+
+def refit_fallback_text(ctx: StudyContext) -> str:
+    """How many refits had a group with one class (or none) in a fitting part: counted, never dropped."""
+    t = ctx.grid.table
+    main = len(getattr(ctx.grid, "warnings", None) or [])
+    first = (f" Dès l'ajustement principal, {main} repli{'s' * (main > 1)} de ce genre (une partie d'ajustement, "
+             "ou l'un de ses groupes, avec une seule classe : seuil de repli) ont eu lieu." if main else "")
+    if "refit_fallbacks" not in t.columns or not (t["refit_fallbacks"] > 0).any():
+        return first
+    worst = t.loc[t["refit_fallbacks"].idxmax()]
+    n_rules = int((t["refit_fallbacks"] > 0).sum())
+    return (f" Dans certains réajustements, la partie d'ajustement (ou l'un de ses groupes) n'avait qu'une classe, "
+            f"ou aucun patient d'un groupe : la règle y a décidé au seuil de repli (global, ou 0,5 sans aucune "
+            f"seconde classe). C'est arrivé pour {n_rules} "
+            f"règle{'s' * (n_rules > 1)} de la grille, au plus dans {int(worst['refit_fallbacks'])} des "
+            f"{ctx.grid.n_refit} réajustements ({combination_label(worst['combination'])}) ; ces réplicats sont "
+            "gardés (l'intervalle inclut ce repli), pas écartés." + first)
 
 
 def postprocessing_methods(ctx: StudyContext) -> pd.DataFrame:
