@@ -399,7 +399,7 @@ def test_the_data_chapter_reads_its_verdicts_instead_of_the_interval(demo_an):
     demo_an.verdicts[index] = dataclasses.replace(v, status="not_established", direction=0)
     try:
         sentence = data_chapter.prevalence_sentence(demo_an, S.VIEW)
-        assert "n'est pas établi" in sentence and "notable" not in sentence
+        assert "n'est pas notable" in sentence and "notable †" not in sentence
         table = data_chapter.effects_table(demo_an)
         assert not table.loc[table["Groupe"] == "AP", "Écart (points)"].iloc[0].endswith("†")
     finally:

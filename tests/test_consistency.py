@@ -180,5 +180,5 @@ def test_the_map_title_and_sentence_read_the_maps_verdict(ctx):
             titles[direction] = (slides.title_images(ctx), analysis.cam_narrative(ctx))
     finally:
         ctx.verdicts._items[v.key] = v
-    assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart établi" in titles[0][0]
-    assert "plus que sa surface" in titles[1][1] and "sans écart établi" in titles[0][1]
+    assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart notable" in titles[0][0]
+    assert "plus que sa surface" in titles[1][1] and "sans écart notable" in titles[0][1]

@@ -270,18 +270,23 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
     moved = post[(post["attribute"] == main)]
     found = [(m, amplification_verdict(ctx, main, m)) for m in moved["method"]]
     narrow = [combination_label(m) for m, v in found if v is not None and v.direction < 0]
+    wide = [combination_label(m) for m, v in found if v is not None and v.direction > 0]
     for _, v in found:
         if v is not None and claims is not None:
             from pipeline.report.consistency import Claim
 
-            claims.append(Claim("chapitre 5, amplification après post-traitement", "écart prédit plus étroit",
-                                (v.key,), v.status, v.direction))
+            claims.append(Claim("chapitre 5, amplification après post-traitement", "écart prédit plus étroit ou "
+                                "plus large", (v.key,), v.status, v.direction))
     if len(moved):
+        said = []
+        if narrow:
+            said.append(f"l'écart prédit devient plus étroit que celui des données avec {', '.join(narrow)}")
+        if wide:
+            said.append(f"il devient plus large avec {', '.join(wide)}")
         lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients d'évaluation), "
-                     + (f"l'écart prédit devient plus étroit que celui des données, de façon notable "
-                        f"(exploratoire {EXPLORATORY_MARK}), avec {', '.join(narrow)}."
-                        if narrow else "aucune règle ne rend l'écart prédit plus étroit que celui des "
-                                       "données de façon notable (exploratoire)."))
+                     + (" ; ".join(said) + f", de façon notable (exploratoire {EXPLORATORY_MARK})." if said else
+                        "aucune règle ne rend l'écart prédit plus étroit ou plus large que celui des données de "
+                        "façon notable (exploratoire)."))
     lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
                  "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
                  "données, et pour quel groupe.")
@@ -460,6 +465,13 @@ def worst_subgroup(ctx: StudyContext) -> dict | None:
             "n_positive": r["n_positive"], "overall_fnr": fnr_all}
 
 
+def _undefined_subgroups(n: int, total: int) -> str:
+    if n == 0:
+        return f"Les {total} sous-groupes ont un FNR défini."
+    return (f"{n} sous-groupe{'s' * (n > 1)} sur {total} {'n’ont' if n > 1 else 'n’a'} pas de FNR défini."
+            .replace("’", "'"))
+
+
 def subgroup_narrative(ctx: StudyContext) -> str:
     ma = model_results(ctx)
     t = ma.subgroups
@@ -468,7 +480,7 @@ def subgroup_narrative(ctx: StudyContext) -> str:
     w = worst_subgroup(ctx)
     text = (f"Règle des petits groupes : un taux n'est calculé que si le sous-groupe compte au moins "
             f"{ma.min_positives} images de la classe concernée (malades pour le FNR, sains pour le FPR) ; sinon il "
-            f"est « n.d. » avec sa raison. {undefined} sous-groupe(s) sur {len(fnr)} n'ont pas de FNR défini.")
+            f"est « n.d. » avec sa raison. {_undefined_subgroups(undefined, len(fnr))}")
     if w is None:
         return text + " Aucun sous-groupe n'a assez de malades pour un FNR : aucun pire sous-groupe n'est désigné."
     text += (f" Le sous-groupe le plus sous-diagnostiqué est **{w['label']}** : "
@@ -641,16 +653,16 @@ def cam_narrative(ctx: StudyContext) -> str:
                 f"{fr.percent(s['border_area'])} de la surface) reçoit {border_text(s)} de la masse de la carte"
                 + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
                    ", moins que sa surface : le modèle s'appuie surtout sur le centre (poumons et cœur)." if narrow
-                   else ", sans écart établi avec sa surface."
+                   else ", sans écart notable avec sa surface."
                    if s["border_verdict"] is not None and s["border_verdict"].status != "not_testable"
                    else " (intervalle non défini : pas de conclusion)."))
         if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
             text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
                      f"reçoit {marker_contrast_text(s)}, IC 95 % par bootstrap sur les patients"
                      + (" : le raccourci planté se voit." if marker_shows(s) else
-                        " : l'écart AP − PA est établi, mais le coin reçoit moins que sa part de surface : le "
+                        " : l'écart AP − PA est notable, mais le coin reçoit moins que sa part de surface : le "
                         "marqueur planté ne ressort pas de cette carte." if _direction(s["marker_verdict"]) > 0 else
-                        " : le marqueur planté ne ressort pas de façon établie."))
+                        " : le marqueur planté ne ressort pas de façon notable."))
         lines.append(text)
     lines.append("Grad-CAM [@selvaraju2017gradcam] ne garde que ce qui pousse vers « malade », à la résolution de "
                  "la couche de convolution la plus profonde qui garde au moins 8 × 8 cellules ; les gradients "

@@ -44,8 +44,10 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     b = v.baseline
     if b:
         items.append(f"Un modèle qui ne connaît que les attributs sensibles atteint une AUC de "
-                     f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients "
-                     f"(différence avec le modèle d'images : {ci(b['diff'], b['diff_low'], b['diff_high'])}).")
+                     f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients, "
+                     f"contre {ci(b['image'], b['image_low'], b['image_high'])} pour le modèle d'images de "
+                     f"l'entraînement détaillé (graine {ctx.config.training.seeds[0]}) : différence appariée "
+                     f"{ci(b['diff'], b['diff_low'], b['diff_high'])}.")
     if v.problems:
         items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))
     if ctx.grid.table["eo_diff"].notna().sum() == 0:
@@ -64,12 +66,13 @@ def warnings_short(ctx: StudyContext) -> str:
         reasons.append("des règles donnent la même décision à (presque) tout le monde (écarts nuls par "
                        "construction : nivellement par le bas)")
     if v.chance:
-        reasons.append("l'AUC de certains modèles n'est pas distinguable du hasard")
+        everyone = len(v.chance) == len(ctx.predictions)
+        reasons.append(f"l'AUC {'des' if everyone else 'de certains'} modèles n'est pas distinguable du hasard")
     if v.image_not_better:
         reasons.append("le modèle d'images ne fait pas mieux qu'un modèle des seules métadonnées")
     if not reasons:
         return ""
-    return ("Les écarts d'équité ne se lisent pas comme de l'équité ici : " + " ; ".join(reasons) + ".")
+    return ("Prudence, ces écarts entre groupes sont peu interprétables : " + " ; ".join(reasons) + ".")
 
 
 def validity_warning(ctx: StudyContext) -> str:

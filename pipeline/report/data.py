@@ -194,7 +194,7 @@ def prevalence_sentence(an: Any, attribute: str, claims: list | None = None) -> 
     if v is not None and v.established:
         text = f"{body} : écart{which} de {clause}, notable{_gap_mark(v)} (exploratoire, {note})."
     else:
-        text = (f"{body} : l'écart{which} ({clause}) n'est pas établi avec ces données ({note}), ce qui ne "
+        text = (f"{body} : l'écart{which} ({clause}) n'est pas notable avec ces données ({note}), ce qui ne "
                 "prouve pas qu'il est nul.")
     _claim(claims, f"chapitre 2, prévalence selon {attribute}", text, v)
     return text
@@ -293,7 +293,7 @@ FACT_SENTENCE = ("Expliqué ne veut pas dire inexistant : l'écart brut reste un
 
 
 def _status(v: Any) -> str:
-    return f"notable{_gap_mark(v)}" if v.established else "non établi"
+    return f"notable{_gap_mark(v)}" if v.established else "non notable"
 
 
 def confounding_text(an: Any, row: pd.Series, claims: list | None = None) -> str:
@@ -305,16 +305,17 @@ def confounding_text(an: Any, row: pd.Series, claims: list | None = None) -> str
     crude, adjusted = an.simpson_verdict(row, "crude"), an.simpson_verdict(row, "adjusted")
     reduced = abs(row["adj_rd"]) < abs(row["crude_rd"])
     if crude.established and not adjusted.established:
-        reading = f"une fois {noun} pris en compte, l'écart n'est plus établi : {noun} en explique une partie."
+        reading = f"une fois {noun} pris en compte, l'écart n'est plus notable : {noun} en explique une partie."
     elif adjusted.established and not crude.established:
-        reading = f"{noun} masquait une partie de l'écart : il n'est établi qu'après ajustement."
+        reading = f"{noun} masquait une partie de l'écart : il n'est notable qu'après ajustement."
     elif crude.established:
-        reading = (f"l'écart reste établi ; {noun} en explique une partie." if reduced
-                   else f"l'écart reste établi ; {noun} en masquait une partie.")
+        reading = (f"l'écart reste notable ; {noun} en explique une partie." if reduced
+                   else f"l'écart reste notable ; {noun} en masquait une partie.")
     else:
-        reading = "ni l'écart brut ni l'écart ajusté ne sont établis : la variation reste descriptive."
-    text = (f"**{g} contre {r}, ajusté sur {noun}.** L'ajustement fait varier l'OR de {percent(row['or_change'])} "
-            f"({number(row['crude_or'], 2)} → {number(row['adj_or'], 2)} ; seuil descriptif de 10 %) : écart brut "
+        reading = "ni l'écart brut ni l'écart ajusté ne sont notables : la variation reste descriptive."
+    text = (f"**{g} contre {r}, ajusté sur {noun}.** L'OR passe de {number(row['crude_or'], 2)} (brut) à "
+            f"{number(row['adj_or'], 2)} (ajusté) : |OR brut / OR ajusté − 1| = {percent(row['or_change'])}, au-delà "
+            "du seuil descriptif de 10 % (critère du changement d'estimation). Écart brut "
             f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])} ({_status(crude)}), ajusté "
             f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])} ({_status(adjusted)}) ; "
             f"{reading} L'écart brut, lui, reste celui du jeu de données.")
@@ -368,7 +369,7 @@ def simpson_text(an: Any, claims: list | None = None) -> str:
                     f"{ATTRIBUTE_NOUN.get(row['stratifier'], (row['stratifier'],))[0]} (brut "
                     f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])}, {_status(crude)} ; "
                     f"ajusté {points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])}, {_status(adjusted)}) : "
-                    "renversement possible, non établi.")
+                    "renversement possible, non notable.")
             parts.append(text)
             for v in (crude, adjusted):
                 _claim(claims, f"chapitre 2, renversement possible ({row['attribute']}, {row['stratifier']})", text, v)
@@ -382,7 +383,7 @@ def simpson_text(an: Any, claims: list | None = None) -> str:
     parts.append(stable_text(summary[summary["verdict"] == "none"]))
     parts.append(f"Écarts bruts, ajustés et entre strates forment une famille exploratoire "
                  f"({_family_note(an, SIMPSON_FAMILY)}, Benjamini-Hochberg à q = 0,10) ; « notable » "
-                 f"({EXPLORATORY_MARK}) veut dire établi dans cette famille.")
+                 f"({EXPLORATORY_MARK}) : retenu par cette correction, intervalle à 95 % excluant 0.")
     return "\n\n".join(p for p in parts if p)
 
 
@@ -408,7 +409,7 @@ def model_text(an: Any, claims: list | None = None) -> str:
                     "prédira plus souvent *malade* dans le groupe le plus touché, et la parité démographique "
                     "reflétera cet écart réel plutôt qu'une erreur du modèle.")
         else:
-            text = (f"L'écart de prévalence le plus marqué dans l'échantillon est {gap}, mais il n'est pas établi : "
+            text = (f"L'écart de prévalence le plus marqué dans l'échantillon est {gap}, mais il n'est pas notable : "
                     "les écarts de taux de prédiction entre groupes ne pourront pas être attribués à une "
                     "différence réelle de prévalence.")
         _claim(claims, "chapitre 2, implications pour le modèle", text, v)
@@ -497,7 +498,7 @@ def key_message(an: Any) -> str:
     if top is None:
         return ""
     v = an.prevalence_verdict(top)
-    verdict = "notable" if v is not None and v.established else "non établi"
+    verdict = "notable" if v is not None and v.established else "non notable"
     text = (f"Prévalence {_direction(top['rd'])} {group_phrase(top['attribute'], top['group'])} "
             f"({points_ci(top['rd'], top['rd_low'], top['rd_high'])} par rapport "
             f"{_to_reference(top['attribute'], top['reference'])}, {verdict}).")

@@ -191,7 +191,7 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
             said = (f"{V.move_text(v)} l'{V.quantity_label(gap, groups)} ({V.change_ci(v)}, "
                     f"{p_text(v.p_adjusted)} ajusté, exploratoire{' ' + V.EXPLORATORY_MARK if v.established else ''})")
         elif v is not None:
-            said = f"{V.quantity_label(gap, groups)} non testable ({v.reason})"
+            said = f"{V.quantity_label(gap, groups)} non testable ({V.reason_text(v.reason)})"
         else:
             said = "écarts entre trois groupes ou plus : décrits, non testés"
         lines.append(f"- **{post_label(name)}** : {said}{eo} ; variation d'exactitude équilibrée "

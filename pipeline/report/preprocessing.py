@@ -300,8 +300,8 @@ def validity_items(ctx: StudyContext) -> list[str]:
     if v.chance:
         names = [f"{method_label(m)} (AUC {ci(*a)})" for m, a in v.chance.items()]
         items.append("**Modèle au niveau du hasard.** L'intervalle de l'AUC contient 0,5 pour "
-                     + ", ".join(names) + " : le modèle ne classe pas les images mieux qu'au hasard, et ses "
-                     "écarts entre groupes mesurent surtout du bruit, pas un biais de l'image.")
+                     + ", ".join(names) + " : rien ne montre que le modèle classe les images mieux qu'au hasard, "
+                     "et ses écarts entre groupes peuvent ne mesurer que du bruit, pas un biais de l'image.")
     b = v.baseline
     if v.image_not_better:
         attrs = ", ".join(attribute_label(a).lower() for a in b["attributes_used"])
@@ -321,5 +321,5 @@ def validity_warning(ctx: StudyContext) -> str:
     if not items:
         return ""
     body = "\n\n".join(f"- {i}" for i in items)
-    return (f"\n::: {{.callout-warning}}\n## Ces écarts d'équité ne se lisent pas comme de l'équité\n\n{body}\n"
+    return (f"\n::: {{.callout-warning}}\n## Prudence : ces écarts entre groupes sont peu interprétables\n\n{body}\n"
             ":::\n")

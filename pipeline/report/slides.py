@@ -179,7 +179,7 @@ def title_data(ctx: StudyContext, claims: list | None = None) -> str:
     title = f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(abs(r['rd']), 0)})"
     if v is None or not v.established:
         title = (f"Dans ces données, {hi} semblent plus souvent malades que {lo} "
-                 f"({fr.points(abs(r['rd']), 0)}, non établi)")
+                 f"({fr.points(abs(r['rd']), 0)}, non notable)")
     if claims is not None:
         from pipeline.report.consistency import Claim
 
@@ -289,7 +289,7 @@ def title_images(ctx: StudyContext) -> str:
         return "Le réseau regarde aussi les bords de l'image"
     if v.direction < 0:
         return "Le réseau regarde surtout le centre de l'image"
-    return "Bord de l'image : aucun écart établi avec sa surface"
+    return "Bord de l'image : aucun écart notable avec sa surface"
 
 
 def images_message(ctx: StudyContext) -> str:

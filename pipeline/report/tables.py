@@ -119,11 +119,18 @@ def _getter(values: dict):
 
 def _cell_mark(values: dict, metric: str, groups=None) -> str:
     """The mark of what the cell shows (the signed gap for two groups), written from the verdicts
-    (`fairness.exploratory.annotate`): ★ a pre-registered effect established, † an exploratory one."""
+    (`fairness.exploratory.annotate`): ★ a pre-registered effect established, † an exploratory one. The mark
+    is on the difference with the reference, so that difference is shown with it (« Δ +0,48 † »): the value's
+    own interval may contain 0 while its change does not."""
     if metric in SIGNED and _two_groups(groups):
         metric = SIGNED[metric]
     flag = values.get(f"{metric}_mark")
-    return f" {flag}" if isinstance(flag, str) and flag else ""
+    if not (isinstance(flag, str) and flag):
+        return ""
+    diff = values.get(f"{metric}_diff")
+    if diff is None or isinstance(diff, str) or not np.isfinite(diff):
+        return f" {flag}"
+    return f" (Δ{NBSP}{'+' if diff > 0 else ''}{num(diff)}{NBSP}{flag})"
 
 
 def merge_identical(rows: list[dict], names: list[str], twins: list[str], labeller, column: str | None) -> list[dict]:
@@ -163,7 +170,8 @@ def _flat(part: pd.DataFrame) -> dict:
     for m, r in part.iterrows():
         out.update({m: r["estimate"], f"{m}_low": r["low"], f"{m}_high": r["high"],
                     f"{m}_p_equal": r.get("p_equal", np.nan), f"{m}_significant": r.get("significant", np.nan),
-                    f"{m}_mark": r.get("mark", ""), "identical_to": r.get("identical_to", "")})
+                    f"{m}_mark": r.get("mark", ""), f"{m}_diff": r.get("diff", np.nan),
+                    "identical_to": r.get("identical_to", "")})
     return out
 
 
@@ -286,8 +294,8 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     lines = [f"{gaps} ; l'écart d'equalized odds (maximum de deux écarts absolus, dont l'intervalle ne peut "
              "contenir 0) est donné avec la valeur p du test de Wald d'égalité des taux entre groupes "
              "(covariance estimée par le bootstrap sur les patients).",
-             f"{EXPLORATORY_MARK} (exploratoire) : différence avec la référence significative après correction de "
-             "Benjamini-Hochberg (taux de fausses découvertes 10 %) sur les "
+             f"(Δ … {EXPLORATORY_MARK}) (exploratoire) : différence Δ avec la référence, notable après correction de "
+             "Benjamini-Hochberg (taux de fausses découvertes 10 %, intervalle de Δ excluant 0) sur les "
              f"{t.attrs.get('family_size', 'n.d.')} comparaisons du tableau (test apparié, erreur type bootstrap) : "
              "une piste, pas une preuve."]
     attribute = t.attrs.get("attribute")

@@ -33,6 +33,18 @@ REASON_FR = {"identical": "mêmes décisions que la référence à chaque graine
              "no_interval": "trop peu de rééchantillonnages où la mesure est définie"}
 
 
+def reason_text(reason: str) -> str:
+    """A verdict's reason in French (« degenerate: M : malade » -> « règle dégénérée (M : malade) »)."""
+    kind, _, detail = reason.partition(": ")
+    if kind == "degenerate":
+        return f"règle dégénérée, une seule décision ({detail})"
+    if kind == "identical" and detail:
+        return f"mêmes décisions que {rule_label(detail)}"
+    if kind == "primary":
+        return "question principale (★)"
+    return REASON_FR.get(reason, reason)
+
+
 def _in_points(quantity: str) -> bool:
     return quantity.endswith("_signed")
 
@@ -95,7 +107,7 @@ def verdict_sentence(v: Verdict, groups: list[str]) -> str:
         what += (f" (l'écart passe de {fr.points(v.reference_value).removesuffix(NBSP + 'points')} à "
                  f"{fr.points(v.treated_value)})")
     if v.status == "not_testable":
-        return f"{what} — non testable : {REASON_FR.get(v.reason, v.reason)}."
+        return f"{what} — non testable : {reason_text(v.reason)}."
     p = fr.p_value(v.p_adjusted).replace("p", "p ajusté (Holm)", 1)
     if v.status == "established":
         extra = (" ; l'écart se réduit parce que le groupe le mieux servi perd en sensibilité (nivellement par le "
