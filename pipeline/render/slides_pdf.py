@@ -114,7 +114,7 @@ def _blank(pdf: Path, html_text: str) -> bool:
     """reveal.js did not lay the slides out for print: one page for a deck, or portrait pages (the page as a
     browser shows it, cut at the paper's size) where print mode gives one landscape page a slide."""
     size = page_size(pdf)
-    portrait = size is not None and size[0] < size[1]
+    portrait = size is not None and size[0] < size[1] and 'class="reveal' in html_text  # reveal.js sets the page
     return (page_count(pdf) <= 1 and html_text.count("<section") > 1) or portrait
 
 
