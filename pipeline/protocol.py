@@ -114,14 +114,16 @@ def check_sizes(frame: pd.DataFrame, evaluation: pd.DataFrame, config: StudyConf
     sizes = protocol_sizes(frame, evaluation, config)
     empty = [s for s in sizes if s.smallest()[1] == 0]
     if empty:
-        seen, lines = set(), []
+        seen, fixes, lines = set(), set(), []
         for s in empty:
             if s.part in seen:
                 continue  # one line per part, whatever the seed or fold
             seen.add(s.part)
             label, _ = s.smallest()
+            fix = "as above" if s.fix in fixes else s.fix
+            fixes.add(s.fix)
             lines.append(f"{s.describe()}; it needs at least 1 patient {CLASS_NAMES[label]} "
-                         f"(both classes) to be fitted or scored. Fix: {s.fix}.")
+                         f"(both classes) to be fitted or scored. Fix: {fix}.")
         raise ProtocolSizeError("\n".join(["the data folder is too small for the protocol in study.yml:", *lines]))
     thinnest: dict[str, PartSize] = {}
     for s in sizes:
