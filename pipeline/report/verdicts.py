@@ -392,13 +392,21 @@ def recommendation_text(ctx: StudyContext) -> str:
     long = rec.report.set_index(["method", "metric"])
     ref = rec.reference
 
+    def defined(low: float, high: float) -> bool:
+        return bool(np.isfinite(low) and np.isfinite(high))
+
     def cell(rule: str, metric: str, points: bool) -> str:
         r = long.loc[(rule, metric)]
+        if not defined(r["low"], r["high"]):
+            return (fr.points(r["estimate"]) if points else fr.num(r["estimate"])) + f" {fr.UNDEFINED_CI}"
         return (fr.points_ci(r["estimate"], r["low"], r["high"]) if points
                 else fr.ratio_ci(r["estimate"], r["low"], r["high"]))
 
     def diff(metric: str, points: bool) -> str:
         r = long.loc[(rec.chosen, metric)]
+        if not defined(r["diff_low"], r["diff_high"]):
+            shown = fr.points(r["diff"]) if points else fr.number(r["diff"], 3, sign=True)
+            return f"{shown} {fr.UNDEFINED_CI}"
         return (fr.points_ci(r["diff"], r["diff_low"], r["diff_high"]) if points
                 else f"{fr.number(r['diff'], 3, sign=True)} "
                      f"{fr.bracket(fr.number(r['diff_low'], 3, True), fr.number(r['diff_high'], 3, True))}")
@@ -417,7 +425,8 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
             f"(différence {diff('balanced_accuracy', False)}).{wider} "
             + ("Les contraintes restent respectées sur cette moitié (valeurs ponctuelles)." if not broken else
-               f"Sur cette moitié, la règle ne respecte plus : {', '.join(broken)} — la recommandation est fragile.")
+               f"Sur cette moitié, la règle ne respecte plus ces contraintes ({', '.join(broken)}) : la "
+               "recommandation est fragile.")
             + " Un écart dont l'intervalle contient 0 n'est pas une égalité : lire l'intervalle.")
 
 
