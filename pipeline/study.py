@@ -327,8 +327,10 @@ def _with_analysis_families(ctx: StudyContext):
     found = model_analysis(ctx)
     amp = found.amplification[found.amplification["high_group"].notna()]
     families = X.interval_verdicts("exploratory:amplification", "bias_amplification", [
-        (r.attribute, r.method, r.amplification, r.amplification_low, r.amplification_high)
-        for r in amp.itertuples()])
+        *[(r.attribute, r.method, r.amplification, r.amplification_low, r.amplification_high)
+          for r in amp.itertuples()],
+        *[X.Interval(r.attribute, r.method, r.bias_amp, r.bias_amp_low, r.bias_amp_high, None, "bias_amp")
+          for r in amp.itertuples()]])  # both columns of the table, one family
     if found.probing is not None:
         families += X.interval_verdicts("exploratory:probe", "probe_gain", [
             (r.attribute, "image features", r.diff, r.diff_low, r.diff_high) for r in found.probing.itertuples()])

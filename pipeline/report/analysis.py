@@ -171,10 +171,10 @@ def _pair(attribute: str, high: str, low: str) -> str:
     return f"{fr.group_label(attribute, high)} − {fr.group_label(attribute, low)}"
 
 
-def _amp_mark(ctx: StudyContext, attribute: str, method: str) -> str:
-    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
+def _amp_mark(ctx: StudyContext, attribute: str, method: str, quantity: str = "bias_amplification") -> str:
+    from pipeline.report.verdicts import EXPLORATORY_MARK, analysis_verdict
 
-    v = amplification_verdict(ctx, attribute, method)
+    v = analysis_verdict(ctx, "exploratory:amplification", quantity, attribute, method)
     return f" {EXPLORATORY_MARK}" if v is not None and v.established else ""
 
 
@@ -191,7 +191,8 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
                      "Écart du modèle": _pp(r.model_gap, r.model_gap_low, r.model_gap_high),
                      "Amplification": _pp(r.amplification, r.amplification_low, r.amplification_high)
                      + _amp_mark(ctx, r.attribute, r.method),
-                     "BiasAmp A→T": _pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)})
+                     "BiasAmp A→T": _pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)
+                     + _amp_mark(ctx, r.attribute, r.method, "bias_amp")})
     return pd.DataFrame(rows)
 
 
@@ -228,12 +229,12 @@ def _amp_family_size(ctx: StudyContext) -> int:
     return sum(v.status != "not_testable" for v in ctx.verdicts.family("exploratory:amplification"))
 
 
-def amplification_sentences(ctx: StudyContext, method: str | None = None) -> list[str]:
+def amplification_sentences(ctx: StudyContext, method: str | None = None, claims: list | None = None) -> list[str]:
     """« Pour le sexe, le modèle amplifie l'écart Homme − Femme de +4,1 points [+1,2 ; +7,0] ... »."""
     t = model_results(ctx).amplification
     method = method or ctx.grid.baseline[0]
     out = []
-    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
+    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict, analysis_verdict
 
     for r in t[(t["method"] == method) & t["high_group"].notna()].itertuples():
         v = amplification_verdict(ctx, r.attribute, r.method)
@@ -249,10 +250,27 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None) -> lis
                 f"est de {data_gap} points")
         if established:
             text += (f" ; le modèle {verb} cet écart de {amp} (notable, exploratoire {EXPLORATORY_MARK} : "
-                     f"un entraînement, Benjamini-Hochberg sur les {_amp_family_size(ctx)} amplifications).")
+                     f"un entraînement, Benjamini-Hochberg sur les {_amp_family_size(ctx)} mesures d'amplification).")
         else:
-            text += (f" ; l'écart du modèle en diffère de {amp} points : ni amplification ni atténuation notable "
-                     "(exploratoire).")
+            text += (f" ; l'écart du modèle en diffère de {amp} points : ni amplification ni atténuation notable de "
+                     "l'écart entre groupes (exploratoire).")
+        w = analysis_verdict(ctx, "exploratory:amplification", "bias_amp", r.attribute, r.method)
+        if w is not None and np.isfinite(r.bias_amp):
+            text += (f" BiasAmp A→T : {_pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)} points, "
+                     + (f"notable {EXPLORATORY_MARK}" if w.established else "non notable")
+                     + (" ; cette mesure ajoute, au signe près de chaque groupe, l'écart entre le taux prédit "
+                        "*malade* et la prévalence : au seuil de fonctionnement, qui ne reproduit pas la prévalence, "
+                        "elle reflète surtout ce décalage global, pas l'écart entre groupes." if w.established
+                        and not established else "."))
+            if claims is not None:
+                from pipeline.report.consistency import Claim
+
+                claims.append(Claim(f"chapitre 5, BiasAmp ({r.attribute})", text, (w.key,), w.status, w.direction))
+        if v is not None and claims is not None:
+            from pipeline.report.consistency import Claim
+
+            claims.append(Claim(f"chapitre 5, amplification ({r.attribute})", text, (v.key,), v.status,
+                                v.direction))
         out.append(text)
     return out
 
@@ -261,7 +279,7 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
     """Generated text of the amplification section, reference model then the post-processors."""
     from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
 
-    lines = amplification_sentences(ctx)
+    lines = amplification_sentences(ctx, claims=claims)
     t = model_results(ctx).amplification
     base = ctx.grid.baseline[0]
     post = t[t["method"].str.startswith(f"{base} + ") & (t["method"] != f"{base} + none")
@@ -349,8 +367,12 @@ def probing_narrative(ctx: StudyContext) -> str:
             continue
         v = probe_verdict(ctx, r.attribute)
         above = v is not None and v.established and v.direction > 0
+        perfect = r.features >= 1 - 1e-9 and r.features_high - r.features_low < 1e-12
+        auc = (f"{num(r.features)} dans chaque rééchantillonnage (séparation parfaite : l'intervalle de l'AUC est "
+               "de largeur nulle, la différence avec l'autre sonde reste testée)" if perfect
+               else ci(r.features, r.features_low, r.features_high))
         lines.append(f"Les caractéristiques du modèle prédisent {name} "
-                     f"avec une AUC de {ci(r.features, r.features_low, r.features_high)}, contre "
+                     f"avec une AUC de {auc}, contre "
                      f"{ci(r.others, r.others_low, r.others_high)} à partir des autres attributs seuls"
                      + (" : l'image elle-même porte cette information (notable, exploratoire)." if above else
                         " : pas d'information notable au-delà de ce que disent les autres attributs "
