@@ -309,8 +309,10 @@ def _with_exploratory(ctx: StudyContext, primary):
     order = {f"{w} + {p}": d.sort_values(S.IMAGE)[[DECISION, SCORE_COL]].to_numpy(float)
              for (w, p), d in ctx.grid.decisions.items()}
     degenerate = dict(zip(grid["combination"], grid["degenerate_where"].where(grid["degenerate"], ""), strict=True))
+    weighting_family = [v for v in families if v.family == f"exploratory:weighting:{grid.attrs.get('attribute')}"]
     found = X.table_verdicts(X.long_from_wide(grid, KEY_METRICS), "exploratory:grid",
-                             grid.attrs.get("baseline", "uniform + none"), order, degenerate, primary)
+                             grid.attrs.get("baseline", "uniform + none"), order, degenerate, primary,
+                             answered=weighting_family)  # « w + none » rows: the weighting table's verdicts
     ctx.grid.table = X.annotate_wide(grid, found)
     families += found
     return Verdicts([*primary.values(), *families], meta=primary.meta)
@@ -325,7 +327,10 @@ def _with_analysis_families(ctx: StudyContext):
     from pipeline.fairness.model_analysis import model_analysis
 
     found = model_analysis(ctx)
-    amp = found.amplification[found.amplification["high_group"].notna()]
+    grid = ctx.grid.table
+    degenerate = set(grid.loc[grid["degenerate"], "combination"])  # one decision for a group: not tested
+    amp = found.amplification[found.amplification["high_group"].notna()
+                              & ~found.amplification["method"].isin(degenerate)]
     families = X.interval_verdicts("exploratory:amplification", "bias_amplification", [
         *[(r.attribute, r.method, r.amplification, r.amplification_low, r.amplification_high)
           for r in amp.itertuples()],

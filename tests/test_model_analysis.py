@@ -153,6 +153,23 @@ def test_slides_pdf_prints_a_reveal_page_with_chromium(tmp_path):
     assert slides_pdf.slides_pdfs([tmp_path / "report.html"]) == []
 
 
+def test_a_deck_that_reveal_js_never_laid_out_is_not_written_as_a_pdf(tmp_path, monkeypatch, capsys):
+    """A reveal.js deck printed without its print layout comes out as the page cut at letter size (portrait), or
+    as one blank page: that copy is refused and an older one removed, with a note on how to print it."""
+    from pipeline.render import slides_pdf
+
+    if slides_pdf.browser() is None:
+        pytest.skip("no Chromium on PATH")
+    monkeypatch.setattr(slides_pdf, "PRINT_ATTEMPTS", 2)
+    html = tmp_path / "slides.html"
+    deck = "".join(f"<section><h2>Diapositive {i}</h2><p>{'texte ' * 400}</p></section>" for i in range(6))
+    html.write_text(f'<html><body><div class="reveal"><div class="slides">{deck}</div></div></body></html>',
+                    encoding="utf-8")  # reveal.js itself is missing: nothing lays the slides out
+    (tmp_path / "slides.pdf").write_bytes(b"%PDF-1.4 an older copy")
+    assert slides_pdf.write_slides_pdf(html) is None
+    assert not (tmp_path / "slides.pdf").exists() and "not written" in capsys.readouterr().err
+
+
 def test_vectorised_auc_equals_scikit_learn_with_weights_and_ties():
     from sklearn.metrics import roc_auc_score
 

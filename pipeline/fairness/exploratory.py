@@ -87,14 +87,19 @@ def _primary_of(primary: Verdicts | None, metric: str, attribute: str | None, tr
 
 def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: Mapping[str, np.ndarray],
                    degenerate: Mapping[str, str] | None = None, primary: Verdicts | None = None,
-                   rule: Callable[[str], str] = lambda m: m, q: float = EXPLORATORY_Q) -> list[Verdict]:
+                   rule: Callable[[str], str] = lambda m: m, q: float = EXPLORATORY_Q,
+                   answered: list[Verdict] | None = None) -> list[Verdict]:
     """The verdicts of one exploratory table (long form: method, metric, diff, diff_low, diff_high, p).
 
     `decisions[method]`: its (expected) decisions on the evaluation images, in one order for all, with the
     score it keeps as a second column (a twin must agree on both: AUC is tested too);
     `degenerate[method]`: where it gives one class; `rule(method)`: its name « weighting + postprocessor »
-    (the primary family's keys); `primary`: the pre-registered verdicts, answered there.
+    (the primary family's keys); `primary`: the pre-registered verdicts, answered there; `answered`: another
+    table's verdicts on the very same comparisons (the grid's « w + none » rows are the weighting table's),
+    read from there instead of being tested twice. An answered cell carries its answer's estimate and
+    interval (the primary one: over every seed).
     """
+    elsewhere = {(v.treated, v.reference, v.quantity): v for v in answered or []}
     degenerate = degenerate or {}
     attribute = table.attrs.get("attribute")
     groups = table.attrs.get("groups") or []
@@ -113,6 +118,9 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
                 continue
             r = rows.loc[(method, metric)]
             pre = _primary_of(primary, metric, attribute, rule(method), rule(reference))
+            other = elsewhere.get((rule(method), rule(reference), metric))
+            if pre is None and other is not None and other.status in ("established", "not_established"):
+                pre = other
             if identical.get(method) == reference:
                 reason = "identical"
             elif method in identical:
@@ -120,7 +128,7 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
             elif degenerate.get(method):
                 reason = f"degenerate: {degenerate[method]}"
             elif pre is not None:
-                reason = f"primary: {pre.key}"
+                reason = f"{'primary' if pre.family == 'primary' else 'answered'}: {pre.key}"
             elif metric in described:
                 reason = "descriptive"
             elif not np.isfinite(r["diff"]):
@@ -133,7 +141,7 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
     p_adjusted = adjust(np.array([float(r["p"]) if reason == "" else np.nan for _, _, r, reason, _ in cells]))
     out: dict[tuple[str, str], Verdict] = {}
     for (method, metric, r, reason, pre), p_adj in zip(cells, p_adjusted, strict=True):
-        if reason.startswith("primary"):
+        if reason.startswith(("primary", "answered")):
             status, direction, p_adj = pre.status, pre.direction, pre.p_adjusted
         elif reason == "":
             established = established_at(p_adj, q, float(r["diff_low"]), float(r["diff_high"]))
@@ -143,14 +151,17 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
             status, direction, p_adj = "descriptive", 0, None
         else:
             status, direction, p_adj = "not_testable", 0, None
+        answer = reason.startswith(("primary", "answered"))
         out[(method, metric)] = Verdict(
             key=verdict_key(family, metric, attribute, rule(method), rule(reference)), family=family,
             quantity=metric, attribute=attribute, treated=rule(method), reference=rule(reference),
-            estimate=float(r["diff"]), low=float(r["diff_low"]), high=float(r["diff_high"]),
+            estimate=float(pre.estimate if answer else r["diff"]), low=float(pre.low if answer else r["diff_low"]),
+            high=float(pre.high if answer else r["diff_high"]),
             level=q, p_value=None if reason in ("descriptive",) or not np.isfinite(r["p"]) else float(r["p"]),
             p_adjusted=None if p_adj is None or not np.isfinite(p_adj) else float(p_adj), status=status,
-            direction=direction, reason=reason, mde=None, levelling_down=False, n_seeds=1,
-            per_seed=(float(r["diff"]),), df=math.inf, n_resamples=n_resamples,
+            direction=direction, reason=reason, mde=None, levelling_down=False,
+            n_seeds=pre.n_seeds if answer else 1, per_seed=pre.per_seed if answer else (float(r["diff"]),),
+            df=math.inf, n_resamples=n_resamples,
             reference_value=float(rows.loc[(reference, metric), "estimate"]) if (reference, metric) in rows.index
             else math.nan, treated_value=float(r["estimate"]))
     for (method, metric), v in list(out.items()):  # a merged row reads the verdict of the row it equals
@@ -180,6 +191,9 @@ def annotate(table: pd.DataFrame, verdicts: list[Verdict], rule: Callable[[str],
                           and not v.reason.startswith("primary") for v in found]
     out["mark"] = [mark(v) for v in found]
     out["verdict"] = ["" if v is None else v.status for v in found]
+    for part in ("estimate", "low", "high", "n_seeds"):  # the ★ cells show the primary answer's numbers
+        out[f"primary_{part}"] = [getattr(v, part) if v is not None and v.reason.startswith("primary") else np.nan
+                                  for v in found]
     twins = identical_rules(verdicts)
     out["identical_to"] = [twins.get(rule(m), "") for m in out["method"]]
     out.attrs.update(table.attrs)
@@ -228,6 +242,9 @@ def annotate_wide(table: pd.DataFrame, verdicts: list[Verdict]) -> pd.DataFrame:
                                    for v in found]
         out[f"{m}_mark"] = [mark(v) for v in found]
         out[f"{m}_verdict"] = ["" if v is None else v.status for v in found]
+        for part in ("estimate", "low", "high", "n_seeds"):  # the ★ cells show the primary answer's numbers
+            out[f"{m}_primary_{part}"] = [getattr(v, part) if v is not None and v.reason.startswith("primary")
+                                          else np.nan for v in found]
     twins = identical_rules(verdicts)
     out["identical_to"] = [twins.get(name, "") for name in out["combination"]]
     out.attrs.update(table.attrs)

@@ -39,12 +39,18 @@ def cost_table(ctx: StudyContext) -> pd.DataFrame:
         keep &= t["identical_to"].fillna("").eq("")
     rows = []
     for _, r in t[keep & ~((t["weighting"] == "uniform") & (t["postprocessor"] == "none"))].iterrows():
-        mark = {m: f" {r[f'{m}_mark']}" if isinstance(r.get(f"{m}_mark"), str) and r.get(f"{m}_mark") else ""
-                for m in ("balanced_accuracy", gap)}
+        def cell(m: str, r: pd.Series = r) -> str:
+            flag = r.get(f"{m}_mark")
+            flag = flag if isinstance(flag, str) else ""
+            answer = r.get(f"{m}_primary_estimate", np.nan)
+            if flag and isinstance(answer, float) and np.isfinite(answer):  # ★: the answer over every seed
+                n = int(r[f"{m}_primary_n_seeds"])
+                return (ci(answer, r[f"{m}_primary_low"], r[f"{m}_primary_high"]) + f" {flag}"
+                        + (f" ({n} graines)" if n > 1 else ""))
+            return ci(r[f"{m}_diff"], r[f"{m}_diff_low"], r[f"{m}_diff_high"]) + (f" {flag}" if flag else "")
+
         rows.append({"Combinaison": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}",
-                     "Δ exactitude équilibrée": ci(r["balanced_accuracy_diff"], r["balanced_accuracy_diff_low"],
-                                                   r["balanced_accuracy_diff_high"]) + mark["balanced_accuracy"],
-                     gap_header: ci(r[f"{gap}_diff"], r[f"{gap}_diff_low"], r[f"{gap}_diff_high"]) + mark[gap],
+                     "Δ exactitude équilibrée": cell("balanced_accuracy"), gap_header: cell(gap),
                      "Front de Pareto": "oui" if r["frontier_eo_diff"] else ""})
     return pd.DataFrame(rows)
 
@@ -298,12 +304,14 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
     if len(moved):
         said = []
         if narrow:
-            said.append(f"l'écart prédit devient plus étroit que celui des données avec {', '.join(narrow)}")
+            said.append(f"l'écart prédit (signé) passe sous celui des données avec {', '.join(narrow)}")
         if wide:
-            said.append(f"il devient plus large avec {', '.join(wide)}")
-        lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients d'évaluation), "
-                     + (" ; ".join(said) + f", de façon notable (exploratoire {EXPLORATORY_MARK})." if said else
-                        "aucune règle ne rend l'écart prédit plus étroit ou plus large que celui des données de "
+            said.append(f"l'écart prédit (signé) passe au-dessus de celui des données avec {', '.join(wide)}")
+        lines.append(f"Après post-traitement (attribut {fr.attribute_label(main).lower()}, patients d'évaluation, "
+                     "règles dégénérées exclues), "
+                     + (" ; ".join(said) + f", de façon notable (exploratoire {EXPLORATORY_MARK} ; sous 0, l'écart "
+                        "s'inverse : voir le tableau)." if said else
+                        "aucune règle ne fait passer l'écart prédit sous ou au-dessus de celui des données de "
                         "façon notable (exploratoire)."))
     lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
                  "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "

@@ -72,7 +72,7 @@ def warnings_short(ctx: StudyContext) -> str:
         reasons.append("le modèle d'images ne fait pas mieux qu'un modèle des seules métadonnées")
     if not reasons:
         return ""
-    return ("Prudence, ces écarts entre groupes sont peu interprétables : " + " ; ".join(reasons) + ".")
+    return ("Ces écarts entre groupes sont peu interprétables : " + " ; ".join(reasons) + ".")
 
 
 def validity_warning(ctx: StudyContext) -> str:

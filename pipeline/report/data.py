@@ -160,7 +160,7 @@ def _claim(claims: list | None, where: str, text: str, v: Any) -> None:
 
 def _family_note(an: Any, family: str) -> str:
     n = sum(v.status in ("established", "not_established") for v in an.verdicts if v.family == family)
-    return f"correction pour les {n} écarts du tableau" if n > 1 else "un seul écart testé"
+    return f"correction pour les {n} écarts de la famille" if n > 1 else "un seul écart testé"
 
 
 def _gap_mark(v: Any) -> str:

@@ -299,7 +299,9 @@ def validity_items(ctx: StudyContext) -> list[str]:
                      f"bas, pas de l'équité ; ces résultats ne sont jamais retenus comme «{NBSP}meilleurs{NBSP}».")
     if v.chance:
         names = [f"{method_label(m)} (AUC {ci(*a)})" for m, a in v.chance.items()]
-        items.append("**Modèle au niveau du hasard.** L'intervalle de l'AUC contient 0,5 pour "
+        seed = ctx.config.training.seeds[0]
+        items.append(f"**Modèle non distinguable du hasard** (entraînement de la graine {seed}). "
+                     "L'intervalle de l'AUC contient 0,5 pour "
                      + ", ".join(names) + " : rien ne montre que le modèle classe les images mieux qu'au hasard, "
                      "et ses écarts entre groupes peuvent ne mesurer que du bruit, pas un biais de l'image.")
     b = v.baseline
@@ -308,8 +310,9 @@ def validity_items(ctx: StudyContext) -> list[str]:
         image = ci(b["image"], b["image_low"], b["image_high"])
         meta = ci(b["attributes"], b["attributes_low"], b["attributes_high"])
         diff = ci(b["diff"], b["diff_low"], b["diff_high"])
-        items.append(f"**Pas mieux que les métadonnées.** Le modèle d'images (AUC {image}) ne fait pas mieux, "
-                     f"de façon établie, qu'un modèle qui ne connaît que {attrs} (AUC {meta}, appris sur les "
+        items.append(f"**Pas mieux que les métadonnées.** Le modèle d'images (graine {ctx.config.training.seeds[0]}, "
+                     f"AUC {image}) ne fait pas mieux, "
+                     f"de façon notable, qu'un modèle qui ne connaît que {attrs} (AUC {meta}, appris sur les "
                      f"patients d'apprentissage ; différence appariée {diff}). Ses écarts entre groupes peuvent "
                      "alors refléter la démographie des groupes plutôt que ce que l'image montre.")
     return items

@@ -127,10 +127,14 @@ def _cell_mark(values: dict, metric: str, groups=None) -> str:
     flag = values.get(f"{metric}_mark")
     if not (isinstance(flag, str) and flag):
         return ""
-    diff = values.get(f"{metric}_diff")
+    diff, seeds = values.get(f"{metric}_diff"), ""
+    answer = values.get(f"{metric}_primary_estimate")
+    if isinstance(answer, float) and np.isfinite(answer):  # ★: the pre-registered answer, over every seed
+        diff, n = answer, values.get(f"{metric}_primary_n_seeds")
+        seeds = f", {int(n)}{NBSP}graines" if isinstance(n, float) and np.isfinite(n) and n > 1 else ""
     if diff is None or isinstance(diff, str) or not np.isfinite(diff):
         return f" {flag}"
-    return f" (Δ{NBSP}{'+' if diff > 0 else ''}{num(diff)}{NBSP}{flag})"
+    return f" (Δ{NBSP}{'+' if diff > 0 else ''}{num(diff)}{NBSP}{flag}{seeds})"
 
 
 def merge_identical(rows: list[dict], names: list[str], twins: list[str], labeller, column: str | None) -> list[dict]:
@@ -171,6 +175,8 @@ def _flat(part: pd.DataFrame) -> dict:
         out.update({m: r["estimate"], f"{m}_low": r["low"], f"{m}_high": r["high"],
                     f"{m}_p_equal": r.get("p_equal", np.nan), f"{m}_significant": r.get("significant", np.nan),
                     f"{m}_mark": r.get("mark", ""), f"{m}_diff": r.get("diff", np.nan),
+                    f"{m}_primary_estimate": r.get("primary_estimate", np.nan),
+                    f"{m}_primary_n_seeds": r.get("primary_n_seeds", np.nan),
                     "identical_to": r.get("identical_to", "")})
     return out
 
