@@ -183,7 +183,7 @@ class StudyConfig:
 
 
 # Lightning's strategy names (`StrategyRegistry`, plus "auto"), listed here so that a typo is reported before
-# torch is imported; tests/test_config.py checks the list against the installed Lightning.
+# torch is imported; tests/test_small_folders.py checks the list against the installed Lightning.
 LIGHTNING_STRATEGIES = (
     "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
     "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",

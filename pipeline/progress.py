@@ -113,7 +113,7 @@ def extra(text: str) -> None:
 def heartbeat(text: str) -> None:
     """`extra(text)` in a log when a minute has passed since its last line (nothing on a terminal: the
     epoch line is rewritten at each epoch's end already)."""
-    if _stages and not _live() and time.perf_counter() - _stages[-1].beat >= _heartbeat():
+    if _stages and not _live():  # `Stage.update` writes to a log only when the heartbeat is due
         _stages[-1].update(_stages[-1].detail, text)
 
 

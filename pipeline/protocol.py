@@ -2,7 +2,9 @@
 
 The study splits patients several ways: the training patients into the backbone's, the heads' and the
 inner validation's (`model.training.train_roles`, per training seed), the evaluation patients into the
-post-processing folds (`fairness.postprocess.patient_folds`) and into the recommendation's two halves.
+post-processing folds (`fairness.postprocess.patient_folds`). (The recommendation's two halves are
+stratified on the label, so an evaluation that passes here gives each half both classes when it has two
+patients of each.)
 A part that holds one class only makes a method fail deep inside a library (scikit-learn's « needs
 samples of at least 2 classes ») or, worse, silently return nonsense (a threshold chosen without a
 single sick patient). `protocol_sizes` counts, for every part and every seed, the patients and images

@@ -358,9 +358,8 @@ def map_intervals(cams: dict, marker: bool) -> list:
     `marker` (the demo draws one), the AP − PA share of the marker corner: the maps' family."""
     from pipeline.fairness.exploratory import Interval
 
-    rows = []
+    rows, area = [], cams["border_area"]
     for method, b in cams["border"].items():
-        area = cams["border_area"]
         rows.append(Interval(None, method, b["mean"] - area, b["low"] - area, b["high"] - area))
         c = cams["marker_contrast"].get(method, {})
         if marker and np.isfinite(c.get("diff", np.nan)):

@@ -141,7 +141,8 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
     p_adjusted = adjust(np.array([float(r["p"]) if reason == "" else np.nan for _, _, r, reason, _ in cells]))
     out: dict[tuple[str, str], Verdict] = {}
     for (method, metric, r, reason, pre), p_adj in zip(cells, p_adjusted, strict=True):
-        if reason.startswith(("primary", "answered")):
+        answer = reason.startswith(("primary", "answered"))  # read from the family that answers it
+        if answer:
             status, direction, p_adj = pre.status, pre.direction, pre.p_adjusted
         elif reason == "":
             established = established_at(p_adj, q, float(r["diff_low"]), float(r["diff_high"]))
@@ -151,7 +152,6 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
             status, direction, p_adj = "descriptive", 0, None
         else:
             status, direction, p_adj = "not_testable", 0, None
-        answer = reason.startswith(("primary", "answered"))
         out[(method, metric)] = Verdict(
             key=verdict_key(family, metric, attribute, rule(method), rule(reference)), family=family,
             quantity=metric, attribute=attribute, treated=rule(method), reference=rule(reference),

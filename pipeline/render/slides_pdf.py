@@ -77,7 +77,7 @@ PRINT_ATTEMPTS = 5
 
 
 class BlankPrint(Exception):
-    """Every attempt printed one blank page."""
+    """Every attempt printed the slides without reveal.js's print layout (one blank page, or portrait pages)."""
 
 
 def _print_without(exe: str, html: Path, text: str, pdf: Path) -> None:

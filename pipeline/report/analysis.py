@@ -240,7 +240,7 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None, claims
     t = model_results(ctx).amplification
     method = method or ctx.grid.baseline[0]
     out = []
-    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict, analysis_verdict
+    from pipeline.report.verdicts import EXPLORATORY_MARK, _claim, amplification_verdict, analysis_verdict
 
     for r in t[(t["method"] == method) & t["high_group"].notna()].itertuples():
         v = amplification_verdict(ctx, r.attribute, r.method)
@@ -268,22 +268,15 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None, claims
                         "*malade* et la prévalence : au seuil de fonctionnement, qui ne reproduit pas la prévalence, "
                         "elle reflète surtout ce décalage global, pas l'écart entre groupes." if w.established
                         and not established else "."))
-            if claims is not None:
-                from pipeline.report.consistency import Claim
-
-                claims.append(Claim(f"chapitre 5, BiasAmp ({r.attribute})", text, (w.key,), w.status, w.direction))
-        if v is not None and claims is not None:
-            from pipeline.report.consistency import Claim
-
-            claims.append(Claim(f"chapitre 5, amplification ({r.attribute})", text, (v.key,), v.status,
-                                v.direction))
+            _claim(claims, f"chapitre 5, BiasAmp ({r.attribute})", text, w)
+        _claim(claims, f"chapitre 5, amplification ({r.attribute})", text, v)
         out.append(text)
     return out
 
 
 def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     """Generated text of the amplification section, reference model then the post-processors."""
-    from pipeline.report.verdicts import EXPLORATORY_MARK, amplification_verdict
+    from pipeline.report.verdicts import EXPLORATORY_MARK, _claim, amplification_verdict
 
     lines = amplification_sentences(ctx, claims=claims)
     t = model_results(ctx).amplification
@@ -296,11 +289,7 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
     narrow = [combination_label(m) for m, v in found if v is not None and v.direction < 0]
     wide = [combination_label(m) for m, v in found if v is not None and v.direction > 0]
     for _, v in found:
-        if v is not None and claims is not None:
-            from pipeline.report.consistency import Claim
-
-            claims.append(Claim("chapitre 5, amplification après post-traitement", "écart prédit plus étroit ou "
-                                "plus large", (v.key,), v.status, v.direction))
+        _claim(claims, "chapitre 5, amplification après post-traitement", "écart prédit sous ou au-dessus", v)
     if len(moved):
         said = []
         if narrow:

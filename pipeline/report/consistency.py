@@ -144,6 +144,6 @@ def ensure(ctx: StudyContext) -> str:
         return ("**Contrôle de cohérence : contradictions trouvées** entre le texte généré et les verdicts "
                 "(signalez-les) :\n\n" + "\n".join(f"- {p}" for p in problems))
     return (f"Contrôle de cohérence automatique : {len(claims)} affirmations générées qui citent un verdict ou une "
-            "figure (phrases des chapitres 3 à 5 et de la conclusion, titres de diapositives) ont été comparées à "
+            "figure (phrases des chapitres 2 à 5 et de la conclusion, titres de diapositives) ont été comparées à "
             "ce qu'elles citent ; aucune contradiction parmi elles. Les autres phrases générées ne sont pas "
             "vérifiées automatiquement : relisez-les.")

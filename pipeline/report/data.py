@@ -56,6 +56,7 @@ from pipeline.report.style import (
     percent_axis,
     signed_axis,
 )
+from pipeline.report.verdicts import _claim
 
 VERDICT_FR = {"reversal": "Renversement (paradoxe de Simpson)", "weak_reversal": "Renversement non établi",
               "confounding": "Confusion", "effect_modification": "Écart variable selon la strate",
@@ -149,13 +150,6 @@ def _contrast_clause(row: pd.Series, test: pd.Series | None) -> str:
          f"{number(test['cramers_v'], 3)}" if test is not None else "")
     return (f"{points_ci(row['rd'], row['rd_low'], row['rd_high'])}, OR "
             f"{ratio_ci(row['odds_ratio'], row['or_low'], row['or_high'])}{p}")
-
-
-def _claim(claims: list | None, where: str, text: str, v: Any) -> None:
-    if claims is not None and v is not None:
-        from pipeline.report.consistency import Claim
-
-        claims.append(Claim(where, text, (v.key,), v.status, v.direction))
 
 
 def _family_note(an: Any, family: str) -> str:
@@ -436,9 +430,9 @@ def _auc(row: pd.Series) -> str:
 
 
 def _to_reference(attribute: str, group: Any) -> str:
-    """« aux hommes », « aux clichés PA » (after « par rapport »)."""
+    """« aux hommes », « aux clichés PA », « à la … » (after « par rapport » or « face »)."""
     sub = subject(attribute, group)
-    return "aux " + sub[4:] if sub.startswith("les ") else "au " + sub[3:] if sub.startswith("le ") else sub
+    return "aux " + sub[4:] if sub.startswith("les ") else "au " + sub[3:] if sub.startswith("le ") else "à " + sub
 
 
 def quality_table(an: Any) -> pd.DataFrame:

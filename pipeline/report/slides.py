@@ -166,25 +166,19 @@ def _pair_phrase(attribute: str, high: str, low: str) -> tuple[str, str]:
     return fr.subject(attribute, high), fr.subject(attribute, low)
 
 
-def _to(phrase: str) -> str:
-    """« aux 0–39 ans » from « les 0–39 ans » (after « face »)."""
-    return "aux " + phrase[4:] if phrase.startswith("les ") else "au " + phrase[3:] if phrase.startswith("le ") \
-        else "à " + phrase
-
-
 def title_data(ctx: StudyContext, claims: list | None = None) -> str:
     """The data's largest prevalence gap, as a sentence with its verdict: the gap the slide's chart draws."""
     an = data_chapter.analysis(ctx)
     r = data_chapter.largest_gap(an)
     if r is None:
         return "Les données : prévalence par groupe"
-    hi, lo = _pair_phrase(r["attribute"], r["group"], r["reference"])
-    if r["rd"] < 0:
-        hi, lo = lo, hi
+    high, low = (r["group"], r["reference"]) if r["rd"] >= 0 else (r["reference"], r["group"])
+    hi, lo = _pair_phrase(r["attribute"], high, low)
     v = an.prevalence_verdict(r)
     title = f"Dans les données, {hi} sont plus souvent malades que {lo} ({fr.points(abs(r['rd']), 0)})"
     if v is None or not v.established:
-        title = f"Prévalence : {hi} face {_to(lo)}, {fr.points(abs(r['rd']), 0)} d'écart, non notable"
+        title = (f"Prévalence : {hi} face {data_chapter._to_reference(r['attribute'], low)}, "
+                 f"{fr.points(abs(r['rd']), 0)} d'écart, non notable")
     if claims is not None:
         from pipeline.report.consistency import Claim
 

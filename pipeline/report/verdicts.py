@@ -42,6 +42,8 @@ def reason_text(reason: str) -> str:
         return f"mêmes décisions que {rule_label(detail)}"
     if kind == "primary":
         return "question principale (★)"
+    if kind == "answered":
+        return "testé dans le tableau des pondérations"
     return REASON_FR.get(reason, reason)
 
 
@@ -224,9 +226,9 @@ def primary_table(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _claim(claims: list | None, where: str, text: str, v: Verdict) -> None:
+def _claim(claims: list | None, where: str, text: str, v: Verdict | None) -> None:
     """What a sentence states of `v` (its status and direction), for the render's consistency check."""
-    if claims is not None:
+    if claims is not None and v is not None:
         from pipeline.report.consistency import Claim
 
         claims.append(Claim(where, text, (v.key,), v.status, v.direction))
