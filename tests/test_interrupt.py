@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """\
 demo: {n_patients: 60, image_size: 32, seed: 0}
-training: {image_size: 32, max_epochs: 5, patience: 20, seeds: [0, 1], cpu_threads: 1}
+training: {image_size: 32, max_epochs: 30, patience: 40, seeds: [0, 1], cpu_threads: 1}
 weighting: {methods: [uniform, class_balanced]}
 postprocessing: {methods: [none, threshold_global]}
 evaluation: {n_bootstrap: 20}
@@ -48,7 +48,8 @@ def test_ctrl_c_during_a_training_says_so_exits_130_and_the_rerun_resumes(tmp_pa
     config.write_text(TINY, encoding="utf-8")
     cache = tmp_path / "cache"
     # network 1/4 is written to the cache before its line; the signal lands in seed 0's head or seed 1's
-    # network (0.5 s later, on a quiet machine, both were sometimes done already and nothing was left to resume)
+    # network. With 5 epochs seed 1's network took 0.3 s: on a busy machine the signal sometimes came after it
+    # (the run then ended with 0); 30 epochs without early stopping keep it training for a few seconds.
     code, out = _study(config, cache, interrupt_after="training: network 1/4")
     assert code == 130, out
     assert "interrupted while training" in out and "run the same command again to resume" in out
