@@ -33,7 +33,8 @@ class StudyContext:
     frame: pd.DataFrame  # frame the study trains and evaluates on
     evaluation: pd.DataFrame  # valid rows kept for evaluation (leaking patients excluded)
     data_fingerprint: str
-    weights: dict[str, pd.Series] = field(default_factory=dict)
+    weights: dict[str, pd.Series] = field(default_factory=dict)  # method -> the models' weights, seed 0, by part
+    course_weights: dict[str, pd.Series] = field(default_factory=dict)  # on every train row (the CSV copies)
     predictions: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> all rows, seed 0
     seed_predictions: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
     train_info: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -104,15 +105,17 @@ def _attach_attributes(preds: pd.DataFrame, frame: pd.DataFrame, config: StudyCo
 
 def _train_all(ctx: StudyContext) -> None:
     """One model (or head) per weighting method and seed; JTT gets the ERM model's train errors."""
-    from pipeline.fairness.weighting import compute_weights
-    from pipeline.model.training import predict_with_weights
+    from pipeline.fairness.weighting import compute_weights, weights_by_part
+    from pipeline.model.training import predict_with_weights, protocol_roles
 
     config = ctx.config
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
     attributes = [config.weighting.attribute]
     methods = study_weightings(config)
     total, done = len(methods) * len(config.training.seeds), 0
+    is_train = (ctx.frame[S.SPLIT] == "train").to_numpy()
     for seed in config.training.seeds:
+        roles = protocol_roles(ctx.frame, config.training, seed)[is_train]
         erm_proba, erm_threshold = None, 0.5
         for method in methods:  # JTT's errors: the ERM model's, at its own operating threshold
             done += 1
@@ -120,7 +123,7 @@ def _train_all(ctx: StudyContext) -> None:
                                                              config.training.feature_source == "pretrained")
             progress.update(f"{'head' if head else 'network'} {done}/{total}: {method}, seed {seed}")
             context = {"train_proba": erm_proba, "jtt_threshold": erm_threshold} if erm_proba is not None else {}
-            weights = compute_weights(method, train, attributes,
+            weights = weights_by_part(method, train, roles, attributes,
                                       all_attributes=list(config.sensitive_attributes), **context)
             preds, info = predict_with_weights(ctx.frame, weights.to_numpy(), config.training, seed)
             if not head and not info["cached"]:
@@ -135,6 +138,10 @@ def _train_all(ctx: StudyContext) -> None:
             ctx.seed_predictions[(method, seed)] = preds
             if seed == config.training.seeds[0]:
                 ctx.weights[method], ctx.predictions[method], ctx.train_info[method] = weights, preds, info
+                # the course's script trains on every train image: its copy is weighted on all of them
+                ctx.course_weights[method] = compute_weights(method, train, attributes,
+                                                             all_attributes=list(config.sensitive_attributes),
+                                                             **context)
 
 
 def threshold_of(preds: pd.DataFrame) -> float:
@@ -204,7 +211,7 @@ def _write_weights(ctx: StudyContext) -> None:
     source = ctx.config.data_path() / "metadata.csv"
     out_dir = output_dir() / "weights"
     train = ctx.frame[ctx.frame[S.SPLIT] == "train"].reset_index(drop=True)
-    for method, weights in ctx.weights.items():
+    for method, weights in ctx.course_weights.items():
         write_weights_csv(source, train, weights, ctx.config.weighting.weights_col, out_dir / f"{method}.csv")
 
 
@@ -498,7 +505,7 @@ def _load_or_run(config: StudyConfig) -> StudyContext:
         except Exception:  # a truncated or stale pickle is only a cache: recompute
             progress.note(f"cache entry {stored} unreadable (a file cut short?): recomputed")
         else:
-            if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.weights):
+            if not all((output_dir() / "weights" / f"{m}.csv").is_file() for m in ctx.course_weights):
                 _write_weights(ctx)  # the user's copies, if _output/ was cleaned meanwhile
             return ctx
     ctx = run(config)

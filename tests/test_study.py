@@ -13,6 +13,8 @@ from pipeline import study
 from pipeline.cache import cache_dir
 from pipeline.config import load_config
 from pipeline.data.demo import make_demo
+from pipeline.fairness.weighting import compute_weights, weighted_prevalence
+from pipeline.report.preprocessing import diagnostics_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
@@ -77,8 +79,28 @@ def test_weights_are_exported_for_the_course_script(data: Path, tmp_path: Path):
     exported = pd.read_csv(out)
     train = ctx.frame[ctx.frame["split"] == "train"]
     weights = exported.set_index("Image Index").loc[train["Image Index"], "WEIGHTS"].to_numpy()
-    np.testing.assert_allclose(weights, ctx.weights["reweighing"].to_numpy())
+    np.testing.assert_allclose(weights, ctx.course_weights["reweighing"].to_numpy())
     assert (data / "metadata.csv").read_text().count("WEIGHTS") == 0  # the user's file is untouched
+    # the course's script trains on every train image: Reweighing equalises the prevalence over all of them
+    prevalence = weighted_prevalence(train.reset_index(drop=True), pd.Series(weights), "sex")["weighted_prevalence"]
+    assert np.ptp(prevalence) < 1e-9
+
+
+def test_each_model_is_weighted_on_the_rows_it_is_fitted_on(data: Path):
+    """Each part of the protocol gets the weights computed on its own rows (the models used weights computed
+    on every train row, so Reweighing did not equalise the prevalence on the heads' quarter)."""
+    ctx = _run(data)
+    train = ctx.frame[ctx.frame["split"] == "train"].reset_index(drop=True)
+    preds = ctx.predictions["reweighing"]
+    roles = preds.loc[preds["split"] == "train", "role"].to_numpy()
+    weights = ctx.weights["reweighing"]
+    assert {"backbone", "fit", "inner_val"} <= set(roles)
+    for part in ("fit", "inner_val"):
+        rows = roles == part
+        np.testing.assert_allclose(weights[rows], compute_weights("reweighing", train[rows], ["sex"]), err_msg=part)
+    assert (weights[roles == "backbone"] == 1).all()  # the backbone trains unweighted
+    shown = diagnostics_frame(ctx).set_index("method")  # chapter 3's table: the heads' rows
+    assert shown.loc["reweighing", "n"] == (roles == "fit").sum()
 
 
 def test_the_primary_family_is_answered_over_every_seed_and_its_first_seed_is_the_grids(data: Path, tmp_path: Path):

@@ -290,6 +290,44 @@ def test_write_weights_csv_keeps_separator_and_refuses_overwrite(tmp_path):
     assert source.read_bytes() == before
 
 
+# ---------------------------------------------------------------- the rows a model is fitted on
+
+
+@pytest.mark.parametrize("mode", ["last_layer", "full"])
+def test_weights_by_part_equalise_prevalence_on_the_rows_each_model_is_fitted_on(nih_train, mode):
+    """Reweighing computed on every train row and applied to the heads' quarter leaves the groups'
+    weighted prevalence unequal there; computed on each part's own rows, it is equal in each part."""
+    from pipeline.config import TrainingConfig
+    from pipeline.model.training import protocol_roles
+
+    roles = protocol_roles(nih_train, TrainingConfig(mode=mode), seed=0)
+    weights = W.weights_by_part("reweighing", nih_train, roles, ["sex"])
+    on_all_rows = W.compute_weights("reweighing", nih_train, ["sex"])
+    for part in ("fit", "inner_val"):
+        rows = roles == part
+        assert np.ptp(weighted_positive_rate(nih_train[rows], weights[rows], ["sex"])) < 1e-9, part
+        assert weights[rows].mean() == pytest.approx(1.0)
+    fit = roles == "fit"
+    assert np.ptp(weighted_positive_rate(nih_train[fit], on_all_rows[fit], ["sex"])) > 0.005  # the old way
+    assert (weights[roles == "backbone"] == 1).all() and (mode == "last_layer") == (roles == "backbone").any()
+
+
+def test_weights_by_part_cut_jtt_context_to_each_part():
+    train = generated(600, seed=5)
+    roles = np.where(np.arange(len(train)) % 4 == 0, "inner_val", np.where(np.arange(len(train)) % 4 == 1,
+                                                                          "backbone", "fit"))
+    proba = erm_proba(train, seed=5)
+    weights = W.weights_by_part("jtt", train, roles, ["sex"], train_proba=proba, jtt_threshold=0.5)
+    wrong = (proba >= 0.5).astype(int) != train[S.LABEL].to_numpy()
+    for part in ("fit", "inner_val"):
+        rows = roles == part
+        part_weights = weights[rows].to_numpy()
+        assert np.ptp(part_weights[wrong[rows]]) < 1e-12 and np.ptp(part_weights[~wrong[rows]]) < 1e-12
+        assert part_weights[wrong[rows]][0] == pytest.approx(W.JTT_UPWEIGHT * part_weights[~wrong[rows]][0])
+    with pytest.raises(ValueError, match="one part per train row"):
+        W.weights_by_part("uniform", train, roles[:-1], ["sex"])
+
+
 # ---------------------------------------------------------------- diagnostics
 
 

@@ -250,6 +250,33 @@ def compute_weights(method: str, train: pd.DataFrame, attributes: list[str], **c
     return pd.Series(w, index=train.index, name=method)
 
 
+WEIGHTED_PARTS = ("fit", "inner_val")  # the rows a model or head is fitted on; those it is stopped and tuned on
+
+
+def weights_by_part(method: str, train: pd.DataFrame, roles: np.ndarray, attributes: list[str],
+                    **context: object) -> pd.Series:
+    """Weights of `method` computed on the rows of each part of the protocol separately.
+
+    A weighting is a property of the rows a model is fitted on: Reweighing computed on every train row
+    and then applied to a quarter of them no longer equalises the prevalence there. So the "fit" rows
+    (the network's, or the heads') get the weights computed on them, the "inner_val" rows (early
+    stopping) theirs, and the rows of an unweighted backbone 1. `roles` gives each train row's part
+    (`training.protocol_roles`); `context["train_proba"]` (JTT) is aligned with `train` and cut likewise.
+    Each part's weights have mean 1.
+    """
+    roles = np.asarray(roles)
+    if roles.shape != (len(train),):
+        raise ValueError(f"roles must give one part per train row ({roles.shape} for {len(train)} rows)")
+    weights = pd.Series(1.0, index=train.index, name=method)
+    for part in WEIGHTED_PARTS:
+        rows = roles == part
+        if rows.any():
+            cut = {k: (np.asarray(v)[rows] if k == "train_proba" and v is not None else v)
+                   for k, v in context.items()}
+            weights[rows] = compute_weights(method, train[rows], attributes, **cut).to_numpy()
+    return weights
+
+
 def effective_sample_size(weights: pd.Series | np.ndarray) -> float:
     """Kish's effective sample size (sum w)^2 / sum w^2: what the weighting costs in precision."""
     w = np.asarray(weights, dtype=float)

@@ -282,6 +282,12 @@ def train_roles(key: pd.DataFrame, seed: int, head_fraction: float = 0.0) -> np.
     return roles.astype(str)
 
 
+def protocol_roles(frame: pd.DataFrame, config: TrainingConfig, seed: int) -> np.ndarray:
+    """Each row's role under `config` (`train_roles`): the one assignment training and weighting read."""
+    dfr = config.mode == "last_layer" and config.feature_source != "pretrained"
+    return train_roles(frame.reset_index(drop=True), seed, HEAD_FRACTION if dfr else 0.0)
+
+
 def operating_threshold(labels: np.ndarray, proba: np.ndarray) -> float:
     """The threshold t maximising the balanced accuracy of 1[proba >= t] (Youden's J, scikit-learn's ROC).
 
@@ -346,14 +352,12 @@ def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig,
     net = _network_config(config)
     labels = key[S.LABEL].to_numpy()
     backbone_auc: dict[str, float] = {}
+    roles = protocol_roles(key, config, seed)
     if config.mode == "full":
-        roles = train_roles(key, seed)
         base = _cached(_fit_full)(key, weights, net, seed, code, paths, logdir)
         proba = base["proba"]
     else:
-        dfr = config.feature_source != "pretrained"
-        roles = train_roles(key, seed, HEAD_FRACTION if dfr else 0.0)
-        if dfr:
+        if config.feature_source != "pretrained":
             base = _cached(_fit_full)(key, np.ones_like(weights), net, seed, code, paths, logdir,
                                       head_fraction=HEAD_FRACTION)
             backbone_auc = {part: _auc(labels[roles == part], base["proba"][roles == part])
