@@ -198,7 +198,7 @@ def _seed_metrics(ctx: StudyContext) -> pd.DataFrame:
         valid = preds[preds[S.IMAGE].isin(keep)]
         valid.attrs.update(preds.attrs)
         valid = _decided(valid)
-        m = point_metrics(valid, ctx.config.weighting.attribute)
+        m = point_metrics(valid, ctx.config.weighting.attribute, min_per_class=ctx.config.evaluation.min_per_class)
         rows.append({"method": method, "seed": seed, **{k: m[k] for k in ("balanced_accuracy", "auc", "eopp_diff",
                                                                            "eo_diff")}})
     return pd.DataFrame(rows)

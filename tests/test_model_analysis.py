@@ -330,3 +330,25 @@ def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_fre
     assert analysis.marker_shows(analysis.cam_stats(ctx))
     message = slides.images_message(ctx)  # the AP - PA difference with its interval, on the slide
     assert "IC n.d." not in message and re.search(r"points? \[\+\d", message), message
+
+
+def test_group_table_shows_the_counts_behind_each_rate_and_a_calibration_with_valid_intervals(demo_study):
+    """FNR and FPR carry « faux négatifs / malades » computed from the decisions; calibration is the intercept
+    and slope (patient-clustered intervals containing their estimate), not the ECE."""
+    from pipeline.report import analysis
+
+    ctx, ma = demo_study
+    reference = ma.calibration_fit[ma.calibration_fit["model"] == "reference"]
+    assert set(reference["metric"]) == {"calibration_intercept", "calibration_slope"}
+    defined = reference.dropna(subset=["low", "high"])
+    assert len(defined) and ((defined["low"] <= defined["estimate"]) & (defined["estimate"] <= defined["high"])).all()
+    table = analysis.group_performance_table(ctx, S.SEX)
+    decided = ctx.valid_predictions["uniform"]
+    decision = decided[S.PROBA] >= ctx.threshold("uniform")
+    for row in table.itertuples():
+        group = "F" if row.Groupe.startswith("F") else "M"
+        sick = (decided[S.SEX] == group) & (decided[S.LABEL] == 1)
+        cell = table.loc[row.Index, "FNR (sous-diagnostic)"]
+        assert f"({int((sick & ~decision).sum())}/{int(sick.sum())})" in cell, cell
+    assert "ECE" not in " ".join(table.columns) and "Pente (1)" in table.columns
+    assert "ECE" not in analysis.calibration_narrative(ctx).split("n'est pas utilisée")[1]

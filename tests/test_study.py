@@ -126,3 +126,16 @@ def test_the_primary_family_is_answered_over_every_seed_and_its_first_seed_is_th
             assert v.p_adjusted >= v.p_value and v.mde > 0 and v.variance["bootstrap"] > 0
             assert v.low <= v.estimate <= v.high
         assert (v.direction != 0) == (v.status == "established")
+
+
+def test_the_seed_table_applies_the_configured_small_group_rule(data: Path, tmp_path: Path):
+    """With min_per_class 2 (the default is 10), seed 0's row in the seed table is the comparison table's."""
+    config = tmp_path / "small_groups.yml"
+    config.write_text(TINY.read_text(encoding="utf-8").replace("min_per_class: 5", "min_per_class: 2"),
+                      encoding="utf-8")
+    ctx = study.run(load_config(config, data_dir=str(data)))
+    seed0 = ctx.seed_metrics.set_index(["method", "seed"]).loc[("uniform", 0)]
+    shown = ctx.comparison[ctx.comparison["method"] == "uniform"].set_index("metric")
+    assert np.isfinite(shown.loc["eopp_diff", "estimate"])
+    for metric in ("balanced_accuracy", "eopp_diff", "eo_diff"):
+        assert seed0[metric] == pytest.approx(shown.loc[metric, "estimate"], nan_ok=True), metric

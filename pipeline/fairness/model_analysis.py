@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline.cache import code_version, memory, per_study
 from pipeline.data import schema as S
 from pipeline.fairness.amplification import amplification_table
+from pipeline.fairness.calibration import calibration_by_group
 from pipeline.fairness.data_bias import patient_bootstrap
 from pipeline.fairness.metrics import (
     DECISION,
@@ -48,6 +49,7 @@ class ModelAnalysis:
     probing: pd.DataFrame | None  # attribute: AUC from the features vs from the other attributes
     group_metrics: pd.DataFrame  # model x attribute x group x metric with intervals
     calibration: pd.DataFrame  # attribute x group x bin: mean score, observed rate, interval
+    calibration_fit: pd.DataFrame  # model x attribute x group: calibration intercept and slope, clustered CIs
     subgroups: pd.DataFrame  # crossing x subgroup x metric, small-group rule applied
     retained: dict[str, str]  # model key -> « weighting + post-processor » (names)
     cams: dict[str, Any] | None  # examples, maps, pixels, region statistics; None without a trained network
@@ -78,12 +80,13 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
 
 
 def _group_metrics(models: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,
-                   code: str) -> pd.DataFrame:
+                   code: str, min_per_class: int) -> pd.DataFrame:
     parts = []
     for key, preds in models.items():
         score = "kept_score" if "kept_score" in preds.columns else S.PROBA
         for a in attributes:
-            parts.append(bootstrap_group_metrics(preds, a, n_boot, seed, score_col=score).assign(model=key))
+            parts.append(bootstrap_group_metrics(preds, a, n_boot, seed, score_col=score,
+                                                 min_per_class=min_per_class).assign(model=key))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -281,14 +284,27 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     if chosen is not None:
         models["retained"] = ctx.grid.decisions[chosen]
         retained["retained"] = f"{chosen[0]} + {chosen[1]}"
-    groups = memory().cache(_group_metrics)(models, attributes, ev.n_bootstrap, ev.seed, code)
+    groups = memory().cache(_group_metrics)(models, attributes, ev.n_bootstrap, ev.seed, code,
+                                            min_positives)
     calibration = memory().cache(reliability)(reference, attributes, ev.n_bootstrap, ev.seed)
+    calibration_fit = memory().cache(_calibration)(models, attributes, min_positives,
+                                                   code_version("fairness.calibration"))
     lap("per-group metrics")
     subgroups = memory().cache(_subgroups)(reference, attributes, min_positives, ev.n_bootstrap, ev.seed, code)
     lap("subgroups")
     cams = _cams(ctx, reference)
     lap("class-activation maps")
-    return ModelAnalysis(amp, probing, groups, calibration, subgroups, retained, cams, min_positives, lap.timings)
+    return ModelAnalysis(amp, probing, groups, calibration, calibration_fit, subgroups, retained, cams,
+                         min_positives, lap.timings)
+
+
+def _calibration(models: dict[str, pd.DataFrame], attributes: list[str], min_per_class: int,
+                 code: str) -> pd.DataFrame:
+    parts = []
+    for key, preds in models.items():
+        score = "kept_score" if "kept_score" in preds.columns else S.PROBA
+        parts.append(calibration_by_group(preds, attributes, score, min_per_class).assign(model=key))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _amplification(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,

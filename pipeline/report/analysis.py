@@ -381,21 +381,40 @@ def probing_narrative(ctx: StudyContext) -> str:
     return "\n\n".join(lines)
 
 
-GROUP_METRICS_SHOWN = ("auc", "fnr", "fpr", "ece")
+GROUP_METRICS_SHOWN = ("auc", "fnr", "fpr")
+CALIBRATION_SHOWN = {"calibration_intercept": "Calibration : ordonnée (0)", "calibration_slope": "Pente (1)"}
+
+
+def rate_with_count(estimate: float, low: float, high: float, denominator: float) -> str:
+    """« 0,62 [0,35 ; 0,85] (8/13) »: a rate, its interval and the images it counts (≈ for expected
+    decisions of a randomised rule, whose numerator is not a whole number)."""
+    text = ci(estimate, low, high)
+    if not np.isfinite(estimate) or not denominator:
+        return text
+    numerator = estimate * denominator
+    whole = abs(numerator - round(numerator)) < 1e-6
+    return f"{text} ({'' if whole else '≈'}{round(numerator)}/{int(denominator)})"
 
 
 def group_performance_table(ctx: StudyContext, attribute: str, model: str = "reference") -> pd.DataFrame:
-    """AUC, underdiagnosis (FNR), FPR and ECE per group with 95 % intervals, for one model."""
+    """Per group, for one model: patients, malades/sains, AUC, underdiagnosis (FNR) and FPR with their
+    counts, and the calibration intercept and slope (patient-clustered intervals; the ideal in brackets)."""
     ma = model_results(ctx)
     t = ma.group_metrics
     t = t[(t["model"] == model) & (t["attribute"] == attribute)]
+    cal = ma.calibration_fit
+    cal = cal[(cal["model"] == model) & (cal["attribute"] == attribute)].set_index(["group", "metric"])
     rows = []
     for g, part in t.groupby("group", sort=False):
         p = part.set_index("metric")
-        row = {"Groupe": fr.group_label(attribute, g), "Images": fr.integer(p["n"].iloc[0]),
-               "Patients": fr.integer(p["n_patients"].iloc[0])}
-        for m in GROUP_METRICS_SHOWN:
-            row[charts.SHORT_FR.get(m, m)] = ci(*p.loc[m, ["estimate", "low", "high"]])
+        positives, negatives = int(p["n_positive"].iloc[0]), int(p["n_negative"].iloc[0])
+        row = {"Groupe": fr.group_label(attribute, g), "Patients": fr.integer(p["n_patients"].iloc[0]),
+               "Malades / sains": f"{positives} / {negatives}",
+               charts.SHORT_FR["auc"]: ci(*p.loc["auc", ["estimate", "low", "high"]])}
+        for m, denominator in (("fnr", positives), ("fpr", negatives)):
+            row[charts.SHORT_FR.get(m, m)] = rate_with_count(*p.loc[m, ["estimate", "low", "high"]], denominator)
+        for m, title in CALIBRATION_SHOWN.items():
+            row[title] = ci(*cal.loc[(g, m), ["estimate", "low", "high"]]) if (g, m) in cal.index else "n.d."
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -436,16 +455,28 @@ def calibration_chart(ctx: StudyContext) -> alt.FacetChart:
 
 
 def calibration_narrative(ctx: StudyContext) -> str:
-    t = model_results(ctx).group_metrics
-    t = t[(t["model"] == "reference") & (t["metric"] == "ece")]
-    worst = t.loc[t["estimate"].idxmax()] if t["estimate"].notna().any() else None
+    """What the reliability bands and the calibration intercept and slope say, group by group."""
+    cal = model_results(ctx).calibration_fit
+    cal = cal[cal["model"] == "reference"]
     text = ("Les courbes de fiabilité sont calculées sur 5 bins d'effectifs égaux du score (bornes communes à tous "
-            "les groupes) ; les barres sont des intervalles bootstrap par patient de la part observée. L'ECE du "
-            "tableau (10 bins de largeur égale) est biaisée vers le haut dans les petits groupes : un écart d'ECE "
-            "entre groupes de tailles différentes se lit avec prudence.")
-    if worst is not None:
-        text += (f" L'ECE la plus élevée est {fr.group_phrase(worst['attribute'], worst['group'])} : "
-                 f"{ci(worst['estimate'], worst['low'], worst['high'])}.")
+            "les groupes) ; les barres sont les intervalles bootstrap par patient à 95 % de la part observée de "
+            "malades dans chaque bin. Le tableau résume la calibration de chaque groupe par deux nombres de la "
+            "recalibration logistique de Cox : l'ordonnée à l'origine (0 si le risque moyen prédit égale la part "
+            "observée ; positive si le modèle sous-estime le risque) et la pente (1 idéale ; inférieure à 1 si "
+            "les scores sont trop extrêmes), avec des intervalles de Wald groupés par patient. L'erreur de "
+            "calibration attendue (ECE) n'est pas utilisée : elle est biaisée vers le haut dans les petits "
+            "groupes et son intervalle bootstrap peut exclure sa propre estimation.")
+    off = []
+    for r in cal.itertuples():
+        ideal = 0.0 if r.metric == "calibration_intercept" else 1.0
+        if np.isfinite(r.low) and np.isfinite(r.high) and not r.low <= ideal <= r.high:
+            what = "l'ordonnée" if r.metric == "calibration_intercept" else "la pente"
+            off.append(f"{what} {fr.group_phrase(r.attribute, r.group)} ({ci(r.estimate, r.low, r.high)})")
+    if off:
+        text += (" Sans correction pour le nombre de groupes (lecture exploratoire), l'intervalle exclut la "
+                 f"valeur idéale pour {fr.join(off)}.")
+    elif len(cal):
+        text += " Aucun intervalle n'exclut la valeur idéale : pas d'écart de calibration mis en évidence."
     return text
 
 

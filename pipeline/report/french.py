@@ -171,6 +171,12 @@ def cell_label(pair_row: pd.Series) -> str:
             f"{group_label(pair_row['attr_b'], pair_row['group_b'])}")
 
 
+def join(items: list[str]) -> str:
+    """« a », « a et b », « a, b et c »."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " et " + items[-1] if items else ""
+
+
 def generated(text: str, title: str = GENERATED_TITLE) -> str:
     """Wrap generated Markdown in a callout that says where it comes from."""
     return f'\n::: {{.callout-note appearance="simple"}}\n## {title}\n\n{text.strip()}\n:::\n'
