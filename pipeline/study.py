@@ -339,10 +339,10 @@ def _with_analysis_families(ctx: StudyContext):
     amp = found.amplification[found.amplification["high_group"].notna()
                               & ~found.amplification["method"].isin(degenerate)]
     families = X.interval_verdicts("exploratory:amplification", "bias_amplification", [
-        *[(r.attribute, r.method, r.amplification, r.amplification_low, r.amplification_high)
-          for r in amp.itertuples()],
-        *[X.Interval(r.attribute, r.method, r.bias_amp, r.bias_amp_low, r.bias_amp_high, None, "bias_amp")
-          for r in amp.itertuples()]])  # both columns of the table, one family
+        X.Interval(r.attribute, r.method, getattr(r, m), getattr(r, f"{m}_low"), getattr(r, f"{m}_high"), None,
+                   quantity, getattr(r, f"{m}_p", None), tuple(getattr(r, f"{m}_per_seed", ())))
+        for m, quantity in (("amplification", "bias_amplification"), ("bias_amp", "bias_amp"))
+        for r in amp.itertuples()])  # both columns of the table, one family
     if found.probing is not None:
         families += X.interval_verdicts("exploratory:probe", "probe_gain", [
             (r.attribute, "image features", r.diff, r.diff_low, r.diff_high) for r in found.probing.itertuples()])

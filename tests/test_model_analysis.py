@@ -76,6 +76,38 @@ def test_amplification_table_has_one_row_per_method_and_attribute():
     assert len(t) == 4 and {"amplification_low", "bias_amp_high"} <= set(t.columns)
 
 
+def test_prevalence_matched_threshold_reproduces_the_training_prevalence():
+    from pipeline.fairness.amplification import prevalence_matched_threshold
+
+    scores = np.random.default_rng(0).beta(2, 3, 2000)
+    for prevalence in (0.1, 0.47, 0.9):
+        t = prevalence_matched_threshold(scores, prevalence)
+        assert (scores >= t).mean() == pytest.approx(prevalence, abs=1e-3)
+
+
+def test_amplification_over_seeds_is_the_mean_of_the_runs_with_the_seed_variance_in_its_interval():
+    from pipeline.fairness.amplification import amplification_over_seeds
+
+    base = _preds(seed=3)
+    rng = np.random.default_rng(4)
+    runs = []
+    for shift in (0.0, 0.3, 0.6):  # three runs missing more and more sick women
+        missed = (base[S.SEX] == "F") & (base[S.LABEL] == 1) & (rng.random(len(base)) < shift)
+        runs.append(base.assign(decision=np.where(missed, 0.0, base[S.LABEL].astype(float))))
+    r = amplification_over_seeds(runs, S.SEX, n_boot=200)
+    one = [amplification(run, S.SEX, n_boot=200)["amplification"]["estimate"] for run in runs]
+    assert r["n_seeds"] == 3 and r["amplification"]["per_seed"] == pytest.approx(one)
+    assert r["amplification"]["estimate"] == pytest.approx(np.mean(one))
+    same = amplification_over_seeds([runs[1]] * 3, S.SEX, n_boot=200)["amplification"]
+    spread = r["amplification"]["high"] - r["amplification"]["low"]
+    assert spread > 1.5 * (same["high"] - same["low"])  # the runs' disagreement widens the interval
+    assert 0 < r["amplification"]["p_value"] < 1
+    table = amplification_table({"w": runs, "one": runs[0]}, [S.SEX], n_boot=50)
+    assert table.set_index("method")["n_seeds"].to_dict() == {"w": 3, "one": 1}
+    with pytest.raises(ValueError, match="same patients"):
+        amplification_over_seeds([runs[0], runs[1].iloc[:-20]], S.SEX, n_boot=20)
+
+
 # ---------------------------------------------------------------- probing
 
 

@@ -126,6 +126,8 @@ def test_the_primary_family_is_answered_over_every_seed_and_its_first_seed_is_th
             assert v.p_adjusted >= v.p_value and v.mde > 0 and v.variance["bootstrap"] > 0
             assert v.low <= v.estimate <= v.high
         assert (v.direction != 0) == (v.status == "established")
+    amplification = [v for v in verdicts.family("exploratory:amplification") if " + " not in (v.treated or "")]
+    assert amplification and all(v.n_seeds == 2 and len(v.per_seed) == 2 for v in amplification)  # the weightings'
 
 
 def test_the_seed_table_applies_the_configured_small_group_rule(data: Path, tmp_path: Path):

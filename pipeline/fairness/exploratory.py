@@ -262,20 +262,25 @@ class Interval(NamedTuple):
     high: float
     reference: str | None = None
     quantity: str | None = None  # when the table mixes quantities (else the family's)
+    p_value: float | None = None  # when the table computed one (several seeds: `inference.combine`)
+    per_seed: tuple[float, ...] = ()  # each training run's estimate, when there are several
 
 
 def interval_verdicts(family: str, quantity: str, rows: Sequence[Sequence[Any]],
                       q: float = EXPLORATORY_Q, level: float = 0.95) -> list[Verdict]:
-    """The verdicts of a table of single quantities with percentile intervals (amplification, probes, the data
-    chapter's gaps): one training run or none, so exploratory. Each row is an `Interval` (or the tuple of its
-    first fields); the p-value is that of estimate / SE against a normal reference, SE read from the
-    interval's width (the bootstrap gives no other); Benjamini-Hochberg over the table (`established_at`)."""
+    """The verdicts of a table of single quantities with intervals (amplification, probes, the data chapter's
+    gaps): exploratory. Each row is an `Interval` (or the tuple of its first fields); its p-value, when the
+    row has none (a percentile bootstrap of one run), is that of estimate / SE against a normal reference,
+    SE read from the interval's width; Benjamini-Hochberg over the table (`established_at`)."""
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf(0.5 + level / 2)
     items = [Interval(*r) for r in rows]
     p = []
     for r in items:
+        if r.p_value is not None and np.isfinite(r.p_value):
+            p.append(float(r.p_value))
+            continue
         se = (r.high - r.low) / (2 * z) if np.isfinite(r.low) and np.isfinite(r.high) else np.nan
         p.append(math.erfc(abs(r.estimate) / se / math.sqrt(2)) if np.isfinite(r.estimate) and se > 0 else np.nan)
     adjusted = adjust(np.array(p, dtype=float))
@@ -291,5 +296,6 @@ def interval_verdicts(family: str, quantity: str, rows: Sequence[Sequence[Any]],
             p_adjusted=float(p_adj) if testable else None,
             status="established" if established else ("not_established" if testable else "not_testable"),
             direction=int(np.sign(r.estimate)) if established else 0, reason="" if testable else "no_interval",
-            mde=None, levelling_down=False, n_seeds=1, per_seed=(float(r.estimate),)))
+            mde=None, levelling_down=False, n_seeds=max(len(r.per_seed), 1),
+            per_seed=tuple(r.per_seed) or (float(r.estimate),)))
     return out

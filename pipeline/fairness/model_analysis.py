@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline.cache import code_version, memory, per_study
 from pipeline.data import schema as S
-from pipeline.fairness.amplification import amplification_table
+from pipeline.fairness.amplification import amplification_table, prevalence_matched_threshold
 from pipeline.fairness.calibration import calibration_by_group
 from pipeline.fairness.data_bias import patient_bootstrap
 from pipeline.fairness.metrics import (
@@ -263,7 +263,8 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     base_w, base_p = ctx.grid.baseline
     post = {f"{base_w} + {p}": d for (w, p), d in ctx.grid.decisions.items() if w == base_w}
     train = ctx.frame.loc[ctx.frame[S.SPLIT] == "train", [S.LABEL, *attributes]].reset_index(drop=True)
-    amp = memory().cache(_amplification)({**decided, **post}, attributes, ev.n_bootstrap, ev.seed, train, code)
+    amp = memory().cache(_amplification)({**prevalence_matched_runs(ctx), **post}, attributes, ev.n_bootstrap,
+                                         ev.seed, train, code)
     lap("amplification")
 
     from pipeline.model.training import reference_network
@@ -305,6 +306,22 @@ def _calibration(models: dict[str, pd.DataFrame], attributes: list[str], min_per
         score = "kept_score" if "kept_score" in preds.columns else S.PROBA
         parts.append(calibration_by_group(preds, attributes, score, min_per_class).assign(model=key))
     return pd.concat(parts, ignore_index=True)
+
+
+def prevalence_matched_runs(ctx: Any) -> dict[str, list[pd.DataFrame]]:
+    """Each weighting's model for every training seed, decided on the evaluation patients at Wang &
+    Russakovsky's threshold: the one at which the share of inner-validation train images predicted *malade*
+    equals the training prevalence (chosen without the evaluation patients)."""
+    train = ctx.frame[S.SPLIT] == "train"
+    prevalence = float(ctx.frame.loc[train, S.LABEL].mean())
+    keep = set(ctx.evaluation[S.IMAGE])
+    runs: dict[str, list[pd.DataFrame]] = {}
+    for (method, _), preds in sorted(ctx.seed_predictions.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        inner = preds.loc[preds["role"] == "inner_val", S.PROBA].to_numpy(float)
+        threshold = prevalence_matched_threshold(inner, prevalence)
+        valid = preds[preds[S.IMAGE].isin(keep)].reset_index(drop=True)
+        runs.setdefault(method, []).append(valid.assign(**{DECISION: (valid[S.PROBA] >= threshold).astype(float)}))
+    return runs
 
 
 def _amplification(decided: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,

@@ -191,7 +191,10 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
         t = t[t["method"] == ctx.grid.baseline[0]]
     rows = []
     for r in t.itertuples():
+        seeds = int(getattr(r, "n_seeds", 1))
         rows.append({"Modèle": combination_label(r.method), "Attribut": fr.attribute_label(r.attribute),
+                     "Décisions": (f"seuil W&R, {seeds} graines" if seeds > 1 else
+                                   "seuil W&R, graine 0" if " + " not in r.method else "règle, graine 0"),
                      "Groupes (haut − bas)": _pair(r.attribute, r.high_group, r.low_group) if r.high_group else "n.d.",
                      "Écart des données": _pp(r.data_gap, r.data_gap_low, r.data_gap_high),
                      "Écart du modèle": _pp(r.model_gap, r.model_gap_low, r.model_gap_high),
@@ -252,22 +255,20 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None, claims
                f"{fr.bracket(fr.number(100 * low), fr.number(100 * high))}") if established \
             else _pp(r.amplification, r.amplification_low, r.amplification_high)
         noun = fr.ATTRIBUTE_NOUN.get(r.attribute, (r.attribute,))[0]
+        seeds = int(getattr(r, "n_seeds", 1))
+        runs = f"moyenne sur {seeds} graines" if seeds > 1 else "un entraînement"
         text = (f"Pour {noun}, l'écart de prévalence des données ({_pair(r.attribute, r.high_group, r.low_group)}) "
                 f"est de {data_gap} points")
         if established:
             text += (f" ; le modèle {verb} cet écart de {amp} (notable, exploratoire {EXPLORATORY_MARK} : "
-                     f"un entraînement, Benjamini-Hochberg sur les {_amp_family_size(ctx)} mesures d'amplification).")
+                     f"{runs}, Benjamini-Hochberg sur les {_amp_family_size(ctx)} mesures d'amplification).")
         else:
-            text += (f" ; l'écart du modèle en diffère de {amp} points : ni amplification ni atténuation notable de "
-                     "l'écart entre groupes (exploratoire).")
+            text += (f" ; l'écart du modèle en diffère de {amp} points ({runs}) : ni amplification ni atténuation "
+                     "notable de l'écart entre groupes (exploratoire).")
         w = analysis_verdict(ctx, "exploratory:amplification", "bias_amp", r.attribute, r.method)
         if w is not None and np.isfinite(r.bias_amp):
             text += (f" BiasAmp A→T : {_pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)} points, "
-                     + (f"notable {EXPLORATORY_MARK}" if w.established else "non notable")
-                     + (" ; cette mesure ajoute, au signe près de chaque groupe, l'écart entre le taux prédit "
-                        "*malade* et la prévalence : au seuil de fonctionnement, qui ne reproduit pas la prévalence, "
-                        "elle reflète surtout ce décalage global, pas l'écart entre groupes." if w.established
-                        and not established else "."))
+                     + (f"notable {EXPLORATORY_MARK}." if w.established else "non notable."))
             _claim(claims, f"chapitre 5, BiasAmp ({r.attribute})", text, w)
         _claim(claims, f"chapitre 5, amplification ({r.attribute})", text, v)
         out.append(text)
@@ -302,6 +303,11 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
                         "s'inverse : voir le tableau)." if said else
                         "aucune règle ne fait passer l'écart prédit sous ou au-dessus de celui des données de "
                         "façon notable (exploratoire)."))
+    lines.append("Comme chez Wang et Russakovsky, chaque modèle pondéré est ici décidé au seuil qui reproduit la "
+                 "prévalence d'apprentissage (la part d'images prédites *malade* égale la part de malades, sur les "
+                 "patients de validation interne) : l'écart du modèle et BiasAmp lisent alors l'écart entre groupes, "
+                 "pas un décalage global du taux prédit. Les règles post-traitées gardent leurs propres décisions "
+                 "(graine 0).")
     lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
                  "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
                  "données, et pour quel groupe.")

@@ -210,7 +210,7 @@ def _amp_row(ctx: StudyContext):
 
 
 def title_amplification(ctx: StudyContext, claims: list | None = None) -> str:
-    """The main attribute's amplification (one training run: exploratory), its number as the chart draws it."""
+    """The main attribute's amplification (exploratory, mean over seeds), its number as the chart draws it."""
     r = _amp_row(ctx)
     if r is None:
         return "Amplification des biais : non calculable"
