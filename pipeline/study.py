@@ -345,7 +345,8 @@ def _with_analysis_families(ctx: StudyContext):
         for r in amp.itertuples()])  # both columns of the table, one family
     if found.probing is not None:
         families += X.interval_verdicts("exploratory:probe", "probe_gain", [
-            (r.attribute, "image features", r.diff, r.diff_low, r.diff_high) for r in found.probing.itertuples()])
+            X.Interval(r.attribute, "image features", r.diff, r.diff_low, r.diff_high, None, None,
+                       getattr(r, "diff_p", None)) for r in found.probing.itertuples()])
     reference = []
     for attribute, table in ctx.comparison_by_attribute.items():
         row = table[(table["method"] == "uniform") & (table["metric"] == "tpr_signed")]

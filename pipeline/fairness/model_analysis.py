@@ -274,7 +274,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     keep = ctx.frame[S.IMAGE].isin(set(ctx.evaluation[S.IMAGE])).to_numpy()
     if net["features"] is not None:
         rows = ctx.frame[keep].reset_index(drop=True)
-        probing = memory().cache(_probe)(np.asarray(net["features"])[keep], rows[[S.PATIENT, *attributes]],
+        probing = memory().cache(_probe)(np.asarray(net["features"])[keep], rows[[S.PATIENT, S.LABEL, *attributes]],
                                          attributes, ev.n_bootstrap, ev.seed, code)
     lap("probing")
 
@@ -333,7 +333,7 @@ def _probe(features: np.ndarray, rows: pd.DataFrame, attributes: list[str], n_bo
            code: str) -> pd.DataFrame:
     from pipeline.fairness.probing import probe  # here: scikit-learn only where a probe is fitted
 
-    return probe(features, rows, attributes, n_boot, seed)
+    return probe(features, rows, attributes, seed)
 
 
 def _subgroups(preds: pd.DataFrame, attributes: list[str], min_positives: int, n_boot: int, seed: int,

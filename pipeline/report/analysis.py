@@ -317,16 +317,39 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
 PROBE_TARGET_FR = {S.SEX: "Sexe", S.AGE_BAND: "Tranche d'âge", S.VIEW: "Incidence (AP/PA)"}
 
 
+PROBE_SOURCES_FR = {"features": "Image seule", "others": "Autres attributs et diagnostic",
+                    "combined": "Image + autres attributs et diagnostic"}
+
+
 def probing_table(ctx: StudyContext) -> pd.DataFrame:
-    """AUC of the sensitive attribute from the image features vs from the other attributes alone."""
+    """AUC of each sensitive attribute from the image alone, from the other attributes and the diagnosis, and from
+    both; the image's gain (both − attributes) is the tested quantity."""
     t = model_results(ctx).probing
     if t is None:
         return pd.DataFrame([{"Attribut prédit": "n.d.", "Motif": "pas de caractéristiques d'image disponibles"}])
-    return pd.DataFrame([{"Attribut prédit": PROBE_TARGET_FR.get(r.attribute, r.attribute),
-                          "Groupes": int(r.n_groups),
-                          "AUC depuis l'image": ci(r.features, r.features_low, r.features_high),
-                          "AUC depuis les autres attributs": ci(r.others, r.others_low, r.others_high),
-                          "Différence": ci(r.diff, r.diff_low, r.diff_high)} for r in t.itertuples()])
+    rows = []
+    for r in t.itertuples():
+        row = {"Attribut prédit": PROBE_TARGET_FR.get(r.attribute, r.attribute), "Groupes": int(r.n_groups)}
+        for name, label in PROBE_SOURCES_FR.items():
+            row[f"AUC : {label.lower()}"] = _auc_ci(getattr(r, name), getattr(r, f"{name}_low"),
+                                                   getattr(r, f"{name}_high"))
+        row["Apport de l'image"] = ci(r.diff, r.diff_low, r.diff_high) + _probe_mark(ctx, r.attribute)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _auc_ci(estimate: float, low: float, high: float) -> str:
+    """A probe's AUC with its interval; an AUC of 1 on every fold says so instead of a zero-width interval."""
+    if np.isfinite(estimate) and estimate >= 1 - 1e-9 and np.isfinite(low) and high - low < 1e-12:
+        return f"{num(estimate)} (séparation parfaite dans chaque pli)"
+    return ci(estimate, low, high)
+
+
+def _probe_mark(ctx: StudyContext, attribute: str) -> str:
+    from pipeline.report.verdicts import EXPLORATORY_MARK, probe_verdict
+
+    v = probe_verdict(ctx, attribute)
+    return f" {EXPLORATORY_MARK}" if v is not None and v.established and v.direction > 0 else ""
 
 
 @cached_chart
@@ -334,25 +357,24 @@ def probing_chart(ctx: StudyContext) -> alt.LayerChart:
     t = model_results(ctx).probing
     rows = []
     for r in (t.itertuples() if t is not None else []):
-        for what, col in (("Caractéristiques de l'image", "features"), ("Autres attributs seuls", "others")):
+        for col, what in PROBE_SOURCES_FR.items():
             rows.append({"attribut": PROBE_TARGET_FR.get(r.attribute, r.attribute), "source": what,
                          "auc": getattr(r, col), "low": getattr(r, f"{col}_low"), "high": getattr(r, f"{col}_high")})
     data = pd.DataFrame(rows, columns=["attribut", "source", "auc", "low", "high"])
-    color = alt.Color("source:N", title=None, scale=alt.Scale(domain=["Caractéristiques de l'image",
-                                                                      "Autres attributs seuls"],
-                                                              range=["#AA3377", "#7F7F7F"]),
+    color = alt.Color("source:N", title=None, scale=alt.Scale(domain=list(PROBE_SOURCES_FR.values()),
+                                                              range=["#EE99AA", "#7F7F7F", "#AA3377"]),
                       legend=alt.Legend(orient="bottom", labelLimit=400))
     # From 0.4 (chance is 0.5) or lower when an interval reaches below: a bar drawn past the scale's end
     # would widen the figure (Vega does not clip marks), and clipping it would hide the interval's extent.
     lowest = float(data["low"].min()) if data["low"].notna().any() else 0.4
     start = min(4, int(np.floor(lowest * 10))) / 10
-    axis = alt.Axis(title="AUC de la sonde (IC 95 %, validation croisée par patient)",
+    axis = alt.Axis(title="AUC de la sonde (IC 95 %, validation croisée répétée par patient)",
                     values=[round(v / 10, 1) for v in range(int(start * 10), 11)])
     layer = style.interval_layer(data, "auc", "low", "high", alt.Y("attribut:N", title=None, sort=None), color,
                                  ["attribut:N", "source:N", alt.Tooltip("auc:Q", format=".2f")], axis,
                                  y_offset=alt.YOffset("source:N"), domain=[start, 1.0])
     chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#888888", strokeDash=[4, 3]).encode(x="x:Q")
-    return (chance + layer).properties(width=style.WIDTH, height=max(120, 70 * len(data) // 2))
+    return (chance + layer).properties(width=style.WIDTH, height=max(120, 90 * len(data) // 3))
 
 
 def probing_narrative(ctx: StudyContext) -> str:
@@ -364,22 +386,26 @@ def probing_narrative(ctx: StudyContext) -> str:
     lines = []
     for r in t.itertuples():
         name = fr.ATTRIBUTE_NOUN.get(r.attribute, (str(r.attribute),))[0]
-        if not np.isfinite(r.features):
+        if not np.isfinite(r.combined) or not np.isfinite(r.others):
             lines.append(f"{PROBE_TARGET_FR.get(r.attribute, r.attribute)} : n.d. (trop peu de patients par groupe "
                          "pour une validation croisée).")
             continue
         v = probe_verdict(ctx, r.attribute)
         above = v is not None and v.established and v.direction > 0
-        perfect = r.features >= 1 - 1e-9 and r.features_high - r.features_low < 1e-12
-        auc = (f"{num(r.features)} dans chaque rééchantillonnage (séparation parfaite : l'intervalle de l'AUC est "
-               "de largeur nulle, la différence avec l'autre sonde reste testée)" if perfect
-               else ci(r.features, r.features_low, r.features_high))
-        lines.append(f"Les caractéristiques du modèle prédisent {name} "
-                     f"avec une AUC de {auc}, contre "
-                     f"{ci(r.others, r.others_low, r.others_high)} à partir des autres attributs seuls"
-                     + (" : l'image elle-même porte cette information (notable, exploratoire)." if above else
-                        " : pas d'information notable au-delà de ce que disent les autres attributs "
+        lines.append(f"L'image seule prédit {name} avec une AUC de "
+                     f"{_auc_ci(r.features, r.features_low, r.features_high)}. Les autres attributs et le diagnostic "
+                     f"en donnent {_auc_ci(r.others, r.others_low, r.others_high)}, et l'image ajoutée à eux "
+                     f"{_auc_ci(r.combined, r.combined_low, r.combined_high)} : apport de "
+                     f"l'image {ci(r.diff, r.diff_low, r.diff_high)}"
+                     + (" : l'image porte cette information au-delà de ce que disent les autres attributs et le "
+                        "diagnostic (notable, exploratoire)." if above else
+                        " : pas d'apport notable de l'image au-delà des autres attributs et du diagnostic "
                         "(exploratoire)."))
+    lines.append("Lecture. Le diagnostic fait partie de la comparaison, car les caractéristiques de l'image "
+                 "l'encodent (le réseau est entraîné pour lui) : sans lui, un attribut lié à la maladie paraîtrait "
+                 "lisible dans l'image alors qu'il ne l'est qu'à travers elle. Les intervalles viennent de cinq "
+                 "validations croisées répétées (test t corrigé de Nadeau et Bengio), qui comptent la variabilité de "
+                 "l'ajustement des sondes.")
     lines.append("Conséquences. Un attribut lisible dans l'image peut servir de raccourci au modèle, même si on ne le "
                  "lui donne pas : l'enlever des entrées ne suffit pas (« fairness through unawareness »). Pour le "
                  "post-traitement, qui a besoin de l'attribut au moment de décider, cela veut dire qu'il pourrait être "

@@ -261,8 +261,8 @@ def title_sees(ctx: StudyContext, claims: list | None = None) -> str:
     if v is not None:
         _claim(claims, "diapositive de la sonde, titre", name, v)
     if v is not None and v.established and v.direction > 0:
-        return f"L'image révèle {name} : AUC {num(r['features'])} contre {num(r['others'])} sans l'image"
-    return "Les caractéristiques du modèle n'en disent pas plus que les autres attributs"
+        return f"L'image révèle {name} : AUC {num(r['combined'])} contre {num(r['others'])} sans l'image"
+    return "L'image n'en dit pas plus que les autres attributs et le diagnostic"
 
 
 def sees_number(ctx: StudyContext) -> str:
@@ -270,8 +270,9 @@ def sees_number(ctx: StudyContext) -> str:
     if r is None:
         return ""
     name = fr.ATTRIBUTE_NOUN.get(r["attribute"], (str(r["attribute"]),))[0]
-    return key_number(ci(r["features"], r["features_low"], r["features_high"]),
-                      f"AUC de la sonde qui lit {name} dans les caractéristiques de l'image")
+    return key_number(ci(r["diff"], r["diff_low"], r["diff_high"]),
+                      f"apport de l'image à l'AUC de la sonde qui lit {name} (avec les autres attributs et le "
+                      "diagnostic)")
 
 
 def title_images(ctx: StudyContext) -> str:
