@@ -412,3 +412,24 @@ def test_group_table_shows_the_counts_behind_each_rate_and_a_calibration_with_va
         assert f"({int((sick & ~decision).sum())}/{int(sick.sum())})" in cell, cell
     assert "ECE" not in " ".join(table.columns) and "Pente (1)" in table.columns
     assert "ECE" not in analysis.calibration_narrative(ctx).split("n'est pas utilisée")[1]
+
+
+def test_integrated_gradients_attribute_dark_pixels_from_the_blurred_baseline():
+    """A model that reads one black pixel inside a bright image: from a black baseline the pixel's attribution
+    is (x − 0) × gradient = 0 by construction; from the blurred image it is the map's peak."""
+    import torch
+    from torch import nn
+
+    from pipeline.model.cam import integrated_gradients
+
+    size, where = 32, (16, 12)
+    image = np.full((1, size, size), 200, np.uint8)
+    image[0, where[0], where[1]] = 0
+    model = nn.Module()
+    model.backbone = nn.Flatten()
+    model.head = nn.Linear(size * size, 1)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.weight[0, where[0] * size + where[1]] = 1.0
+    maps = integrated_gradients(model, image)
+    assert np.unravel_index(np.argmax(maps[0]), maps[0].shape) == where and maps[0].max() == 1

@@ -141,3 +141,24 @@ def test_the_seed_table_applies_the_configured_small_group_rule(data: Path, tmp_
     assert np.isfinite(shown.loc["eopp_diff", "estimate"])
     for metric in ("balanced_accuracy", "eopp_diff", "eo_diff"):
         assert seed0[metric] == pytest.approx(shown.loc[metric, "estimate"], nan_ok=True), metric
+
+
+def test_maps_explain_the_scores_the_study_decides_with(data: Path):
+    """In last-layer mode the reference's scores come from a logistic head on the backbone's features: the
+    network given to the maps reproduces them (the network's own end-to-end head is another model)."""
+    import torch
+
+    from pipeline.data.images import image_array
+    from pipeline.model.training import deciding_network, reference_network
+
+    ctx = _run(data)
+    config = ctx.config.training
+    model = deciding_network(ctx.frame, config, config.seeds[0])
+    pixels = np.array(image_array(ctx.frame, config.image_size))
+    with torch.no_grad():
+        x = torch.from_numpy(pixels).unsqueeze(1)
+        deciding = torch.sigmoid(model(x)).numpy()
+        own_head = torch.sigmoid(reference_network(ctx.frame, config, config.seeds[0])["model"](x)).numpy()
+    scores = ctx.predictions["uniform"]["proba"].to_numpy()
+    np.testing.assert_allclose(deciding, scores, atol=1e-4)
+    assert np.abs(own_head - scores).max() > 0.01

@@ -166,11 +166,11 @@ def _cam_results(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image
 def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
     from pipeline.data.images import image_array
     from pipeline.model.cam import MAPS
-    from pipeline.model.training import reference_network
+    from pipeline.model.training import deciding_network
 
     config = ctx.config.training
-    net = reference_network(ctx.frame, config, config.seeds[0])
-    if net["model"] is None:
+    model = deciding_network(ctx.frame, config, config.seeds[0])  # the scores the study decides with
+    if model is None:
         return None
     cases = _cases(valid, ctx.config.weighting.attribute)
     stats = valid.iloc[np.linspace(0, len(valid) - 1, min(len(valid), CAM_STATS_MAX)).astype(int)]
@@ -179,7 +179,7 @@ def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
     pixels = np.asarray(image_array(frame.loc[cases[S.IMAGE]].reset_index(), config.image_size))
     stats_pixels = np.asarray(image_array(frame.loc[stats[S.IMAGE]].reset_index(), config.image_size))
     code = code_version("model.cam", "model.backbones")
-    result = _cached_cams(net["model"], pixels, stats_pixels, config.image_size, code)
+    result = _cached_cams(model, pixels, stats_pixels, config.image_size, code)
     stats_view = stats[S.VIEW].astype(str).to_numpy() if S.VIEW in stats else np.full(len(stats), "")
     ev = ctx.config.evaluation
     contrast = {name: marker_contrast(result[name]["marker_share"], stats_view, stats[S.PATIENT],

@@ -453,3 +453,30 @@ def reference_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) ->
                        pretrained=False)
     model.load_state_dict(base["state_dict"])
     return {"features": base["features"], "model": model.eval()}
+
+
+def deciding_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) -> Classifier | None:
+    """The network whose output is the reference (uniform) model's decision score, for attribution maps.
+
+    In full mode it is the uniform network itself. In last-layer mode on a trained backbone, the
+    decisions come from a logistic head fitted on the backbone's features, not from the network's own
+    end-to-end head (another model: on the demo they agree on 78 % of images): the head's scaler and
+    coefficients are folded into one linear layer on the backbone, so that the maps explain the scores
+    the study decides with. None with a frozen pre-trained backbone (`reference_network` has no model).
+    """
+    reference = reference_network(frame, config, seed)
+    model = reference["model"]
+    if model is None or config.mode == "full":
+        return model
+    roles = protocol_roles(frame, config, seed)
+    fit = roles == "fit"
+    head = features.fit_head(np.asarray(reference["features"])[fit], frame[S.LABEL].to_numpy()[fit],
+                             np.ones(int(fit.sum())), seed)  # the uniform head, as `_predictions` fits it
+    scaler, logistic = head[0], head[-1]
+    coef = logistic.coef_[0] / scaler.scale_
+    linear = torch.nn.Linear(len(coef), 1)
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(coef, dtype=torch.float32)[None, :])
+        linear.bias.fill_(float(logistic.intercept_[0] - (coef * scaler.mean_).sum()))
+    model.head = torch.nn.Sequential(linear)
+    return model.eval()

@@ -646,7 +646,10 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
         outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
                    ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
         draw.text((x, 4 + line), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=top_font)
-        draw.text((x, 4 + 2 * line), f"p = {num(r.proba)}", fill="black", font=top_font)
+        score = f"probabilité prédite {num(r.proba)}"
+        if draw.textlength(score, font=top_font) > size:
+            score = f"proba. prédite {num(r.proba)}"
+        draw.text((x, 4 + 2 * line), score, fill="black", font=top_font)
         for j, m in enumerate(methods):
             heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
@@ -693,6 +696,17 @@ def cam_stats(ctx: StudyContext, method: str = "integrated_gradients") -> dict[s
             "marker_verdict": analysis_verdict(ctx, "exploratory:maps", "marker_contrast", None, method)}
 
 
+def border_directions(ctx: StudyContext) -> dict[str, int]:
+    """Each map method's established border direction (+1 more than the border's area, −1 less, 0 neither),
+    for the methods whose verdict is testable."""
+    out = {}
+    for method in MAP_LABELS_FR:
+        v = cam_stats(ctx, method).get("border_verdict")
+        if v is not None and v.status != "not_testable":
+            out[method] = v.direction
+    return out
+
+
 def _direction(v) -> int:
     """The verdict's established direction (0: not established, or no verdict)."""
     return 0 if v is None else v.direction
@@ -734,7 +748,7 @@ def cam_narrative(ctx: StudyContext) -> str:
         text = (f"{label} : sur {fr.count(s['n'], 'images')} d'évaluation, le bord de l'image (10 % de chaque côté, "
                 f"{fr.percent(s['border_area'])} de la surface) reçoit {border_text(s)} de la masse de la carte"
                 + (", plus que sa surface : le modèle s'appuie aussi sur les bords." if wide else
-                   ", moins que sa surface : le modèle s'appuie surtout sur le centre (poumons et cœur)." if narrow
+                   ", moins que sa surface : le modèle s'appuie surtout sur le centre de l'image." if narrow
                    else ", sans écart notable avec sa surface."
                    if s["border_verdict"] is not None and s["border_verdict"].status != "not_testable"
                    else " (intervalle non défini : pas de conclusion)."))
@@ -746,8 +760,15 @@ def cam_narrative(ctx: StudyContext) -> str:
                         "marqueur planté ne ressort pas de cette carte." if _direction(s["marker_verdict"]) > 0 else
                         " : le marqueur planté ne ressort pas de façon notable."))
         lines.append(text)
-    lines.append("Grad-CAM [@selvaraju2017gradcam] ne garde que ce qui pousse vers « malade », à la résolution de "
-                 "la couche de convolution la plus profonde qui garde au moins 8 × 8 cellules ; les gradients "
-                 "intégrés [@sundararajan2017ig] donnent la contribution absolue de chaque pixel, pour ou contre. "
-                 "Aucune des deux n'est une segmentation.")
+    directions = border_directions(ctx)
+    if len(set(directions.values())) > 1:
+        lines.append("Les deux méthodes ne disent pas la même chose du bord de l'image : aucune conclusion sur le bord "
+                     "n'est tirée de l'une contre l'autre.")
+    lines.append("Les cartes expliquent le score qui décide dans l'étude (en mode dernière couche, le réseau avec la "
+                 "tête logistique ajustée intégrée à sa dernière couche). Grad-CAM [@selvaraju2017gradcam] ne garde "
+                 "que ce qui pousse vers « malade », à la résolution de la couche de convolution la plus profonde qui "
+                 "garde au moins 8 × 8 cellules ; les gradients intégrés [@sundararajan2017ig] donnent la "
+                 "contribution absolue de chaque pixel, pour ou contre, depuis une copie floutée de l'image (une "
+                 "image noire comme référence n'attribuerait rien aux régions sombres, poumons compris). Aucune des "
+                 "deux n'est une segmentation.")
     return "\n\n".join(lines)

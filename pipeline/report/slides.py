@@ -276,18 +276,23 @@ def sees_number(ctx: StudyContext) -> str:
 
 
 def title_images(ctx: StudyContext) -> str:
+    """The maps' message, from both methods' border verdicts: a direction only where Grad-CAM and the
+    integrated gradients agree (one method's reading is never the title when the other contradicts it)."""
     s = analysis.cam_stats(ctx)
     if not s:
         return "Cartes d'activation : indisponibles sans réseau entraîné"
     # One line at Quarto's title size (about 45 characters): the figure takes the rest of the slide.
     if ctx.config.is_demo and analysis.marker_shows(s):
         return "Le réseau regarde aussi le marqueur « AP »"
-    v = s["border_verdict"]
-    if v is None or v.status == "not_testable":
+    directions = analysis.border_directions(ctx)
+    if not directions:
         return "Où regarde le réseau ? Bord et centre de l'image"
-    if v.direction > 0:
+    if len(set(directions.values())) > 1:
+        return "Bord ou centre : les deux cartes divergent"
+    direction = next(iter(directions.values()))
+    if direction > 0:
         return "Le réseau regarde aussi les bords de l'image"
-    if v.direction < 0:
+    if direction < 0:
         return "Le réseau regarde surtout le centre de l'image"
     return "Bord de l'image : aucun écart notable avec sa surface"
 
@@ -299,9 +304,11 @@ def images_message(ctx: StudyContext) -> str:
     if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
         return key_number(analysis.marker_gap(s), f"d'attention sur le coin du marqueur, AP − PA "
                                                   f"({fr.percent(s['marker_share_ap'], 1)} contre "
-                                                  f"{fr.percent(s['marker_share_pa'], 1)})")
-    return key_number(analysis.border_text(s), f"de l'attention sur le bord de l'image, "
-                                               f"{fr.percent(s['border_area'])} de la surface")
+                                                  f"{fr.percent(s['marker_share_pa'], 1)}, gradients intégrés)")
+    both = [f"{analysis.border_text(analysis.cam_stats(ctx, m))} ({label})"
+            for m, label in analysis.MAP_LABELS_FR.items()]
+    return key_number(" ; ".join(both), f"de la masse des cartes sur le bord, {fr.percent(s['border_area'])} de "
+                                        "la surface")
 
 
 @cached_chart
