@@ -216,11 +216,12 @@ def _write_weights(ctx: StudyContext) -> None:
 
 
 def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, folds: int, seed: int,
-          n_refit: int, boot_seed: int, code: str, min_per_class: int = 10):
+          n_refit: int, boot_seed: int, code: str, min_per_class: int = 10, attributes: tuple[str, ...] = ()):
     """The post-processing grid (`code`: cache key of the code that computes it)."""
     from pipeline.fairness.grid import run_grid
 
-    return run_grid(preds, methods, attribute, folds, seed, n_refit, boot_seed, min_per_class)
+    return run_grid(preds, methods, attribute, folds, seed, n_refit, boot_seed, min_per_class,
+                    attributes=list(attributes))
 
 
 def study_weightings(config: StudyConfig) -> list[str]:
@@ -418,7 +419,8 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     with progress.stage(f"post-processing grid ({len(ctx.predictions)} x {len(pp.methods)}, {pp.folds} folds, "
                         f"{pp.n_refit} refits)"):
         ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.folds,
-                                         pp.seed, pp.n_refit, ev.seed, code, ev.min_per_class)
+                                         pp.seed, pp.n_refit, ev.seed, code, ev.min_per_class,
+                                         tuple(config.sensitive_attributes))
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     a = config.analysis

@@ -27,3 +27,56 @@ def test_one_group_all_sain_is_named_and_tiny_groups_are_not_judged():
 def test_expected_decisions_of_a_randomised_rule_count_by_their_mean():
     assert one_class(np.full(50, 0.97)).where == {"all": "malade"}
     assert not one_class(np.full(50, 0.5)).degenerate
+
+
+def _patients(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"patient": np.repeat(np.arange(n // 2).astype(str), 2),
+                          "sex": np.repeat(rng.choice(["F", "M"], n // 2), 2),
+                          "view": rng.choice(["AP", "PA"], n)})
+    frame["label"] = (rng.random(n) < 0.5).astype(int)
+    return frame
+
+
+def test_a_group_decided_by_a_coin_is_named_and_a_group_told_apart_is_not():
+    """Calibrated equalized odds mixing the men at a rate near 1 decides them by a Bernoulli coin: TPR ≈ FPR."""
+    from pipeline.fairness.degenerate import coin_flips
+
+    frame = _patients()
+    rng = np.random.default_rng(1)
+    women = (frame["sex"] == "F").to_numpy()
+    decisions = np.where(women, np.where(frame["label"] == 1, 0.9, 0.1), 0.6)  # men: P(malade) 0.6 whatever y
+    flips = coin_flips(decisions, frame, ["sex", "view"], min_per_class=10)
+    assert set(flips) == {"sex=M"} and abs(flips["sex=M"][0]) < 1e-9 and flips["sex=M"][1] < 0 < flips["sex=M"][2]
+    realised = (rng.random(len(frame)) < decisions).astype(float)  # drawn decisions: the same verdict
+    assert "sex=M" in coin_flips(realised, frame, ["sex"]) and "sex=F" not in coin_flips(realised, frame, ["sex"])
+    assert coin_flips(decisions, frame, ["sex"], skip={"sex=M": "malade"}) == {}
+    assert coin_flips(decisions, frame.iloc[:30], ["sex"], min_per_class=10) == {}  # too few to judge
+
+
+def test_one_class_is_looked_for_on_every_attribute():
+    from pipeline.fairness.degenerate import one_class_everywhere
+
+    frame = _patients(seed=2)
+    decisions = np.where(frame["view"] == "AP", 1.0, frame["label"].to_numpy(float))  # every AP image malade
+    assert one_class(decisions, frame["sex"]).where == {}  # the grid looked at sex only
+    assert one_class_everywhere(decisions, frame, ["sex", "view"]) == {"view=AP": "malade"}
+    assert one_class_everywhere(np.ones(len(frame)), frame, ["sex", "view"]) == {"all": "malade"}
+
+
+def test_the_realised_gap_of_a_fair_coin_shrinks_with_the_evaluation_set():
+    """The noise floor the chapter quotes: a rule deciding by a fair coin has a realised EO gap well above 0
+    on a small evaluation set (about 0.1 with 100 images per group and class) and near 0 on a large one."""
+    from types import SimpleNamespace
+
+    from pipeline.report.postprocessing import realised_noise_floor
+
+    def floor(per_cell: int) -> float:
+        frame = pd.DataFrame({"sex": np.repeat(["F", "M", "F", "M"], per_cell),
+                              "label": np.repeat([1, 1, 0, 0], per_cell)})
+        grid = SimpleNamespace(decisions={("uniform", "none"): frame}, baseline=("uniform", "none"), attribute="sex")
+        return realised_noise_floor(SimpleNamespace(grid=grid))
+
+    # E|X − Y| / n for X, Y ~ Bin(n, 1/2) is about sqrt(1 / (pi n)); the max of two such gaps is larger
+    assert np.sqrt(1 / (np.pi * 100)) < floor(100) < 0.15
+    assert floor(2500) < 0.025

@@ -55,3 +55,63 @@ def one_class(decisions: pd.Series | np.ndarray, groups: pd.Series | None = None
             if len(rows) >= min_group_images and (cls := _one_class(rows, share)):
                 where[str(name)] = cls
     return OneClass(float(np.mean(d)) if len(d) else np.nan, where)
+
+
+def one_class_everywhere(decisions: np.ndarray, frame: pd.DataFrame, attributes: list[str],
+                         share: float = ONE_CLASS_SHARE) -> dict[str, str]:
+    """`one_class` over every attribute: {"all": class}, or {"attribute=group": class, ...} (empty: none)."""
+    where: dict[str, str] = {}
+    for attribute in attributes:
+        if attribute not in frame.columns:
+            continue
+        for key, cls in one_class(decisions, frame[attribute], share).where.items():
+            if key == "all":
+                return {"all": cls}
+            where[f"{attribute}={key}"] = cls
+    return where
+
+
+COIN_FLIP_BOOT = 200  # patient resamples for the TPR − FPR interval of each group
+
+
+def coin_flips(decisions: np.ndarray, frame: pd.DataFrame, attributes: list[str], min_per_class: int = 10,
+               n_boot: int = COIN_FLIP_BOOT, seed: int = 0, skip: dict[str, str] | None = None
+               ) -> dict[str, tuple[float, float, float]]:
+    """Groups, of every attribute, whose decisions do not tell malades from sains: the 95 % patient-bootstrap
+    interval of TPR − FPR (Youden's J, of the expected decisions) contains 0.
+
+    A rule that decides a group by a coin (calibrated equalized odds mixing a group at a rate near 1) has
+    TPR ≈ FPR there: its gaps look small for the same reason as a one-class rule's. Groups with fewer than
+    `min_per_class` malades or sains are not judged; `skip` (one-class groups) are named elsewhere.
+    Returns {"attribute=group": (J, low, high)}.
+    """
+    from pipeline.data import schema as S
+    from pipeline.fairness.data_bias import patient_bootstrap
+    from pipeline.fairness.metrics import group_labels, group_order
+
+    d = np.asarray(decisions, dtype=float)
+    y = frame[S.LABEL].to_numpy(float)
+    boot = patient_bootstrap(frame, n_boot, seed)
+    draws = boot.weights[:, boot.codes(frame)].astype(float)
+    out: dict[str, tuple[float, float, float]] = {}
+    for attribute in attributes:
+        if attribute not in frame.columns:
+            continue
+        labels = group_labels(frame[attribute])
+        for g in group_order(frame[attribute]):
+            key = f"{attribute}={g}"
+            rows = (labels == g).to_numpy()
+            pos, neg = rows & (y == 1), rows & (y == 0)
+            if (skip and key in skip) or pos.sum() < min_per_class or neg.sum() < min_per_class:
+                continue
+            j = d[pos].mean() - d[neg].mean()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tpr = draws[:, pos] @ d[pos] / draws[:, pos].sum(axis=1)
+                reps = tpr - draws[:, neg] @ d[neg] / draws[:, neg].sum(axis=1)
+            reps = reps[np.isfinite(reps)]
+            if len(reps) < 2:
+                continue
+            low, high = np.percentile(reps, [2.5, 97.5])
+            if low <= 0 <= high:
+                out[key] = (float(j), float(low), float(high))
+    return out

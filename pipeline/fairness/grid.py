@@ -41,7 +41,7 @@ from joblib import Parallel, delayed
 from pipeline.cache import per_study
 from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
-from pipeline.fairness.degenerate import one_class
+from pipeline.fairness.degenerate import coin_flips, one_class_everywhere
 from pipeline.fairness.metrics import DECISION, MIN_PER_CLASS, comparison_table, comparison_wide
 
 __all__ = ["KEY_METRICS", "GridResult", "pareto_frontier", "pareto_table", "run_grid"]
@@ -197,6 +197,11 @@ def _describe(where: dict[str, str]) -> str:
     return "; ".join(f"{'tous' if g == 'all' else g} : {cls}" for g, cls in where.items())
 
 
+def _describe_flips(flips: dict[str, tuple[float, float, float]]) -> str:
+    """« sex=M : TPR − FPR +0.05 [−0.08 ; +0.17] » for each group decided as by a coin."""
+    return "; ".join(f"{g} : TPR − FPR {j:+.2f} [{low:+.2f} ; {high:+.2f}]" for g, (j, low, high) in flips.items())
+
+
 def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str, dict]) -> pd.DataFrame:
     """comparison_wide's rows, keyed back to (weighting, postprocessor), with the front flags."""
     from pipeline.fairness.postprocess import POSTPROCESSORS
@@ -216,7 +221,8 @@ def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str,
 
 def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str], attribute: str,
              folds: int, seed: int, n_refit: int, boot_seed: int,
-             min_per_class: int = MIN_PER_CLASS, n_jobs: int = N_JOBS) -> GridResult:
+             min_per_class: int = MIN_PER_CLASS, n_jobs: int = N_JOBS,
+             attributes: list[str] | None = None) -> GridResult:
     """Cross-fit each post-processor on the evaluation patients, for each weighting; refit in each replicate.
 
     `table` columns: weighting, postprocessor, combination (« weighting + postprocessor »),
@@ -224,7 +230,8 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     (95 % interval over `n_refit` patient resamples with refitting), m_p_equal (gaps: test of equal
     group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted (Benjamini-Hochberg over the
     grid), m_significant (paired difference with the baseline); m_expected (EXPECTED_GAPS: the gap of
-    expected rates); randomised_share; degenerate, degenerate_where; frontier_eo_diff,
+    expected rates); randomised_share; degenerate, degenerate_where (one class, on `attribute` and every
+    one of `attributes`); coin_flip, coin_flip_where (a group whose TPR − FPR interval contains 0); frontier_eo_diff,
     frontier_eopp_diff (on the non-degenerate Pareto front). 'none' is always run: it is the baseline.
     """
     from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
@@ -269,10 +276,14 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
         reps[name] = M.replicates_of(design, draws, refits[key], realised=True, seed=boot_seed)
         groups[name] = M._group_estimate(design)
         d = decided[DECISION].to_numpy()
-        where = one_class(d, decided[attribute]).where
+        every = list(dict.fromkeys([attribute, *(attributes or [])]))
+        where = one_class_everywhere(d, decided, every)
+        flips = {} if "all" in where else coin_flips(d, decided, every, min_per_class, seed=boot_seed, skip=where)
         extra[name] = {**{f"{g}_expected": expected[g] for g in EXPECTED_GAPS},
                        "randomised_share": float(np.mean((d > 1e-9) & (d < 1 - 1e-9))),
                        "degenerate": bool(where), "degenerate_where": _describe(where),
+                       "coin_flip": bool(flips), "coin_flip_where": _describe_flips(flips),
+                       "coin_flip_groups": "|".join(flips),
                        "refit_fallbacks": fallbacks[name]}
     base_name = f"{baseline[0]} + {baseline[1]}"
     long = comparison_table(points, reps, groups, base_name, normal=True)

@@ -569,14 +569,16 @@ def mixing_rates(gfnr: dict[str, float], base_rate: dict[str, float]) -> tuple[d
     return alpha, infeasible
 
 
-@register("calibrated_eq_odds", label_fr="Calibrated equalized odds", reference="pleiss2017", randomised=True,
+@register("calibrated_eq_odds", label_fr="Calibrated equalized odds (adaptation)", reference="pleiss2017",
+          randomised=True,
           formula=r"\tilde{h}_a = h_a \text{ avec prob. } 1 - \alpha_a,\ \mu_a \text{ sinon};"
                   r"\ \alpha_a = \frac{\max_b \mathrm{gFNR}_b(h_b) - \mathrm{gFNR}_a(h_a)}{(1 - \mu_a) - "
                   r"\mathrm{gFNR}_a(h_a)}",
           description_fr="Scores recalibrés par groupe ; pour les groupes les mieux servis, une part "
                          "tirée au hasard des scores est remplacée par le taux de base du groupe, ce qui "
-                         "égalise le taux généralisé de faux négatifs sans perdre la calibration (cible "
-                         "parfois infaisable : signalée).")
+                         "égalise le taux généralisé de faux négatifs des scores ; adaptation : le score "
+                         "mélangé est seuillé, la part remplacée décide au hasard (cible parfois infaisable : "
+                         "signalée).")
 def calibrated_eq_odds(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Decider:
     """Calibrated equalized odds as published (Pleiss et al. 2017, Algorithm 1), false-negative cost.
 

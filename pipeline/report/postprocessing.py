@@ -10,11 +10,12 @@ from pipeline.fairness import metrics as M
 from pipeline.fairness.grid import front_flags
 from pipeline.fairness.postprocess import POSTPROCESSORS
 from pipeline.report import charts
-from pipeline.report.french import num, pct
+from pipeline.report.french import group_label, num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
     attribute_in_sentence,
     cite,
+    coin_flip_text,
     combination_label,
     grid_ci,
     grid_rows,
@@ -69,6 +70,63 @@ def refit_fallback_text(ctx: StudyContext) -> str:
             f"règle{'s' * (n_rules > 1)} de la grille, au plus dans {int(worst['refit_fallbacks'])} des "
             f"{ctx.grid.n_refit} réajustements ({combination_label(worst['combination'])}) ; ces réplicats sont "
             "gardés (l'intervalle inclut ce repli), pas écartés." + first)
+
+
+NOISE_DRAWS = 2000  # draws of a fair coin for the realised gaps' noise floor
+
+
+def realised_noise_floor(ctx: StudyContext, seed: int = 0) -> float:
+    """The realised equalized-odds gap of a rule that decides every evaluation image by a fair coin: what a
+    realised gap shows on these patients with no difference between groups at all (a finite-sample floor)."""
+    decided = ctx.grid.decisions[tuple(ctx.grid.baseline)]
+    groups = M.group_labels(decided[ctx.grid.attribute]).to_numpy()
+    y = decided["label"].to_numpy()
+    rng = np.random.default_rng(seed)
+    coins = rng.random((NOISE_DRAWS, len(y))) < 0.5
+    gaps = []
+    for cls in (1, 0):
+        rates = [coins[:, (groups == g) & (y == cls)].mean(axis=1) for g in pd.unique(groups[pd.notna(groups)])
+                 if ((groups == g) & (y == cls)).any()]
+        gaps.append(np.max(rates, axis=0) - np.min(rates, axis=0) if len(rates) > 1 else np.zeros(NOISE_DRAWS))
+    return float(np.mean(np.maximum(*gaps)))
+
+
+def randomised_rules_text(ctx: StudyContext) -> str:
+    """What the randomised rules' gaps mean here: realised gaps and their noise floor on these patients, what
+    calibrated equalized odds equalises (each group's mixing rate and generalised FNR), and why the two rules
+    that equalise sensitivity differ."""
+    methods = set(ctx.config.postprocessing.methods)
+    lines = [f"Les décisions de `ThresholdOptimizer` [@weerts2023fairlearn] et des *calibrated equalized odds* "
+             "[@pleiss2017] sont randomisées : les tableaux de ce chapitre donnent leurs écarts **réalisés**, "
+             "l'espérance, sur les tirages, de l'écart des décisions effectivement prises (l'écart des taux espérés "
+             "est plus petit et les flatterait), et la part des décisions tirées au hasard ; les figures de taux par "
+             "groupe et le chapitre 5 montrent les taux espérés. Un écart réalisé a un plancher : une règle qui "
+             f"tirerait chaque décision à pile ou face aurait ici un écart d'equalized odds réalisé de "
+             f"{num(realised_noise_floor(ctx))} en moyenne, sans aucune différence entre groupes."]
+    if "calibrated_eq_odds" in methods:
+        folds = getattr(ctx.grid, "params", {}).get((ctx.grid.baseline[0], "calibrated_eq_odds"), [])
+        attribute = ctx.grid.attribute
+        rows = {}
+        for fold in folds if isinstance(folds, list) else [folds]:
+            for g, a in fold.get("alpha", {}).items():
+                rows.setdefault(g, []).append((a, fold["gfnr"].get(g, np.nan), fold["base_rate"].get(g, np.nan)))
+        groups = [f"{group_label(attribute, g)} : α {num(np.mean([v[0] for v in r]))}, taux généralisé de faux "
+                  f"négatifs avant mélange {num(np.mean([v[1] for v in r]))}" for g, r in rows.items()]
+        lines.append("Nos *calibrated equalized odds* sont une **adaptation** de l'algorithme 1 de Pleiss et al. "
+                     "(coût des faux négatifs) : leur garantie porte sur des scores, dont le taux généralisé de "
+                     "faux négatifs E[1 − h | malade] est égalisé en remplaçant, avec la probabilité α du groupe, "
+                     "son score par sa prévalence ; nous seuillons le score mélangé, et la part remplacée décide au "
+                     "hasard (malade avec la probabilité de la prévalence). Un groupe mélangé avec α proche de 1 est "
+                     "donc décidé à pile ou face."
+                     + (f" Sur le modèle de référence (moyenne des plis) : {' ; '.join(groups)}." if groups else ""))
+    if {"equal_opportunity", "to_tpr_parity"} <= methods:
+        lines.append("*Égalité des chances (seuils par groupe)* et *Parité des sensibilités (ThresholdOptimizer)* "
+                     "visent le même critère, une sensibilité égale entre groupes [@hardt2016], par deux chemins : "
+                     "la première choisit un seuil déterministe par groupe à la sensibilité commune qui maximise "
+                     "l'exactitude équilibrée ; la seconde randomise entre deux seuils par groupe (fairlearn). "
+                     "Aucune ne contraint le taux de faux positifs : leurs écarts d'equalized odds, qui prennent le "
+                     "plus grand des écarts de sensibilité et de faux positifs, peuvent donc différer beaucoup.")
+    return "\n\n".join(lines)
 
 
 def postprocessing_methods(ctx: StudyContext) -> pd.DataFrame:
@@ -174,6 +232,9 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
                             if np.isfinite(r["eo_diff"]) else ""))
         if r.get("degenerate"):
             extra.append(f"règle dégénérée ({r['degenerate_where']}) : nivellement par le bas, pas équité")
+        if r.get("coin_flip"):
+            extra.append(coin_flip_text(str(r.get("coin_flip_groups", ""))) + " : ses écarts y sont petits parce "
+                         "qu'elle décide au hasard, pas parce qu'elle est équitable")
         infeasible = infeasible_groups(ctx, "uniform", name)
         if infeasible:
             extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")

@@ -244,14 +244,26 @@ def infeasible_groups(ctx: StudyContext, weighting: str, postprocessor: str) -> 
 
 
 def grid_remark(ctx: StudyContext, r: dict) -> str:
-    """« dégénérée (tous : malade) », « cible infaisable (M) », or empty."""
+    """« dégénérée (tous : malade) », « ne distingue pas malades et sains … », « cible infaisable (M) », or empty."""
     notes = []
     if r.get("degenerate"):
         notes.append(f"dégénérée ({r.get('degenerate_where', '')})")
+    if r.get("coin_flip"):
+        notes.append(coin_flip_text(str(r.get("coin_flip_groups", ""))))
     infeasible = infeasible_groups(ctx, r["weighting"], r["postprocessor"])
     if infeasible:
         notes.append(f"cible infaisable ({', '.join(infeasible)})")
     return " ; ".join(notes)
+
+
+def coin_flip_text(groups: str) -> str:
+    """« ne distingue pas malades et sains chez les hommes » for the groups (« sex=M|view=AP ») whose
+    TPR − FPR interval contains 0: decided as by a coin there."""
+    phrases = []
+    for key in filter(None, groups.split("|")):
+        attribute, _, group = key.partition("=")
+        phrases.append(fr.group_phrase(attribute, group))
+    return f"ne distingue pas malades et sains {fr.join(phrases)} (TPR − FPR compatible avec 0)"
 
 
 def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | None = None,
