@@ -384,8 +384,13 @@ def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_fre
     assert fnr.loc[~small, "estimate"].notna().all()
     assert "n.d. (moins de 10 malades" in " ".join(analysis.subgroup_table(ctx)["FNR (sous-diagnostic)"])
     for text in (analysis.amplification_narrative(ctx), analysis.probing_narrative(ctx),
-                 analysis.cam_narrative(ctx), slides.title_amplification(ctx), slides.title_sees(ctx)):
+                 analysis.cam_narrative(ctx), slides.title_amplification(ctx), slides.title_sees(ctx),
+                 slides.title_subgroup(ctx), slides.title_groups(ctx), analysis.subgroup_narrative(ctx)):
         assert text and "nan" not in text.lower() and "{" not in text
+    worst = analysis.worst_subgroup(ctx)
+    assert f"({worst['missed']}/{int(worst['n_positive'])})" in slides.title_subgroup(ctx)
+    assert "corrigé de la sélection" in slides.subgroup_number(ctx) and worst["shrunken"] <= worst["fnr"]
+    assert re.search(r"\(\d+/\d+\) chez les", slides.title_groups(ctx))  # the counts behind the rates
     assert analysis.cam_png(ctx).startswith(b"\x89PNG")
     assert analysis.marker_shows(analysis.cam_stats(ctx))
     message = slides.images_message(ctx)  # the AP - PA difference with its interval, on the slide
@@ -433,3 +438,21 @@ def test_integrated_gradients_attribute_dark_pixels_from_the_blurred_baseline():
         model.head.weight[0, where[0] * size + where[1]] = 1.0
     maps = integrated_gradients(model, image)
     assert np.unravel_index(np.argmax(maps[0]), maps[0].shape) == where and maps[0].max() == 1
+
+
+def test_the_worst_subgroup_is_shrunk_towards_the_pooled_rate_when_subgroups_do_not_differ():
+    """Twelve subgroups with the same true FNR 0.30 and 15 malades each: the raw maximum is biased upwards by
+    the selection (about +0.18); the empirical-Bayes estimate of the selected subgroup is not."""
+    from pipeline.fairness.subgroups import shrunken_rates
+
+    rng = np.random.default_rng(0)
+    raw, shrunk = [], []
+    for _ in range(400):
+        events = rng.binomial(15, 0.30, 12)
+        raw.append(events.max() / 15)
+        shrunk.append(shrunken_rates(events, np.full(12, 15)).max())
+    assert np.mean(raw) - 0.30 > 0.12 and abs(np.mean(shrunk) - 0.30) < 0.04
+    # real differences survive: one subgroup at 0.70 among eleven at 0.20, 40 malades each
+    events = np.r_[28, rng.binomial(40, 0.20, 11)]
+    estimate = shrunken_rates(events, np.full(12, 40))
+    assert int(np.argmax(estimate)) == 0 and estimate[0] > 0.55

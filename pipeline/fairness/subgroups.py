@@ -6,6 +6,10 @@ A crossing (sex x age band, sex x view, ...) is a new attribute whose groups are
 (TPR, FNR: positives; FPR: negatives) needs at least `min_positives` images of that class in the
 subgroup, the AUC and balanced accuracy need both, otherwise the value is « n.d. » with the reason.
 The worst subgroup is the one with the highest underdiagnosis (FNR) among those where it is defined.
+The maximum of a dozen noisy rates is biased upwards (the winner's curse): `shrunken_rates` gives each
+subgroup's empirical-Bayes estimate (a beta prior fitted across the subgroups by the method of
+moments, as in Efron & Morris), which the report quotes beside the raw one. It is a few lines; no
+maintained library offers beta-binomial empirical Bayes for this.
 """
 
 from __future__ import annotations
@@ -78,3 +82,33 @@ def worst_subgroup(table: pd.DataFrame, metric: str = "fnr") -> pd.Series | None
         return None
     higher_is_worse = metric in ("fnr", "fpr")
     return part.loc[part["estimate"].idxmax() if higher_is_worse else part["estimate"].idxmin()]
+
+
+def shrunken_rates(events: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Empirical-Bayes posterior means of binomial rates events / totals: each rate is pulled towards the pooled
+    rate by a beta prior whose spread is the spread of the rates beyond their binomial noise (method of
+    moments). Rates that differ no more than noise would make them all get the pooled rate."""
+    events, totals = np.asarray(events, dtype=float), np.asarray(totals, dtype=float)
+    if len(events) == 0:
+        return np.zeros(0)
+    pooled = events.sum() / totals.sum()
+    rates = events / totals
+    weights = totals / totals.sum()
+    observed = float(np.sum(weights * (rates - pooled) ** 2))
+    noise = float(np.sum(weights * pooled * (1 - pooled) / totals))
+    between = observed - noise
+    if between <= 0 or pooled in (0.0, 1.0):
+        return np.full(len(events), pooled)
+    strength = max(pooled * (1 - pooled) / between - 1, 0.0)  # a + b of the beta prior
+    return (events + strength * pooled) / (totals + strength)
+
+
+def worst_shrunken(table: pd.DataFrame, metric: str = "fnr") -> tuple[str, float] | None:
+    """The subgroup (over every crossing) worst on `metric` after shrinkage, and its shrunken rate."""
+    part = table[(table["metric"] == metric) & table["estimate"].notna()]
+    if part.empty:
+        return None
+    totals = part["n_positive"] if metric in ("fnr", "tpr") else part["n_negative"]
+    shrunk = shrunken_rates(part["estimate"].to_numpy(float) * totals.to_numpy(float), totals.to_numpy(float))
+    k = int(np.argmax(shrunk))
+    return str(part["crossing"].iloc[k]) + "|" + str(part["group"].iloc[k]), float(shrunk[k])

@@ -319,6 +319,8 @@ PROBE_TARGET_FR = {S.SEX: "Sexe", S.AGE_BAND: "Tranche d'âge", S.VIEW: "Inciden
 
 PROBE_SOURCES_FR = {"features": "Image seule", "others": "Autres attributs et diagnostic",
                     "combined": "Image + autres attributs et diagnostic"}
+PROBE_COLUMNS_FR = {"features": "AUC : image", "others": "AUC : attributs + diagnostic",
+                    "combined": "AUC : image + attributs + diagnostic"}
 
 
 def probing_table(ctx: StudyContext) -> pd.DataFrame:
@@ -330,8 +332,8 @@ def probing_table(ctx: StudyContext) -> pd.DataFrame:
     rows = []
     for r in t.itertuples():
         row = {"Attribut prédit": PROBE_TARGET_FR.get(r.attribute, r.attribute), "Groupes": int(r.n_groups)}
-        for name, label in PROBE_SOURCES_FR.items():
-            row[f"AUC : {label.lower()}"] = _auc_ci(getattr(r, name), getattr(r, f"{name}_low"),
+        for name, label in PROBE_COLUMNS_FR.items():
+            row[label] = _auc_ci(getattr(r, name), getattr(r, f"{name}_low"),
                                                    getattr(r, f"{name}_high"))
         row["Apport de l'image"] = ci(r.diff, r.diff_low, r.diff_high) + _probe_mark(ctx, r.attribute)
         rows.append(row)
@@ -341,7 +343,7 @@ def probing_table(ctx: StudyContext) -> pd.DataFrame:
 def _auc_ci(estimate: float, low: float, high: float) -> str:
     """A probe's AUC with its interval; an AUC of 1 on every fold says so instead of a zero-width interval."""
     if np.isfinite(estimate) and estimate >= 1 - 1e-9 and np.isfinite(low) and high - low < 1e-12:
-        return f"{num(estimate)} (séparation parfaite dans chaque pli)"
+        return f"{num(estimate)} (parfaite dans chaque pli)"
     return ci(estimate, low, high)
 
 
@@ -440,8 +442,8 @@ def group_performance_table(ctx: StudyContext, attribute: str, model: str = "ref
     for g, part in t.groupby("group", sort=False):
         p = part.set_index("metric")
         positives, negatives = int(p["n_positive"].iloc[0]), int(p["n_negative"].iloc[0])
-        row = {"Groupe": fr.group_label(attribute, g), "Patients": fr.integer(p["n_patients"].iloc[0]),
-               "Malades / sains": f"{positives} / {negatives}",
+        row = {"Groupe": fr.group_label(attribute, g),
+               "Effectifs": f"{fr.integer(p['n_patients'].iloc[0])} patients, {positives} malades / {negatives} sains",
                charts.SHORT_FR["auc"]: ci(*p.loc["auc", ["estimate", "low", "high"]])}
         for m, denominator in (("fnr", positives), ("fpr", negatives)):
             row[charts.SHORT_FR.get(m, m)] = rate_with_count(*p.loc[m, ["estimate", "low", "high"]], denominator)
@@ -543,8 +545,23 @@ def worst_subgroup(ctx: StudyContext) -> dict | None:
     overall = ctx.comparison[(ctx.comparison["method"] == ctx.grid.baseline[0])
                              & (ctx.comparison["metric"] == "tpr")]
     fnr_all = 1 - float(overall["estimate"].iloc[0]) if len(overall) else np.nan
+    from pipeline.fairness.subgroups import shrunken_rates
+
+    defined = t[(t["metric"] == "fnr") & t["estimate"].notna()]
+    shrunk = shrunken_rates(defined["estimate"].to_numpy(float) * defined["n_positive"].to_numpy(float),
+                            defined["n_positive"].to_numpy(float))
+    at = np.flatnonzero((defined["crossing"] == r["crossing"]).to_numpy() & (defined["group"] == r["group"]).to_numpy())
     return {"label": label, "fnr": r["estimate"], "low": r["low"], "high": r["high"], "n": r["n"],
-            "n_positive": r["n_positive"], "overall_fnr": fnr_all}
+            "n_positive": r["n_positive"], "missed": round(float(r["estimate"] * r["n_positive"])),
+            "overall_fnr": fnr_all, "shrunken": float(shrunk[at[0]]) if len(at) else np.nan,
+            "n_subgroups": len(defined)}
+
+
+def selection_text(w: dict) -> str:
+    """« le plus haut de 12 FNR estimés est biaisé vers le haut ; estimation corrigée de la sélection : 0,41 »."""
+    return (f"le plus haut de {w['n_subgroups']} FNR estimés est biaisé vers le haut (malédiction du gagnant) ; "
+            f"estimation corrigée de la sélection (rétrécissement empirique bayésien vers le FNR commun) : "
+            f"{num(w['shrunken'])}")
 
 
 def _undefined_subgroups(n: int, total: int) -> str:
@@ -566,8 +583,8 @@ def subgroup_narrative(ctx: StudyContext) -> str:
     if w is None:
         return text + " Aucun sous-groupe n'a assez de malades pour un FNR : aucun pire sous-groupe n'est désigné."
     text += (f" Le sous-groupe le plus sous-diagnostiqué est **{w['label']}** : "
-             f"FNR {ci(w['fnr'], w['low'], w['high'])} "
-             f"({fr.count(w['n_positive'], 'malades')}), contre {num(w['overall_fnr'])} pour l'ensemble.")
+             f"FNR {ci(w['fnr'], w['low'], w['high'])} ({w['missed']}/{int(w['n_positive'])} malades manqués), "
+             f"contre {num(w['overall_fnr'])} pour l'ensemble ; {selection_text(w)}.")
     if fr.is_missing(w["low"]):
         text += " Son intervalle n'est pas défini (trop peu de répliques où le taux existe) : à confirmer."
     elif w["low"] <= w["overall_fnr"]:
@@ -646,9 +663,8 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
         outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
                    ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
         draw.text((x, 4 + line), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=top_font)
-        score = f"probabilité prédite {num(r.proba)}"
-        if draw.textlength(score, font=top_font) > size:
-            score = f"proba. prédite {num(r.proba)}"
+        options = [f"{words} {num(r.proba)}" for words in ("probabilité prédite", "proba. prédite", "P(malade)")]
+        score = next((o for o in options if draw.textlength(o, font=top_font) <= size - pad), options[-1])
         draw.text((x, 4 + 2 * line), score, fill="black", font=top_font)
         for j, m in enumerate(methods):
             heat = cams[m]["maps"][k]

@@ -337,8 +337,12 @@ def title_groups(ctx: StudyContext, metric: str = "fnr", claims: list | None = N
     from pipeline.report.verdicts import _claim, analysis_verdict
 
     worst, best = main.loc[main["estimate"].idxmax()], main.loc[main["estimate"].idxmin()]
-    title = (f"Sous-diagnostic : {fr.percent(worst['estimate'])} {fr.group_phrase(worst['attribute'], worst['group'])} "
-             f"contre {fr.percent(best['estimate'])} {fr.group_phrase(best['attribute'], best['group'])}")
+
+    def rate(r: pd.Series) -> str:  # « 65 % (20/31) chez les femmes »: the count behind the rate
+        return (f"{fr.percent(r['estimate'])} ({round(r['estimate'] * r['n_positive'])}/{int(r['n_positive'])}) "
+                f"{fr.group_phrase(r['attribute'], r['group'])}")
+
+    title = f"Sous-diagnostic : {rate(worst)} contre {rate(best)}"
     v = analysis_verdict(ctx, "exploratory:reference_gap", "tpr_signed", ctx.config.weighting.attribute,
                          "uniform + none")
     if v is not None:
@@ -352,7 +356,8 @@ def title_subgroup(ctx: StudyContext) -> str:
     w = analysis.worst_subgroup(ctx)
     if w is None:
         return "Sous-groupes : trop petits pour désigner le pire"
-    return f"Pire sous-groupe : {w['label']}, {fr.percent(w['fnr'])} de malades manqués"
+    return (f"Pire sous-groupe : {w['label']}, {fr.percent(w['fnr'])} de malades manqués "
+            f"({w['missed']}/{int(w['n_positive'])})")
 
 
 def subgroup_number(ctx: StudyContext) -> str:
@@ -360,7 +365,8 @@ def subgroup_number(ctx: StudyContext) -> str:
     if w is None:
         return ""
     return key_number(f"FNR {ci(w['fnr'], w['low'], w['high'])}",
-                      f"{w['label']} ({fr.count(w['n_positive'], 'malades')}) ; ensemble : {num(w['overall_fnr'])}")
+                      f"{w['label']} ; ensemble : {num(w['overall_fnr'])} ; corrigé de la sélection parmi "
+                      f"{w['n_subgroups']} sous-groupes : {num(w['shrunken'])}")
 
 
 def question_numbers(ctx: StudyContext) -> str:
