@@ -378,3 +378,41 @@ def test_a_pareto_chart_of_an_empty_front_still_draws():
     grid = M.comparison_wide(comparison).assign(label="Uniforme", frontier_eo_diff=False)
     spec = charts.pareto_chart(grid, frontier_col="frontier_eo_diff").to_dict()
     assert len(spec["layer"]) == 2  # the line and the cloud, no end labels
+
+
+def _few_patients(patients_per_group: int) -> pd.DataFrame:
+    """Women: 12 malades and 40 sains; the 12 malade images come from `patients_per_group` patients. Men: many."""
+    rng = np.random.default_rng(0)
+    women_sick = pd.DataFrame({S.PATIENT: [f"fs{i % patients_per_group}" for i in range(12)], S.SEX: "F",
+                               S.LABEL: 1})
+    women_healthy = pd.DataFrame({S.PATIENT: [f"fh{i}" for i in range(40)], S.SEX: "F", S.LABEL: 0})
+    men = pd.DataFrame({S.PATIENT: [f"m{i}" for i in range(200)], S.SEX: "M", S.LABEL: rng.integers(0, 2, 200)})
+    frame = pd.concat([women_sick, women_healthy, men], ignore_index=True)
+    frame[S.PROBA] = np.clip(0.3 + 0.4 * frame[S.LABEL] + rng.normal(0, 0.2, len(frame)), 0, 1)
+    frame[M.DECISION] = (frame[S.PROBA] >= 0.5).astype(float)
+    return frame
+
+
+def test_a_rate_needs_patients_not_only_images():
+    """Twelve malade images of three women are three observations: their TPR is « n.d. » (min_per_class 10, so at
+    least 5 patients); from twelve women it is defined. The bootstrap's fast path applies the same rule."""
+    few, many = _few_patients(3), _few_patients(12)
+    for frame, defined in ((few, False), (many, True)):
+        table = M.group_metrics(frame, S.SEX, min_per_class=10)
+        assert np.isfinite(table.loc["F", "tpr"]) == defined and np.isfinite(table.loc["F", "fpr"])
+        assert np.isfinite(table.loc["F", "auc"]) == defined
+        point, fast = M.point_metrics(frame, S.SEX), M.point_metrics_fast(frame, S.SEX)
+        assert np.isfinite(point["eopp_diff"]) == defined
+        for key in ("eopp_diff", "fpr_diff", "tpr_signed", "worst_group_tpr"):
+            assert point[key] == pytest.approx(fast[key], nan_ok=True), key
+    assert M.group_metrics(few, S.SEX).loc["F", "n_patients_positive"] == 3
+    boot = M.bootstrap_group_metrics(few, S.SEX, n_boot=50).set_index(["group", "metric"])
+    assert np.isnan(boot.loc[("F", "tpr"), ["estimate", "low", "high"]].astype(float)).all()
+
+
+def test_precision_needs_enough_predicted_positives():
+    frame = _few_patients(12)
+    frame.loc[frame[S.SEX] == "F", M.DECISION] = 0.0
+    frame.loc[frame.index[:4], M.DECISION] = 1.0  # four women predicted malade
+    table = M.group_metrics(frame, S.SEX, min_per_class=10)
+    assert np.isnan(table.loc["F", "precision"]) and np.isfinite(table.loc["M", "precision"])

@@ -13,9 +13,11 @@ With these sample weights, scikit-learn's own `recall_score`, `precision_score`,
 (ECE, 10 equal-width bins) depend on the score only: a second MetricFrame, one row per image.
 
 Undefined values. A rate needs at least `min_per_class` images of its class in the group (TPR:
-positives, FPR: negatives; `evaluation.min_per_class` in study.yml, default 10), the selection rate
-and the ECE that many images, the AUC that many of each class; a gap needs two groups where the rate
-is defined. Otherwise the value is NaN ("n.d." in the report), never an error. Rows whose sensitive
+positives, FPR: negatives; `evaluation.min_per_class` in study.yml, default 10) from at least
+`min_patients(min_per_class)` distinct patients (half as many: ten images of two patients are two
+observations, not ten), the selection rate and the ECE that many images, the precision that many
+predicted positives, the AUC and the balanced accuracy both classes; a gap needs two groups where the
+rate is defined. Otherwise the value is NaN ("n.d." in the report), never an error. Rows whose sensitive
 value is missing count in the overall metrics, not in any group. In a bootstrap replicate a gap is
 NaN when a group whose rate is defined in the estimate has no defined rate in the replicate (it is
 not silently computed over the remaining groups).
@@ -70,6 +72,12 @@ ECE_BINS = 10
 
 
 MIN_PER_CLASS = 10  # images of a class a group needs for the rates of that class to be defined (default)
+MIN_PATIENT_SHARE = 0.5  # ...from at least this share of that many distinct patients
+
+
+def min_patients(min_per_class: int) -> int:
+    """Distinct patients of a class a group needs, beside `min_per_class` images, for the rates of that class."""
+    return math.ceil(MIN_PATIENT_SHARE * min_per_class)
 
 
 MIN_DEFINED_SHARE = 0.9  # share of bootstrap replicates where a metric must be defined for an interval
@@ -230,6 +238,8 @@ def _fnr(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
 
 
 def _precision(y_true, y_pred, sample_weight, min_n: int = MIN_PER_CLASS) -> float:
+    if np.sum(np.asarray(sample_weight)[np.asarray(y_pred) == 1]) < min_n - 1e-9:  # predicted positives
+        return np.nan
     from sklearn.metrics import precision_score
 
     return precision_score(y_true, y_pred, sample_weight=sample_weight, zero_division=np.nan)
@@ -319,9 +329,18 @@ def group_metrics(preds: pd.DataFrame, attribute: str, decision_col: str = DECIS
     if scores is not None:
         table = table.join(scores.by_group)
     table = table.reindex(names).reindex(columns=list(GROUP_METRICS)).astype(float)
-    by_group = preds.groupby(group_labels(preds[attribute]), dropna=True)
+    labels = group_labels(preds[attribute])
+    by_group = preds.groupby(labels, dropna=True)
     counts = by_group.agg(n=(S.LABEL, "size"), n_positive=(S.LABEL, "sum"), n_patients=(S.PATIENT, "nunique"))
-    table = table.join(counts.reindex(names).astype(float))
+    by_class = preds.groupby([labels, preds[S.LABEL].astype(int)], dropna=True)[S.PATIENT].nunique().unstack()
+    counts["n_patients_positive"] = by_class.reindex(columns=[1]).iloc[:, 0] if len(by_class) else np.nan
+    counts["n_patients_negative"] = by_class.reindex(columns=[0]).iloc[:, 0] if len(by_class) else np.nan
+    table = table.join(counts.reindex(names).fillna({"n_patients_positive": 0, "n_patients_negative": 0})
+                       .astype(float))
+    need = min_patients(min_per_class)
+    few_positive, few_negative = table["n_patients_positive"] < need, table["n_patients_negative"] < need
+    table.loc[few_positive, ["tpr", "fnr", "balanced_accuracy", "auc"]] = np.nan
+    table.loc[few_negative, ["fpr", "balanced_accuracy", "auc"]] = np.nan
     table.index.name = "group"
     table.attrs["attribute"] = attribute
     return table
@@ -394,6 +413,7 @@ class _Design:
     cluster: np.ndarray
     membership: np.ndarray  # (images, groups + 1): 1 where the image is in the slot
     min_per_class: int = MIN_PER_CLASS
+    has: np.ndarray | None = None  # (clusters, groups + 1, 2): the cluster has a positive / negative image there
     required: dict[str, np.ndarray] | None = None  # groups defined in the estimate, per group rate
 
     @property
@@ -437,7 +457,8 @@ def _design(preds: pd.DataFrame, attribute: str, decision_col: str, score_col: s
     membership = np.zeros((len(y), n_slots))
     membership[g_idx >= 0, g_idx[g_idx >= 0]] = 1
     membership[:, -1] = 1
-    design = _Design(counts, names, slots, y.astype(float), d, cluster, membership, min_per_class)
+    design = _Design(counts, names, slots, y.astype(float), d, cluster, membership, min_per_class,
+                     has=(counts[:, :, :2] > 0).astype(float))
     unit = _replicate(design, np.ones((1, n_c)))
     design.required = {m: ~np.isnan(unit[f"group:{m}"][0]) for m in ("tpr", "fpr", "selection_rate",
                                                                      "balanced_accuracy", "ece")}
@@ -468,18 +489,23 @@ def _weighted_auc(draws: np.ndarray, slot: tuple[sparse.csr_matrix, sparse.csr_m
     return np.where((total_pos >= need) & (total_neg >= need), auc, np.nan)
 
 
-def _rates(t: np.ndarray, min_n: int = MIN_PER_CLASS) -> dict[str, np.ndarray]:
-    """Metrics from summed counts t[..., k] (k = pos, neg, tp, fp, calibration residual per bin)."""
+def _rates(t: np.ndarray, min_n: int = MIN_PER_CLASS, patients: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Metrics from summed counts t[..., k] (k = pos, neg, tp, fp, calibration residual per bin); `patients`
+    [..., k] (k = with a positive, with a negative image): the distinct patients behind them (groups)."""
     pos, neg, tp, fp = (t[..., j] for j in range(4))
     need = min_n - 1e-9
     with _quiet():
-        tpr = np.where(pos >= need, tp / pos, np.nan)
-        fpr = np.where(neg >= need, fp / neg, np.nan)
+        pos_ok, neg_ok = pos >= need, neg >= need
+        if patients is not None:
+            pos_ok &= patients[..., 0] >= min_patients(min_n)
+            neg_ok &= patients[..., 1] >= min_patients(min_n)
+        tpr = np.where(pos_ok, tp / pos, np.nan)
+        fpr = np.where(neg_ok, fp / neg, np.nan)
         n = pos + neg
         enough = (n >= need) & (n > 0)
         return {"tpr": tpr, "fpr": fpr, "fnr": 1 - tpr,
                 "selection_rate": np.where(enough, (tp + fp) / n, np.nan),
-                "precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+                "precision": np.where((tp + fp >= need) & (tp + fp > 0), tp / (tp + fp), np.nan),
                 "balanced_accuracy": (tpr + 1 - fpr) / 2,
                 "ece": np.where(enough, np.abs(t[..., 4:]).sum(axis=-1) / n, np.nan)}
 
@@ -501,7 +527,11 @@ def _replicate(design: _Design, draws: np.ndarray, decisions: np.ndarray | None 
         w = draws[:, design.cluster] * d
         totals[:, :, 2] = (w * design.y) @ design.membership
         totals[:, :, 3] = (w * (1 - design.y)) @ design.membership
-    group, overall = _rates(totals[:, :-1], design.min_per_class), _rates(totals[:, -1], design.min_per_class)
+    present = None
+    if design.has is not None:  # distinct patients drawn with a positive / negative image in each slot
+        present = ((draws > 0).astype(float) @ design.has.reshape(design.n_clusters, -1)).reshape(b, n_slots, 2)
+    group = _rates(totals[:, :-1], design.min_per_class, None if present is None else present[:, :-1])
+    overall = _rates(totals[:, -1], design.min_per_class)
     if design.auc_slots is None:
         group["auc"] = np.full((b, n_slots - 1), np.nan)
         overall["auc"] = np.full(b, np.nan)
@@ -509,6 +539,9 @@ def _replicate(design: _Design, draws: np.ndarray, decisions: np.ndarray | None 
     else:
         aucs = np.stack([_weighted_auc(draws, s, design.min_per_class) for s in design.auc_slots], axis=1)
         group["auc"], overall["auc"] = aucs[:, :-1], aucs[:, -1]
+        if present is not None:
+            both = (present[:, :-1] >= min_patients(design.min_per_class)).all(axis=-1)
+            group["auc"] = np.where(both, group["auc"], np.nan)
     out = {m: overall[m] for m in OVERALL}
     out.update(_gaps(group, design.required))
     out.update({f"group:{m}": group[m] for m in GROUP_METRICS})
@@ -682,22 +715,29 @@ def bootstrap_group_metrics(preds: pd.DataFrame, attribute: str, n_boot: int = 5
             rows.append({"attribute": attribute, "group": g, "metric": m, "estimate": point.loc[g, m],
                          "low": low, "high": high, "defined": share, "n": point.loc[g, "n"],
                          "n_patients": point.loc[g, "n_patients"], "n_positive": point.loc[g, "n_positive"],
-                         "n_negative": point.loc[g, "n"] - point.loc[g, "n_positive"]})
+                         "n_negative": point.loc[g, "n"] - point.loc[g, "n_positive"],
+                         "n_patients_positive": point.loc[g, "n_patients_positive"],
+                         "n_patients_negative": point.loc[g, "n_patients_negative"]})
     return _attrs(pd.DataFrame(rows), n_boot=n_boot, seed=seed, unit=cluster_col or "image",
                   attribute=attribute, min_per_class=min_per_class)
 
 
 def undefined_groups(preds: pd.DataFrame, attribute: str, min_per_class: int = MIN_PER_CLASS) -> list[dict]:
-    """Groups too small for a rate: group, class ('positifs' / 'négatifs'), count; for the « n.d. » notes."""
+    """Groups too small for a rate: group, class ('positifs' / 'négatifs'), count, min and unit ('images', or
+    'patients' when the images are enough but come from too few patients); for the « n.d. » notes."""
     out = []
     y = preds[S.LABEL].to_numpy()
     g = group_labels(preds[attribute])
     for name in group_order(preds[attribute]):
         in_group = (g == name).to_numpy()
         for cls, word in ((1, "positifs"), (0, "négatifs")):
-            n = int((y[in_group] == cls).sum())
+            rows = in_group & (y == cls)
+            n, patients = int(rows.sum()), int(preds.loc[rows, S.PATIENT].nunique())
             if n < min_per_class:
-                out.append({"group": name, "class": word, "count": n, "min": min_per_class})
+                out.append({"group": name, "class": word, "count": n, "min": min_per_class, "unit": "images"})
+            elif patients < min_patients(min_per_class):
+                out.append({"group": name, "class": word, "count": patients, "min": min_patients(min_per_class),
+                            "unit": "patients"})
     return out
 def _align(other: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
     """`other` in the row order of `ref` (on `Image Index`), checking they hold the same images."""

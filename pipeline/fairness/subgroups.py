@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data import schema as S
-from pipeline.fairness.metrics import DECISION, bootstrap_group_metrics, group_labels
+from pipeline.fairness.metrics import DECISION, bootstrap_group_metrics, group_labels, min_patients
 
 SEPARATOR = " × "
 
@@ -59,8 +59,9 @@ def subgroup_metrics(preds: pd.DataFrame, attributes: list[str], min_positives: 
             counts = crossed.groupby(groups)[S.LABEL].agg(n_positive="sum", n="size")
             table = table.join(counts.drop(columns="n"), on="group")
             table["n_negative"] = table["n"] - table["n_positive"]
-        table["reason"] = [_reason(m, p, n, min_positives) for m, p, n in
-                           zip(table["metric"], table["n_positive"], table["n_negative"], strict=True)]
+        table["reason"] = [_reason(m, p, n, min_positives, pp, pn) for m, p, n, pp, pn in
+                           zip(table["metric"], table["n_positive"], table["n_negative"],
+                               table["n_patients_positive"], table["n_patients_negative"], strict=True)]
         undefined = table["reason"] != ""
         table.loc[undefined, ["estimate", "low", "high"]] = np.nan
         parts.append(table.assign(crossing=name, first=a, second=b))
@@ -69,10 +70,17 @@ def subgroup_metrics(preds: pd.DataFrame, attributes: list[str], min_positives: 
     return out
 
 
-def _reason(metric: str, positives: float, negatives: float, minimum: int) -> str:
-    short = [word for cls, word in ((1, "malades"), (0, "sains")) if cls in NEEDS.get(metric, ())
+def _reason(metric: str, positives: float, negatives: float, minimum: int, patients_positive: float = np.inf,
+            patients_negative: float = np.inf) -> str:
+    """« moins de 10 malades », « malades de moins de 5 patients », or empty (the rate is defined)."""
+    needed = NEEDS.get(metric, ())
+    short = [word for cls, word in ((1, "malades"), (0, "sains")) if cls in needed
              and (positives if cls == 1 else negatives) < minimum]
-    return f"moins de {minimum} {' et de '.join(short)}" if short else ""
+    if short:
+        return f"moins de {minimum} {' et de '.join(short)}"
+    few = [word for cls, word in ((1, "malades"), (0, "sains")) if cls in needed
+           and (patients_positive if cls == 1 else patients_negative) < min_patients(minimum)]
+    return f"{' et '.join(few)} de moins de {min_patients(minimum)} patients" if few else ""
 
 
 def worst_subgroup(table: pd.DataFrame, metric: str = "fnr") -> pd.Series | None:

@@ -301,7 +301,7 @@ def combination_label(name: str) -> str:
 
 def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     """What the reader needs to read a results table: the gaps, the stars and their correction, the n.d."""
-    from pipeline.fairness.metrics import undefined_groups
+    from pipeline.fairness.metrics import min_patients, undefined_groups
 
     t = ctx.grid.table if table is None else table
     groups = t.attrs.get("groups") or []
@@ -320,12 +320,14 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     if attribute:
         small = undefined_groups(ctx.evaluation, attribute, n_min)
         if small:
-            why = ", ".join(f"{s['group']} ({s['count']} {s['class']})" for s in small)
+            why = ", ".join(f"{s['group']} ({s['count']} {s['class']})" if s.get("unit", "images") == "images"
+                            else f"{s['group']} ({s['class']} de {s['count']} patients)" for s in small)
             lines.append(f"n.d. : un taux n'est défini qu'avec au moins {n_min} images de sa classe dans le "
-                         f"groupe ; ici trop peu : {why}.")
+                         f"groupe, de {min_patients(n_min)} patients au moins ; ici trop peu : {why}.")
         else:
-            lines.append(f"Un taux n'est défini qu'avec au moins {n_min} images de sa classe dans le groupe "
-                         "(sinon « n.d. ») ; tous les groupes l'atteignent ici.")
+            lines.append(f"Un taux n'est défini qu'avec au moins {n_min} images de sa classe dans le groupe, de "
+                         f"{min_patients(n_min)} patients au moins (sinon « n.d. ») ; tous les groupes l'atteignent "
+                         "ici.")
     return " ".join(lines)
 
 
