@@ -170,15 +170,22 @@ def test_a_verdict_established_against_its_own_interval_is_caught(ctx):
 
 def test_the_map_title_and_sentence_read_the_maps_verdict(ctx):
     """Where the maps put their mass is a verdict of the maps' family (border share minus its area): the
-    slide title and the chapter's sentence follow its direction, never the interval directly."""
-    v = analysis.cam_stats(ctx)["border_verdict"]
-    assert v is not None and v.family == "exploratory:maps"
+    slide title follows the direction both methods agree on, never the interval directly, and says when
+    Grad-CAM and the integrated gradients disagree."""
+    found = {m: analysis.cam_stats(ctx, m)["border_verdict"] for m in analysis.MAP_LABELS_FR}
+    assert all(v is not None and v.family == "exploratory:maps" for v in found.values())
     titles = {}
     try:
         for status, direction in (("established", 1), ("established", -1), ("not_established", 0)):
-            _flip(ctx, v.key, status=status, direction=direction)
+            for v in found.values():
+                _flip(ctx, v.key, status=status, direction=direction)
             titles[direction] = (slides.title_images(ctx), analysis.cam_narrative(ctx))
+        _flip(ctx, found["gradcam"].key, status="established", direction=1)
+        _flip(ctx, found["integrated_gradients"].key, status="established", direction=-1)
+        titles["disagree"] = (slides.title_images(ctx), analysis.cam_narrative(ctx))
     finally:
-        ctx.verdicts._items[v.key] = v
+        for v in found.values():
+            ctx.verdicts._items[v.key] = v
     assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart notable" in titles[0][0]
+    assert "divergent" in titles["disagree"][0] and "ne disent pas la même chose" in titles["disagree"][1]
     assert "plus que sa surface" in titles[1][1] and "sans écart notable" in titles[0][1]
