@@ -78,3 +78,18 @@ def test_no_rule_meeting_the_constraints_is_an_answer_and_the_text_says_to_keep_
     ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec}, verdicts=None)
     text = verdicts.recommendation_text(ctx)
     assert "Aucune règle ne satisfait les contraintes" in text and "garder le modèle de référence" in text
+
+
+def test_the_recommendation_gives_the_counts_behind_each_groups_underdiagnosis():
+    from types import SimpleNamespace
+
+    from pipeline.report import verdicts
+
+    frame = _patients()
+    rec = recommend(_rules(frame), ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
+    assert rec.chosen is not None
+    ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec}, verdicts=None,
+                          config=SimpleNamespace(analysis=SimpleNamespace(attribute=S.SEX)))
+    text = verdicts.recommendation_text(ctx)
+    for r in rec.report_fnr.itertuples():
+        assert f"({round(r.estimate * r.n_positive)}/{int(r.n_positive)})" in text, r

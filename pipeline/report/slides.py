@@ -338,8 +338,10 @@ def title_groups(ctx: StudyContext, metric: str = "fnr", claims: list | None = N
 
     worst, best = main.loc[main["estimate"].idxmax()], main.loc[main["estimate"].idxmin()]
 
+    count = "n_positive" if metric in ("fnr", "tpr") else "n_negative"  # the rate's denominator
+
     def rate(r: pd.Series) -> str:  # « 65 % (20/31) chez les femmes »: the count behind the rate
-        return (f"{fr.percent(r['estimate'])} ({round(r['estimate'] * r['n_positive'])}/{int(r['n_positive'])}) "
+        return (f"{fr.percent(r['estimate'])} ({round(r['estimate'] * r[count])}/{int(r[count])}) "
                 f"{fr.group_phrase(r['attribute'], r['group'])}")
 
     title = f"Sous-diagnostic : {rate(worst)} contre {rate(best)}"

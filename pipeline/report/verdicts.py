@@ -420,16 +420,32 @@ def recommendation_text(ctx: StudyContext) -> str:
              if chosen_gap > ref_gap else "")
     checks = rec.report_checks or {}
     broken = [FAILS_FR.get(f, f) for f in str(checks.get("fails", "")).split(",") if f]
+    counts = _fnr_counts(rec, ctx.config.analysis.attribute)
     return (f"{head}\n\n**Règle recommandée : {rule_label(rec.chosen)}**, l'écart de sensibilité le plus faible parmi "
             f"les {passing} règle{'s' * (passing > 1)} (sur {len(cand)}) qui satisfont les contraintes sur la moitié "
             f"de sélection. Sur l'autre moitié : {gap_label} {cell(rec.chosen, rec.gap, True)} contre "
             f"{cell(ref, rec.gap, True)} pour le modèle de référence (différence {diff(rec.gap, True)}) ; exactitude "
             f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
-            f"(différence {diff('balanced_accuracy', False)}).{wider} "
+            f"(différence {diff('balanced_accuracy', False)}).{wider}{counts} "
             + ("Les contraintes restent respectées sur cette moitié (valeurs ponctuelles)." if not broken else
                f"Sur cette moitié, la règle ne respecte plus ces contraintes ({', '.join(broken)}) : la "
                "recommandation est fragile.")
             + " Un écart dont l'intervalle contient 0 n'est pas une égalité : lire l'intervalle.")
+
+
+def _fnr_counts(rec, attribute: str) -> str:
+    """« Sous-diagnostic sur cette moitié : … F 0,31 (12/39), M … ; référence : … »: the counts behind the gap."""
+    table = getattr(rec, "report_fnr", None)
+    if table is None or not len(table):
+        return ""
+    parts = []
+    for rule, rows in table.groupby("rule", sort=False):
+        cells = [f"{fr.group_label(attribute, r.group)} {fr.number(r.estimate, 2)} "
+                 f"({round(float(r.estimate) * r.n_positive)}/{int(r.n_positive)})"
+                 for r in rows.itertuples() if np.isfinite(r.estimate)]
+        if cells:
+            parts.append(f"{rule_label(rule)} : {', '.join(cells)}")
+    return f" Sous-diagnostic (FNR, malades manqués / malades) sur cette moitié : {' ; '.join(parts)}." if parts else ""
 
 
 def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:
