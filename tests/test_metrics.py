@@ -360,7 +360,8 @@ def test_a_rate_needs_min_per_class_images_and_a_gap_is_nan_when_a_defined_group
     assert np.isfinite(M.group_metrics(small, S.SEX).loc["F", "tpr"])
     assert np.isnan(M.group_metrics(small, S.SEX, min_per_class=15).loc["F", "tpr"])
     assert np.isnan(M.point_metrics(small, S.SEX, min_per_class=15)["tpr_signed"])
-    assert M.undefined_groups(small, S.SEX, 15) == [{"group": "F", "class": "positifs", "count": 12, "min": 15}]
+    assert M.undefined_groups(small, S.SEX, 15) == [{"group": "F", "class": "positifs", "count": 12, "min": 15,
+                                                     "unit": "images"}]
     # with 12 positives, many resamples hold fewer than 10: the gap is NaN there, not a gap over M alone
     design = M._design(small, S.SEX, M.DECISION, S.PROBA)
     reps = M.replicates_of(design, M.draw_counts(design.n_clusters, 300, 0))

@@ -391,6 +391,11 @@ def test_demo_subgroups_follow_the_small_group_rule_and_the_report_texts_are_fre
     assert f"({worst['missed']}/{int(worst['n_positive'])})" in slides.title_subgroup(ctx)
     assert "corrigé de la sélection" in slides.subgroup_number(ctx) and worst["shrunken"] <= worst["fnr"]
     assert re.search(r"\(\d+/\d+\) chez les", slides.title_groups(ctx))  # the counts behind the rates
+    for method in analysis.MAP_LABELS_FR:  # the lung fields' share, a stated region beside the border's
+        stats = analysis.cam_stats(ctx, method)
+        assert 0 < stats["lung_share"] < 1 and stats["lung_low"] <= stats["lung_share"] <= stats["lung_high"]
+        assert 0.3 < stats["lung_area"] < 0.5
+    assert analysis.cam_narrative(ctx).count("zone pulmonaire approximative") == 2
     assert analysis.cam_png(ctx).startswith(b"\x89PNG")
     assert analysis.marker_shows(analysis.cam_stats(ctx))
     message = slides.images_message(ctx)  # the AP - PA difference with its interval, on the slide

@@ -70,7 +70,7 @@ def test_a_changed_metadata_cell_changes_results_without_retraining(data: Path):
     second = _run(data)
     assert _trainings() == 1  # pixels and labels unchanged: the network is re-used
     assert first.data_fingerprint != second.data_fingerprint
-    assert not first.weights["group_balanced"].equals(second.weights["group_balanced"])
+    assert not first.course_weights["group_balanced"].equals(second.course_weights["group_balanced"])
 
 
 def test_weights_are_exported_for_the_course_script(data: Path, tmp_path: Path):

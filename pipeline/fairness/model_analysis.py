@@ -144,6 +144,9 @@ def _cases(valid: pd.DataFrame, attribute: str) -> pd.DataFrame:
 
 
 MARKER_BOX = (0.04, 0.04, 0.12, 0.19)  # where data/demo.py's _marker draws « AP »: top, left, bottom, right
+# Approximate lung fields of a frontal radiograph (two boxes, fractions of the image): a stated region, not a
+# segmentation; the report calls it « zone pulmonaire approximative ».
+LUNG_BOXES = ((0.15, 0.12, 0.80, 0.45), (0.15, 0.55, 0.80, 0.88))
 
 
 def _cam_results(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image_size: int) -> dict[str, Any]:
@@ -153,13 +156,19 @@ def _cam_results(model: Any, pixels: np.ndarray, stats_pixels: np.ndarray, image
     border = np.ones((image_size, image_size), bool)
     cut = max(1, round(BORDER * image_size))
     border[cut:-cut, cut:-cut] = False
-    out: dict[str, Any] = {"border_area": float(border.mean()), "marker_area": box_area(MARKER_BOX, image_size)}
+    lungs = np.zeros((image_size, image_size), bool)
+    for top, left, bottom, right in LUNG_BOXES:
+        lungs[int(top * image_size):int(np.ceil(bottom * image_size)),
+              int(left * image_size):int(np.ceil(right * image_size))] = True
+    out: dict[str, Any] = {"border_area": float(border.mean()), "marker_area": box_area(MARKER_BOX, image_size),
+                           "lung_area": float(lungs.mean())}
     for name, fn in MAPS.items():
         maps, stats_maps = fn(model, pixels), fn(model, stats_pixels)
         total = stats_maps.sum(axis=(1, 2))
         with np.errstate(invalid="ignore", divide="ignore"):
             out[name] = {"maps": maps, "marker_share": region_share(stats_maps, MARKER_BOX),
-                         "border_share": (stats_maps * border).sum(axis=(1, 2)) / total}
+                         "border_share": (stats_maps * border).sum(axis=(1, 2)) / total,
+                         "lung_share": (stats_maps * lungs).sum(axis=(1, 2)) / total}
     return out
 
 
@@ -186,8 +195,10 @@ def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
                                       ev.n_bootstrap, ev.seed) for name in MAPS}
     border = {name: mean_share(result[name]["border_share"], stats[S.PATIENT], ev.n_bootstrap, ev.seed)
               for name in MAPS}
+    lungs = {name: mean_share(result[name]["lung_share"], stats[S.PATIENT], ev.n_bootstrap, ev.seed)
+             for name in MAPS}
     return {"cases": cases.reset_index(drop=True), "pixels": pixels, **result, "marker_contrast": contrast,
-            "border": border, "stats_view": stats_view, "stats_label": stats[S.LABEL].to_numpy()}
+            "border": border, "lungs": lungs, "stats_view": stats_view, "stats_label": stats[S.LABEL].to_numpy()}
 
 
 def _patient_draws(patients: pd.Series, n_boot: int, seed: int) -> np.ndarray:

@@ -192,9 +192,10 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
     rows = []
     for r in t.itertuples():
         seeds = int(getattr(r, "n_seeds", 1))
-        rows.append({"Modèle": combination_label(r.method), "Attribut": fr.attribute_label(r.attribute),
-                     "Décisions": (f"seuil W&R, {seeds} graines" if seeds > 1 else
-                                   "seuil W&R, graine 0" if " + " not in r.method else "règle, graine 0"),
+        decisions = ({} if methods == "reference" else  # one model: the caption says how it decides
+                     {"Décisions": (f"seuil W&R, {seeds} graines" if seeds > 1 else
+                                    "seuil W&R, graine 0" if " + " not in r.method else "règle, graine 0")})
+        rows.append({"Modèle": combination_label(r.method), "Attribut": fr.attribute_label(r.attribute), **decisions,
                      "Groupes (haut − bas)": _pair(r.attribute, r.high_group, r.low_group) if r.high_group else "n.d.",
                      "Écart des données": _pp(r.data_gap, r.data_gap_low, r.data_gap_high),
                      "Écart du modèle": _pp(r.model_gap, r.model_gap_low, r.model_gap_high),
@@ -702,8 +703,10 @@ def cam_stats(ctx: StudyContext, method: str = "integrated_gradients") -> dict[s
     m, contrast, border = cams[method], cams["marker_contrast"][method], cams["border"][method]
     from pipeline.report.verdicts import analysis_verdict
 
+    lungs = cams.get("lungs", {}).get(method, {"mean": np.nan, "low": np.nan, "high": np.nan})
     return {"border_share": border["mean"], "border_low": border["low"], "border_high": border["high"],
-            "border_area": cams["border_area"],
+            "border_area": cams["border_area"], "lung_share": lungs["mean"], "lung_low": lungs["low"],
+            "lung_high": lungs["high"], "lung_area": cams.get("lung_area", np.nan),
             "marker_share_ap": contrast["ap"], "marker_share_pa": contrast["pa"],
             "marker_diff": contrast["diff"], "marker_diff_low": contrast["diff_low"],
             "marker_diff_high": contrast["diff_high"], "marker_area": cams["marker_area"],
@@ -768,6 +771,11 @@ def cam_narrative(ctx: StudyContext) -> str:
                    else ", sans écart notable avec sa surface."
                    if s["border_verdict"] is not None and s["border_verdict"].status != "not_testable"
                    else " (intervalle non défini : pas de conclusion)."))
+        if np.isfinite(s["lung_share"]):
+            lung_ci = (fr.percent_ci(s["lung_share"], s["lung_low"], s["lung_high"])
+                       if np.isfinite(s["lung_low"]) else f"{fr.percent(s['lung_share'])} {fr.UNDEFINED_CI}")
+            text += (f" La zone pulmonaire approximative (deux rectangles, {fr.percent(s['lung_area'])} de la "
+                     f"surface ; pas une segmentation) en reçoit {lung_ci} (descriptif).")
         if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
             text += (f" Sur la démo, le coin du marqueur « AP » ({fr.percent(s['marker_area'], 1)} de la surface) "
                      f"reçoit {marker_contrast_text(s)}, IC 95 % par bootstrap sur les patients"

@@ -243,13 +243,15 @@ def infeasible_groups(ctx: StudyContext, weighting: str, postprocessor: str) -> 
     return sorted({g for p in folds for g in p.get("infeasible", [])})
 
 
-def grid_remark(ctx: StudyContext, r: dict) -> str:
+def grid_remark(ctx: StudyContext, r: dict, compact: bool = False) -> str:
     """« dégénérée (tous : malade) », « ne distingue pas malades et sains … », « cible infaisable (M) », or empty."""
     notes = []
     if r.get("degenerate"):
         notes.append(f"dégénérée ({r.get('degenerate_where', '')})")
     if r.get("coin_flip"):
-        notes.append(coin_flip_text(str(r.get("coin_flip_groups", ""))))
+        groups = str(r.get("coin_flip_groups", ""))
+        notes.append(f"au hasard ({', '.join(g.partition('=')[2] for g in groups.split('|') if g)})" if compact
+                     else coin_flip_text(groups))
     infeasible = infeasible_groups(ctx, r["weighting"], r["postprocessor"])
     if infeasible:
         notes.append(f"cible infaisable ({', '.join(infeasible)})")
@@ -284,7 +286,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
         if "randomised_share" in r and not compact:
             row["Décisions tirées au hasard"] = pct(get("randomised_share"))
         if "degenerate" in r:
-            row["Remarque"] = grid_remark(ctx, r)
+            row["Remarque"] = grid_remark(ctx, r, compact)
         out.append(row)
         names.append(r.get("combination") or f"{r['weighting']} + {r['postprocessor']}")
         twins.append(str(r.get("identical_to") or ""))
