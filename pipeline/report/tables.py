@@ -249,9 +249,9 @@ def grid_remark(ctx: StudyContext, r: dict, compact: bool = False) -> str:
     if r.get("degenerate"):
         notes.append(f"dégénérée ({r.get('degenerate_where', '')})")
     if r.get("coin_flip"):
-        groups = str(r.get("coin_flip_groups", ""))
-        notes.append(f"au hasard ({', '.join(g.partition('=')[2] for g in groups.split('|') if g)})" if compact
-                     else coin_flip_text(groups))
+        groups = [g for g in str(r.get("coin_flip_groups", "")).split("|") if g]
+        names = ", ".join(g.partition("=")[2] for g in groups) if len(groups) <= 2 else f"{len(groups)} groupes"
+        notes.append(f"au hasard ({names})" if compact else coin_flip_text("|".join(groups)))
     infeasible = infeasible_groups(ctx, r["weighting"], r["postprocessor"])
     if infeasible:
         notes.append(f"cible infaisable ({', '.join(infeasible)})")
