@@ -187,7 +187,7 @@ def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
     frame = ctx.frame.set_index(S.IMAGE)
     pixels = np.asarray(image_array(frame.loc[cases[S.IMAGE]].reset_index(), config.image_size))
     stats_pixels = np.asarray(image_array(frame.loc[stats[S.IMAGE]].reset_index(), config.image_size))
-    code = code_version("model.cam", "model.backbones")
+    code = code_version("model.cam", "model.backbones", "fairness.model_analysis")  # _cam_results lives here
     result = _cached_cams(model, pixels, stats_pixels, config.image_size, code)
     stats_view = stats[S.VIEW].astype(str).to_numpy() if S.VIEW in stats else np.full(len(stats), "")
     ev = ctx.config.evaluation
