@@ -187,5 +187,5 @@ def test_the_map_title_and_sentence_read_the_maps_verdict(ctx):
         for v in found.values():
             ctx.verdicts._items[v.key] = v
     assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart notable" in titles[0][0]
-    assert "divergent" in titles["disagree"][0] and "ne disent pas la même chose" in titles["disagree"][1]
+    assert "divergent" in titles["disagree"][0] and "se contredisent" in titles["disagree"][1]
     assert "plus que sa surface" in titles[1][1] and "sans écart notable" in titles[0][1]

@@ -231,7 +231,8 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted (Benjamini-Hochberg over the
     grid), m_significant (paired difference with the baseline); m_expected (EXPECTED_GAPS: the gap of
     expected rates); randomised_share; degenerate, degenerate_where (one class, on `attribute` and every
-    one of `attributes`); coin_flip, coin_flip_where (a group whose TPR − FPR interval contains 0); frontier_eo_diff,
+    one of `attributes`); coin_flip, coin_flip_where (a group where the baseline's decisions separate malades from
+    sains but the rule's TPR − FPR interval contains 0: it lost the separation there); frontier_eo_diff,
     frontier_eopp_diff (on the non-degenerate Pareto front). 'none' is always run: it is the baseline.
     """
     from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
@@ -267,6 +268,10 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
     result.timings["fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     keys = {f"{w} + {m}": (w, m) for w, m in result.decisions}
+    every = list(dict.fromkeys([attribute, *(attributes or [])]))
+    reference = result.decisions[tuple(baseline)]
+    # groups where the baseline itself does not separate malades from sains: a rule is not named for them
+    unseparated = set(coin_flips(reference[DECISION].to_numpy(), reference, every, min_per_class, seed=boot_seed))
     points, reps, groups, extra = {}, {}, {}, {}
     for name, key in keys.items():
         decided = result.decisions[key]
@@ -276,9 +281,9 @@ def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[st
         reps[name] = M.replicates_of(design, draws, refits[key], realised=True, seed=boot_seed)
         groups[name] = M._group_estimate(design)
         d = decided[DECISION].to_numpy()
-        every = list(dict.fromkeys([attribute, *(attributes or [])]))
         where = one_class_everywhere(d, decided, every)
-        flips = {} if "all" in where else coin_flips(d, decided, every, min_per_class, seed=boot_seed, skip=where)
+        flips = {} if "all" in where or key == tuple(baseline) else coin_flips(
+            d, decided, every, min_per_class, seed=boot_seed, skip={**where, **dict.fromkeys(unseparated, "")})
         extra[name] = {**{f"{g}_expected": expected[g] for g in EXPECTED_GAPS},
                        "randomised_share": float(np.mean((d > 1e-9) & (d < 1 - 1e-9))),
                        "degenerate": bool(where), "degenerate_where": _describe(where),

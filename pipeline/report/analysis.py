@@ -308,7 +308,7 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
                  "prévalence d'apprentissage (la part d'images prédites *malade* égale la part de malades, sur les "
                  "patients de validation interne) : l'écart du modèle et BiasAmp lisent alors l'écart entre groupes, "
                  "pas un décalage global du taux prédit. Les règles post-traitées gardent leurs propres décisions "
-                 "(graine 0).")
+                 "(graine 0) : leur BiasAmp lit aussi le décalage de leur taux prédit.")
     lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
                  "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
                  "données, et pour quel groupe.")
@@ -496,9 +496,11 @@ def calibration_narrative(ctx: StudyContext) -> str:
     text = ("Les courbes de fiabilité sont calculées sur 5 bins d'effectifs égaux du score (bornes communes à tous "
             "les groupes) ; les barres sont les intervalles bootstrap par patient à 95 % de la part observée de "
             "malades dans chaque bin. Le tableau résume la calibration de chaque groupe par deux nombres de la "
-            "recalibration logistique de Cox : l'ordonnée à l'origine (0 si le risque moyen prédit égale la part "
-            "observée ; positive si le modèle sous-estime le risque) et la pente (1 idéale ; inférieure à 1 si "
-            "les scores sont trop extrêmes), avec des intervalles de Wald groupés par patient. L'erreur de "
+            "recalibration logistique de Cox : l'ordonnée à l'origine, ajustée la pente fixée à 1 (0 si le risque "
+            "moyen prédit égale la part observée ; positive si le modèle sous-estime le risque), et la pente, "
+            "ajustée avec sa propre ordonnée (1 idéale ; inférieure à 1 si les scores sont trop extrêmes ; un "
+            "intervalle qui contient 0 dit que le score ne classe pas les images de ce groupe), avec des "
+            "intervalles de Wald groupés par patient. L'erreur de "
             "calibration attendue (ECE) n'est pas utilisée : elle est biaisée vers le haut dans les petits "
             "groupes et son intervalle bootstrap peut exclure sa propre estimation.")
     off = []
@@ -638,7 +640,8 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
     # names on the left are larger (that column is free).
     small, large = max(12, round(size * 0.115)), max(12, round(size * 0.15))
     line = round(1.45 * small)
-    n, pad, head, left = len(cases), max(6, size // 30), 3 * line + 8, round(5.4 * large)
+    n, pad, head, left = len(cases), max(6, size // 30), 4 * line + 8, round(5.4 * large)
+    threshold = float(ctx.threshold(ctx.grid.baseline[0]))
     methods = list(MAP_LABELS_FR)
     canvas = Image.new("RGB", (left + n * (size + pad) + pad, (1 + len(methods)) * (size + pad) + pad + head),
                        "white")
@@ -664,9 +667,8 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
         outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
                    ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
         draw.text((x, 4 + line), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=top_font)
-        options = [f"{words} {num(r.proba)}" for words in ("probabilité prédite", "proba. prédite", "P(malade)")]
-        score = next((o for o in options if draw.textlength(o, font=top_font) <= size - pad), options[-1])
-        draw.text((x, 4 + 2 * line), score, fill="black", font=top_font)
+        draw.text((x, 4 + 2 * line), "probabilité prédite", fill="black", font=top_font)
+        draw.text((x, 4 + 3 * line), f"{num(r.proba)} (seuil {num(threshold)})", fill="black", font=top_font)
         for j, m in enumerate(methods):
             heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
@@ -786,8 +788,8 @@ def cam_narrative(ctx: StudyContext) -> str:
         lines.append(text)
     directions = border_directions(ctx)
     if len(set(directions.values())) > 1:
-        lines.append("Les deux méthodes ne disent pas la même chose du bord de l'image : aucune conclusion sur le bord "
-                     "n'est tirée de l'une contre l'autre.")
+        lines.append("Les deux méthodes se contredisent sur le bord de l'image : aucune des deux lectures ci-dessus "
+                     "n'est retenue.")
     lines.append("Les cartes expliquent le score qui décide dans l'étude (en mode dernière couche, le réseau avec la "
                  "tête logistique ajustée intégrée à sa dernière couche). Grad-CAM [@selvaraju2017gradcam] ne garde "
                  "que ce qui pousse vers « malade », à la résolution de la couche de convolution la plus profonde qui "

@@ -25,6 +25,7 @@ from pipeline.report.tables import (
     p_text,
     post_label,
     table_notes,
+    where_fr,
     without_empty_columns,
 )
 from pipeline.study import StudyContext
@@ -96,13 +97,16 @@ def randomised_rules_text(ctx: StudyContext) -> str:
     calibrated equalized odds equalises (each group's mixing rate and generalised FNR), and why the two rules
     that equalise sensitivity differ."""
     methods = set(ctx.config.postprocessing.methods)
-    lines = [f"Les décisions de `ThresholdOptimizer` [@weerts2023fairlearn] et des *calibrated equalized odds* "
+    lines = ["Les décisions de `ThresholdOptimizer` [@weerts2023fairlearn] et des *calibrated equalized odds* "
              "[@pleiss2017] sont randomisées : les tableaux de ce chapitre donnent leurs écarts **réalisés**, "
              "l'espérance, sur les tirages, de l'écart des décisions effectivement prises (l'écart des taux espérés "
-             "est plus petit et les flatterait), et la part des décisions tirées au hasard ; les figures de taux par "
-             "groupe et le chapitre 5 montrent les taux espérés. Un écart réalisé a un plancher : une règle qui "
-             f"tirerait chaque décision à pile ou face aurait ici un écart d'equalized odds réalisé de "
-             f"{num(realised_noise_floor(ctx))} en moyenne, sans aucune différence entre groupes."]
+             "est en général plus petit et les flatterait), et la part des décisions tirées au hasard ; les figures "
+             "de taux par groupe et le chapitre 5 montrent les taux espérés."]
+    base = ctx.grid.table.set_index("combination").get("eo_diff")
+    if base is not None and np.isfinite(base.get(f"{ctx.grid.baseline[0]} + {ctx.grid.baseline[1]}", np.nan)):
+        lines[0] += (" Le hasard seul crée un écart réalisé : une règle qui tirerait **toutes** ses décisions à pile "
+                     f"ou face aurait ici un écart d'equalized odds réalisé de {num(realised_noise_floor(ctx))} en "
+                     "moyenne, sans aucune différence entre groupes (moins pour une règle qui n'en tire qu'une part).")
     if "calibrated_eq_odds" in methods:
         folds = getattr(ctx.grid, "params", {}).get((ctx.grid.baseline[0], "calibrated_eq_odds"), [])
         attribute = ctx.grid.attribute
@@ -116,8 +120,8 @@ def randomised_rules_text(ctx: StudyContext) -> str:
                      "(coût des faux négatifs) : leur garantie porte sur des scores, dont le taux généralisé de "
                      "faux négatifs E[1 − h | malade] est égalisé en remplaçant, avec la probabilité α du groupe, "
                      "son score par sa prévalence ; nous seuillons le score mélangé, et la part remplacée décide au "
-                     "hasard (malade avec la probabilité de la prévalence). Un groupe mélangé avec α proche de 1 est "
-                     "donc décidé à pile ou face."
+                     "hasard (malade avec la probabilité de la prévalence du groupe). Un groupe mélangé avec α proche "
+                     "de 1 est donc décidé au hasard, sans regarder l'image."
                      + (f" Sur le modèle de référence (moyenne des plis) : {' ; '.join(groups)}." if groups else ""))
     if {"equal_opportunity", "to_tpr_parity"} <= methods:
         lines.append("*Égalité des chances (seuils par groupe)* et *Parité des sensibilités (ThresholdOptimizer)* "
@@ -231,10 +235,11 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
                             f"{num(r.get('eo_diff_expected', float('nan')))} en espérance"
                             if np.isfinite(r["eo_diff"]) else ""))
         if r.get("degenerate"):
-            extra.append(f"règle dégénérée ({r['degenerate_where']}) : nivellement par le bas, pas équité")
+            extra.append(f"règle dégénérée ({where_fr(str(r['degenerate_where']))}) : nivellement par le bas, pas "
+                         "équité")
         if r.get("coin_flip"):
-            extra.append(coin_flip_text(str(r.get("coin_flip_groups", ""))) + " : ses écarts y sont petits parce "
-                         "qu'elle décide au hasard, pas parce qu'elle est équitable")
+            extra.append(coin_flip_text(str(r.get("coin_flip_groups", ""))) + " : un petit écart n'y dit rien "
+                         "d'équitable")
         infeasible = infeasible_groups(ctx, "uniform", name)
         if infeasible:
             extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")

@@ -246,10 +246,13 @@ def weighting_diagnostics(ctx: StudyContext) -> pd.DataFrame:
         row = {"Méthode": method_label(r["method"]),
                "Taille effective": f"{num(r['ess'], 0)} / {r['n']} ({pct(r['ess_share'])})",
                "Poids min – max": f"{num(r['w_min'])} – {num(r['w_max'])}",
-               "CV des poids": num(r["cv"])}
+               "CV des poids": num(r["cv"], 3)}
         for g in groups:
             row[f"Prévalence pondérée, {group_label(attr, g)}"] = pct(r[f"prevalence:{g}"])
         row["Lecture"] = "uniforme" if r["cv"] < 1e-9 else "quasi uniforme" if r["nearly_uniform"] else ""
+        spread = [r[f"prevalence:{g}"] for g in groups]
+        if r["method"].startswith("reweighing") and len(spread) > 1 and np.ptp(spread) > 0.01:
+            row["Lecture"] = "égalisation partielle : une cellule groupe × classe est vide"
         rows.append(row)
     return pd.DataFrame(rows)
 

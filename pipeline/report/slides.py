@@ -283,7 +283,7 @@ def title_images(ctx: StudyContext) -> str:
         return "Cartes d'activation : indisponibles sans réseau entraîné"
     # One line at Quarto's title size (about 45 characters): the figure takes the rest of the slide.
     if ctx.config.is_demo and analysis.marker_shows(s):
-        return "Le réseau regarde aussi le marqueur « AP »"
+        return "Les gradients intégrés trouvent le marqueur « AP »"
     directions = analysis.border_directions(ctx)
     if not directions:
         return "Où regarde le réseau ? Bord et centre de l'image"
@@ -302,9 +302,9 @@ def images_message(ctx: StudyContext) -> str:
     if not s:
         return ""
     if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
-        return key_number(analysis.marker_gap(s), f"d'attention sur le coin du marqueur, AP − PA "
-                                                  f"({fr.percent(s['marker_share_ap'], 1)} contre "
-                                                  f"{fr.percent(s['marker_share_pa'], 1)}, gradients intégrés)")
+        return key_number(analysis.marker_gap(s), "de la masse des gradients intégrés sur le coin du marqueur, "
+                                                  f"AP − PA ({fr.percent(s['marker_share_ap'], 1)} contre "
+                                                  f"{fr.percent(s['marker_share_pa'], 1)})")
     both = [f"{analysis.border_text(analysis.cam_stats(ctx, m))} ({label})"
             for m, label in analysis.MAP_LABELS_FR.items()]
     return key_number(" ; ".join(both), f"de la masse des cartes sur le bord, {fr.percent(s['border_area'])} de "

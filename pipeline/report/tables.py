@@ -244,28 +244,40 @@ def infeasible_groups(ctx: StudyContext, weighting: str, postprocessor: str) -> 
 
 
 def grid_remark(ctx: StudyContext, r: dict, compact: bool = False) -> str:
-    """« dégénérée (tous : malade) », « ne distingue pas malades et sains … », « cible infaisable (M) », or empty."""
+    """« dégénérée (Homme : malade) », « ne sépare plus malades et sains … », « cible infaisable (M) », or empty."""
     notes = []
     if r.get("degenerate"):
-        notes.append(f"dégénérée ({r.get('degenerate_where', '')})")
+        notes.append(f"dégénérée ({where_fr(str(r.get('degenerate_where', '')))})")
     if r.get("coin_flip"):
         groups = [g for g in str(r.get("coin_flip_groups", "")).split("|") if g]
-        names = ", ".join(g.partition("=")[2] for g in groups) if len(groups) <= 2 else f"{len(groups)} groupes"
-        notes.append(f"au hasard ({names})" if compact else coin_flip_text("|".join(groups)))
+        names = (", ".join(fr.group_label(*g.split("=", 1)) for g in groups) if len(groups) <= 2
+                 else f"{len(groups)} groupes")
+        notes.append(f"TPR ≈ FPR ({names})" if compact else coin_flip_text("|".join(groups)))
     infeasible = infeasible_groups(ctx, r["weighting"], r["postprocessor"])
     if infeasible:
         notes.append(f"cible infaisable ({', '.join(infeasible)})")
     return " ; ".join(notes)
 
 
+def where_fr(where: str) -> str:
+    """« Homme : malade » from the grid's « sex=M : malade; ... » (« tous : malade » unchanged)."""
+    parts = []
+    for item in filter(None, (w.strip() for w in where.split(";"))):
+        key, _, cls = item.partition(" : ")
+        attribute, sep, group = key.partition("=")
+        parts.append(f"{fr.group_label(attribute, group) if sep else key} : {cls}")
+    return " ; ".join(parts)
+
+
 def coin_flip_text(groups: str) -> str:
-    """« ne distingue pas malades et sains chez les hommes » for the groups (« sex=M|view=AP ») whose
-    TPR − FPR interval contains 0: decided as by a coin there."""
+    """« ne sépare plus malades et sains de façon établie chez les hommes, … » for the groups (« sex=M|view=AP »)
+    where the reference separates them but the rule's TPR − FPR interval contains 0."""
     phrases = []
     for key in filter(None, groups.split("|")):
         attribute, _, group = key.partition("=")
         phrases.append(fr.group_phrase(attribute, group))
-    return f"ne distingue pas malades et sains {fr.join(phrases)} (TPR − FPR compatible avec 0)"
+    return (f"ne sépare plus malades et sains de façon établie {fr.join(phrases)}, où la référence les sépare "
+            "(TPR − FPR compatible avec 0)")
 
 
 def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | None = None,
