@@ -667,8 +667,11 @@ def _draw_cams(ctx: StudyContext, cams: dict, size: int, labels: tuple[int, ...]
         outcome = {("malade", True): "malade détecté", ("malade", False): "malade manqué",
                    ("sain", True): "sain reconnu", ("sain", False): "faux positif"}[(truth, r.case.startswith("bien"))]
         draw.text((x, 4 + line), outcome, fill="#117733" if r.case.startswith("bien") else "#AA3377", font=top_font)
-        draw.text((x, 4 + 2 * line), "probabilité prédite", fill="black", font=top_font)
-        draw.text((x, 4 + 3 * line), f"{num(r.proba)} (seuil {num(threshold)})", fill="black", font=top_font)
+        for k, text in enumerate(("probabilité prédite", f"{num(r.proba)} (seuil {num(threshold)})")):
+            px = small  # the largest size, down to 70 %, at which the line fits its column
+            while px > 0.7 * small and draw.textlength(text, font=font(px)) > size - pad:
+                px -= 1
+            draw.text((x, 4 + (2 + k) * line), text, fill="black", font=font(px))
         for j, m in enumerate(methods):
             heat = cams[m]["maps"][k]
             if m == "integrated_gradients":  # pixel-level: blurred so that it can be seen at this size
