@@ -416,3 +416,22 @@ def test_no_postprocessing_decides_at_the_operating_threshold_the_predictions_ca
     plain = grid.decisions[("reweighing", "none")]  # predictions without a threshold: 0.5
     assert np.array_equal(plain["decision"], (plain["proba"] >= 0.5).astype(float))
     assert not np.array_equal(decided["decision"], (decided["proba"] >= 0.5).astype(float))
+
+
+def test_the_grid_names_a_rule_that_loses_the_separation_only_where_the_reference_has_it(monkeypatch):
+    """A rule deciding men by a coin (P(malade) 0.6 whatever the image) is named for men: the reference separates
+    them. When the reference's scores say nothing about men either, nobody is named: that is not the rule's doing."""
+    def coin_for_men(fit_preds: pd.DataFrame, attribute: str, seed: int) -> P.Decider:
+        return P.Decider(lambda p: np.where(p["sex"] == "M", 0.6, (p["proba"] >= 0.5).astype(float)))
+
+    monkeypatch.setitem(P.POSTPROCESSORS, "coin_for_men", P.PostProcessor(
+        "coin_for_men", coin_for_men, "Pile ou face (hommes)", "", randomised=True))
+    preds = planted(21, gap=0.0)
+    rows = run_grid({"uniform": preds}, ["coin_for_men"], "sex", 3, 0, 2, 0, n_jobs=1,
+                    attributes=["sex", "view"]).table.set_index("postprocessor")
+    assert rows.loc["coin_for_men", "coin_flip_groups"] == "sex=M" and not rows.loc["none", "coin_flip"]
+    rng = np.random.default_rng(22)
+    blind = preds.assign(proba=np.where(preds["sex"] == "M", rng.random(len(preds)), preds["proba"]))
+    rows = run_grid({"uniform": blind}, ["coin_for_men"], "sex", 3, 0, 2, 0, n_jobs=1,
+                    attributes=["sex"]).table.set_index("postprocessor")
+    assert not rows["coin_flip"].any()
