@@ -80,3 +80,23 @@ def test_the_realised_gap_of_a_fair_coin_shrinks_with_the_evaluation_set():
     # E|X − Y| / n for X, Y ~ Bin(n, 1/2) is about sqrt(1 / (pi n)); the max of two such gaps is larger
     assert np.sqrt(1 / (np.pi * 100)) < floor(100) < 0.15
     assert floor(2500) < 0.025
+
+
+def test_chapter_4_names_calibrated_eo_an_adaptation_with_what_it_equalises_and_explains_the_two_tpr_rules():
+    from types import SimpleNamespace
+
+    from pipeline.report.postprocessing import randomised_rules_text
+
+    frame = pd.DataFrame({"sex": np.repeat(["F", "M", "F", "M"], 30), "label": np.repeat([1, 1, 0, 0], 30)})
+    folds = [{"alpha": {"F": 0.0, "M": 0.98}, "gfnr": {"F": 0.41, "M": 0.29}, "base_rate": {"F": 0.5, "M": 0.5}},
+             {"alpha": {"F": 0.0, "M": 1.0}, "gfnr": {"F": 0.43, "M": 0.31}, "base_rate": {"F": 0.5, "M": 0.5}}]
+    table = pd.DataFrame({"combination": ["uniform + none"], "eo_diff": [0.2]})
+    grid = SimpleNamespace(decisions={("uniform", "none"): frame}, baseline=("uniform", "none"), attribute="sex",
+                           params={("uniform", "calibrated_eq_odds"): folds}, table=table)
+    methods = ("none", "equal_opportunity", "to_tpr_parity", "calibrated_eq_odds")
+    ctx = SimpleNamespace(grid=grid, config=SimpleNamespace(postprocessing=SimpleNamespace(methods=methods)))
+    text = randomised_rules_text(ctx)
+    assert "**adaptation**" in text and "Homme : α 0,99, taux généralisé de faux négatifs avant mélange 0,30" in text
+    assert "visent le même critère" in text and "plancher" not in text and "pile ou face aurait ici" in text
+    ctx.config.postprocessing.methods = ("none", "to_tpr_parity")
+    assert "adaptation" not in randomised_rules_text(ctx) and "visent le même critère" not in randomised_rules_text(ctx)
