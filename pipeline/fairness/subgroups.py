@@ -111,12 +111,8 @@ def shrunken_rates(events: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return (events + strength * pooled) / (totals + strength)
 
 
-def worst_shrunken(table: pd.DataFrame, metric: str = "fnr") -> tuple[str, float] | None:
-    """The subgroup (over every crossing) worst on `metric` after shrinkage, and its shrunken rate."""
+def shrunken(table: pd.DataFrame, metric: str = "fnr") -> pd.Series:
+    """`shrunken_rates` of every subgroup (over every crossing) where `metric` is defined, indexed like `table`."""
     part = table[(table["metric"] == metric) & table["estimate"].notna()]
-    if part.empty:
-        return None
-    totals = part["n_positive"] if metric in ("fnr", "tpr") else part["n_negative"]
-    shrunk = shrunken_rates(part["estimate"].to_numpy(float) * totals.to_numpy(float), totals.to_numpy(float))
-    k = int(np.argmax(shrunk))
-    return str(part["crossing"].iloc[k]) + "|" + str(part["group"].iloc[k]), float(shrunk[k])
+    totals = (part["n_positive"] if metric in ("fnr", "tpr") else part["n_negative"]).to_numpy(float)
+    return pd.Series(shrunken_rates(part["estimate"].to_numpy(float) * totals, totals), index=part.index)

@@ -424,11 +424,7 @@ def rate_with_count(estimate: float, low: float, high: float, denominator: float
     """« 0,62 [0,35 ; 0,85] (8/13) »: a rate, its interval and the images it counts (≈ for expected
     decisions of a randomised rule, whose numerator is not a whole number)."""
     text = ci(estimate, low, high)
-    if not np.isfinite(estimate) or not denominator:
-        return text
-    numerator = estimate * denominator
-    whole = abs(numerator - round(numerator)) < 1e-6
-    return f"{text} ({'' if whole else '≈'}{round(numerator)}/{int(denominator)})"
+    return f"{text} {fr.fraction(estimate, denominator)}" if np.isfinite(estimate) and denominator else text
 
 
 def group_performance_table(ctx: StudyContext, attribute: str, model: str = "reference") -> pd.DataFrame:
@@ -548,16 +544,12 @@ def worst_subgroup(ctx: StudyContext) -> dict | None:
     overall = ctx.comparison[(ctx.comparison["method"] == ctx.grid.baseline[0])
                              & (ctx.comparison["metric"] == "tpr")]
     fnr_all = 1 - float(overall["estimate"].iloc[0]) if len(overall) else np.nan
-    from pipeline.fairness.subgroups import shrunken_rates
+    from pipeline.fairness.subgroups import shrunken
 
-    defined = t[(t["metric"] == "fnr") & t["estimate"].notna()]
-    shrunk = shrunken_rates(defined["estimate"].to_numpy(float) * defined["n_positive"].to_numpy(float),
-                            defined["n_positive"].to_numpy(float))
-    at = np.flatnonzero((defined["crossing"] == r["crossing"]).to_numpy() & (defined["group"] == r["group"]).to_numpy())
+    shrunk = shrunken(t, "fnr")
     return {"label": label, "fnr": r["estimate"], "low": r["low"], "high": r["high"], "n": r["n"],
             "n_positive": r["n_positive"], "missed": round(float(r["estimate"] * r["n_positive"])),
-            "overall_fnr": fnr_all, "shrunken": float(shrunk[at[0]]) if len(at) else np.nan,
-            "n_subgroups": len(defined)}
+            "overall_fnr": fnr_all, "shrunken": float(shrunk[r.name]), "n_subgroups": len(shrunk)}
 
 
 def selection_text(w: dict) -> str:

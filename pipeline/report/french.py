@@ -171,6 +171,13 @@ def cell_label(pair_row: pd.Series) -> str:
             f"{group_label(pair_row['attr_b'], pair_row['group_b'])}")
 
 
+def fraction(rate: float, denominator: float) -> str:
+    """« (8/13) »: the images a rate counts; « (≈8/13) » when the numerator is not whole (expected decisions)."""
+    numerator = float(rate) * denominator
+    whole = abs(numerator - round(numerator)) < 1e-6
+    return f"({'' if whole else '≈'}{round(numerator)}/{int(denominator)})"
+
+
 def join(items: list[str]) -> str:
     """« a », « a et b », « a, b et c »."""
     items = list(items)

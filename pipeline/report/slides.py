@@ -341,7 +341,7 @@ def title_groups(ctx: StudyContext, metric: str = "fnr", claims: list | None = N
     count = "n_positive" if metric in ("fnr", "tpr") else "n_negative"  # the rate's denominator
 
     def rate(r: pd.Series) -> str:  # « 65 % (20/31) chez les femmes »: the count behind the rate
-        return (f"{fr.percent(r['estimate'])} ({round(r['estimate'] * r[count])}/{int(r[count])}) "
+        return (f"{fr.percent(r['estimate'])} {fr.fraction(r['estimate'], r[count])} "
                 f"{fr.group_phrase(r['attribute'], r['group'])}")
 
     title = f"Sous-diagnostic : {rate(worst)} contre {rate(best)}"

@@ -441,7 +441,7 @@ def _fnr_counts(rec, attribute: str) -> str:
     parts = []
     for rule, rows in table.groupby("rule", sort=False):
         cells = [f"{fr.group_label(attribute, r.group)} {fr.number(r.estimate, 2)} "
-                 f"({round(float(r.estimate) * r.n_positive)}/{int(r.n_positive)})"
+                 f"{fr.fraction(r.estimate, r.n_positive)}"
                  for r in rows.itertuples() if np.isfinite(r.estimate)]
         if cells:
             parts.append(f"{rule_label(rule)} : {', '.join(cells)}")
