@@ -80,3 +80,18 @@ def test_slides_are_self_contained_revealjs(rendered):
     assert html.count("<section") >= 8
     assert "Reveal.initialize" in html
     assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?://", html)
+
+
+def test_a_weak_model_is_said_first_on_the_title_page_slide_2_and_chapters_3_and_4(rendered):
+    """The tiny demo evaluates about 40 images (fewer than 30 of each class): weak-model mode, said first."""
+    if subprocess.run(["which", "pdftotext"], capture_output=True).returncode == 0:
+        first_page = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(rendered["report.pdf"]), "-"],
+                                    capture_output=True, text=True).stdout
+        assert "Modèle trop faible" in first_page and "Résumé" in first_page
+    slides = _text(rendered["slides.html"])
+    second = re.split(r"<section[^>]*>\s*<h2", slides)[1]  # the slide after the title slide
+    assert "Modèle trop faible" in second
+    html = _text(rendered["report.html"])
+    for chapter in ("sec-preprocessing", "sec-postprocessing"):
+        body = html[html.index(f'id="{chapter}"'):]
+        assert body.index("Modèle trop faible") < body.index("<h2"), chapter  # before the chapter's first section

@@ -14,7 +14,7 @@ from pipeline import study
 from pipeline.config import load_config
 from pipeline.fairness.degenerate import one_class
 from pipeline.fairness.validity import check
-from pipeline.report import conclusion, preprocessing
+from pipeline.report import conclusion, preprocessing, weak
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
@@ -25,12 +25,13 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
 
 
-def _context(name: str, proba, sex_effect: float = 0.0, threshold: float = 0.5, n_patients: int = 240
-             ) -> study.StudyContext:
-    """A study context with constructed scores (no images, no training): `proba(label, rng)`."""
+def _context(name: str, proba, sex_effect: float = 0.0, threshold: float = 0.5, n_patients: int = 240,
+             prevalence: float = 0.5, inner_proba=None) -> study.StudyContext:
+    """A study context with constructed scores (no images, no training): `proba(label, rng)`; with
+    `inner_proba`, a third of the train patients are inner-validation patients scored by it instead."""
     rng = np.random.default_rng(0)
     sex = rng.choice(["M", "F"], n_patients)
-    label = (rng.random(n_patients) < 0.5 + sex_effect * np.where(sex == "F", 1, -1)).astype(int)
+    label = (rng.random(n_patients) < prevalence + sex_effect * np.where(sex == "F", 1, -1)).astype(int)
     frame = pd.DataFrame({"Image Index": [f"{i}.png" for i in range(n_patients)], "patient": np.arange(n_patients)
                           .astype(str), "split": np.where(np.arange(n_patients) < n_patients // 2, "train", "valid"),
                           "label": label, "sex": sex, "age_band": rng.choice(["0-39", "40-59", "60+"], n_patients),
@@ -38,6 +39,10 @@ def _context(name: str, proba, sex_effect: float = 0.0, threshold: float = 0.5, 
     config = load_config(TINY)
     ctx = study.StudyContext(config, None, frame, frame, study._evaluation_rows(frame, config), f"constructed-{name}")
     preds = frame[["Image Index", "split", "label"]].assign(proba=proba(label, rng), role="fit")
+    if inner_proba is not None:
+        inner = (frame["split"] == "train").to_numpy() & (np.arange(n_patients) % 3 == 0)
+        preds.loc[inner, "role"] = "inner_val"
+        preds.loc[inner, "proba"] = inner_proba(label[inner], rng)
     preds = study._attach_attributes(preds, frame, config)
     preds.attrs["threshold"] = threshold
     ctx.predictions["uniform"] = ctx.seed_predictions[("uniform", 0)] = preds
@@ -56,12 +61,16 @@ def test_every_decision_malade_is_named_as_levelling_down():
     assert "nivellement par le bas" in conclusion.warnings_short(ctx)
 
 
-def test_a_model_at_chance_is_named_and_not_better_than_metadata():
+def test_a_model_at_chance_is_named_and_not_better_than_metadata_first():
     ctx = _context("chance", lambda y, rng: rng.random(len(y)))
     v = check(ctx)
     assert "uniform" in v.chance and v.image_not_better
-    warning = preprocessing.validity_warning(ctx)
-    assert "hasard" in warning and "métadonnées" in warning
+    assert [r.code for r in v.weak] == ["chance", "not_beyond_attributes"]  # 60 images of each class: enough
+    # weak-model mode: the warning opens the report and both chapters; chapter 3's own callout keeps the rest
+    for where in ("summary", "preprocessing", "postprocessing"):
+        warning = weak.banner(ctx, where)
+        assert "callout-warning" in warning and "hasard" in warning and "métadonnées" in warning, where
+    assert preprocessing.validity_warning(ctx) == ""
     assert "hasard" in conclusion.warnings_short(ctx)
 
 
@@ -69,14 +78,40 @@ def test_an_image_model_weaker_than_the_attributes_is_named():
     ctx = _context("metadata", lambda y, rng: 0.5 + 0.05 * y + rng.normal(0, 0.2, len(y)), sex_effect=0.35)
     v = check(ctx)
     assert v.baseline["attributes"] > 0.6 and v.image_not_better
-    assert "Pas mieux que les métadonnées" in preprocessing.validity_warning(ctx)
+    assert v.weak_reason("not_beyond_attributes") is not None
+    assert "Pas mieux que les métadonnées" in weak.banner(ctx, "summary")
+
+
+def _good(y, rng):
+    return np.clip(0.5 + 0.4 * (y - 0.5) * 2 + rng.normal(0, 0.1, len(y)), 0, 1)
 
 
 def test_a_good_model_raises_no_warning():
-    ctx = _context("good", lambda y, rng: np.clip(0.5 + 0.4 * (y - 0.5) * 2 + rng.normal(0, 0.1, len(y)), 0, 1))
+    ctx = _context("good", _good)
     v = check(ctx)
     assert not v.problems, (v.degenerate_methods(), v.chance, v.baseline)
+    assert not v.weak_model and weak.banner(ctx, "summary") == "" and weak.slide_line(ctx) == ""
     assert preprocessing.validity_warning(ctx) == "" and conclusion.warnings_short(ctx) == ""
+
+
+def test_a_good_model_on_few_evaluation_images_of_a_class_is_weak_with_its_counts():
+    ctx = _context("few-sain", _good, prevalence=0.85)
+    v = check(ctx)
+    healthy = int((ctx.valid_predictions["uniform"]["label"] == 0).sum())
+    assert healthy < 30 and not v.chance and not v.image_not_better
+    assert [r.code for r in v.weak] == ["few_images"]
+    assert f"{healthy}\u00a0images `sain`" in weak.banner(ctx, "summary")
+    assert f"{healthy}\u00a0images `sain`" in weak.slide_line(ctx)
+
+
+def test_a_threshold_chosen_where_the_model_is_below_chance_is_weak():
+    ctx = _context("inner-below", _good, inner_proba=lambda y, rng: np.clip(0.7 - 0.4 * y + rng.normal(0, 0.1, len(y)),
+                                                                             0, 1))
+    v = check(ctx)
+    reason = v.weak_reason("inner_below_chance")
+    assert reason is not None and reason.values["auc"] < 0.2, v.weak
+    assert "validation interne" in weak.banner(ctx, "preprocessing")
+    assert check(_context("inner-good", _good, inner_proba=_good)).weak_reason("inner_below_chance") is None
 
 
 def _grid_of(ctx: study.StudyContext, decisions: dict[tuple[str, str], pd.DataFrame], table: pd.DataFrame):

@@ -42,6 +42,8 @@ class Recommendation:
     report_fnr: pd.DataFrame | None = None  # per-group FNR of both on the report half, with intervals
     report_checks: dict | None = None  # the constraints checked again on the report half (point values)
     n_patients: dict[str, int] = field(default_factory=dict)  # selection / report
+    withheld: str = ""  # "weak_model": the rule the constraints chose (`would_choose`) is not recommended
+    would_choose: str | None = None
 
 
 def _group_fnr(decided: pd.DataFrame, attribute: str, min_per_class: int) -> np.ndarray:
@@ -123,7 +125,13 @@ def recommend(decisions: dict[tuple[str, str], pd.DataFrame], reference: tuple[s
 @per_study
 def recommendation(ctx) -> Recommendation:
     """The study's recommendation: the grid's decisions, the constraints of study.yml > analysis.recommendation."""
+    from pipeline.fairness.validity import validity
+
     r, ev = ctx.config.analysis.recommendation, ctx.config.evaluation
-    return recommend(ctx.grid.decisions, ctx.grid.baseline, ctx.grid.attribute,
-                     Constraints(r.max_fnr_increase, r.max_randomised, r.max_ba_loss), r.seed, ev.n_bootstrap,
-                     ev.min_per_class)
+    out = recommend(ctx.grid.decisions, ctx.grid.baseline, ctx.grid.attribute,
+                    Constraints(r.max_fnr_increase, r.max_randomised, r.max_ba_loss), r.seed, ev.n_bootstrap,
+                    ev.min_per_class)
+    if validity(ctx).weak_model and out.chosen is not None:
+        # Decision rules compared on scores without established signal: choosing among them crowns noise.
+        out.would_choose, out.chosen, out.withheld = out.chosen, None, "weak_model"
+    return out

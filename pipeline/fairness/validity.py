@@ -7,6 +7,9 @@ Three checks, all on the evaluation patients, computed lazily from a study conte
 - a model whose AUC interval contains 0.5: it ranks images no better than chance;
 - an image model no better than the attribute-only baseline (age band, sex, view predicting malade,
   fitted on the training patients, scored on the same evaluation patients; paired patient bootstrap).
+
+A study is in **weak-model mode** (`Validity.weak_model`) when any of `WEAK_REASONS` holds: its fairness
+gaps then measure noise more than the model, and every text leads with that (`report/weak.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,25 @@ from pipeline.fairness.data_bias import attribute_scores, interval, patient_boot
 from pipeline.fairness.degenerate import OneClass, one_class
 
 CHANCE = 0.5
+# Below this many evaluation images of a class, one image moves that class's rate by more than 3 points
+# and a group's rate rests on a handful of images (issue 24: « about 30 »).
+WEAK_MIN_IMAGES = 30
+# Why a model is too weak for its fairness gaps to be read, in the order the report states them.
+WEAK_REASONS = ("chance", "not_beyond_attributes", "inner_below_chance", "few_images")
+
+
+@dataclass(frozen=True)
+class WeakReason:
+    """One reason for weak-model mode and the numbers that show it.
+
+    chance: {"auc", "low", "high", "n_seeds"} (the reference's AUC over the training seeds);
+    not_beyond_attributes: the `baseline` dict; inner_below_chance: {"auc", "per_seed"} (the reference's
+    AUC on its inner-validation patients, mean over seeds); few_images: {"counts": {label: images},
+    "minimum"} on the evaluation patients.
+    """
+
+    code: str
+    values: dict[str, Any]
 
 
 @dataclass
@@ -35,6 +57,17 @@ class Validity:
     one_class: dict[str, dict[str, OneClass]] = field(default_factory=dict)
     chance: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
+    weak: tuple[WeakReason, ...] = ()
+    # method -> (evaluation images whose decision differs from the reference's, images): what a weighting changed
+    changed: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def weak_model(self) -> bool:
+        """The model is too weak for its fairness gaps to mean much: the report says so first."""
+        return bool(self.weak)
+
+    def weak_reason(self, code: str) -> WeakReason | None:
+        return next((r for r in self.weak if r.code == code), None)
 
     def degenerate_methods(self) -> dict[str, dict[str, str]]:
         """method -> where its decisions are one class: {"all": class}, or {"attribute=group": class, ...}."""
@@ -88,9 +121,11 @@ def check(ctx: Any) -> Validity:
     """The three checks on a study context (its weightings at their operating thresholds)."""
     out = Validity()
     attributes = list(dict.fromkeys([ctx.config.weighting.attribute, *ctx.config.sensitive_attributes]))
+    reference = _decisions(ctx.valid_predictions["uniform"])
     for method, preds in ctx.valid_predictions.items():
         d = _decisions(preds)
         out.one_class[method] = {a: one_class(d, preds[a] if a in preds.columns else None) for a in attributes}
+        out.changed[method] = (int((d != reference).sum()), len(d))
     if ctx.comparison is not None:
         auc = ctx.comparison[ctx.comparison["metric"] == "auc"]
         for r in auc.itertuples():
@@ -107,7 +142,57 @@ def check(ctx: Any) -> Validity:
                                                              if a in evaluation.columns]]],
                            uniform[S.PROBA].to_numpy(float), list(ctx.config.sensitive_attributes), ev.n_bootstrap,
                            ev.seed, code_version("fairness.validity", "fairness.data_bias"))
+    out.weak = weak_reasons(ctx, out)
     return out
+
+
+def _reference_auc_over_seeds(ctx: Any) -> tuple[float, float, float, int] | None:
+    """The reference rule's AUC as the level family states it (mean over seeds, seed-aware interval)."""
+    from pipeline.fairness.inference import LEVEL_FAMILY
+
+    verdicts = getattr(ctx, "verdicts", None)
+    if not verdicts:
+        return None
+    reference = verdicts.meta.get("reference", ctx.config.analysis.reference)
+    v = next((v for v in verdicts.family(LEVEL_FAMILY) if v.treated == reference and v.quantity == "auc"), None)
+    return None if v is None or not np.isfinite(v.low) else (v.estimate, v.low, v.high, v.n_seeds)
+
+
+def _inner_validation_auc(ctx: Any) -> list[float]:
+    """Each training seed's AUC of the reference on its inner-validation patients (where it chose its threshold)."""
+    from sklearn.metrics import roc_auc_score
+
+    out = []
+    for (method, _seed), preds in sorted(ctx.seed_predictions.items(), key=lambda kv: str(kv[0])):
+        if method != "uniform" or "role" not in preds.columns:
+            continue
+        inner = preds[preds["role"] == "inner_val"]
+        if inner[S.LABEL].nunique() == 2:
+            out.append(float(roc_auc_score(inner[S.LABEL], inner[S.PROBA])))
+    return out
+
+
+def weak_reasons(ctx: Any, found: Validity) -> tuple[WeakReason, ...]:
+    """The reasons (`WEAK_REASONS`) this study's model is too weak for its fairness gaps to be read."""
+    reasons = []
+    level = _reference_auc_over_seeds(ctx)
+    if level is not None:
+        auc, low, high, n_seeds = level
+        if low <= CHANCE <= high:
+            reasons.append(WeakReason("chance", {"auc": auc, "low": low, "high": high, "n_seeds": n_seeds}))
+    elif "uniform" in found.chance:  # no seed-aware level: the first seed's interval
+        auc, low, high = found.chance["uniform"]
+        reasons.append(WeakReason("chance", {"auc": auc, "low": low, "high": high, "n_seeds": 1}))
+    if found.image_not_better:
+        reasons.append(WeakReason("not_beyond_attributes", dict(found.baseline)))
+    inner = _inner_validation_auc(ctx)
+    if inner and float(np.mean(inner)) < CHANCE:
+        reasons.append(WeakReason("inner_below_chance", {"auc": float(np.mean(inner)), "per_seed": tuple(inner)}))
+    labels = ctx.valid_predictions["uniform"][S.LABEL]
+    counts = {int(k): int((labels == k).sum()) for k in (1, 0)}
+    if min(counts.values()) < WEAK_MIN_IMAGES:
+        reasons.append(WeakReason("few_images", {"counts": counts, "minimum": WEAK_MIN_IMAGES}))
+    return tuple(reasons)
 
 
 def _baseline(train: pd.DataFrame, evaluation: pd.DataFrame, image_score: np.ndarray, attributes: list[str],

@@ -44,16 +44,19 @@ class WeightingMethod:
     formula: str  # LaTeX, shown in the report
     reference: str  # bibtex key, "" for the baseline
     needs: tuple[str, ...] = ()  # context keys the method requires (e.g. "train_proba")
+    # The weight depends on the class only: once each weighting re-picks its balanced-accuracy threshold,
+    # it mostly moves the threshold, so few decisions change (by construction, not a finding).
+    class_only: bool = False
 
 
 WEIGHTINGS: dict[str, WeightingMethod] = {}
 
 
 def register(name: str, label_fr: str, formula: str, reference: str = "",
-             needs: tuple[str, ...] = ()) -> Callable:
+             needs: tuple[str, ...] = (), class_only: bool = False) -> Callable:
     """Decorator adding a weighting function to `WEIGHTINGS` under `name`."""
     def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        WEIGHTINGS[name] = WeightingMethod(name, fn, label_fr, formula, reference, tuple(needs))
+        WEIGHTINGS[name] = WeightingMethod(name, fn, label_fr, formula, reference, tuple(needs), class_only)
         return fn
 
     return wrap
@@ -120,7 +123,7 @@ def uniform(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarr
 
 
 @register("class_balanced", "Équilibrage des classes", r"w(y) = \frac{n}{2\, n_y}",
-          "pedregosa2011sklearn")
+          "pedregosa2011sklearn", class_only=True)
 def class_balanced(train: pd.DataFrame, attributes: list[str], **_: object) -> np.ndarray:
     """Inverse label frequency, so both classes carry the same total weight.
 
@@ -187,7 +190,7 @@ def reweighing_intersectional(train: pd.DataFrame, attributes: list[str],
 
 
 @register("effective_number", "Nombre effectif d'exemples (Cui et al.)",
-          r"w(y) \propto \frac{1 - \beta}{1 - \beta^{n_y}}", "cui2019")
+          r"w(y) \propto \frac{1 - \beta}{1 - \beta^{n_y}}", "cui2019", class_only=True)
 def effective_number(train: pd.DataFrame, attributes: list[str], beta: float | None = None,
                      **_: object) -> np.ndarray:
     """Class weights by the effective number of samples E_n = (1 - beta^n) / (1 - beta).

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pipeline.data import schema as S
 from pipeline.fairness.validity import validity
-from pipeline.report import charts, style
+from pipeline.report import charts, style, weak
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
 from pipeline.report.memo import cached_chart
@@ -95,7 +95,7 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     t = ctx.grid.table
     gap = defined_gap(t)
     lines = [grid_count_sentence(ctx, claims)]
-    both = beats_both(ctx, gap, names=True)
+    both = [] if weak.is_weak(ctx) else beats_both(ctx, gap, names=True)
     if claims is not None:
         from pipeline.report.consistency import Claim
 
@@ -112,6 +112,9 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
                      f"les écarts avec les composantes ne sont pas testés) : {', '.join(map(combination_label, both))}"
                      + (" ; aucune ne change même l'écart de façon notable par rapport à la référence."
                         if not notable else "."))
+    elif weak.is_weak(ctx):
+        lines.append("Le modèle étant trop faible (avertissement en tête du rapport), aucune combinaison n'est mise "
+                     "en avant : battre ses composantes sur des scores sans signal établi ne dit rien.")
     else:
         lines.append("Aucune combinaison ne bat à la fois la pondération seule, le post-traitement seul et la "
                      "référence.")
@@ -577,6 +580,9 @@ def subgroup_narrative(ctx: StudyContext) -> str:
             f"est « n.d. » avec sa raison. {_undefined_subgroups(undefined, len(fnr))}")
     if w is None:
         return text + " Aucun sous-groupe n'a assez de malades pour un FNR : aucun pire sous-groupe n'est désigné."
+    if weak.is_weak(ctx):
+        return text + (" Le modèle étant trop faible (avertissement en tête du rapport), aucun pire sous-groupe "
+                       "n'est désigné : le tableau donne chaque taux avec ses effectifs.")
     text += (f" Le sous-groupe le plus sous-diagnostiqué est **{w['label']}** : "
              f"FNR {ci(w['fnr'], w['low'], w['high'])} ({w['missed']}/{int(w['n_positive'])} malades manqués), "
              f"contre {num(w['overall_fnr'])} pour l'ensemble ; {selection_text(w)}.")

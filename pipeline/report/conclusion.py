@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from pipeline.fairness.validity import validity
-from pipeline.report import preprocessing
+from pipeline.report import preprocessing, weak
 from pipeline.report.analysis import analysis_narrative
 from pipeline.report.french import UNDEFINED_CI, ci, lower_first, num
 from pipeline.report.tables import (
@@ -29,7 +29,8 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     gap_text = estimate_ci(uni, gap)
     if UNDEFINED_CI in gap_text:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
-    items = [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
+    items = [f"{weak.TITLE} : {weak.short_reasons(ctx)}."] if v.weak_model else []
+    items += [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
     items.append(recommendation_summary(ctx, short))
     auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")
     if auc and bacc:
@@ -48,7 +49,7 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
                      f"contre {ci(b['image'], b['image_low'], b['image_high'])} pour le modèle d'images de "
                      f"l'entraînement détaillé (graine {ctx.config.training.seeds[0]}) : différence appariée "
                      f"{ci(b['diff'], b['diff_low'], b['diff_high'])}.")
-    if v.problems:
+    if v.problems and not v.weak_model:
         items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))
     if ctx.grid.table["eo_diff"].notna().sum() == 0:
         items.append("Écart d'equalized odds non défini pour toutes les combinaisons : un groupe compte moins de "
@@ -76,8 +77,29 @@ def warnings_short(ctx: StudyContext) -> str:
 
 
 def validity_warning(ctx: StudyContext) -> str:
-    """The warning callout of the conclusion (the same findings as chapter 3's), "" when nothing to flag."""
-    return preprocessing.validity_warning(ctx)
+    """The warning callouts of the conclusion: the weak-model one (as in the summary), then chapter 3's."""
+    return weak.banner(ctx, "summary") + preprocessing.validity_warning(ctx)
+
+
+def report_summary(ctx: StudyContext) -> str:
+    """The summary the report opens with: the weak-model warning first when there is one, then the data, the
+    reference model's level, the primary answers and the recommendation (all read from the study)."""
+    from pipeline.report import data as data_chapter
+
+    items = [f"Données : {ctx.describe_data()}."]
+    an = data_chapter.analysis(ctx)
+    largest = data_chapter.largest_gap(an)
+    if largest is not None:
+        from pipeline.report.slides import title_data
+
+        items.append(title_data(ctx) + " (chapitre 2).")
+    auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")
+    if auc and bacc:
+        items.append(f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc}.")
+    items += [s for s in (primary_summary(ctx, short=True), recommendation_summary(ctx, short=True)) if s]
+    body = "\n".join(f"- {i}" for i in items)
+    head = '::: {.callout-note appearance="simple"}\n## Résumé (généré à partir des résultats)'
+    return weak.banner(ctx, "summary") + f"\n{head}\n\n{body}\n:::\n"
 
 
 def reproducibility(ctx: StudyContext) -> str:

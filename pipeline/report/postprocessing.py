@@ -9,7 +9,7 @@ import pandas as pd
 from pipeline.fairness import metrics as M
 from pipeline.fairness.grid import front_flags
 from pipeline.fairness.postprocess import POSTPROCESSORS
-from pipeline.report import charts
+from pipeline.report import charts, weak
 from pipeline.report.french import group_label, num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
@@ -237,7 +237,7 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
         if r.get("degenerate"):
             extra.append(f"règle dégénérée ({where_fr(str(r['degenerate_where']))}) : nivellement par le bas, pas "
                          "équité")
-        if r.get("coin_flip"):
+        if r.get("coin_flip") and not weak.is_weak(ctx):
             extra.append(coin_flip_text(str(r.get("coin_flip_groups", ""))) + " : un petit écart n'y dit rien "
                          "d'équitable")
         infeasible = infeasible_groups(ctx, "uniform", name)

@@ -11,6 +11,7 @@ from pipeline.fairness.metrics import METRIC_LABELS_FR
 from pipeline.fairness.validity import validity
 from pipeline.fairness.weighting import WEIGHTINGS, diagnostics
 from pipeline.report import charts
+from pipeline.report import french as fr
 from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, lower_first, num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
@@ -127,7 +128,38 @@ def weighting_methods(ctx: StudyContext) -> pd.DataFrame:
 def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     """Each weighting against the reference; `compact` (slides): short cells, no column n.d. everywhere."""
     rows = results_table(ctx.comparison, "method", method_label, compact=compact)
-    return without_empty_columns(rows) if compact else rows
+    if compact:
+        return without_empty_columns(rows)
+    changed = validity(ctx).changed
+    by_label = {method_label(m): m for m in ctx.comparison["method"].unique()}
+    cells = []
+    for label in rows["Méthode"]:
+        method = by_label.get(str(label).split(" (mêmes décisions")[0])  # a merged row keeps its first name
+        k, n = changed.get(method, (0, 0)) if method else (0, 0)
+        cells.append("—" if method in (None, "uniform") or not n else f"{k}/{n}")
+    return rows.assign(**{"Décisions changées": cells})
+
+
+def inert_weightings(ctx: StudyContext) -> str:
+    """Names the class-only weightings, and how few decisions they change once each weighting re-picks its
+    threshold: their « no effect » is expected by construction, not a finding ("" when none is compared)."""
+    from pipeline.fairness.weighting import WEIGHTINGS
+
+    changed = validity(ctx).changed
+    shown = [m for m in ctx.comparison["method"].unique() if m in WEIGHTINGS and WEIGHTINGS[m].class_only]
+    if not shown:
+        return ""
+    parts = []
+    for m in shown:
+        k, n = changed.get(m, (0, 0))
+        parts.append(f"{method_label(m)} prend les mêmes décisions qu'Uniforme" if k == 0 else
+                     f"{method_label(m)} change {k} décision{'s' * (k > 1)} sur {n}")
+    return ("Les pondérations qui ne dépendent que de la classe déplacent surtout le seuil de décision, que chaque "
+            f"pondération rechoisit sur la validation interne ; ici, {fr.join(parts)}. "
+            + ("Leur absence d'effet est attendue par construction : ce n'est pas un résultat sur l'équité."
+               if all(changed.get(m, (0, 0))[0] == 0 for m in shown) else
+               "Un effet nul de leur part serait donc attendu par construction, et ne serait pas un résultat sur "
+               "l'équité."))
 
 
 def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:
@@ -300,6 +332,8 @@ def validity_items(ctx: StudyContext) -> list[str]:
                      + f" (au moins {pct(0.95)} des images d'une même classe). Les écarts d'équité y sont "
                      "proches de 0 par construction : personne n'est distingué. C'est un nivellement par le "
                      f"bas, pas de l'équité ; ces résultats ne sont jamais retenus comme «{NBSP}meilleurs{NBSP}».")
+    if v.weak_model:  # the model's level is stated first, in the weak-model warning (`report/weak.py`)
+        return items
     if v.chance:
         names = [f"{method_label(m)} (AUC {ci(*a)})" for m, a in v.chance.items()]
         seed = ctx.config.training.seeds[0]

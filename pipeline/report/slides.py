@@ -6,7 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from pipeline.report import analysis, charts, style
+from pipeline.report import analysis, charts, style, weak
 from pipeline.report import data as data_chapter
 from pipeline.report import french as fr
 from pipeline.report.french import ci, num
@@ -109,12 +109,17 @@ def pareto_gap(ctx: StudyContext) -> str:
 
 def title_pareto(ctx: StudyContext) -> str:
     """« Combiner : 4 règles non dominées sur 56 » (the reference among the 56; one line at Quarto's title size)."""
+    if weak.is_weak(ctx):
+        return f"Combiner : aucune des {len(ctx.grid.table)} règles n'est retenue, le modèle est trop faible"
     n = len(ctx.grid.frontier(pareto_gap(ctx)))
     plural = "s" * (n > 1)
     return f"Combiner : {n} règle{plural} non dominée{plural} sur {len(ctx.grid.table)}"
 
 
 def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
+    if weak.is_weak(ctx):
+        return ("Sur des scores sans signal établi, un front de Pareto ordonne du bruit : aucune combinaison n'est "
+                "mise en avant. " + caveat("Chaque point : une pondération et un post-traitement, un entraînement."))
     both = beats_both(ctx, names=True)
     if claims is not None and both:
         from pipeline.report.consistency import Claim
@@ -358,6 +363,8 @@ def title_subgroup(ctx: StudyContext) -> str:
     w = analysis.worst_subgroup(ctx)
     if w is None:
         return "Sous-groupes : trop petits pour désigner le pire"
+    if weak.is_weak(ctx):
+        return "Sous-groupes : aucun n'est désigné, le modèle est trop faible"
     return (f"Pire sous-groupe : {w['label']}, {fr.percent(w['fnr'])} de malades manqués "
             f"({w['missed']}/{int(w['n_positive'])})")
 
@@ -366,6 +373,10 @@ def subgroup_number(ctx: StudyContext) -> str:
     w = analysis.worst_subgroup(ctx)
     if w is None:
         return ""
+    if weak.is_weak(ctx):  # the highest FNR, with its count, but not crowned
+        return (f"FNR le plus élevé : {ci(w['fnr'], w['low'], w['high'])} ({w['missed']}/{int(w['n_positive'])}), "
+                f"ensemble {num(w['overall_fnr'])} : sur un modèle au niveau du hasard, un classement de "
+                f"{w['n_subgroups']} sous-groupes ne désigne personne.")
     return key_number(f"FNR {ci(w['fnr'], w['low'], w['high'])}",
                       f"{w['label']} ; ensemble : {num(w['overall_fnr'])} ; corrigé de la sélection parmi "
                       f"{w['n_subgroups']} sous-groupes : {num(w['shrunken'])}")
@@ -379,7 +390,7 @@ def question_numbers(ctx: StudyContext) -> str:
     bacc = level_ci(ctx, "balanced_accuracy") or ci(*uni.loc["balanced_accuracy", ["estimate", "low", "high"]])
     auc = level_ci(ctx, "auc") or ci(*uni.loc["auc", ["estimate", "low", "high"]])
     return (key_number(bacc, "exactitude équilibrée du modèle de référence") + "\n\n"
-            + key_number(auc, f"AUC ({seeds_phrase(ctx).split(',')[0]})"))
+            + key_number(auc, f"AUC ({seeds_phrase(ctx).split(',')[0]})") + "\n\n" + weak.slide_line(ctx)).strip()
 
 
 def group_members(ctx: StudyContext) -> str:

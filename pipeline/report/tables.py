@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.fairness.exploratory import EXPLORATORY_MARK
 from pipeline.fairness.metrics import METRIC_LABELS_FR, SIGNED
-from pipeline.report import charts
+from pipeline.report import charts, weak
 from pipeline.report import french as fr
 from pipeline.report.french import NBSP, ci, num, pct
 from pipeline.study import StudyContext
@@ -248,7 +248,7 @@ def grid_remark(ctx: StudyContext, r: dict, compact: bool = False) -> str:
     notes = []
     if r.get("degenerate"):
         notes.append(f"dégénérée ({where_fr(str(r.get('degenerate_where', '')))})")
-    if r.get("coin_flip"):
+    if r.get("coin_flip") and not weak.is_weak(ctx):  # a weak model: said once, before the grid
         groups = [g for g in str(r.get("coin_flip_groups", "")).split("|") if g]
         names = (", ".join(fr.group_label(*g.split("=", 1)) for g in groups) if len(groups) <= 2
                  else f"{len(groups)} groupes")

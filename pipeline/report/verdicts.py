@@ -383,6 +383,11 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"patients d'évaluation ({n.get('selection', 0)} patients) et évaluée sur l'autre moitié "
             f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; un seul entraînement (première graine).")
     cand = rec.candidates
+    if rec.withheld == "weak_model":
+        return (f"{head}\n\n**Aucune règle n'est recommandée : le modèle est trop faible** (avertissement en tête du "
+                f"rapport). Les contraintes retiendraient {rule_label(rec.would_choose)} sur la moitié de sélection, "
+                "mais choisir parmi des règles de décision appliquées à des scores sans signal établi reviendrait à "
+                "couronner du bruit.")
     if rec.chosen is None:
         counts = pd.Series([f for fails in cand.get("fails", pd.Series(dtype=str)) for f in fails.split(",") if f])
         why = " ; ".join(f"{int(v)} par {FAILS_FR.get(k, k)}" for k, v in counts.value_counts().items())
@@ -453,6 +458,10 @@ def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:
     from pipeline.fairness.recommendation import recommendation
 
     rec = recommendation(ctx)
+    if rec.withheld == "weak_model":
+        return ("Recommandation : aucune règle, le modèle est trop faible pour en départager." if short else
+                "Recommandation sous contraintes fixées à l'avance : aucune règle n'est recommandée, le modèle est "
+                "trop faible pour que choisir entre des règles de décision ait un sens.")
     if short:
         if rec.chosen is None:
             return "Recommandation sous contraintes : aucune règle, garder la référence."

@@ -1,0 +1,150 @@
+"""Weak-model mode: when the model is too weak for its fairness gaps to be read, the texts say so first.
+
+Whether a study is in this mode, and why, is decided once (`fairness.validity.Validity.weak`); this module
+only phrases it: the report's summary, the tops of chapters 3 and 4, slide 2, and what can still be said
+(the data's biases, the smallest effect the study could detect, the next step).
+"""
+
+from __future__ import annotations
+
+from pipeline.fairness.validity import WEAK_MIN_IMAGES, WeakReason, validity
+from pipeline.report import french as fr
+from pipeline.report.french import ci
+from pipeline.study import StudyContext
+
+TITLE = "Modèle trop faible : ses écarts entre groupes ne se lisent pas comme des biais"
+
+
+def is_weak(ctx: StudyContext) -> bool:
+    return validity(ctx).weak_model
+
+
+def _class_counts(r: WeakReason) -> tuple[int, int]:
+    counts = {int(k): int(v) for k, v in r.values["counts"].items()}
+    return counts.get(1, 0), counts.get(0, 0)
+
+
+def reason_sentence(r: WeakReason) -> str:
+    """One French sentence, with its numbers, for a reason of weak-model mode."""
+    v = r.values
+    if r.code == "chance":
+        runs = "un entraînement" if v["n_seeds"] == 1 else f"moyenne sur {v['n_seeds']} entraînements"
+        return (f"**Pas mieux que le hasard.** L'AUC du modèle de référence est {ci(v['auc'], v['low'], v['high'])} "
+                f"({runs}) : son intervalle contient 0,5.")
+    if r.code == "not_beyond_attributes":
+        attrs = fr.join([fr.attribute_label(a).lower() for a in v.get("attributes_used", [])])
+        return (f"**Pas mieux que les métadonnées.** AUC de l'image {ci(v['image'], v['image_low'], v['image_high'])} "
+                f"contre {ci(v['attributes'], v['attributes_low'], v['attributes_high'])} pour un modèle qui ne "
+                f"connaît que {attrs} (différence appariée {ci(v['diff'], v['diff_low'], v['diff_high'])}).")
+    if r.code == "inner_below_chance":
+        seeds = " ; ".join(fr.num(a) for a in v["per_seed"])
+        return (f"**Sous le hasard là où le seuil est choisi.** Sur les patients de validation interne, l'AUC vaut "
+                f"{fr.num(v['auc'])} en moyenne ({seeds} selon la graine) : le seuil de décision y est choisi sur "
+                "des scores sans signal.")
+    if r.code == "few_images":
+        sick, healthy = _class_counts(r)
+        fewest = min(sick, healthy)
+        return (f"**Peu d'images d'évaluation.** {fr.count(healthy, 'images')} `sain` et {fr.count(sick, 'images')} "
+                f"`malade` (moins de {v['minimum']} dans une classe) : une image de plus ou de moins déplace un "
+                f"taux de {fr.percent(1 / max(fewest, 1))} ; chaque taux est donné avec ses effectifs (k/n).")
+    raise ValueError(f"unknown weak-model reason {r.code!r}")
+
+
+def short_reasons(ctx: StudyContext) -> str:
+    """« AUC 0,48 [0,39 ; 0,57], 21 images `sain` en évaluation, pas mieux que les métadonnées » (slides)."""
+    parts = []
+    for r in validity(ctx).weak:
+        v = r.values
+        if r.code == "chance":
+            parts.append(f"AUC {ci(v['auc'], v['low'], v['high'])}, compatible avec le hasard")
+        elif r.code == "not_beyond_attributes":
+            parts.append("pas mieux que les seules métadonnées")
+        elif r.code == "inner_below_chance":
+            parts.append(f"AUC {fr.num(v['auc'])} sur la validation interne")
+        elif r.code == "few_images":
+            sick, healthy = _class_counts(r)
+            parts.append(f"{fr.count(min(sick, healthy), 'images')} `{'sain' if healthy <= sick else 'malade'}` "
+                         "en évaluation")
+    return fr.join(parts)
+
+
+def _data_biases(ctx: StudyContext) -> str:
+    """The data's established prevalence gaps (they do not depend on the model)."""
+    vs = getattr(ctx, "verdicts", None)
+    found = [v for v in (vs.family("exploratory:data:prevalence") if vs else []) if v.established]
+    if not found:
+        return ("Les données ne montrent aucun écart de prévalence établi entre groupes (chapitre 2) ; leurs "
+                "déséquilibres d'effectifs restent, eux, des faits.")
+    gaps = [f"{fr.group_label(v.attribute, v.treated)} face à {fr.group_label(v.attribute, v.reference)} "
+            f"{fr.points(v.estimate, 1)}" for v in found]
+    n = len(found)
+    return (f"Les biais des données ne dépendent pas du modèle : {n} écart{'s' * (n > 1)} de prévalence "
+            f"établi{'s' * (n > 1)} (chapitre 2 : {'; '.join(gaps)}).")
+
+
+def _power(ctx: StudyContext) -> str:
+    """The smallest change the primary family could detect, per measure (80 % power)."""
+    from pipeline.report.verdicts import detectable, quantity_label
+
+    vs = getattr(ctx, "verdicts", None)
+    if not vs:
+        return ""
+    best: dict[str, object] = {}
+    for v in vs.family("primary"):
+        if v.mde is not None and v.reason != "identical" and (v.quantity not in best or v.mde < best[v.quantity].mde):
+            best[v.quantity] = v
+    if not best:
+        return ""
+    parts = [f"{quantity_label(q, vs.meta['groups'])} {detectable(v)}" for q, v in best.items()]
+    return ("Ce que l'étude pouvait détecter (puissance 80 %, questions principales) : des changements d'au moins "
+            + " ; ".join(parts) + ". Un effet plus petit passe inaperçu.")
+
+
+def next_step(ctx: StudyContext) -> str:
+    """The next step this run calls for, from its reasons."""
+    codes = {r.code for r in validity(ctx).weak}
+    steps = []
+    if codes & {"chance", "not_beyond_attributes", "inner_below_chance"}:
+        steps.append("partir de caractéristiques pré-entraînées sur des radiographies, qui n'ont pas à être "
+                     "apprises sur quelques centaines d'images (dans `study.yml`, section `training` : "
+                     "`feature_source: pretrained`, `backbone: xrv_densenet121_chex`)")
+    if "few_images" in codes:
+        steps.append(f"évaluer sur au moins {WEAK_MIN_IMAGES} images de chaque classe (un sous-ensemble plus "
+                     "grand, ou moins déséquilibré)")
+    return "**Étape suivante :** " + fr.join(steps) + "." if steps else ""
+
+
+def banner(ctx: StudyContext, where: str) -> str:
+    """The weak-model warning callout ("" for a model worth auditing). `where`: "summary" (every reason and
+    what can still be said), "preprocessing" or "postprocessing" (what it means for the chapter)."""
+    v = validity(ctx)
+    if not v.weak_model:
+        return ""
+    reasons = "\n".join(f"- {reason_sentence(r)}" for r in v.weak)
+    if where == "summary":
+        still = " ".join(filter(None, [_data_biases(ctx), _power(ctx)]))
+        body = (f"{reasons}\n\nLes écarts entre groupes du modèle, et les effets des corrections, peuvent alors ne "
+                f"mesurer que du bruit : ce rapport ne désigne ni meilleure règle, ni pire sous-groupe, et donne les "
+                f"effectifs de chaque taux. **Ce qui reste lisible :** {fr.lower_first(still)}\n\n{next_step(ctx)}")
+    elif where == "preprocessing":
+        body = (f"{reasons}\n\nLes différences entre pondérations ci-dessous comparent des modèles qui ne classent "
+                "pas de façon établie : une différence non établie n'est pas une absence d'effet, et une "
+                "différence établie reste à confirmer sur un modèle qui fonctionne. Aucune pondération n'est "
+                "mise en avant.")
+    elif where == "postprocessing":
+        body = (f"{reasons}\n\nUn post-traitement ne fait que déplacer des seuils : sur des scores sans signal établi, "
+                "ses « gains » d'exactitude ou d'équité peuvent n'être que du bruit. Aucune règle n'est recommandée, "
+                "et un groupe dont les décisions ne séparent pas malades et sains n'est pas signalé règle par "
+                "règle : c'est le cas du modèle lui-même.")
+    else:
+        raise ValueError(f"unknown place {where!r} for the weak-model warning")
+    return f"\n::: {{.callout-warning}}\n## {TITLE}\n\n{body}\n:::\n"
+
+
+def slide_line(ctx: StudyContext) -> str:
+    """Slide 2's warning, in one line (empty for a model worth auditing)."""
+    if not is_weak(ctx):
+        return ""
+    return (f"[Modèle trop faible : {short_reasons(ctx)}. Les écarts qui suivent ne se lisent pas comme des biais "
+            "du modèle ; aucune règle n'est désignée.]"
+            '{style="display: block; color: #B3261E; font-weight: bold; font-size: 0.7em; margin-top: 0.6em"}')
