@@ -107,3 +107,10 @@ def test_each_weighting_counts_the_decisions_it_changes_and_class_only_ones_are_
     text = preprocessing.inert_weightings(at_chance)
     assert "Équilibrage des classes" in text and "Équilibrage des groupes" not in text
     assert ("mêmes décisions qu'Uniforme" if k == 0 else f"change {k} décision") in text
+
+
+def test_the_takeaways_slide_leads_with_what_can_still_be_said_and_the_next_step(at_chance):
+    lines = conclusion.key_findings(at_chance, short=True).splitlines()
+    assert lines[0].startswith(f"- {weak.TITLE}")
+    assert "prévalence" in lines[1] and lines[-1].startswith("- **Étape suivante :**")
+    assert not any(line.startswith("- Un modèle qui ne connaît") for line in lines)  # already in the first line

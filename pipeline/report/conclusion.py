@@ -29,6 +29,11 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     gap_text = estimate_ci(uni, gap)
     if UNDEFINED_CI in gap_text:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
+    if v.weak_model and short:  # the slide leads with what can still be said, then the next step
+        items = [f"{weak.TITLE} : {weak.short_reasons(ctx)}.", *weak.still_readable(ctx),
+                 *filter(None, [primary_summary(ctx, short), recommendation_summary(ctx, short)]),
+                 weak.next_step(ctx)]
+        return "\n".join(f"- {i}" for i in items if i)
     items = [f"{weak.TITLE} : {weak.short_reasons(ctx)}."] if v.weak_model else []
     items += [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
     items.append(recommendation_summary(ctx, short))

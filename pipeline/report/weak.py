@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pipeline.fairness.validity import WEAK_MIN_IMAGES, WeakReason, validity
 from pipeline.report import french as fr
-from pipeline.report.french import ci
+from pipeline.report.french import NBSP, ci
 from pipeline.study import StudyContext
 
 TITLE = "Modèle trop faible : ses écarts entre groupes ne se lisent pas comme des biais"
@@ -63,8 +63,8 @@ def short_reasons(ctx: StudyContext) -> str:
             parts.append(f"AUC {fr.num(v['auc'])} sur la validation interne")
         elif r.code == "few_images":
             sick, healthy = _class_counts(r)
-            parts.append(f"{fr.count(min(sick, healthy), 'images')} `{'sain' if healthy <= sick else 'malade'}` "
-                         "en évaluation")
+            parts.append(f"{fr.count(min(sick, healthy), 'images')} «{NBSP}{'sain' if healthy <= sick else 'malade'}"
+                         f"{NBSP}» en évaluation")
     return fr.join(parts)
 
 
@@ -100,6 +100,11 @@ def _power(ctx: StudyContext) -> str:
             + " ; ".join(parts) + ". Un effet plus petit passe inaperçu.")
 
 
+def still_readable(ctx: StudyContext) -> list[str]:
+    """What a weak model leaves readable: the data's biases and the smallest effect the study could detect."""
+    return [s for s in (_data_biases(ctx), _power(ctx)) if s]
+
+
 def next_step(ctx: StudyContext) -> str:
     """The next step this run calls for, from its reasons."""
     codes = {r.code for r in validity(ctx).weak}
@@ -122,7 +127,7 @@ def banner(ctx: StudyContext, where: str) -> str:
         return ""
     reasons = "\n".join(f"- {reason_sentence(r)}" for r in v.weak)
     if where == "summary":
-        still = " ".join(filter(None, [_data_biases(ctx), _power(ctx)]))
+        still = " ".join(still_readable(ctx))
         body = (f"{reasons}\n\nLes écarts entre groupes du modèle, et les effets des corrections, peuvent alors ne "
                 f"mesurer que du bruit : ce rapport ne désigne ni meilleure règle, ni pire sous-groupe, et donne les "
                 f"effectifs de chaque taux. **Ce qui reste lisible :** {fr.lower_first(still)}\n\n{next_step(ctx)}")
@@ -147,4 +152,4 @@ def slide_line(ctx: StudyContext) -> str:
         return ""
     return (f"[Modèle trop faible : {short_reasons(ctx)}. Les écarts qui suivent ne se lisent pas comme des biais "
             "du modèle ; aucune règle n'est désignée.]"
-            '{style="display: block; color: #B3261E; font-weight: bold; font-size: 0.7em; margin-top: 0.6em"}')
+            '{style="display: block; color: #B3261E; font-weight: bold; font-size: 0.85em; margin-top: 0.6em"}')
