@@ -55,6 +55,7 @@ def attribute_columns(config: StudyConfig) -> list[str]:
 def load_valid_config(args: argparse.Namespace, data_dir: str | None) -> StudyConfig:
     """The config, validated whole (ConfigError lists every problem) before any long work."""
     choices = {key: registered_names(module) for key, module in REGISTRIES.items()}
+    choices["training.backbone"] = ["auto", *choices["training.backbone"]]
     config = load_config(args.config, data_dir=data_dir, choices=choices)
     columns = attribute_columns(config)
     return load_config(args.config, data_dir=data_dir, choices={**choices, **dict.fromkeys(ATTRIBUTE_KEYS, columns)})

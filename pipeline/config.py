@@ -51,7 +51,7 @@ class DemoConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     mode: str = "last_layer"  # "last_layer" (features once, head per weighting) or "full"
-    backbone: str = "small_cnn"
+    backbone: str = "auto"  # model.choice: frozen pre-trained features where weights load, else the small CNN
     image_size: int = 128
     max_epochs: int = 15
     patience: int = 5

@@ -48,6 +48,7 @@ class StudyContext:
     analyses: dict[str, Any] = field(default_factory=dict)  # data, model, validity: stored with the study
     key: str = ""  # `study_key` of its config and data when computed by `run` (names its cached charts)
     protocol_caveats: list[Any] = field(default_factory=list)  # protocol.PartSize: parts with very few patients
+    backbone_choice: Any = None  # model.choice.BackboneChoice: the backbone used, and why (`training.backbone: auto`)
 
     # ------------------------------------------------------------ convenience for chapters
     @property
@@ -378,7 +379,10 @@ def map_intervals(cams: dict, marker: bool) -> list:
 
 def run(config: StudyConfig | None = None) -> StudyContext:
     """Compute (or load from the cache) the whole study."""
-    config = config or load_config()
+    from pipeline.model.choice import announce, resolve
+
+    config, choice = resolve(config or load_config(), download=True)  # `auto`: the backbone usable here
+    announce(choice)
     ensure_demo(config)
     t0 = time.perf_counter()
     with progress.stage("checking the data folder") as stage:
@@ -394,6 +398,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
                                    config.training.subsample_seed)
     ctx = StudyContext(config, check, full_frame, frame, _evaluation_rows(frame, config),
                        fingerprint(frame), key=study_key(config))
+    ctx.backbone_choice = choice
     _check_primary(ctx)
     from pipeline.protocol import caveat_line, check_sizes
 
@@ -469,8 +474,11 @@ def study_key(config: StudyConfig) -> str:
 
     The config, the data folder's files (path, size, modification time; the metadata's bytes) and the
     source of the code that computes the study: any change recomputes through `run`, which reuses the
-    finer per-step cache.
+    finer per-step cache. `training.backbone: auto` is keyed as the backbone it resolves to from the weights on disk.
     """
+    from pipeline.model.choice import resolve
+
+    config = resolve(config, download=False)[0]
     root = config.data_path()
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
     listing = [f"{p.relative_to(root)}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in files]
@@ -489,7 +497,10 @@ def _stored(config: StudyConfig) -> Path:
 
 def ensure_computed(config: StudyConfig | None = None) -> None:
     """Compute and store the study unless its cached object exists (then nothing is loaded)."""
+    from pipeline.model.choice import resolve
+
     config = config or load_config()
+    resolve(config, download=True)  # `auto`: fetch pre-trained weights now (once an hour at most) if possible
     if not _stored(config).is_file():
         context(config)
 

@@ -26,7 +26,7 @@ from pipeline.train import pred_classifier, train_classifier
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 NIH = SHARED / "nih1000-64px"
-FAST = TrainingConfig(image_size=32, max_epochs=2, patience=2, batch_size=32)
+FAST = TrainingConfig(backbone="small_cnn", image_size=32, max_epochs=2, patience=2, batch_size=32)
 needs_nih = pytest.mark.skipif(not NIH.exists(), reason=f"real NIH subset {NIH} absent")
 
 

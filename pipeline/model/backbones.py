@@ -8,6 +8,7 @@ random initialisation with a warning, so the pipeline still runs offline.
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import math
 import warnings
@@ -56,11 +57,31 @@ def build_backbone(name: str, pretrained: bool = True) -> Backbone:
     return BACKBONES[name](pretrained)
 
 
+class WeightsUnavailable(RuntimeError):
+    """Pre-trained weights that could not be loaded (no network, missing package, damaged file)."""
+
+
+_STRICT = contextvars.ContextVar("strict_weights", default=False)  # set by `load_pretrained`
+
+
+def load_pretrained(name: str) -> Backbone:
+    """The backbone with its pre-trained weights (downloaded if needed), or WeightsUnavailable: frozen
+    features of a randomly initialised network would be noise, so `training.backbone: auto` never uses one."""
+    token = _STRICT.set(True)
+    try:
+        return build_backbone(name, pretrained=True)
+    finally:
+        _STRICT.reset(token)
+
+
 def _or_random(name: str, load: Callable[[], nn.Module], fallback: Callable[[], nn.Module]) -> nn.Module:
-    """`load()` (pre-trained weights), or `fallback()` (random init) with a warning when it fails."""
+    """`load()` (pre-trained weights), or `fallback()` (random init) with a warning when it fails; under
+    `load_pretrained`, WeightsUnavailable instead."""
     try:
         return load()
     except Exception as err:  # no network, proxy, corrupt download: all end the same way
+        if _STRICT.get():
+            raise WeightsUnavailable(f"{name}: {type(err).__name__}: {err}") from err
         warnings.warn(f"{name}: pre-trained weights could not be loaded ({type(err).__name__}: {err}); "
                       "using a RANDOM initialisation instead. Results will be much weaker than with "
                       "pre-trained weights: run once with internet access to download them.", stacklevel=3)

@@ -25,6 +25,7 @@ from pipeline.data import schema as S
 from pipeline.data.folder import CheckReport, TableError, canonical_headers, list_images, read_table
 from pipeline.data.images import image_array
 from pipeline.model.backbones import Classifier, available_backbones
+from pipeline.model.choice import AUTO, choose
 from pipeline.model.training import fit, predict
 
 
@@ -84,6 +85,8 @@ def _training_config(options: dict[str, Any]) -> tuple[TrainingConfig, int]:
     if unknown:
         raise ConfigError(f"unknown training option(s) {unknown}; known: seed, {', '.join(sorted(known))}")
     config = dataclasses.replace(TrainingConfig(mode="full"), **options)
+    if config.backbone == AUTO:  # the course's script trains a whole network: the small CNN (`model.choice`)
+        config = dataclasses.replace(config, backbone=choose(config, download=False).backbone)
     if config.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{config.precision}'; choose one of {', '.join(PRECISIONS)}")
     if config.backbone not in available_backbones():

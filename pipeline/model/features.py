@@ -63,12 +63,17 @@ def pretrained_features(key: pd.DataFrame, config: TrainingConfig, code: str, pa
     Cached on the content in `key`, the config and `code` (the network code's version); `paths`
     only say where to read the pixels.
     """
-    from pipeline.model.backbones import build_backbone
+    from pipeline.model.backbones import WeightsUnavailable, load_pretrained
 
     t0 = time.perf_counter()
     pixels = image_array(key.assign(path=paths), config.image_size)
     torch.manual_seed(0)  # layers without pre-trained weights get a reproducible initialisation
-    backbone, _ = build_backbone(config.backbone, pretrained=True)
+    try:
+        backbone, _ = load_pretrained(config.backbone)
+    except WeightsUnavailable as err:  # frozen random features would be noise: stop and say how to fix it
+        raise WeightsUnavailable(f"{err}. `feature_source: pretrained` needs these weights: run once with internet "
+                                 "access to download them, or set `training.backbone: auto` (in study.yml) to "
+                                 "fall back to training the small CNN") from err
     return {"features": embed(backbone, pixels), "epochs": 0, "inner_val_bacc": float("nan"),
             "seconds": time.perf_counter() - t0,
             "compute": compute_record(torch.cuda.is_available(), "autocast float16" if torch.cuda.is_available()

@@ -437,7 +437,8 @@ def reference_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) ->
     """The unweighted (ERM) network the study trained on `frame`, from the cache (trained if missing).
 
     Returns {"features": penultimate features of every row (frame order), "model": the Classifier in
-    eval mode, or None with `feature_source: pretrained` (a frozen backbone without a trained head)}.
+    eval mode; with `feature_source: pretrained`, the frozen pre-trained backbone with an untrained head
+    (`deciding_network` folds the study's head into it)}.
     The same cache entry as `predict_with_weights` with uniform weights, so nothing is trained twice.
     """
     key, paths = _key_frame(frame), frame[S.PATH].tolist()
@@ -445,7 +446,13 @@ def reference_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) ->
     code = code_version("model.backbones", "model.features", "data.images")
     ones = np.ones(int((key[S.SPLIT] == "train").sum()))
     if config.mode == "last_layer" and config.feature_source == "pretrained":
-        return {"features": _cached(features.pretrained_features)(key, net, code, paths)["features"], "model": None}
+        from pipeline.model.backbones import load_pretrained
+
+        model = Classifier(net.backbone, net.learning_rate, net.image_size, pretrained=False)
+        torch.manual_seed(0)  # as `features.pretrained_features`: layers without weights initialised alike
+        model.backbone = load_pretrained(net.backbone)[0].to(memory_format=torch.channels_last)
+        return {"features": _cached(features.pretrained_features)(key, net, code, paths)["features"],
+                "model": model.eval()}
     # the DFR backbone in last-layer mode (trained on the "backbone" patients), the uniform network in full mode
     head_fraction = HEAD_FRACTION if config.mode == "last_layer" else 0.0
     base = _cached(_fit_full)(key, ones, net, seed, code, paths, None, head_fraction=head_fraction)
@@ -462,11 +469,11 @@ def deciding_network(frame: pd.DataFrame, config: TrainingConfig, seed: int) -> 
     decisions come from a logistic head fitted on the backbone's features, not from the network's own
     end-to-end head (another model: on the demo they agree on 78 % of images): the head's scaler and
     coefficients are folded into one linear layer on the backbone, so that the maps explain the scores
-    the study decides with. None with a frozen pre-trained backbone (`reference_network` has no model).
+    the study decides with; with a frozen pre-trained backbone, the same fold onto that backbone.
     """
     reference = reference_network(frame, config, seed)
     model = reference["model"]
-    if model is None or config.mode == "full":
+    if config.mode == "full":
         return model
     roles = protocol_roles(frame, config, seed)
     fit = roles == "fit"

@@ -70,6 +70,8 @@ def training_protocol(ctx: StudyContext) -> str:
             "dépend d'aucun seuil, est donnée à côté ; le post-traitement (@sec-postprocessing) part des "
             "mêmes scores.")
     seeds = ", ".join(str(s) for s in t.seeds)
+    choice = getattr(ctx, "backbone_choice", None)
+    how = " ".join(filter(None, [choice.sentence_fr() if choice is not None else "", how]))
     return (f"{how}{rule} Graine(s) : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
             f"de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}"
             f"{thin_parts_text(ctx)}{undefined_resamples_text(ctx)}")

@@ -1,0 +1,112 @@
+"""`training.backbone: auto`: pre-trained weights loaded where they are, the small CNN (said) where they are not.
+
+No test downloads anything: the weights files are written by the tests, and downloads are made to fail."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from pipeline import study
+from pipeline.config import TrainingConfig, load_config
+from pipeline.data.demo import make_demo
+from pipeline.model import backbones, choice
+from pipeline.model.backbones import WeightsUnavailable, load_pretrained
+from pipeline.report import preprocessing
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
+MARK = 0.123
+
+
+@pytest.fixture()
+def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No weights anywhere and no network: every download fails as it does offline."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XRV_CACHE_DIR", str(tmp_path / "xrv"))
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAIRCXR_PROGRESS", "0")
+    monkeypatch.setenv("FAIRCXR_OUTPUT", str(tmp_path / "output"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path
+
+
+def _resnet18_weights(torch_home: Path) -> Path:
+    """A resnet18 state dict where torchvision looks for its ImageNet weights, first conv set to MARK."""
+    model = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        model.conv1.weight.fill_(MARK)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    path = torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_weights_on_disk_are_loaded_not_replaced_by_a_random_network(empty_caches: Path):
+    _resnet18_weights(empty_caches / "torch")
+    picked = choice.choose(TrainingConfig(backbone="auto"), download=False)
+    assert (picked.backbone, picked.feature_source) == ("resnet18", "pretrained")
+    assert [name for name, _ in picked.tried][:3] == ["xrv_densenet121_chex", "xrv_densenet121_mimic", "densenet121"]
+    net, dim = load_pretrained("resnet18")
+    assert dim == 512 and torch.allclose(net.body.conv1.weight, torch.full_like(net.body.conv1.weight, MARK))
+    assert "ImageNet" in picked.sentence_fr() and "figées" in picked.sentence_fr()
+
+
+def test_a_preferred_source_wins_when_its_weights_are_there(empty_caches: Path):
+    _resnet18_weights(empty_caches / "torch")
+    url = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url
+    (empty_caches / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]).write_bytes(b"")
+    assert choice.choose(TrainingConfig(backbone="auto"), download=False).backbone == "densenet121"
+
+
+def test_without_weights_auto_falls_back_to_the_small_cnn_and_says_why(empty_caches: Path):
+    picked = choice.choose(TrainingConfig(backbone="auto"), download=True)
+    assert (picked.backbone, picked.feature_source, picked.fell_back) == ("small_cnn", "erm", True)
+    reasons = dict(picked.tried)
+    assert "network unreachable" in reasons["densenet121"] and "network unreachable" in reasons["resnet18"]
+    assert "small CNN" in picked.line() and "depuis zéro" in picked.sentence_fr()
+    # a download that failed is not tried again within the hour: the next study start costs nothing
+    assert choice.choose(TrainingConfig(backbone="auto"), download=True).tried == picked.tried
+    assert choice.choose(TrainingConfig(backbone="auto", mode="full")).backbone == "small_cnn"
+    assert choice.choose(TrainingConfig(backbone="resnet18")).backbone == "resnet18"  # a named backbone is kept
+
+
+def test_frozen_features_without_weights_stop_with_the_fix_instead_of_random_features(empty_caches: Path):
+    with pytest.raises(WeightsUnavailable, match="network unreachable"):
+        load_pretrained("resnet18")
+    with pytest.warns(UserWarning, match="RANDOM"):  # outside `auto`, the old fallback still warns
+        backbones.build_backbone("resnet18", pretrained=True)
+
+
+def test_a_study_on_auto_uses_the_weights_found_and_the_report_says_which(empty_caches: Path):
+    _resnet18_weights(empty_caches / "torch")
+    data = make_demo(empty_caches / "data", n_patients=60, seed=1, image_size=64)
+    config = load_config(TINY, data_dir=str(data))
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, backbone="auto"))
+    ctx = study.run(config)
+    assert (ctx.config.training.backbone, ctx.config.training.feature_source) == ("resnet18", "pretrained")
+    assert ctx.train_info["uniform"]["epochs"] == 0  # frozen: nothing trained
+    assert np.isfinite(ctx.valid_predictions["uniform"]["proba"]).all()
+    text = preprocessing.training_protocol(ctx)
+    assert text.startswith("Le réseau est choisi automatiquement") and "resnet18" in text
+    assert study.study_key(config) == ctx.key  # `auto` is keyed as the backbone it resolves to
+    # the attribution maps explain the frozen backbone with the study's own head folded in
+    from pipeline.data.images import image_array
+    from pipeline.model.training import deciding_network
+
+    training = ctx.config.training
+    model = deciding_network(ctx.frame, training, training.seeds[0])
+    with torch.no_grad():
+        x = torch.from_numpy(np.array(image_array(ctx.frame, training.image_size))).unsqueeze(1)
+        deciding = torch.sigmoid(model(x)).squeeze(-1).numpy()
+    np.testing.assert_allclose(deciding, ctx.predictions["uniform"]["proba"].to_numpy(), atol=1e-4)
