@@ -7,7 +7,9 @@ originals; training images/s per backbone; the time of one full training; and a 
 in full mode (six trainings) vs last-layer mode (one training, six heads), cold and with the backbone
 already cached, and heads on a frozen pre-trained backbone (no training), with balanced accuracy and
 AUC; and the render figures (pipeline.render.timing: cold `make report`, re-render after a prose edit,
-one document executed, Quarto). Figures, not assertions: timing targets live here, not in the tests.
+one document executed, Quarto). `--scale 1000,3000,10000` runs the whole study (study.yml's settings)
+cold on demo folders of about that many 256 px images and prints each stage's time and how it grows.
+Figures, not assertions: timing targets live here, not in the tests.
 """
 
 from __future__ import annotations
@@ -245,6 +247,46 @@ def run(data: Path, label: str, size: int, epochs: int, backbones: dict[str, int
               "--study-backbone resnet18 where ImageNet weights can be downloaded)")
 
 
+IMAGES_PER_PATIENT = 747 / 400  # the demo's follow-up rate: 400 patients give 747 images
+
+
+def bench_scale(sizes: list[int], scratch: Path) -> pd.DataFrame:
+    """The whole study, cold, on demo folders of about `sizes` images at 256 px: seconds per stage."""
+    from pipeline import study
+    from pipeline.data.demo import make_demo
+
+    rows = []
+    for n in sizes:
+        with _cache_in(scratch / f"cache-{n}"):
+            t0 = time.perf_counter()
+            folder = make_demo(scratch / f"demo-{n}", n_patients=max(10, round(n / IMAGES_PER_PATIENT)), seed=0,
+                               image_size=256)
+            made = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ctx = study.run(load_config(data_dir=str(folder)))
+            total = time.perf_counter() - t0
+        row = {"images": len(ctx.full_frame), "patients": ctx.full_frame[S.PATIENT].nunique(),
+               "backbone": ctx.config.training.backbone, "seeds": len(ctx.config.training.seeds),
+               "demo written": made, **ctx.timings, "study total": total}
+        rows.append(row)
+        print("  " + ", ".join(f"{k} {v:.0f} s" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+              flush=True)
+    return pd.DataFrame(rows)
+
+
+def print_scale(table: pd.DataFrame) -> None:
+    """Each stage's seconds, and its cost per 1,000 images from the smallest folder to the largest."""
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.0f}"))
+    if len(table) > 1:
+        first, last = table.iloc[0], table.iloc[-1]
+        ratio = last["images"] / first["images"]
+        for stage in [c for c in table.columns if c not in ("images", "patients", "backbone", "seeds")]:
+            grow = last[stage] / first[stage] if first[stage] > 0 else float("nan")
+            print(f"  {stage}: x{grow:.1f} for x{ratio:.1f} images "
+                  f"({1000 * first[stage] / first['images']:.1f} -> {1000 * last[stage] / last['images']:.1f} "
+                  "s per 1,000 images)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__)
     parser.add_argument("--data", action="append", default=[], help="data folder (repeatable)")
@@ -257,8 +299,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="render figures (cold make report, writing loop, Quarto): with the rest, only, or none")
     parser.add_argument("--render-config", type=Path, default=None,
                         help="study config of the render figures (default: study.yml, as a fresh clone)")
+    parser.add_argument("--scale", default="", help="images,... : the whole study cold on demo folders that size")
     args = parser.parse_args(argv)
     os.environ.setdefault("FAIRCXR_PROGRESS", "0")
+    if args.scale:
+        print(f"\n=== the whole study, cold, by folder size (torch {torch.__version__}, "
+              f"{torch.get_num_threads()} CPU threads, {os.cpu_count()} cores) ===")
+        with tempfile.TemporaryDirectory() as scratch:
+            os.environ["FAIRCXR_OUTPUT"] = str(Path(scratch) / "output")  # the weights CSVs: not the project's
+            print_scale(bench_scale([int(n) for n in args.scale.split(",")], Path(scratch)))
+        return 0
     if args.render != "no":
         from pipeline.render.timing import bench_render, print_render_figures
 

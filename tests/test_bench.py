@@ -26,3 +26,16 @@ def test_bench_prints_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     table = [line.split() for line in out.splitlines() if line.split()[:1] in (["full"], ["last_layer"])]
     assert len(table) == 12  # six weightings in each mode, with their balanced accuracy and AUC
     assert all(0 <= float(row[2]) <= 1 and 0 <= float(row[3]) <= 1 for row in table)
+
+
+def test_the_scale_table_says_how_each_stage_grows(capsys: pytest.CaptureFixture[str]):
+    import pandas as pd
+
+    table = pd.DataFrame([{"images": 1000, "patients": 535, "backbone": "small_cnn", "seeds": 5, "training": 100.0,
+                           "study total": 150.0},
+                          {"images": 10000, "patients": 5350, "backbone": "small_cnn", "seeds": 5, "training": 900.0,
+                           "study total": 1200.0}])
+    bench.print_scale(table)
+    out = capsys.readouterr().out
+    assert "training: x9.0 for x10.0 images (100.0 -> 90.0 s per 1,000 images)" in out
+    assert "study total: x8.0 for x10.0 images" in out
