@@ -9,6 +9,9 @@ already cached, and heads on a frozen pre-trained backbone (no training), with b
 AUC; and the render figures (pipeline.render.timing: cold `make report`, re-render after a prose edit,
 one document executed, Quarto). `--scale 1000,3000,10000` runs the whole study (study.yml's settings)
 cold on demo folders of about that many 256 px images and prints each stage's time and how it grows.
+`--protocols DIR` compares training protocols on a folder (evaluation AUC of the unweighted model over
+the study's seeds): today's split, its backbone's own head, one network on every training patient,
+and cross-fitted backbones.
 Figures, not assertions: timing targets live here, not in the tests.
 """
 
@@ -247,6 +250,75 @@ def run(data: Path, label: str, size: int, epochs: int, backbones: dict[str, int
               "--study-backbone resnet18 where ImageNet weights can be downloaded)")
 
 
+PROTOCOLS = ("split", "split_own", "full", "crossfit")
+CROSSFIT_FOLDS = 5
+
+
+def bench_protocols(data: Path, protocols: tuple[str, ...] = PROTOCOLS, **training: Any) -> pd.DataFrame:
+    """Evaluation AUC of the unweighted model under each training protocol, one row per seed of study.yml.
+
+    split: the study's last-layer protocol (backbone on its part of the training patients, logistic head
+    on another part); split_own: that backbone's own head; full: one network on every training patient
+    but the inner validation; crossfit: K backbones, each on (K-1)/K of those patients, head k fitted on
+    fold k's features of backbone k (never seen by it), evaluation scored by the mean of the K heads.
+    `training` overrides study.yml's training settings (image_size, max_epochs, ...)."""
+    import dataclasses
+
+    from pipeline import study
+    from pipeline.model import features
+    from pipeline.model import training as T
+    from pipeline.model.choice import resolve
+
+    config = resolve(load_config(data_dir=str(data)))[0]
+    frame = study.context(config).frame.reset_index(drop=True)
+    net = dataclasses.replace(T._network_config(config.training), **training)
+    pixels, labels = image_array(frame, net.image_size), frame[S.LABEL].to_numpy()
+    valid, key = (frame[S.SPLIT] == "valid").to_numpy(), T._key_frame(frame)
+    patients = frame[S.PATIENT].to_numpy()
+
+    def trained(rows: np.ndarray, held: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        with tempfile.TemporaryDirectory() as logdir:
+            fitted = T.fit(pixels, labels, rows, held, np.ones(len(rows)), net, seed, Path(logdir))
+            return T.predict(fitted.model, pixels)
+
+    rows = []
+    for seed in config.training.seeds:
+        split, plain = T.train_roles(key, seed, T.HEAD_FRACTION), T.train_roles(key, seed, 0.0)
+        inner, fit = np.flatnonzero(plain == "inner_val"), np.flatnonzero(plain == "fit")
+        scores: dict[str, np.ndarray] = {}
+        t0 = time.perf_counter()
+        if {"split", "split_own"} & set(protocols):
+            own, feats = trained(np.flatnonzero(split == "backbone"), inner, seed)
+            head = split == "fit"
+            scores |= {"split": features.head_proba(feats, head, labels, np.ones(int(head.sum())), seed),
+                       "split_own": own}
+        if "full" in protocols:
+            scores["full"] = trained(fit, inner, seed)[0]
+        if "crossfit" in protocols:
+            rng = np.random.default_rng(seed)
+            fit_patients = rng.permutation(np.unique(patients[fit]))
+            fold_of = dict(zip(fit_patients, np.arange(len(fit_patients)) % CROSSFIT_FOLDS, strict=True))
+            fold = np.array([fold_of.get(p, -1) for p in patients])
+            heads = []
+            for k in range(CROSSFIT_FOLDS):
+                feats = trained(fit[fold[fit] != k], inner, seed * 100 + k)[1]
+                heads.append(features.head_proba(feats, fold == k, labels, np.ones(int((fold == k).sum())), seed))
+            scores["crossfit"] = np.mean(heads, axis=0)
+        for name in protocols:
+            rows.append({"seed": seed, "protocol": name, "auc": roc_auc_score(labels[valid], scores[name][valid])})
+        print(f"  seed {seed}: " + ", ".join(f"{r['protocol']} {r['auc']:.3f}" for r in rows[-len(protocols):])
+              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return pd.DataFrame(rows)
+
+
+def print_protocols(table: pd.DataFrame) -> None:
+    """Each protocol's mean evaluation AUC over the seeds, its spread, and the seeds' values."""
+    for name, part in table.groupby("protocol", sort=False):
+        values = part["auc"].to_numpy()
+        print(f"  {name}: AUC {values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f} over "
+              f"{len(values)} seeds ({', '.join(f'{v:.2f}' for v in values)})")
+
+
 IMAGES_PER_PATIENT = 747 / 400  # the demo's follow-up rate: 400 patients give 747 images
 
 
@@ -300,8 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-config", type=Path, default=None,
                         help="study config of the render figures (default: study.yml, as a fresh clone)")
     parser.add_argument("--scale", default="", help="images,... : the whole study cold on demo folders that size")
+    parser.add_argument("--protocols", type=Path, default=None, help="data folder: compare training protocols")
     args = parser.parse_args(argv)
     os.environ.setdefault("FAIRCXR_PROGRESS", "0")
+    if args.protocols:
+        print(f"\n=== training protocols on {args.protocols} (evaluation AUC, unweighted model) ===")
+        print_protocols(bench_protocols(args.protocols))  # study.yml's training settings
+        return 0
     if args.scale:
         print(f"\n=== the whole study, cold, by folder size (torch {torch.__version__}, "
               f"{torch.get_num_threads()} CPU threads, {os.cpu_count()} cores) ===")

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -110,3 +111,16 @@ def test_a_study_on_auto_uses_the_weights_found_and_the_report_says_which(empty_
         x = torch.from_numpy(np.array(image_array(ctx.frame, training.image_size))).unsqueeze(1)
         deciding = torch.sigmoid(model(x)).squeeze(-1).numpy()
     np.testing.assert_allclose(deciding, ctx.predictions["uniform"]["proba"].to_numpy(), atol=1e-4)
+
+
+def test_a_damaged_weights_file_stops_the_features_with_the_file_to_delete(empty_caches: Path):
+    from pipeline.model import features
+
+    url = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url
+    damaged = empty_caches / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a checkpoint")
+    config = dataclasses.replace(TrainingConfig(), backbone="densenet121", feature_source="pretrained", image_size=32)
+    key = pd.DataFrame({"digest": ["x"]})
+    with pytest.raises(WeightsUnavailable, match="delete it from its cache folder"):
+        features.pretrained_features(key, config, "code", [str(empty_caches / "none.png")])

@@ -39,3 +39,17 @@ def test_the_scale_table_says_how_each_stage_grows(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "training: x9.0 for x10.0 images (100.0 -> 90.0 s per 1,000 images)" in out
     assert "study total: x8.0 for x10.0 images" in out
+
+
+def test_the_protocol_comparison_scores_every_protocol_on_every_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("FAIRCXR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAIRCXR_PROGRESS", "0")
+    monkeypatch.setenv("FAIRCXR_OUTPUT", str(tmp_path / "output"))
+    monkeypatch.setenv("FAIRCXR_CONFIG", str(Path(__file__).parent / "fixtures" / "tiny_study.yml"))
+    data = make_demo(tmp_path / "demo", n_patients=60, seed=1, image_size=64)
+    table = bench.bench_protocols(data, max_epochs=1)
+    assert sorted(table["protocol"].unique()) == sorted(bench.PROTOCOLS) and len(table) == len(bench.PROTOCOLS)
+    assert table["auc"].between(0, 1).all()
+    bench.print_protocols(table)
+    assert re.search(r"crossfit: AUC [\d.]+ ± [\d.]+ over 1 seeds", capsys.readouterr().out)

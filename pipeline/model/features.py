@@ -66,14 +66,16 @@ def pretrained_features(key: pd.DataFrame, config: TrainingConfig, code: str, pa
     from pipeline.model.backbones import WeightsUnavailable, load_pretrained
 
     t0 = time.perf_counter()
-    pixels = image_array(key.assign(path=paths), config.image_size)
     torch.manual_seed(0)  # layers without pre-trained weights get a reproducible initialisation
     try:
         backbone, _ = load_pretrained(config.backbone)
     except WeightsUnavailable as err:  # frozen random features would be noise: stop and say how to fix it
-        raise WeightsUnavailable(f"{err}. `feature_source: pretrained` needs these weights: run once with internet "
-                                 "access to download them, or set `training.backbone: auto` (in study.yml) to "
-                                 "fall back to training the small CNN") from err
+        raise WeightsUnavailable(f"{err}. Frozen pre-trained features need these weights: run once with internet "
+                                 "access to download them; if a weights file is damaged, delete it from its cache "
+                                 "folder (torch: ~/.cache/torch/hub/checkpoints, torchxrayvision: "
+                                 "~/.torchxrayvision/models_data) to download it again; or set "
+                                 "`training.backbone: small_cnn` in study.yml to train a network here") from err
+    pixels = image_array(key.assign(path=paths), config.image_size)  # after the weights: a failure comes first
     return {"features": embed(backbone, pixels), "epochs": 0, "inner_val_bacc": float("nan"),
             "seconds": time.perf_counter() - t0,
             "compute": compute_record(torch.cuda.is_available(), "autocast float16" if torch.cuda.is_available()
