@@ -100,7 +100,7 @@ def test_a_good_model_on_few_evaluation_images_of_a_class_is_weak_with_its_count
     healthy = int((ctx.valid_predictions["uniform"]["label"] == 0).sum())
     assert healthy < 30 and not v.chance and not v.image_not_better
     assert [r.code for r in v.weak] == ["few_images"]
-    assert f"{healthy}\u00a0images `sain`" in weak.banner(ctx, "summary")
+    assert f"{healthy}\u00a0images «\u00a0sain\u00a0»" in weak.banner(ctx, "summary")
     assert f"{healthy}\u00a0images «\u00a0sain\u00a0»" in weak.slide_line(ctx)
 
 

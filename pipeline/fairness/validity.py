@@ -60,6 +60,8 @@ class Validity:
     weak: tuple[WeakReason, ...] = ()
     # method -> (evaluation images whose decision differs from the reference's, images): what a weighting changed
     changed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # method -> Spearman correlation of its evaluation scores with the reference's
+    rank_agreement: dict[str, float] = field(default_factory=dict)
 
     @property
     def weak_model(self) -> bool:
@@ -121,11 +123,15 @@ def check(ctx: Any) -> Validity:
     """The three checks on a study context (its weightings at their operating thresholds)."""
     out = Validity()
     attributes = list(dict.fromkeys([ctx.config.weighting.attribute, *ctx.config.sensitive_attributes]))
+    from scipy.stats import spearmanr
+
     reference = _decisions(ctx.valid_predictions["uniform"])
+    reference_scores = ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)
     for method, preds in ctx.valid_predictions.items():
         d = _decisions(preds)
         out.one_class[method] = {a: one_class(d, preds[a] if a in preds.columns else None) for a in attributes}
         out.changed[method] = (int((d != reference).sum()), len(d))
+        out.rank_agreement[method] = float(spearmanr(preds[S.PROBA].to_numpy(float), reference_scores)[0])
     if ctx.comparison is not None:
         auc = ctx.comparison[ctx.comparison["metric"] == "auc"]
         for r in auc.itertuples():

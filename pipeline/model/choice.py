@@ -69,8 +69,9 @@ class BackboneChoice:
             return f"backbone auto: frozen pre-trained {self.backbone} features ({self.weights_fr})"
         why = "; ".join(f"{name}: {reason}" for name, reason in self.tried) or "no pre-trained source"
         return (f"backbone auto: no pre-trained weights could be loaded ({why}); training the small CNN from scratch "
-                "instead, much weaker on a small folder. With internet access they download on the next run; "
-                "`pip install torchxrayvision` adds the chest X-ray weights.")
+                "instead, much weaker on a small folder. With internet access they are downloaded on a later run "
+                f"(a failed download is retried after {RETRY_SECONDS // 60} minutes); `pip install torchxrayvision` "
+                "adds the chest X-ray weights.")
 
     def sentence_fr(self) -> str:
         """One French sentence for the report's protocol: what was used and why."""
@@ -119,7 +120,7 @@ def _try_download(source: Source) -> str:
     try:
         load_pretrained(source.backbone)
     except (WeightsUnavailable, ValueError) as err:
-        return str(err).splitlines()[0][:200]
+        return str(err).splitlines()[0].removeprefix(f"{source.backbone}: ")[:200]
     return ""
 
 

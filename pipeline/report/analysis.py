@@ -569,6 +569,18 @@ def _undefined_subgroups(n: int, total: int) -> str:
             .replace("’", "'"))
 
 
+def group_performance_subject(ctx: StudyContext) -> str:
+    """Whom the per-group table describes: the reference, and the recommended rule when there is one."""
+    from pipeline.fairness.recommendation import recommendation
+
+    rec = recommendation(ctx)
+    if rec.chosen is not None:
+        return f"pour le modèle de référence et la règle recommandée sous contraintes ({combination_label(rec.chosen)})"
+    why = ("le modèle étant trop faible" if rec.withheld == "weak_model" else
+           "aucune règle ne satisfaisant les contraintes")
+    return f"pour le modèle de référence seul (aucune règle recommandée, {why})"
+
+
 def subgroup_narrative(ctx: StudyContext) -> str:
     ma = model_results(ctx)
     t = ma.subgroups

@@ -165,12 +165,13 @@ def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFram
 def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy",
                  frontier_col: str = "on_frontier", label_col: str = "label", color_col: str | None = None,
                  palette: Mapping[str, str] | None = None, title: str | None = None,
-                 show_labels: bool = True) -> alt.LayerChart:
+                 show_labels: bool = True, front: bool = True) -> alt.LayerChart:
     """Scatter of configurations (x: a gap to minimise, y: a performance to maximise) with the
     Pareto front drawn as a dashed line; dominated points are faded. Intervals are drawn when
     `{x}_low/_high` and `{y}_low/_high` exist. `frontier_col` is computed when absent;
     `color_col` (e.g. "weighting") colours the points by method, using the method palette;
-    `show_labels` writes `label_col` next to the points of the front."""
+    `show_labels` writes `label_col` next to the points of the front. `front=False` draws the points only
+    (a weak model: ordering its rules would order noise)."""
     data = df.copy()
     if frontier_col not in data.columns:
         data[frontier_col] = pareto_frontier(data, minimise=x, maximise=y)
@@ -194,7 +195,10 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
                alt.Tooltip("y_text:N", title=METRIC_LABELS_FR.get(y, y)),
                alt.Tooltip("x_text:N", title=METRIC_LABELS_FR.get(x, x))]
     cloud = _bars_and_points(data, x, y, color, tooltip, metric_title(x), metric_title(y)).encode(
-        opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)))
+        opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)) if front else alt.value(0.7))
+    if not front:
+        return cloud.properties(width=style.WIDTH - 120, height=340, title=title or
+                                "Compromis performance–équité (aucun front tracé : modèle trop faible)")
     front = data[data[frontier_col].astype(bool)]
     front = collapse_ties(front, [front[x].round(12), front[y].round(12)], label_col).sort_values(x)
     line = alt.Chart(front).mark_line(color=style.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(

@@ -6,6 +6,7 @@ import pandas as pd
 import yaml
 
 from pipeline.fairness.validity import validity
+from pipeline.report import french as fr
 from pipeline.report import preprocessing, weak
 from pipeline.report.analysis import analysis_narrative
 from pipeline.report.french import UNDEFINED_CI, ci, lower_first, num
@@ -30,11 +31,12 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     if UNDEFINED_CI in gap_text:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
     if v.weak_model and short:  # the slide leads with what can still be said, then the next step
-        items = [f"{weak.TITLE} : {weak.short_reasons(ctx)}.", *weak.still_readable(ctx),
+        items = [f"{weak.TITLE} ({weak.short_reasons(ctx)}).",
+                 *(fr.upper_first(s) + "." for s in weak.still_readable(ctx)),
                  *filter(None, [primary_summary(ctx, short), recommendation_summary(ctx, short)]),
                  weak.next_step(ctx)]
         return "\n".join(f"- {i}" for i in items if i)
-    items = [f"{weak.TITLE} : {weak.short_reasons(ctx)}."] if v.weak_model else []
+    items = [f"{weak.TITLE} ({weak.short_reasons(ctx)})."] if v.weak_model else []
     items += [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
     items.append(recommendation_summary(ctx, short))
     auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")

@@ -200,6 +200,10 @@ def lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
+def upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def count(n: float, unit: str) -> str:
     """« 1 image », « 15 patients » (French: singular below 2)."""
     if is_missing(n):

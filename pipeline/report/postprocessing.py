@@ -169,7 +169,8 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
     if data[gap].notna().sum() == 0:  # nothing to place: say why instead of drawing empty axes
         return charts.message_chart(f"{M.METRIC_LABELS_FR[gap]} : non défini pour toutes les combinaisons",
                                     "(un groupe compte trop peu d'images d'une classe ; voir le texte)")
-    return charts.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels)
+    return charts.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels,
+                               front=not weak.is_weak(ctx))
 
 
 SLIDE_FRONT_ROWS = 5  # rows of the front that fit an appendix slide under its title and header
@@ -187,6 +188,8 @@ def pareto_table(ctx: StudyContext, gap: str | None = None, compact: bool = Fals
     result, no column that is empty or n.d. everywhere, and at most SLIDE_FRONT_ROWS of them, spread from
     the fairest to the most accurate. `gap`: the front's gap (default: `front_gap`, as the slides)."""
     t = ctx.grid.table
+    if weak.is_weak(ctx):
+        return pd.DataFrame({"Méthode": ["Aucun front de Pareto : le modèle est trop faible pour ordonner ses règles"]})
     gap = gap or front_gap(ctx)
     flags = t[f"frontier_{gap}"] if f"frontier_{gap}" in t.columns else front_flags(t, gap)
     front = t[flags.astype(bool)].sort_values(gap)
@@ -267,6 +270,10 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
             claims.append(Claim("chapitre 4, une ligne par post-traitement", said, (stated.key,), stated.status,
                                 stated.direction))
     gap = front_gap(ctx)
+    if weak.is_weak(ctx):
+        lines.append("\nLe modèle étant trop faible, aucun front de Pareto n'est tracé ni listé : ordonner ces "
+                     "combinaisons par exactitude et par équité reviendrait à ordonner du bruit.")
+        return "\n".join(lines)
     front = ctx.grid.frontier(gap)
     names = ", ".join(f"{method_label(w)} + {post_label(p)}" for w, p in
                       zip(front["weighting"], front["postprocessor"], strict=True))

@@ -10,7 +10,7 @@ from pipeline.data import schema as S
 from pipeline.fairness.metrics import METRIC_LABELS_FR
 from pipeline.fairness.validity import validity
 from pipeline.fairness.weighting import WEIGHTINGS, diagnostics
-from pipeline.report import charts
+from pipeline.report import charts, weak
 from pipeline.report import french as fr
 from pipeline.report.french import NBSP, attribute_label, ci, count, group_label, lower_first, num, pct
 from pipeline.report.memo import cached_chart
@@ -151,17 +151,24 @@ def inert_weightings(ctx: StudyContext) -> str:
     shown = [m for m in ctx.comparison["method"].unique() if m in WEIGHTINGS and WEIGHTINGS[m].class_only]
     if not shown:
         return ""
-    parts = []
-    for m in shown:
-        k, n = changed.get(m, (0, 0))
-        parts.append(f"{method_label(m)} prend les mêmes décisions qu'Uniforme" if k == 0 else
-                     f"{method_label(m)} change {k} décision{'s' * (k > 1)} sur {n}")
-    return ("Les pondérations qui ne dépendent que de la classe déplacent surtout le seuil de décision, que chaque "
-            f"pondération rechoisit sur la validation interne ; ici, {fr.join(parts)}. "
-            + ("Leur absence d'effet est attendue par construction : ce n'est pas un résultat sur l'équité."
-               if all(changed.get(m, (0, 0))[0] == 0 for m in shown) else
-               "Un effet nul de leur part serait donc attendu par construction, et ne serait pas un résultat sur "
-               "l'équité."))
+    counts = {m: changed.get(m, (0, 0)) for m in shown}
+    names = fr.join([method_label(m) for m in shown])
+    plural = len(shown) > 1
+    if all(k == 0 for k, _ in counts.values()):
+        n = next(iter(counts.values()))[1]
+        return (f"{names} {'prennent' if plural else 'prend'} exactement les mêmes décisions que la pondération "
+                f"uniforme (0/{n}) : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
+                "décision, que chaque pondération rechoisit sur la validation interne. Leur absence d'effet est "
+                "attendue par construction : ce n'est pas un résultat sur l'équité.")
+    changes = fr.join([f"{k}/{n}" for k, n in counts.values()])
+    ranks = validity(ctx).rank_agreement
+    rho = fr.join([fr.number(ranks.get(m, float("nan")), 3) for m in shown])
+    return (f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe : une telle pondération déplace "
+            "surtout le seuil de décision, que chaque pondération rechoisit sur la validation interne. Ici, la "
+            f"corrélation de rang de {'leurs' if plural else 'ses'} scores avec ceux d'Uniforme est de {rho} sur les "
+            f"images d'évaluation, et {'leurs' if plural else 'ses'} décisions diffèrent des siennes sur {changes} "
+            "images : un effet sur l'équité de leur part tiendrait surtout au seuil rechoisi, plus qu'à la "
+            "pondération.")
 
 
 def weighting_by_attribute(ctx: StudyContext) -> pd.DataFrame:
@@ -247,6 +254,9 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
              + (f", {groups[0]} − {groups[1]}) de {estimate_ci(base, 'tpr_signed')}." if signed else
                 f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]
     moves = significant_moves(table, "method", method_label, claims)
+    if moves and weak.is_weak(ctx):
+        lines.append("Le modèle étant trop faible, les différences notables (†, exploratoires) du tableau ne "
+                     "désignent aucune pondération : elles restent à confirmer sur un modèle qui classe les images.")
     if not moves:
         primary = "mark" in table.columns and bool((table["mark"] == PRIMARY_MARK).any())
         none = ("Aucune pondération ne modifie une métrique de façon notable dans cette exploration "

@@ -136,6 +136,9 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
 
 
 def slide_weighting_message(ctx: StudyContext, claims: list | None = None) -> str:
+    if weak.is_weak(ctx):
+        return ("Aucune pondération n'est mise en avant : le modèle ne classe pas mieux que le hasard. "
+                + caveat("Différences exploratoires en annexe, non interprétables ici."))
     moves = significant_moves(ctx.comparison, "method", method_label, claims)
     text = moves[0] if moves else "Aucune pondération ne change l'équité de façon notable (exploratoire)."
     if claims is not None and not moves:
@@ -154,6 +157,12 @@ def caveat(text: str) -> str:
     # A block of its own: in the message's paragraph, small lines would keep the message's line height.
     return f'[{text}]{{style="display: block; font-size: 0.6em; line-height: 1.3; margin-top: 0.4em"}}' \
         if text else ""
+
+
+def small_number(value: str, caption: str) -> str:
+    """A key number on one small line (under a figure that needs the slide's height)."""
+    return (f'[**{value}** {caption}]{{style="display: block; font-size: 0.65em; line-height: 1.2; '
+            'color: #333333"}')
 
 
 def key_number(value: str, caption: str) -> str:
@@ -306,14 +315,15 @@ def images_message(ctx: StudyContext) -> str:
     s = analysis.cam_stats(ctx)
     if not s:
         return ""
+    # One small line under the figure: the figure keeps half the slide in both renderers (Quarto's type is larger)
     if ctx.config.is_demo and np.isfinite(s["marker_share_ap"]):
-        return key_number(analysis.marker_gap(s), "de la masse des gradients intégrés sur le coin du marqueur, "
-                                                  f"AP − PA ({fr.percent(s['marker_share_ap'], 1)} contre "
-                                                  f"{fr.percent(s['marker_share_pa'], 1)})")
+        return small_number(analysis.marker_gap(s), "de la masse des gradients intégrés sur le coin du marqueur, "
+                                                    f"AP − PA ({fr.percent(s['marker_share_ap'], 1)} contre "
+                                                    f"{fr.percent(s['marker_share_pa'], 1)})")
     both = [f"{analysis.border_text(analysis.cam_stats(ctx, m))} ({label})"
             for m, label in analysis.MAP_LABELS_FR.items()]
-    return key_number(" ; ".join(both), f"de la masse des cartes sur le bord, {fr.percent(s['border_area'])} de "
-                                        "la surface")
+    return small_number(" ; ".join(both), f"de la masse des cartes sur le bord, {fr.percent(s['border_area'])} "
+                                          "de la surface")
 
 
 @cached_chart
@@ -375,8 +385,8 @@ def subgroup_number(ctx: StudyContext) -> str:
         return ""
     if weak.is_weak(ctx):  # the highest FNR, with its count, but not crowned
         return (f"FNR le plus élevé : {ci(w['fnr'], w['low'], w['high'])} ({w['missed']}/{int(w['n_positive'])}), "
-                f"ensemble {num(w['overall_fnr'])} : sur un modèle au niveau du hasard, un classement de "
-                f"{w['n_subgroups']} sous-groupes ne désigne personne.")
+                f"corrigé de la sélection : {num(w['shrunken'])} ; ensemble : {num(w['overall_fnr'])}. Sur un "
+                f"modèle trop faible, classer {w['n_subgroups']} sous-groupes ne désigne personne.")
     return key_number(f"FNR {ci(w['fnr'], w['low'], w['high'])}",
                       f"{w['label']} ; ensemble : {num(w['overall_fnr'])} ; corrigé de la sélection parmi "
                       f"{w['n_subgroups']} sous-groupes : {num(w['shrunken'])}")
@@ -389,8 +399,12 @@ def question_numbers(ctx: StudyContext) -> str:
     uni = ctx.comparison[ctx.comparison["method"] == ctx.grid.baseline[0]].set_index("metric")
     bacc = level_ci(ctx, "balanced_accuracy") or ci(*uni.loc["balanced_accuracy", ["estimate", "low", "high"]])
     auc = level_ci(ctx, "auc") or ci(*uni.loc["auc", ["estimate", "low", "high"]])
+    runs = seeds_phrase(ctx).split(",")[0]
+    if weak.is_weak(ctx):  # the warning first, then both numbers on one line
+        return (weak.slide_line(ctx) + "\n\n"
+                + key_number(f"AUC {auc}", f"exactitude équilibrée {bacc} ({runs})"))
     return (key_number(bacc, "exactitude équilibrée du modèle de référence") + "\n\n"
-            + key_number(auc, f"AUC ({seeds_phrase(ctx).split(',')[0]})") + "\n\n" + weak.slide_line(ctx)).strip()
+            + key_number(auc, f"AUC ({runs})"))
 
 
 def group_members(ctx: StudyContext) -> str:

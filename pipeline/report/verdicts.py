@@ -459,7 +459,7 @@ def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:
 
     rec = recommendation(ctx)
     if rec.withheld == "weak_model":
-        return ("Recommandation : aucune règle, le modèle est trop faible pour en départager." if short else
+        return ("Recommandation : aucune règle, le modèle est trop faible pour départager les règles." if short else
                 "Recommandation sous contraintes fixées à l'avance : aucune règle n'est recommandée, le modèle est "
                 "trop faible pour que choisir entre des règles de décision ait un sens.")
     if short:

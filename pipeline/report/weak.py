@@ -33,7 +33,8 @@ def reason_sentence(r: WeakReason) -> str:
                 f"({runs}) : son intervalle contient 0,5.")
     if r.code == "not_beyond_attributes":
         attrs = fr.join([fr.attribute_label(a).lower() for a in v.get("attributes_used", [])])
-        return (f"**Pas mieux que les métadonnées.** AUC de l'image {ci(v['image'], v['image_low'], v['image_high'])} "
+        return (f"**Pas mieux que les métadonnées.** Sur l'entraînement détaillé (graine 0), AUC de l'image "
+                f"{ci(v['image'], v['image_low'], v['image_high'])} "
                 f"contre {ci(v['attributes'], v['attributes_low'], v['attributes_high'])} pour un modèle qui ne "
                 f"connaît que {attrs} (différence appariée {ci(v['diff'], v['diff_low'], v['diff_high'])}).")
     if r.code == "inner_below_chance":
@@ -43,10 +44,11 @@ def reason_sentence(r: WeakReason) -> str:
                 "des scores sans signal.")
     if r.code == "few_images":
         sick, healthy = _class_counts(r)
-        fewest = min(sick, healthy)
-        return (f"**Peu d'images d'évaluation.** {fr.count(healthy, 'images')} `sain` et {fr.count(sick, 'images')} "
-                f"`malade` (moins de {v['minimum']} dans une classe) : une image de plus ou de moins déplace un "
-                f"taux de {fr.percent(1 / max(fewest, 1))} ; chaque taux est donné avec ses effectifs (k/n).")
+        fewest, word = (healthy, "sains") if healthy <= sick else (sick, "malades")
+        return (f"**Peu d'images d'évaluation.** {fr.count(healthy, 'images')} «{NBSP}sain{NBSP}» et "
+                f"{fr.integer(sick)} «{NBSP}malade{NBSP}» (moins de {v['minimum']} dans une classe) : une image de "
+                f"plus ou de moins déplace d'environ {fr.points(1 / max(fewest, 1), 0).lstrip('+')} un taux "
+                f"calculé sur les {word} ; chaque taux est donné avec ses effectifs (k/n).")
     raise ValueError(f"unknown weak-model reason {r.code!r}")
 
 
@@ -73,13 +75,13 @@ def _data_biases(ctx: StudyContext) -> str:
     vs = getattr(ctx, "verdicts", None)
     found = [v for v in (vs.family("exploratory:data:prevalence") if vs else []) if v.established]
     if not found:
-        return ("Les données ne montrent aucun écart de prévalence établi entre groupes (chapitre 2) ; leurs "
-                "déséquilibres d'effectifs restent, eux, des faits.")
+        return ("les déséquilibres d'effectifs des données, qui ne dépendent pas du modèle (aucun écart de "
+                "prévalence notable entre groupes, chapitre 2).")
     gaps = [f"{fr.group_label(v.attribute, v.treated)} face à {fr.group_label(v.attribute, v.reference)} "
             f"{fr.points(v.estimate, 1)}" for v in found]
     n = len(found)
-    return (f"Les biais des données ne dépendent pas du modèle : {n} écart{'s' * (n > 1)} de prévalence "
-            f"établi{'s' * (n > 1)} (chapitre 2 : {'; '.join(gaps)}).")
+    return (f"les biais des données, qui ne dépendent pas du modèle ({n} écart{'s' * (n > 1)} de prévalence "
+            f"notable{'s' * (n > 1)}, exploratoire, chapitre 2 : {f'{NBSP}; '.join(gaps)}).")
 
 
 def _power(ctx: StudyContext) -> str:
@@ -89,15 +91,20 @@ def _power(ctx: StudyContext) -> str:
     vs = getattr(ctx, "verdicts", None)
     if not vs:
         return ""
-    best: dict[str, object] = {}
+    found: dict[str, list] = {}
     for v in vs.family("primary"):
-        if v.mde is not None and v.reason != "identical" and (v.quantity not in best or v.mde < best[v.quantity].mde):
-            best[v.quantity] = v
-    if not best:
+        if v.mde is not None and v.reason != "identical":
+            found.setdefault(v.quantity, []).append(v)
+    if not found:
         return ""
-    parts = [f"{quantity_label(q, vs.meta['groups'])} {detectable(v)}" for q, v in best.items()]
-    return ("Ce que l'étude pouvait détecter (puissance 80 %, questions principales) : des changements d'au moins "
-            + " ; ".join(parts) + ". Un effet plus petit passe inaperçu.")
+    parts = []
+    for quantity, verdicts in found.items():
+        ordered = sorted(verdicts, key=lambda v: v.mde)
+        low, high = detectable(ordered[0]), detectable(ordered[-1])
+        span = low if low == high else f"{low.removesuffix(NBSP + 'points')} à {high}"
+        parts.append(f"{span} d'{quantity_label(quantity, vs.meta['groups'])}")
+    return ("ce que l'étude pouvait détecter (puissance 80 %) : des changements d'au moins " + " et ".join(parts)
+            + ", selon la question principale ; un effet plus petit passe inaperçu.")
 
 
 def still_readable(ctx: StudyContext) -> list[str]:
@@ -111,8 +118,9 @@ def next_step(ctx: StudyContext) -> str:
     steps = []
     if codes & {"chance", "not_beyond_attributes", "inner_below_chance"}:
         steps.append("partir de caractéristiques pré-entraînées sur des radiographies, qui n'ont pas à être "
-                     "apprises sur quelques centaines d'images (dans `study.yml`, section `training` : "
-                     "`feature_source: pretrained`, `backbone: xrv_densenet121_chex`)")
+                     "apprises sur quelques centaines d'images : avec un accès à Internet, `pip install "
+                     "torchxrayvision` puis `training.backbone: auto` (dans `study.yml`) les télécharge et les "
+                     "utilise")
     if "few_images" in codes:
         steps.append(f"évaluer sur au moins {WEAK_MIN_IMAGES} images de chaque classe (un sous-ensemble plus "
                      "grand, ou moins déséquilibré)")
@@ -127,10 +135,10 @@ def banner(ctx: StudyContext, where: str) -> str:
         return ""
     reasons = "\n".join(f"- {reason_sentence(r)}" for r in v.weak)
     if where == "summary":
-        still = " ".join(still_readable(ctx))
+        still = " ; ".join(still_readable(ctx))
         body = (f"{reasons}\n\nLes écarts entre groupes du modèle, et les effets des corrections, peuvent alors ne "
                 f"mesurer que du bruit : ce rapport ne désigne ni meilleure règle, ni pire sous-groupe, et donne les "
-                f"effectifs de chaque taux. **Ce qui reste lisible :** {fr.lower_first(still)}\n\n{next_step(ctx)}")
+                f"effectifs de chaque taux. **Ce qui reste lisible :** {still}.\n\n{next_step(ctx)}")
     elif where == "preprocessing":
         body = (f"{reasons}\n\nLes différences entre pondérations ci-dessous comparent des modèles qui ne classent "
                 "pas de façon établie : une différence non établie n'est pas une absence d'effet, et une "
@@ -138,9 +146,9 @@ def banner(ctx: StudyContext, where: str) -> str:
                 "mise en avant.")
     elif where == "postprocessing":
         body = (f"{reasons}\n\nUn post-traitement ne fait que déplacer des seuils : sur des scores sans signal établi, "
-                "ses « gains » d'exactitude ou d'équité peuvent n'être que du bruit. Aucune règle n'est recommandée, "
-                "et un groupe dont les décisions ne séparent pas malades et sains n'est pas signalé règle par "
-                "règle : c'est le cas du modèle lui-même.")
+                "ses « gains » d'exactitude ou d'équité peuvent n'être que du bruit. Aucune règle n'est recommandée. "
+                "Nous ne signalons pas, règle par règle, les groupes où les décisions ne séparent pas malades et "
+                "sains : c'est déjà le cas du modèle de référence.")
     else:
         raise ValueError(f"unknown place {where!r} for the weak-model warning")
     return f"\n::: {{.callout-warning}}\n## {TITLE}\n\n{body}\n:::\n"
@@ -152,4 +160,4 @@ def slide_line(ctx: StudyContext) -> str:
         return ""
     return (f"[Modèle trop faible : {short_reasons(ctx)}. Les écarts qui suivent ne se lisent pas comme des biais "
             "du modèle ; aucune règle n'est désignée.]"
-            '{style="display: block; color: #B3261E; font-weight: bold; font-size: 0.85em; margin-top: 0.6em"}')
+            '{style="display: block; color: #B3261E; font-weight: bold; font-size: 0.85em; margin-bottom: 0.3em"}')
