@@ -110,7 +110,7 @@ def pareto_gap(ctx: StudyContext) -> str:
 def title_pareto(ctx: StudyContext) -> str:
     """« Combiner : 4 règles non dominées sur 56 » (the reference among the 56; one line at Quarto's title size)."""
     if weak.is_weak(ctx):
-        return f"Combiner : aucune des {len(ctx.grid.table)} règles n'est retenue, le modèle est trop faible"
+        return "Combiner : aucune règle retenue, modèle trop faible"
     n = len(ctx.grid.frontier(pareto_gap(ctx)))
     plural = "s" * (n > 1)
     return f"Combiner : {n} règle{plural} non dominée{plural} sur {len(ctx.grid.table)}"
@@ -118,8 +118,9 @@ def title_pareto(ctx: StudyContext) -> str:
 
 def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
     if weak.is_weak(ctx):
-        return ("Sur des scores sans signal établi, un front de Pareto ordonne du bruit : aucune combinaison n'est "
-                "mise en avant. " + caveat("Chaque point : une pondération et un post-traitement, un entraînement."))
+        return ("Sur des scores sans signal établi, ordonner les combinaisons reviendrait à ordonner du bruit : "
+                "aucune n'est mise en avant. " + caveat(f"Chaque point : une des {len(ctx.grid.table)} règles "
+                                                        "(pondération + post-traitement), un entraînement."))
     both = beats_both(ctx, names=True)
     if claims is not None and both:
         from pipeline.report.consistency import Claim
