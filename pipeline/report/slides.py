@@ -110,7 +110,7 @@ def pareto_gap(ctx: StudyContext) -> str:
 def title_pareto(ctx: StudyContext) -> str:
     """« Combiner : 4 règles non dominées sur 56 » (the reference among the 56; one line at Quarto's title size)."""
     if weak.is_weak(ctx):
-        return "Combiner : aucune règle retenue, modèle trop faible"
+        return "Combiner : aucune règle retenue"  # why: the message under the chart
     n = len(ctx.grid.frontier(pareto_gap(ctx)))
     plural = "s" * (n > 1)
     return f"Combiner : {n} règle{plural} non dominée{plural} sur {len(ctx.grid.table)}"
@@ -118,8 +118,8 @@ def title_pareto(ctx: StudyContext) -> str:
 
 def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
     if weak.is_weak(ctx):
-        return ("Sur des scores sans signal établi, ordonner les combinaisons reviendrait à ordonner du bruit : "
-                "aucune n'est mise en avant. " + caveat(f"Chaque point : une des {len(ctx.grid.table)} règles "
+        return ("Le modèle est trop faible : ordonner les combinaisons sur ses scores reviendrait à ordonner du "
+                "bruit ; aucune n'est mise en avant. " + caveat(f"Chaque point : une des {len(ctx.grid.table)} règles "
                                                         "(pondération + post-traitement), un entraînement."))
     both = beats_both(ctx, names=True)
     if claims is not None and both:
