@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """\
 demo: {n_patients: 60, image_size: 32, seed: 0}
-training: {image_size: 32, max_epochs: 30, patience: 40, seeds: [0, 1], cpu_threads: 1}
+training: {backbone: small_cnn, image_size: 32, max_epochs: 30, patience: 40, seeds: [0, 1], cpu_threads: 1}
 weighting: {methods: [uniform, class_balanced]}
 postprocessing: {methods: [none, threshold_global]}
 evaluation: {n_bootstrap: 20}
