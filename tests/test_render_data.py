@@ -30,7 +30,7 @@ print(f"DONNEES={ctx.config.data_path()} BOOTSTRAP={ctx.config.evaluation.n_boot
 SLIDES = '---\ntitle: "Diapos"\nformat: revealjs\n---\n\n## Données\n\nRien à calculer.\n'
 
 CONFIG = """\
-training: {image_size: 32, max_epochs: 2, seeds: [0], cpu_threads: 1}
+training: {backbone: small_cnn, image_size: 32, max_epochs: 2, seeds: [0], cpu_threads: 1}
 weighting: {methods: [uniform, class_balanced]}
 postprocessing: {methods: [none]}
 evaluation: {n_bootstrap: 17}

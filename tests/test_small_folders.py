@@ -33,7 +33,7 @@ needs_nih50 = pytest.mark.skipif(not NIH50.is_dir(), reason="../shared/data/nih5
 
 SMALL = """
 data_dir: {data}
-training: {{mode: {mode}, image_size: 32, max_epochs: 2, seeds: [0], batch_size: 32}}
+training: {{mode: {mode}, backbone: small_cnn, image_size: 32, max_epochs: 2, seeds: [0], batch_size: 32}}
 weighting: {{methods: [uniform, group_balanced]}}
 postprocessing: {{methods: [none, equal_opportunity], folds: 3, n_refit: 10}}
 evaluation: {{n_bootstrap: 60, min_per_class: 5}}
