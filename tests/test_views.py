@@ -8,7 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from pipeline.fairness.validity import Validity
 from pipeline.report import postprocessing, tables
+
+
+def _worth_auditing(**parts) -> SimpleNamespace:
+    """A stand-in study whose model is worth auditing (no weak-model mode): the views show its front."""
+    return SimpleNamespace(analyses={"pipeline.fairness.validity.validity": Validity()}, **parts)
 
 
 def _grid(rows: list[tuple[str, str, float, float, bool]]) -> SimpleNamespace:
@@ -18,7 +24,7 @@ def _grid(rows: list[tuple[str, str, float, float, bool]]) -> SimpleNamespace:
         if m not in table:
             table[m] = 0.5 if m != "auc" else np.nan
         table[f"{m}_low"], table[f"{m}_high"] = table[m] - 0.1, table[m] + 0.1
-    return SimpleNamespace(grid=SimpleNamespace(table=table))
+    return _worth_auditing(grid=SimpleNamespace(table=table))
 
 
 def test_slide_pareto_table_counts_identical_combinations_once():
@@ -55,7 +61,7 @@ def test_table_columns_share_width_by_content_capped_and_never_below_the_longest
 def test_an_empty_pareto_front_says_so_in_the_chapter_and_on_the_slide():
     table = pd.DataFrame({"weighting": ["uniform"], "postprocessor": ["none"], "eo_diff": [float("nan")],
                           "balanced_accuracy": [0.5], "frontier_eo_diff": [False]})
-    ctx = SimpleNamespace(grid=SimpleNamespace(table=table))
+    ctx = _worth_auditing(grid=SimpleNamespace(table=table))
     for compact in (False, True):
         shown = postprocessing.pareto_table(ctx, "eo_diff", compact=compact)
         assert shown["Méthode"].tolist() == ["Front vide : aucune règle non dégénérée dont l'écart est défini"]
@@ -236,3 +242,14 @@ def test_the_mark_on_a_two_group_gap_column_is_the_test_of_the_signed_difference
     column = tables.gap_header("eopp_diff", ["F", "M"])
     assert rows[column].tolist()[1].endswith(tables.EXPLORATORY_MARK)  # eopp_diff's own mark is empty
     assert not rows[column].tolist()[0].endswith(tables.EXPLORATORY_MARK)
+
+
+def test_a_weak_model_gets_no_pareto_front_in_the_table_or_the_text():
+    from pipeline.fairness.validity import WeakReason
+
+    ctx = _grid([("uniform", "none", 0.55, 0.06, True), ("jtt", "none", 0.56, 0.04, True)])
+    ctx.analyses["pipeline.fairness.validity.validity"] = Validity(
+        weak=(WeakReason("chance", {"auc": 0.5, "low": 0.4, "high": 0.6, "n_seeds": 5}),))
+    for compact in (False, True):
+        shown = postprocessing.pareto_table(ctx, "eo_diff", compact=compact)
+        assert shown["Méthode"].str.startswith("Aucun front de Pareto : le modèle est trop faible").tolist() == [True]
