@@ -328,6 +328,13 @@ def primary_chart(ctx: StudyContext, width: int = 300, height: int | None = None
     return alt.hconcat(*panels).resolve_scale(x="independent")
 
 
+def detectable_span(found: list[Verdict], lead: str = "de ") -> str:
+    """« 8,5 points », or « de 0,034 à 0,194 » (`lead` before the low end): what verdicts could detect."""
+    ordered = sorted(found, key=lambda v: v.mde)
+    low, high = detectable(ordered[0]), detectable(ordered[-1])
+    return low if low == high else f"{lead}{low.removesuffix(NBSP + 'points')} à {high}"
+
+
 def power_message(ctx: StudyContext) -> str:
     """For the slide (in small type, under `established_moves`): what « non établi » could have detected, per
     measure (the range of such changes)."""
@@ -341,12 +348,7 @@ def power_message(ctx: StudyContext) -> str:
     if not parts:
         return f"Intervalles : patients et {_runs(len(vs.meta['seeds']))} ; p ajusté par Holm sur la famille."
 
-    def span(found: list[Verdict]) -> str:
-        ordered = sorted(found, key=lambda v: v.mde)
-        low, high = detectable(ordered[0]), detectable(ordered[-1])
-        return low if low == high else f"de {low.removesuffix(NBSP + 'points')} à {high}"
-
-    detect = " ; ".join(f"{quantity_label(q, groups)} {span(found)}" for q, found in parts.items())
+    detect = " ; ".join(f"{quantity_label(q, groups)} {detectable_span(found)}" for q, found in parts.items())
     return (f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que des changements "
             f"d'au moins : {detect}.")
 

@@ -86,7 +86,7 @@ def _data_biases(ctx: StudyContext) -> str:
 
 def _power(ctx: StudyContext) -> str:
     """The smallest change the primary family could detect, per measure (80 % power)."""
-    from pipeline.report.verdicts import detectable, quantity_label
+    from pipeline.report.verdicts import detectable_span, quantity_label
 
     vs = getattr(ctx, "verdicts", None)
     if not vs:
@@ -97,12 +97,8 @@ def _power(ctx: StudyContext) -> str:
             found.setdefault(v.quantity, []).append(v)
     if not found:
         return ""
-    parts = []
-    for quantity, verdicts in found.items():
-        ordered = sorted(verdicts, key=lambda v: v.mde)
-        low, high = detectable(ordered[0]), detectable(ordered[-1])
-        span = low if low == high else f"{low.removesuffix(NBSP + 'points')} à {high}"
-        parts.append(f"{span} d'{quantity_label(quantity, vs.meta['groups'])}")
+    parts = [f"{detectable_span(verdicts, lead='')} d'{quantity_label(quantity, vs.meta['groups'])}"
+             for quantity, verdicts in found.items()]
     return ("ce que l'étude pouvait détecter (puissance 80 %) : des changements d'au moins " + " et ".join(parts)
             + ", selon la question principale ; un effet plus petit passe inaperçu.")
 
