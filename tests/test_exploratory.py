@@ -27,9 +27,9 @@ def _methods(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
             "all_sick": base.assign(**{M.DECISION: 1.0})}
 
 
-def _family(primary: Verdicts | None = None):
+def _family(primary: Verdicts | None = None, twin_of: str = "fairer"):
     methods = _methods(np.random.default_rng(0))
-    methods["same_as_fairer"] = methods["fairer"].copy()
+    methods["same_as_fairer"] = methods[twin_of].copy()  # listed before `noise`: ahead of its twin
     table = M.compare_methods(methods, S.SEX, "uniform", n_boot=200, seed=0)
     decisions = {m: p[M.DECISION].to_numpy() for m, p in methods.items()}
     degenerate = {"all_sick": "tous : malade"}
@@ -90,6 +90,22 @@ def test_a_pre_registered_comparison_is_answered_by_its_family_and_marked_with_i
                                  "key": pre.key.replace("/sex/", "/view/")})])
     _, found = _family(other)
     assert _by(found, "noise", "tpr_signed").reason == ""
+
+
+def test_a_twin_of_a_pre_registered_rule_reads_its_answer_whole():
+    """A rule whose decisions repeat a pre-registered one's shows that answer: its status with the estimate and
+    the all-seeds interval it stands on, never « established » beside its own one-seed interval; and the
+    pre-registered rule keeps its answer even when its twin is listed first."""
+    pre = Verdict(key=verdict_key("primary", "tpr_signed", S.SEX, "noise + none", "uniform + none"),
+                  family="primary", quantity="tpr_signed", attribute=S.SEX, treated="noise + none",
+                  reference="uniform + none", estimate=0.1, low=0.05, high=0.15, level=0.05, p_value=0.001,
+                  p_adjusted=0.004, status="established", direction=1, reason="", mde=None, levelling_down=False,
+                  n_seeds=5, per_seed=(0.08, 0.09, 0.1, 0.11, 0.12))
+    _, found = _family(Verdicts([pre]), twin_of="noise")
+    twin = _by(found, "same_as_fairer", "tpr_signed")
+    assert twin.reason == "identical: noise + none" and twin.key.endswith("same_as_fairer + none vs uniform + none")
+    assert (twin.status, twin.estimate, twin.low, twin.high, twin.n_seeds) == ("established", 0.1, 0.05, 0.15, 5)
+    assert _by(found, "noise", "tpr_signed").reason.startswith("primary")
 
 
 def test_a_table_of_single_quantities_is_corrected_within_the_table():

@@ -106,7 +106,10 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
     n_groups = len(groups)
     tested, described = tested_metrics(n_groups), described_metrics(n_groups)
     methods = list(dict.fromkeys(table["method"]))
-    identical = _identical_to(decisions, [reference, *[m for m in methods if m != reference]])
+    # a pre-registered rule stands for the rules repeating its decisions (they then read its answer)
+    answered_first = sorted((m for m in methods if m != reference), key=lambda m: not any(
+        _primary_of(primary, metric, attribute, rule(m), rule(reference)) for metric in tested))
+    identical = _identical_to(decisions, [reference, *answered_first])
     rows = table.set_index(["method", "metric"])
     n_resamples = int(table.attrs.get("n_boot") or table.attrs.get("n_refit") or 0)
     cells = []
@@ -167,9 +170,10 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
     for (method, metric), v in list(out.items()):  # a merged row reads the verdict of the row it equals
         twin = identical.get(method)
         if twin and twin != reference and (twin, metric) in out:
+            # whole: its status with the estimate and interval it stands on (a primary answer's span all seeds)
             first = out[(twin, metric)]
-            out[(method, metric)] = replace(v, status=first.status, direction=first.direction,
-                                            p_adjusted=first.p_adjusted)
+            out[(method, metric)] = replace(first, key=v.key, treated=v.treated, reason=v.reason,
+                                            treated_value=v.treated_value)
     return list(out.values())
 
 
