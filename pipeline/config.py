@@ -32,7 +32,7 @@ CONFIG_ENV = "FAIRCXR_CONFIG"
 
 # Version of the synthetic demo generator (pipeline.data.demo): a new generator writes a new folder,
 # never reuses an old one. Bump it when the output of a given (seed, size) changes.
-DEMO_GENERATOR_VERSION = 5
+DEMO_GENERATOR_VERSION = 6
 
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
 

@@ -82,6 +82,23 @@ def test_an_image_model_weaker_than_the_attributes_is_named():
     assert "Pas mieux que les métadonnées" in weak.banner(ctx, "summary")
 
 
+def test_the_image_model_is_compared_with_the_attributes_over_every_training_seed():
+    """The comparison reads every seed's reference scores, as the headline AUC does: the mean over seeds, with an
+    interval that holds the spread between them (a seed at chance beside a good one is not a good model)."""
+    ctx = _context("two-seeds", _good)
+    one = check(ctx).baseline
+    rng = np.random.default_rng(1)
+    ctx.seed_predictions[("uniform", 1)] = ctx.seed_predictions[("uniform", 0)].assign(
+        proba=lambda d: rng.random(len(d)))
+    two = check(ctx).baseline
+    assert (one["n_seeds"], two["n_seeds"]) == (1, 2) and two["per_seed"][0] == one["image"]
+    assert two["image"] == pytest.approx(np.mean(two["per_seed"])) and two["per_seed"][1] < 0.65
+    assert two["attributes"] == one["attributes"]  # the same patients, the same attribute-only model
+    assert two["diff_high"] - two["diff_low"] > 2 * (one["diff_high"] - one["diff_low"])
+    reason = next(r for r in check(ctx).weak if r.code == "not_beyond_attributes")
+    assert "En moyenne sur 2 entraînements" in weak.reason_sentence(reason)
+
+
 def _good(y, rng):
     return np.clip(0.5 + 0.4 * (y - 0.5) * 2 + rng.normal(0, 0.1, len(y)), 0, 1)
 

@@ -126,7 +126,8 @@ MARKER_PROBABILITY = {"AP": 0.90, "PA": 0.03}  # bright "AP" text block, top-lef
 AP_EXPOSURE = (0.88, 0.08)  # AP: img * gain + offset (brighter, flatter)
 
 
-LESION_CONTRAST = 0.05  # peak opacity of a lesion for men (image in [0, 1]); 0.16 made the task too easy
+LESION_CONTRAST = 0.065  # peak opacity of a lesion for men (image in [0, 1]); 0.16 made the task too easy, 0.05 left
+# the image model no better than the attributes on some machines (mean AUC 0.81 against 0.78)
 
 
 LESION_CONTRAST_FACTOR_F = 0.3  # women's lesions: 30 % of men's contrast (0.45: under-diagnosis on 5 of 8 runs)

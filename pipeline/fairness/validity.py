@@ -96,23 +96,45 @@ class Validity:
         return bool(self.degenerate_methods() or self.chance or self.image_not_better)
 
 
-def image_vs_attributes(train: pd.DataFrame, evaluation: pd.DataFrame, image_score: np.ndarray,
+def image_vs_attributes(train: pd.DataFrame, evaluation: pd.DataFrame, image_scores: list[np.ndarray],
                         attributes: list[str], n_boot: int, seed: int) -> dict[str, Any]:
-    """AUC of the image model and of an attribute-only model (fitted on `train`) on `evaluation`, paired.
-
-    Same patient resamples for both, so `diff` (image - attributes) has a paired 95 % interval.
+    """AUC of the image model (one score per training seed) and of an attribute-only model (fitted on `train`)
+    on `evaluation`, paired: the same patient resamples for all, so `diff` (image - attributes) has a paired
+    95 % interval. Over several seeds, `image` and `diff` are their means with the seed-aware interval of
+    `inference.combine`, as the headline AUC (a verdict of the `level` family) is.
     """
+    from pipeline.fairness.inference import combine
+
     used = [a for a in attributes if a in train.columns and a in evaluation.columns]
-    scores = {"image": np.asarray(image_score, dtype=float),
-              "attributes": attribute_scores(train, evaluation, used)}
-    aucs = score_auc(evaluation, scores, patient_bootstrap(evaluation, n_boot, seed))
-    aucs["diff"] = aucs["image"] - aucs["attributes"]
+    scores = {f"image{k}": np.asarray(s, dtype=float) for k, s in enumerate(image_scores)}
+    aucs = score_auc(evaluation, {**scores, "attributes": attribute_scores(train, evaluation, used)},
+                     patient_bootstrap(evaluation, n_boot, seed))
+    image = np.array([aucs[name] for name in scores])  # (seeds, 1 + resamples): the point, then the replicates
     out: dict[str, Any] = {"attributes_used": used, "n_images": len(evaluation),
-                           "n_patients": int(evaluation[S.PATIENT].nunique())}
-    for name, values in aucs.items():
-        low, high = interval(values[1:])
-        out[name], out[f"{name}_low"], out[f"{name}_high"] = float(values[0]), float(low), float(high)
+                           "n_patients": int(evaluation[S.PATIENT].nunique()), "n_seeds": len(scores),
+                           "per_seed": tuple(float(x) for x in image[:, 0])}
+    low, high = interval(aucs["attributes"][1:])
+    out.update(attributes=float(aucs["attributes"][0]), attributes_low=float(low), attributes_high=float(high))
+    for name, values in (("image", image), ("diff", image - aucs["attributes"])):
+        if len(values) == 1:  # one run: the percentile interval of its own resamples
+            low, high = interval(values[0, 1:])
+            out[name], out[f"{name}_low"], out[f"{name}_high"] = float(values[0, 0]), float(low), float(high)
+        else:
+            estimate, low, high, *_ = combine(values[:, 0], values[:, 1:])
+            out[name], out[f"{name}_low"], out[f"{name}_high"] = estimate, low, high
     return out
+
+
+def _reference_scores_by_seed(ctx: Any, images: pd.Series) -> list[np.ndarray]:
+    """The reference's (uniform) scores on `images`, one array per training seed (the first seed's alone when
+    the other seeds did not score every one of them)."""
+    out = []
+    for (method, _seed), preds in sorted(ctx.seed_predictions.items(), key=lambda kv: kv[0][1]):
+        if method == "uniform":
+            scored = preds.drop_duplicates(S.IMAGE).set_index(S.IMAGE)[S.PROBA]
+            if images.isin(scored.index).all():
+                out.append(scored.loc[images].to_numpy(float))
+    return out or [ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)]
 
 
 def _decisions(preds: pd.DataFrame) -> np.ndarray:
@@ -146,8 +168,9 @@ def check(ctx: Any) -> Validity:
                                                         if a in train.columns]]],
                            evaluation[[S.PATIENT, S.LABEL, *[a for a in ctx.config.sensitive_attributes
                                                              if a in evaluation.columns]]],
-                           uniform[S.PROBA].to_numpy(float), list(ctx.config.sensitive_attributes), ev.n_bootstrap,
-                           ev.seed, code_version("fairness.validity", "fairness.data_bias"))
+                           _reference_scores_by_seed(ctx, uniform[S.IMAGE]), list(ctx.config.sensitive_attributes),
+                           ev.n_bootstrap, ev.seed, code_version("fairness.validity", "fairness.data_bias",
+                                                                 "fairness.inference"))
     out.weak = weak_reasons(ctx, out)
     return out
 
@@ -201,10 +224,10 @@ def weak_reasons(ctx: Any, found: Validity) -> tuple[WeakReason, ...]:
     return tuple(reasons)
 
 
-def _baseline(train: pd.DataFrame, evaluation: pd.DataFrame, image_score: np.ndarray, attributes: list[str],
+def _baseline(train: pd.DataFrame, evaluation: pd.DataFrame, image_scores: list[np.ndarray], attributes: list[str],
               n_boot: int, seed: int, code: str) -> dict[str, Any]:
     """`image_vs_attributes`, cached (`code`: version of the code, part of the cache key)."""
-    return image_vs_attributes(train, evaluation, image_score, attributes, n_boot, seed)
+    return image_vs_attributes(train, evaluation, image_scores, attributes, n_boot, seed)
 
 
 @per_study

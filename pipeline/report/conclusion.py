@@ -53,8 +53,9 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     if b:
         items.append(f"Un modèle qui ne connaît que les attributs sensibles atteint une AUC de "
                      f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients, "
-                     f"contre {ci(b['image'], b['image_low'], b['image_high'])} pour le modèle d'images de "
-                     f"l'entraînement détaillé (graine {ctx.config.training.seeds[0]}) : différence appariée "
+                     f"contre {ci(b['image'], b['image_low'], b['image_high'])} pour le modèle d'images ("
+                     + ("un entraînement" if b.get("n_seeds", 1) == 1 else f"moyenne sur {b['n_seeds']} entraînements")
+                     + ") : différence appariée "
                      f"{ci(b['diff'], b['diff_low'], b['diff_high'])}.")
     if v.problems and not v.weak_model:
         items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))

@@ -359,7 +359,8 @@ def validity_items(ctx: StudyContext) -> list[str]:
         image = ci(b["image"], b["image_low"], b["image_high"])
         meta = ci(b["attributes"], b["attributes_low"], b["attributes_high"])
         diff = ci(b["diff"], b["diff_low"], b["diff_high"])
-        items.append(f"**Pas mieux que les métadonnées.** Le modèle d'images (graine {ctx.config.training.seeds[0]}, "
+        runs = "un entraînement" if b.get("n_seeds", 1) == 1 else f"moyenne sur {b['n_seeds']} entraînements"
+        items.append(f"**Pas mieux que les métadonnées.** Le modèle d'images ({runs}, "
                      f"AUC {image}) ne fait pas mieux, "
                      f"de façon notable, qu'un modèle qui ne connaît que {attrs} (AUC {meta}, appris sur les "
                      f"patients d'apprentissage ; différence appariée {diff}). Ses écarts entre groupes peuvent "

@@ -24,6 +24,12 @@ def _class_counts(r: WeakReason) -> tuple[int, int]:
     return counts.get(1, 0), counts.get(0, 0)
 
 
+def _runs_phrase(v: dict) -> str:
+    """« En moyenne sur 5 entraînements » (or « Sur un entraînement »): what an image AUC is taken over."""
+    n = int(v.get("n_seeds", 1))
+    return "Sur un entraînement" if n == 1 else f"En moyenne sur {n} entraînements"
+
+
 def reason_sentence(r: WeakReason) -> str:
     """One French sentence, with its numbers, for a reason of weak-model mode."""
     v = r.values
@@ -33,7 +39,7 @@ def reason_sentence(r: WeakReason) -> str:
                 f"({runs}) : son intervalle contient 0,5.")
     if r.code == "not_beyond_attributes":
         attrs = fr.join([fr.attribute_label(a).lower() for a in v.get("attributes_used", [])])
-        return (f"**Pas mieux que les métadonnées.** Sur l'entraînement détaillé (graine 0), AUC de l'image "
+        return (f"**Pas mieux que les métadonnées.** {_runs_phrase(v)}, AUC de l'image "
                 f"{ci(v['image'], v['image_low'], v['image_high'])} "
                 f"contre {ci(v['attributes'], v['attributes_low'], v['attributes_high'])} pour un modèle qui ne "
                 f"connaît que {attrs} (différence appariée {ci(v['diff'], v['diff_low'], v['diff_high'])}).")
