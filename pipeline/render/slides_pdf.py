@@ -50,11 +50,9 @@ def write_slides_pdf(html: Path) -> Path | None:
             text = html.read_text(encoding="utf-8", errors="replace")
             remote = REMOTE_SCRIPT.findall(text)
             for attempt in range(PRINT_ATTEMPTS):
-                stripped = bool(remote) and attempt > 0
-                if stripped:  # offline, a page that loads scripts from a CDN (Quarto adds jQuery and RequireJS
-                    _print_without(exe, html, text, tmp)  # to pages with HTML outputs) may never finish loading
-                else:
-                    _print(exe, html, tmp)
+                # offline, a page that loads scripts from a CDN (Quarto adds jQuery and RequireJS to pages with
+                stripped = bool(remote) and attempt > 0  # HTML outputs) may never finish loading: retried without
+                _print_copy(exe, html, text, tmp, strip_remote=stripped)
                 if not _blank(tmp, text):
                     break
             else:  # a busy machine can print before reveal.js has laid the slides out: tried several times
@@ -80,14 +78,29 @@ class BlankPrint(Exception):
     """Every attempt printed the slides without reveal.js's print layout (one blank page, or portrait pages)."""
 
 
-def _print_without(exe: str, html: Path, text: str, pdf: Path) -> None:
-    """Print a copy of the slides without their remote scripts (beside them: relative links still resolve)."""
+def _print_copy(exe: str, html: Path, text: str, pdf: Path, strip_remote: bool) -> None:
+    """Print a copy of the slides (beside them: relative links still resolve) that holds the print until
+    reveal.js has laid the pages out, without its remote scripts when `strip_remote`."""
     local = html.with_name(f".{html.stem}-print.html")
+    copy = REMOTE_SCRIPT.sub("", text) if strip_remote else text
     try:
-        local.write_text(REMOTE_SCRIPT.sub("", text), encoding="utf-8")
+        local.write_text(copy.replace("<head>", "<head>" + HOLD_UNTIL_LAID_OUT, 1), encoding="utf-8")
         _print(exe, local, pdf)
     finally:
         local.unlink(missing_ok=True)
+
+
+# Chromium's --virtual-time-budget jumps to the end of its budget as soon as the page has nothing pending,
+# and prints then; reveal.js lays the print pages out after two animation frames, which a loaded machine may
+# not have drawn by that instant (one blank page printed). A timer kept pending until reveal.js's
+# `pdf-ready` event (plus two frames for the charts) holds the virtual clock; at most ~15 s.
+HOLD_UNTIL_LAID_OUT = """<script>(function () {
+  var ready = false, ticks = 0;
+  document.addEventListener("pdf-ready", function () {
+    requestAnimationFrame(function () { requestAnimationFrame(function () { ready = true; }); });
+  });
+  (function hold() { if (!ready && ticks++ < 300) setTimeout(hold, 50); })();
+})();</script>"""
 
 
 REMOTE_SCRIPT = re.compile(r"<script\s+src=\"https?://[^\"]+\"[^>]*>\s*</script>")
