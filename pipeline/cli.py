@@ -101,9 +101,12 @@ def _render(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     with progress.stage("rendering"):
         written = render_all(Path(args.project), use_quarto=False if args.no_quarto else None)
+    from pipeline.report.exports import write_tables
+
+    tables = write_tables(study.context(config))  # the numbers behind the report's tables, as CSV
     weights = sorted((output_dir() / "weights").glob("*.csv"))
     print("Outputs:", *[f"  {p}" for p in written], f"  {len(weights)} weights CSVs in {output_dir() / 'weights'}",
-          sep="\n")
+          f"  {len(tables)} tables (CSV) in {output_dir() / 'tables'}", sep="\n")
     return 0
 
 

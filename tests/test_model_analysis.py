@@ -178,7 +178,7 @@ def test_every_main_slide_has_notes_with_a_time_budget_summing_to_ten_minutes():
     keys = [re.search(r'slides\.timing\("(\w+)"\)', c).group(1) for c in main]
     assert keys == list(slides.BUDGET)
     assert sum(slides.BUDGET.values()) == slides.TALK_SECONDS == 600
-    assert slides.timing("question") == "⏱ 0:45 (de 0:00 à 0:45)"
+    assert slides.timing("question") == "⏱ 0:40 (de 0:00 à 0:40)"
     assert slides.timing("group").endswith("à 10:00)")
     assert len(slides_md) - len(main) >= 4  # backup slides for the questions
 

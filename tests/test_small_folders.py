@@ -92,7 +92,7 @@ def test_the_same_folder_runs_in_full_mode_with_its_thin_parts_named_and_survive
     from pipeline.report.postprocessing import postprocessing_protocol
 
     assert (first.grid.table["refit_fallbacks"] > 0).any()
-    assert "Dans certains réajustements" in postprocessing_protocol(first)
+    assert "Dans certains réajustements" in postprocessing_protocol(first, part="appendix")
     # A full disk or a killed copy: every result file cut short. The rerun says so in one line per entry.
     damaged = [*(cache / "joblib").rglob("output.pkl"), *(cache / "study").glob("*.pickle")]
     assert len(damaged) >= 6

@@ -186,6 +186,6 @@ def test_charts_fall_back_to_a_defined_gap_and_say_so_when_equalized_odds_is_und
     assert tables.defined_gap(ctx.comparison) == "eopp_diff"
     assert "eopp_diff" in str(preprocessing.weighting_tradeoff_chart(ctx).to_dict(validate=False))
     note = preprocessing.weighting_tradeoff_note(ctx)
-    assert note.startswith("L'écart d'égalité des cotes") and "montre l'écart d'égalité des chances (TPR)" in note
+    assert note.startswith("L'écart d'égalité des erreurs") and "montre l'écart d'égalité des chances (TPR)" in note
     grid = pd.DataFrame({"eo_diff": [np.nan, np.nan], "eopp_diff": [np.nan, np.nan], "dp_diff": [0.1, 0.2]})
     assert tables.defined_gap(grid) == "dp_diff"  # DP needs no class count: always the last resort

@@ -73,9 +73,9 @@ def test_the_warning_opens_the_report_slide_2_and_chapters_3_and_4(at_chance):
         assert weak.TITLE in weak.banner(at_chance, chapter)
     for name in ("03-preprocessing.qmd", "04-postprocessing.qmd"):  # the banner comes before the chapter's answer
         text = (ROOT / "chapters" / name).read_text(encoding="utf-8")
-        assert text.index("weak.banner(ctx") < text.index("verdicts.primary_answer(ctx")
+        assert text.index("weak.banner(ctx") < text.index("verdicts.chapter_answer(ctx")
     report = (ROOT / "report.qmd").read_text(encoding="utf-8")
-    assert report.index("conclusion.report_summary(ctx)") < report.index("#outline(") < report.index("01-introduction")
+    assert report.index("conclusion.report_summary(ctx)") < report.index("outline(") < report.index("01-introduction")
 
 
 def test_no_rule_and_no_subgroup_is_crowned(at_chance):

@@ -150,7 +150,7 @@ METRIC_LABELS_FR = {
     "precision": "Précision (VPP)", "ece": "Erreur de calibration (ECE)",
     "dp_diff": "Écart de parité démographique", "dp_ratio": "Ratio de parité démographique",
     "eopp_diff": "Écart d'égalité des chances (TPR)", "fpr_diff": "Écart de FPR",
-    "eo_diff": "Écart d'égalité des cotes (equalized odds)", "worst_group_bacc": "Exactitude équilibrée du pire groupe",
+    "eo_diff": "Écart d'égalité des erreurs", "worst_group_bacc": "Exactitude équilibrée du pire groupe",
     "worst_group_tpr": "TPR du pire groupe", "ece_gap": "Écart de calibration",
     "tpr_signed": "Différence de sensibilité", "fpr_signed": "Différence de FPR",
     "sr_signed": "Différence de taux de sélection",

@@ -435,7 +435,7 @@ register("to_demographic_parity", label_fr="Parité démographique" + _TO, refer
                         "décisions « malade » entre groupes.")(threshold_optimizer("demographic_parity"))
 
 
-register("to_equalized_odds", label_fr="Égalité des cotes" + _TO, reference="hardt2016", randomised=True,
+register("to_equalized_odds", label_fr="Égalité des erreurs" + _TO, reference="hardt2016", randomised=True,
          formula=r"\max \mathrm{BA}\ \text{s.c.}\ \mathrm{TPR}_a = \mathrm{TPR}_b,\ \mathrm{FPR}_a = \mathrm{FPR}_b",
          description_fr="Seuils par groupe randomisés qui égalisent à la fois la sensibilité et le taux de "
                         "faux positifs (Hardt et al.).")(threshold_optimizer("equalized_odds"))

@@ -279,11 +279,17 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None, claims
     return out
 
 
-def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> str:
-    """Generated text of the amplification section, reference model then the post-processors."""
+def amplification_narrative(ctx: StudyContext, claims: list | None = None, part: str = "all") -> str:
+    """Generated text of the amplification section: the reference model (`part="body"`), then the
+    post-processors and how the decisions are taken (`part="appendix"`), or all of it."""
     from pipeline.report.verdicts import EXPLORATORY_MARK, _claim, amplification_verdict
 
-    lines = amplification_sentences(ctx, claims=claims)
+    lesson = ("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
+              "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
+              "données, et pour quel groupe.")
+    if part == "body":
+        return "\n\n".join([*amplification_sentences(ctx, claims=claims), lesson])
+    lines = amplification_sentences(ctx, claims=claims) if part == "all" else []
     t = model_results(ctx).amplification
     base = ctx.grid.baseline[0]
     post = t[t["method"].str.startswith(f"{base} + ") & (t["method"] != f"{base} + none")
@@ -312,10 +318,40 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None) -> st
                  "patients de validation interne) : l'écart du modèle et BiasAmp lisent alors l'écart entre groupes, "
                  "pas un décalage global du taux prédit. Les règles post-traitées gardent leurs propres décisions "
                  "(graine 0) : leur BiasAmp lit aussi le décalage de leur taux prédit.")
-    lines.append("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
-                 "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
-                 "données, et pour quel groupe.")
+    if part == "all":
+        lines.append(lesson)
     return "\n\n".join(lines)
+
+
+def amplification_summary(ctx: StudyContext) -> str:
+    """One sentence: how many of the data's gaps the reference model widens or narrows (exploratory verdicts)."""
+    from pipeline.report.verdicts import amplification_verdict
+
+    t = model_results(ctx).amplification
+    rows = t[(t["method"] == ctx.grid.baseline[0]) & t["high_group"].notna()]
+    if rows.empty:
+        return ""
+    found = [amplification_verdict(ctx, r.attribute, r.method) for r in rows.itertuples()]
+    wide = [fr.attribute_label(a).lower() for a, v in zip(rows["attribute"], found, strict=True)
+            if v and v.direction > 0]
+    narrow = [fr.attribute_label(a).lower() for a, v in zip(rows["attribute"], found, strict=True)
+              if v and v.direction < 0]
+    n = fr.count(len(rows), "attributs")
+    if not wide and not narrow:
+        return (f"Le modèle de référence n'amplifie ni n'atténue de façon notable l'écart de prévalence des données, "
+                f"pour aucun des {n} (exploratoire).")
+    said = ([f"amplifie l'écart des données pour {fr.join(wide)}"] if wide else []) + (
+        [f"l'atténue pour {fr.join(narrow)}"] if narrow else [])
+    return f"Sur {n}, le modèle de référence {' et '.join(said)}, de façon notable (exploratoire)."
+
+
+def chapter_answer(ctx: StudyContext) -> str:
+    """The chapter's answer first (its « En bref » box): the pre-registered verdicts and the recommendation,
+    then what the model does with the data's biases."""
+    from pipeline.report.verdicts import primary_summary, recommendation_summary
+
+    return " ".join(filter(None, [primary_summary(ctx, short=True), recommendation_summary(ctx, short=True),
+                                  amplification_summary(ctx)]))
 
 
 PROBE_TARGET_FR = {S.SEX: "Sexe", S.AGE_BAND: "Tranche d'âge", S.VIEW: "Incidence (AP/PA)"}

@@ -98,7 +98,7 @@ def rates_by_group_chart(group_rates: Mapping[str, pd.DataFrame], metrics: tuple
                                  color, tooltip, style.percent_axis(SHORT_FR.get(metric, metric)),
                                  y_offset=offset, domain=[0, 1])
         panels.append(layer.properties(width=(style.WIDTH - 200) // len(metrics),
-                                       height=alt.Step(10 + 4 * len(groups))))
+                                       height=alt.Step(8 + 3 * len(groups))))
     names = " et ".join(SHORT_FR.get(m, m).split(" (")[0] for m in metrics)
     default = f"{names} par groupe ({fr.attribute_label(attribute).lower()}), IC 95 %"
     return alt.hconcat(*panels, spacing=8).properties(title=title or default)
@@ -149,7 +149,7 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
                alt.Tooltip("gap_text:N", title=METRIC_LABELS_FR.get(gap, gap))]
     chart = _bars_and_points(data, gap, performance, color, tooltip, metric_title(gap), metric_title(performance))
     default = f"{METRIC_LABELS_FR.get(performance, performance)} et équité, par méthode (IC 95 %)"
-    return chart.properties(width=style.WIDTH - 120, height=320, title=title or default)
+    return chart.properties(width=style.WIDTH - 120, height=230, title=title or default)
 
 
 def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFrame:
@@ -197,7 +197,7 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
     cloud = _bars_and_points(data, x, y, color, tooltip, metric_title(x), metric_title(y)).encode(
         opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)) if front else alt.value(0.7))
     if not front:
-        return cloud.properties(width=style.WIDTH - 120, height=340, title=title or
+        return cloud.properties(width=style.WIDTH - 120, height=260, title=title or
                                 "Compromis performance–équité (aucun front tracé : modèle trop faible)")
     front = data[data[frontier_col].astype(bool)]
     front = collapse_ties(front, [front[x].round(12), front[y].round(12)], label_col).sort_values(x)
@@ -211,7 +211,7 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
     direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
     default = f"Compromis performance–équité : front de Pareto {direction}".strip()
     layers = [line, cloud, *ends] if show_labels else [line, cloud]
-    return alt.layer(*layers).properties(width=style.WIDTH - 120, height=340, title=title or default)
+    return alt.layer(*layers).properties(width=style.WIDTH - 120, height=260, title=title or default)
 
 
 def message_chart(line: str, reason: str) -> alt.Chart:

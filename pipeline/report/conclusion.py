@@ -7,8 +7,7 @@ import yaml
 
 from pipeline.fairness.validity import validity
 from pipeline.report import french as fr
-from pipeline.report import preprocessing, weak
-from pipeline.report.analysis import analysis_narrative
+from pipeline.report import weak
 from pipeline.report.french import UNDEFINED_CI, ci, lower_first, num
 from pipeline.report.tables import (
     attribute_in_sentence,
@@ -20,7 +19,9 @@ from pipeline.report.verdicts import level_ci, primary_summary, recommendation_s
 from pipeline.study import StudyContext, seeds_used, versions
 
 
-def key_findings(ctx: StudyContext, short: bool = False) -> str:
+def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True) -> str:
+    """The study's key findings, one bullet each (`short`: a slide's). A weak model's come first with what stays
+    readable (`readable=False`: not repeated, as in the conclusion of a report that opens with it)."""
     uni = ctx.comparison[ctx.comparison["method"] == "uniform"].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
     signed = "tpr_signed" in uni.index and uni.loc["tpr_signed", "estimate"] == uni.loc["tpr_signed", "estimate"]
@@ -32,7 +33,7 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
         gap_text += f" (intervalle non défini : {undefined_interval_reason()})"
     if v.weak_model and short:  # the slide leads with what can still be said, then the next step
         items = [f"{weak.TITLE} ({weak.short_reasons(ctx)}).",
-                 *(fr.upper_first(s) + "." for s in weak.still_readable(ctx)),
+                 *(fr.upper_first(s).rstrip(".") + "." for s in (weak.still_readable(ctx) if readable else [])),
                  *filter(None, [primary_summary(ctx, short), recommendation_summary(ctx, short)]),
                  weak.next_step(ctx)]
         return "\n".join(f"- {i}" for i in items if i)
@@ -60,10 +61,8 @@ def key_findings(ctx: StudyContext, short: bool = False) -> str:
     if v.problems and not v.weak_model:
         items.append("À lire avec prudence : " + lower_first(warnings_short(ctx)))
     if ctx.grid.table["eo_diff"].notna().sum() == 0:
-        items.append("Écart d'equalized odds non défini pour toutes les combinaisons : un groupe compte moins de "
+        items.append("Écart d'égalité des erreurs non défini pour toutes les combinaisons : un groupe compte moins de "
                      f"{ctx.config.evaluation.min_per_class} images d'une classe.")
-    if not short:
-        items.append(analysis_narrative(ctx).split("\n\n")[0])
     return "\n".join(f"- {i}" for i in items)
 
 
@@ -82,11 +81,6 @@ def warnings_short(ctx: StudyContext) -> str:
     if not reasons:
         return ""
     return ("Ces écarts entre groupes sont peu interprétables : " + " ; ".join(reasons) + ".")
-
-
-def validity_warning(ctx: StudyContext) -> str:
-    """The warning callouts of the conclusion: the weak-model one (as in the summary), then chapter 3's."""
-    return weak.banner(ctx, "summary") + preprocessing.validity_warning(ctx)
 
 
 def report_summary(ctx: StudyContext) -> str:

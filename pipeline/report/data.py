@@ -74,7 +74,7 @@ def quality_text(an: Any) -> str:
     blocking = (q["level"] == "error").any()
     verdict = "dont au moins un bloquant" if blocking else "aucun n'empêche l'étude"
     return (f"Le validateur a relevé {len(q)} point(s) ({verdict}) : " + " ; ".join(items)
-            + ". Le tableau ci-dessous dit ce que l'étude fait de chacun.")
+            + ". @tbl-data-quality, en annexe, dit ce que l'étude fait de chacun.")
 
 
 def _split_gap(univ: pd.DataFrame) -> tuple[float, str]:
@@ -505,6 +505,87 @@ def key_message(an: Any) -> str:
     return text
 
 
+def strongest_imbalance(an: Any) -> str:
+    """« Le déséquilibre le plus fort en apprentissage porte sur l'incidence : 1,4 PA pour 1 AP. »"""
+    imb = an.imbalance[(an.imbalance["split"] == "train") & (an.imbalance["variable"] != "n_findings_group")]
+    if not len(imb):
+        return ""
+    r = imb.loc[imb["ratio"].idxmax()]
+    noun = ATTRIBUTE_NOUN.get(r["variable"], (attribute_label(r["variable"]).lower(),))[0]
+    return (f"Le déséquilibre le plus fort en apprentissage porte sur {noun} : "
+            f"{number(r['ratio'], 1)} {group_label(r['variable'], r['majority'])} pour 1 "
+            f"{group_label(r['variable'], r['minority'])}.")
+
+
+def chapter_answer(an: Any) -> str:
+    """The chapter's answer in two sentences (its « En bref » box): the strongest imbalance of the training
+    patients, then the largest prevalence gap with its verdict (and a Simpson reversal when there is one)."""
+    return " ".join(filter(None, [strongest_imbalance(an), key_message(an)]))
+
+
+def simpson_message(an: Any) -> str:
+    """One sentence for the Simpson slide: the first reversal, else how many contrasts the adjustment changes."""
+    s = an.simpson
+    if s.empty:
+        return "Aucune comparaison stratifiée possible sur ces données."
+    reversal = s[s["verdict"] == "reversal"]
+    if len(reversal):
+        r = reversal.iloc[0]
+        return (f"Paradoxe de Simpson : {group_label(r['attribute'], r['group'])} / "
+                f"{group_label(r['attribute'], r['reference'])} {points(r['crude_rd'])} brut, "
+                f"{points(r['adj_rd'])} {ATTRIBUTE_NOUN.get(r['stratifier'], ('', 'à strate égale'))[1]}.")
+    changed, weak = int((s["verdict"] != "none").sum()), int((s["verdict"] == "weak_reversal").sum())
+    if not changed:
+        return (f"Aucune des {count(len(s), 'comparaisons')} ne change une fois stratifiée : les écarts bruts ne "
+                "s'expliquent pas par un autre attribut.")
+    verb = "change" if changed < 2 else "changent"
+    reversals = (f", dont {count(weak, 'inversions')} non établie{'s' * (weak > 1)}" if weak else
+                 ", sans inversion")
+    return (f"{count(changed, 'comparaisons')} sur {len(s)} {verb} une fois stratifiée{'s' * (changed > 1)} "
+            f"(confusion ou écart qui dépend de la strate){reversals} : un biais expliqué reste un biais.")
+
+
+def _source_sizes(frame: pd.DataFrame, sample: int = 20) -> list[tuple[int, int]]:
+    """The sizes (width, height) of a few of the folder's images, read from their headers only."""
+    from PIL import Image
+
+    sizes = set()
+    for path in frame[S.PATH].head(sample) if S.PATH in frame.columns else []:
+        try:
+            with Image.open(path) as im:
+                sizes.add(im.size)
+        except OSError:
+            continue
+    return sorted(sizes)
+
+
+def preparation_text(ctx: Any) -> str:
+    """What the study does to the images and to the patients before any model, with the numbers."""
+    t = ctx.config.training
+    sizes = _source_sizes(ctx.frame)
+    source = (f"de {sizes[0][0]} × {sizes[0][1]} px " if len(sizes) == 1 else
+              "de tailles diverses " if sizes else "")
+    pretrained = t.feature_source == "pretrained"
+    scale = ("ramenés à [0, 1] puis normalisés comme les images d'ImageNet (le réseau pré-entraîné l'attend)"
+             if pretrained else "ramenés à [0, 1]")
+    augmentation = ("Le réseau est figé : ses caractéristiques sont calculées une fois, sans augmentation."
+                    if pretrained else "À l'apprentissage du réseau, chaque image subit un petit déplacement "
+                    "aléatoire (décalage et zoom de 5 %, rotation de 5°), sans symétrie gauche-droite : le cœur "
+                    "est à gauche.")
+    f, ev = ctx.frame, ctx.evaluation
+    train = f[f[S.SPLIT] == "train"]
+    leaking = len(f[f[S.SPLIT] == "valid"]) - len(ev)
+    excluded = (f" ; {count(leaking, 'images')} de validation de patients déjà vus en apprentissage sont écartées "
+                "de l'évaluation" if leaking > 0 else "")
+    return (f"Chaque radiographie {source}est lue en niveaux de gris et réduite à {t.image_size} × {t.image_size} px "
+            f"(interpolation bilinéaire avec anticrénelage), ses pixels {scale}. {augmentation} "
+            "Le partage se fait **par patient**, jamais par "
+            f"image : {count(len(train), 'images')} de {integer(train[S.PATIENT].nunique())} patients pour "
+            f"l'apprentissage (dossier `train/`), {count(len(ev), 'images')} de {integer(ev[S.PATIENT].nunique())} "
+            f"patients pour l'évaluation (dossier `valid/`){excluded}. Aucune image n'est modifiée ni retirée du "
+            "dossier ; le découpage des patients d'apprentissage est décrit au chapitre 3 (@sec-preprocessing).")
+
+
 def chapter_summary(an: Any) -> str:
     """All generated paragraphs of the chapter, in its order (for the slides or a quick look)."""
     return "\n\n".join([quality_text(an), univariate_text(an), prevalence_text(an), intersection_text(an),
@@ -679,6 +760,13 @@ def _simpson_colors(df: pd.DataFrame) -> alt.Scale:
     return alt.Scale(domain=domain, range=colors)
 
 
+def simpson_flagged(summary: pd.DataFrame) -> pd.DataFrame:
+    """The contrasts whose adjustment changes something (a reversal, confounding, a gap that depends on the
+    stratum), or all of them when none does: what chapter 2 draws (the appendix draws every one)."""
+    flagged = summary[summary["verdict"] != "none"]
+    return flagged if len(flagged) else summary
+
+
 @cached_chart
 def simpson_chart(summary: pd.DataFrame, strata: pd.DataFrame, columns: int = 2) -> alt.ConcatChart:
     """Crude vs within-stratum vs Mantel-Haenszel differences with 95 % intervals, one panel per
@@ -697,7 +785,7 @@ def simpson_chart(summary: pd.DataFrame, strata: pd.DataFrame, columns: int = 2)
             axis, domain=domain)
         zero = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color=NEUTRAL, strokeDash=[4, 3]).encode(x="x:Q")
         panels.append((zero + layer).properties(
-            width=WIDTH // columns - 120, height=24 * len(g),
+            width=WIDTH // columns - 90, height=22 * len(g),
             title=alt.TitleParams(panel, subtitle=g["verdict"].iloc[0], fontSize=13)))
     return alt.concat(*panels, columns=columns)
 

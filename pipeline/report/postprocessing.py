@@ -10,6 +10,7 @@ from pipeline.fairness import metrics as M
 from pipeline.fairness.grid import front_flags
 from pipeline.fairness.postprocess import POSTPROCESSORS
 from pipeline.report import charts, weak
+from pipeline.report import french as fr
 from pipeline.report.french import group_label, num, pct
 from pipeline.report.memo import cached_chart
 from pipeline.report.tables import (
@@ -17,12 +18,10 @@ from pipeline.report.tables import (
     cite,
     coin_flip_text,
     combination_label,
-    grid_ci,
     grid_rows,
     in_sentence,
     infeasible_groups,
     method_label,
-    p_text,
     post_label,
     table_notes,
     where_fr,
@@ -31,15 +30,20 @@ from pipeline.report.tables import (
 from pipeline.study import StudyContext
 
 
-def postprocessing_protocol(ctx: StudyContext) -> str:
+def postprocessing_protocol(ctx: StudyContext, part: str = "body") -> str:
+    """How the rules are fitted and evaluated: cross-fitting (`part="body"`, chapter 4), then how their intervals
+    and marks are computed (`part="appendix"`)."""
     g, pp = ctx.grid, ctx.config.postprocessing
     n_patients = len(g.patients)
-    return (f"Les {n_patients} patients d'évaluation (les mêmes qu'au chapitre précédent) sont répartis **par "
-            f"patient** en {g.n_folds} blocs, stratifiés sur la classe et le {attribute_in_sentence(pp.attribute)} "
-            f"(graine {pp.seed}). Chaque post-traitement, y compris le choix du seuil global, est ajusté "
-            f"{g.n_folds} fois (*cross-fitting*) : les images d'un bloc sont décidées par la règle ajustée sur les "
-            "autres blocs. Tous les patients d'évaluation sont ainsi évalués, et aucun par une règle qui les a vus. "
-            f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
+    if part == "body":
+        return (f"Les {n_patients} patients d'évaluation (les mêmes qu'au chapitre précédent) sont répartis **par "
+                f"patient** en {g.n_folds} blocs, stratifiés sur la classe et le "
+                f"{attribute_in_sentence(pp.attribute)} (graine {pp.seed}). Chaque post-traitement, y compris le "
+                f"choix du seuil global, est ajusté {g.n_folds} fois (*cross-fitting*) : les images d'un bloc sont "
+                "décidées par la règle ajustée sur les autres blocs. Tous les patients d'évaluation sont ainsi "
+                "évalués, et aucun par une règle qui les a vus. Les intervalles incluent le réajustement des règles "
+                "sur des patients rééchantillonnés ; le détail est en [annexe C](#sec-appendix-post).")
+    return (f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
             "rééchantillonnages des patients (avec remise), toutes les règles sont **réajustées** sur les patients "
             "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± t écart-types de "
             f"ces réplicats (loi de Student à {g.n_refit - 1} degrés de liberté : l'écart-type est estimé sur peu de "
@@ -48,7 +52,7 @@ def postprocessing_protocol(ctx: StudyContext) -> str:
             "(l'écart réalisé, plus grand que l'écart des taux espérés). Une croix † (exploratoire) marque une "
             "différence avec la référence qui reste significative après correction de Benjamini-Hochberg (taux de "
             f"fausses découvertes 10 %) sur les {ctx.grid.table.attrs.get('family_size', 'n.d.')} comparaisons "
-            "testées de la grille : une piste à confirmer, pas une preuve ; l'écart d'equalized odds et le pire "
+            "testées de la grille : une piste à confirmer, pas une preuve ; l'écart d'égalité des erreurs et le pire "
             "groupe sont décrits sans test, les règles aux décisions identiques sont fusionnées et les règles "
             "dégénérées ne sont pas testées. Un taux par groupe n'est défini qu'avec au moins "
             f"{ctx.config.evaluation.min_per_class} images de sa classe dans le groupe (`evaluation.min_per_class`)."
@@ -104,9 +108,10 @@ def randomised_rules_text(ctx: StudyContext) -> str:
              "de taux par groupe et le chapitre 5 montrent les taux espérés."]
     base = ctx.grid.table.set_index("combination").get("eo_diff")
     if base is not None and np.isfinite(base.get(f"{ctx.grid.baseline[0]} + {ctx.grid.baseline[1]}", np.nan)):
-        lines[0] += (" Le hasard seul crée un écart réalisé : une règle qui tirerait **toutes** ses décisions à pile "
-                     f"ou face aurait ici un écart d'equalized odds réalisé de {num(realised_noise_floor(ctx))} en "
-                     "moyenne, sans aucune différence entre groupes (moins pour une règle qui n'en tire qu'une part).")
+        lines[0] += (" Le hasard seul crée un écart réalisé : une règle qui tirerait **toutes** ses décisions à "
+                     "pile ou face aurait ici un écart d'égalité des erreurs réalisé de "
+                     f"{num(realised_noise_floor(ctx))} en moyenne, sans aucune différence entre groupes (moins "
+                     "pour une règle qui n'en tire qu'une part).")
     if "calibrated_eq_odds" in methods:
         folds = getattr(ctx.grid, "params", {}).get((ctx.grid.baseline[0], "calibrated_eq_odds"), [])
         attribute = ctx.grid.attribute
@@ -128,16 +133,20 @@ def randomised_rules_text(ctx: StudyContext) -> str:
                      "visent le même critère, une sensibilité égale entre groupes [@hardt2016], par deux chemins : "
                      "la première choisit un seuil déterministe par groupe à la sensibilité commune qui maximise "
                      "l'exactitude équilibrée ; la seconde randomise entre deux seuils par groupe (fairlearn). "
-                     "Aucune ne contraint le taux de faux positifs : leurs écarts d'equalized odds, qui prennent le "
-                     "plus grand des écarts de sensibilité et de faux positifs, peuvent donc différer beaucoup.")
+                     "Aucune ne contraint le taux de faux positifs : leurs écarts d'égalité des erreurs, qui "
+                     "prennent le plus grand des écarts de sensibilité et de faux positifs, peuvent donc différer "
+                     "beaucoup.")
     return "\n\n".join(lines)
 
 
-def postprocessing_methods(ctx: StudyContext) -> pd.DataFrame:
+def postprocessing_methods(ctx: StudyContext, formulas: bool = False) -> pd.DataFrame:
+    """The post-processors compared: their principle and reference, or (`formulas`) their decision rules."""
     names = list(dict.fromkeys(ctx.grid.table["postprocessor"]))
-    return pd.DataFrame([{"Méthode": POSTPROCESSORS[n].label_fr, "Principe": POSTPROCESSORS[n].description_fr,
-                          "Règle": f"${POSTPROCESSORS[n].formula}$",
-                          "Référence": cite(POSTPROCESSORS[n].reference)} for n in names])
+    if formulas:
+        return pd.DataFrame([{"Méthode": POSTPROCESSORS[n].label_fr,
+                              "Règle de décision": f"${POSTPROCESSORS[n].formula}$"} for n in names])
+    return pd.DataFrame([{"Méthode": f"{POSTPROCESSORS[n].label_fr} {cite(POSTPROCESSORS[n].reference)}".strip(),
+                          "Principe": POSTPROCESSORS[n].description_fr} for n in names])
 
 
 def postprocessing_results(ctx: StudyContext) -> pd.DataFrame:
@@ -214,29 +223,37 @@ def _empty_front_reason(t: pd.DataFrame, gap: str) -> str:
     return "aucune combinaison non dégénérée"
 
 
+PASSIVE = {"réduit": "est réduit", "creuse": "est creusé", "inverse": "est inversé", "augmente": "augmente",
+           "diminue": "diminue", "ne change pas de façon notable": "ne change pas de façon notable"}
+
+
+def _grouped(by_phrase: dict[str, list[str]]) -> list[str]:
+    return [f"{phrase} avec {fr.join(labels)}" for phrase, labels in by_phrase.items()]
+
+
 def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> str:
-    """One line per post-processor on the reference weighting: its verdict on the gap the grid tests (the
-    signed sensitivity gap with two groups; read from the verdicts), the EO gap described, the cost in accuracy."""
+    """What the post-processors do to the reference model, in a few sentences that group the rules by verdict
+    (the tested gap, read from the verdicts; the accuracy cost; what to watch), then the Pareto front. The
+    numbers are in the tables: the text says which way each rule goes."""
     from pipeline.report import verdicts as V
     from pipeline.report.consistency import Claim
 
     t = ctx.grid.table
     uni = t[t["weighting"] == "uniform"].set_index("postprocessor")
-    base = uni.loc["none"]
     groups = t.attrs.get("groups") or []
     gap = V.tested_gap(groups)
     vs = ctx.verdicts
-    lines = []
+    moves: dict[str, list[str]] = {}
+    same: list[str] = []
+    costly: list[str] = []
+    cautions: list[str] = []
     for name, r in uni.iterrows():
         if name == "none":
             continue
-        rule = f"uniform + {name}"
+        rule, label = f"uniform + {name}", post_label(name)
         extra = []
         if r.get("randomised_share", 0) > 0:
-            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard"
-                         + (f", écart EO réalisé {num(r['eo_diff'])} contre "
-                            f"{num(r.get('eo_diff_expected', float('nan')))} en espérance"
-                            if np.isfinite(r["eo_diff"]) else ""))
+            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard")
         if r.get("degenerate"):
             extra.append(f"règle dégénérée ({where_fr(str(r['degenerate_where']))}) : nivellement par le bas, pas "
                          "équité")
@@ -246,42 +263,56 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
         infeasible = infeasible_groups(ctx, "uniform", name)
         if infeasible:
             extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")
+        if extra:
+            cautions.append(f"{label} ({' ; '.join(extra)})")
         primary = vs.find("primary", gap, rule) if gap and vs else None
         v = vs.find("exploratory:grid", gap, rule) if gap and vs else None
-        eo = (f" ; l'écart d'equalized odds passe de {num(base['eo_diff'])} à {num(r['eo_diff'])} (descriptif)"
-              if np.isfinite(base["eo_diff"]) and np.isfinite(r["eo_diff"]) else "")
-        if primary is not None:
-            said = (f"{V.quantity_label(gap, groups)} : {V.status_text(primary).lstrip(V.PRIMARY_MARK + ' ')} sur "
-                    f"{V._runs(primary.n_seeds)} (question principale {V.PRIMARY_MARK}, voir plus haut)")
-        elif v is not None and v.reason.startswith("identical"):
-            twin = v.reference if v.reason == "identical" else v.reason.removeprefix("identical: ")
-            said = f"mêmes décisions que {V.rule_label(twin)}"
-        elif v is not None and v.status in ("established", "not_established"):
-            said = (f"{V.move_text(v)} l'{V.quantity_label(gap, groups)} ({V.change_ci(v)}, "
-                    f"{p_text(v.p_adjusted)} ajusté, exploratoire{' ' + V.EXPLORATORY_MARK if v.established else ''})")
-        elif v is not None:
-            said = f"{V.quantity_label(gap, groups)} non testable ({V.reason_text(v.reason)})"
-        else:
-            said = "écarts entre trois groupes ou plus : décrits, non testés"
-        lines.append(f"- **{post_label(name)}** : {said}{eo} ; variation d'exactitude équilibrée "
-                     f"{grid_ci(r, 'balanced_accuracy_diff')}" + (f" ({' ; '.join(extra)})" if extra else "") + ".")
         stated = primary if primary is not None else v
-        if claims is not None and stated is not None and stated.status in ("established", "not_established"):
-            claims.append(Claim("chapitre 4, une ligne par post-traitement", said, (stated.key,), stated.status,
-                                stated.direction))
+        if stated is not None and stated.reason.startswith("identical"):
+            same.append(label)
+        elif stated is not None and stated.status in ("established", "not_established"):
+            verb = PASSIVE[V.move_text(stated)]
+            if stated.status == "established":
+                verb += (f" de façon établie (question principale {V.PRIMARY_MARK}, {stated.n_seeds} entraînements)"
+                         if primary is not None else f" de façon notable (exploratoire {V.EXPLORATORY_MARK})")
+            moves.setdefault(verb, []).append(label)
+            if claims is not None:
+                claims.append(Claim("chapitre 4, post-traitements groupés par verdict", f"{label} : {verb}",
+                                    (stated.key,), stated.status, stated.direction))
+        else:
+            moves.setdefault("n'est pas testable", []).append(label)
+        accuracy = (vs.find("primary", "balanced_accuracy", rule) or vs.find("exploratory:grid", "balanced_accuracy",
+                                                                             rule)) if vs else None
+        if accuracy is not None and accuracy.established and accuracy.direction < 0:
+            costly.append(f"{label} ({V.change_ci(accuracy)})")
+    lines = []
+    if gap and (moves or same):
+        head = (f"Sur le modèle de référence, l'{V.quantity_label(gap, groups)} " + " ; il ".join(_grouped(moves))
+                if moves else "")
+        tail = (f"{fr.join(same)} {'prend' if len(same) == 1 else 'prennent'} les mêmes décisions que la référence"
+                if same else "")
+        lines.append(fr.upper_first(" ; ".join(filter(None, [head, tail]))) + ".")
+    elif not gap:
+        lines.append("Avec trois groupes ou plus, les écarts sont décrits dans le tableau, non testés.")
+    lines.append("Baisse notable d'exactitude équilibrée : " + fr.join(costly) + "." if costly else
+                 "Aucun post-traitement ne fait baisser l'exactitude équilibrée de façon notable.")
+    if cautions:
+        lines.append("À lire avec leurs limites : " + " ; ".join(cautions) + ".")
     gap = front_gap(ctx)
     if weak.is_weak(ctx):
         lines.append("\nLe modèle étant trop faible, aucun front de Pareto n'est tracé ni listé : ordonner ces "
                      "combinaisons par exactitude et par équité reviendrait à ordonner du bruit.")
         return "\n".join(lines)
     front = ctx.grid.frontier(gap)
-    names = ", ".join(f"{method_label(w)} + {post_label(p)}" for w, p in
-                      zip(front["weighting"], front["postprocessor"], strict=True))
+    names = [f"{method_label(w)} + {post_label(p)}" for w, p in
+             zip(front["weighting"], front["postprocessor"], strict=True)]
     n_degenerate = int(t["degenerate"].sum()) if "degenerate" in t.columns else 0
-    against = ("écart d'equalized odds réalisé" if gap == "eo_diff" else
-               f"{in_sentence(M.METRIC_LABELS_FR[gap])}, l'écart d'equalized odds n'étant défini pour aucune")
-    lines.append(f"\nLe front de Pareto (exactitude équilibrée contre {against}) contient : "
-                 f"{names or _empty_front_reason(t, gap)}."
+    against = ("écart d'égalité des erreurs réalisé" if gap == "eo_diff" else
+               f"{in_sentence(M.METRIC_LABELS_FR[gap])}, l'écart d'égalité des erreurs n'étant défini pour aucune")
+    ends = (f"{fr.count(len(names), 'combinaisons')}, de {names[0]} (la plus équitable) à {names[-1]} (la plus "
+            "exacte) ; @tbl-pareto, en annexe, les liste toutes" if len(names) > 1 else "".join(names))
+    lines.append(f"\nLe front de Pareto (exactitude équilibrée contre {against}) compte "
+                 f"{ends or _empty_front_reason(t, gap)}."
                  + (f" {n_degenerate} combinaison{'s' * (n_degenerate > 1)} dégénérée{'s' * (n_degenerate > 1)} en "
                     f"{'sont exclues' if n_degenerate > 1 else 'est exclue'}." if n_degenerate else ""))
     return "\n".join(lines)

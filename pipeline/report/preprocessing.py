@@ -227,7 +227,7 @@ def seed_sentence(ctx: StudyContext) -> str:
                 "modèle de référence n'est défini pour aucune graine (trop peu d'images d'une classe dans un groupe) : "
                 f"la variabilité d'une graine à l'autre ne se mesure pas ici. Les autres résultats utilisent la "
                 f"graine {seeds[0]}.")
-    label = "l'écart d'equalized odds" if gap == "eo_diff" else "l'écart de sensibilité (max − min)"
+    label = "l'écart d'égalité des erreurs" if gap == "eo_diff" else "l'écart de sensibilité (max − min)"
     return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), {label} du "
             f"modèle de référence varie d'un écart-type de {num(sd)} d'une graine à l'autre : un effet de méthode "
             "plus petit que cette variation n'est pas interprétable. Les autres résultats utilisent la "
@@ -339,8 +339,11 @@ def validity_items(ctx: StudyContext) -> list[str]:
     items = []
     degenerate = v.degenerate_methods()
     if degenerate:
-        names = [f"{method_label(m)} ({_where_fr(w)})" for m, w in degenerate.items()]
-        items.append("**Décisions d'une seule classe.** Au seuil de fonctionnement, " + "; ".join(names)
+        by_where: dict[str, list[str]] = {}  # methods that fail the same way are named together
+        for m, w in degenerate.items():
+            by_where.setdefault(_where_fr(w), []).append(method_label(m))
+        names = [f"{fr.join(ms)} ({where})" for where, ms in by_where.items()]
+        items.append("**Décisions d'une seule classe.** Au seuil de fonctionnement, " + " ; ".join(names)
                      + f" (au moins {pct(0.95)} des images d'une même classe). Les écarts d'équité y sont "
                      "proches de 0 par construction : personne n'est distingué. C'est un nivellement par le "
                      f"bas, pas de l'équité ; ces résultats ne sont jamais retenus comme «{NBSP}meilleurs{NBSP}».")

@@ -42,8 +42,9 @@ def slide_data_message(ctx: StudyContext) -> str:
 
 # Seconds per main slide, in the order of slides.qmd: they sum to the 10 minutes of the talk.
 BUDGET: dict[str, int] = {
-    "question": 45, "data": 60, "amplification": 60, "sees": 45, "images": 45, "groups": 45,
-    "subgroup": 30, "weighting": 45, "postprocessing": 45, "primary": 60, "pareto": 45, "takeaways": 45, "group": 30,
+    "question": 40, "imbalances": 40, "data": 50, "simpson": 45, "weighting_methods": 40, "weighting": 55,
+    "postprocessing_methods": 40, "postprocessing": 55, "primary": 55, "pareto": 45, "model": 55, "takeaways": 40,
+    "group": 40,
 }
 
 
@@ -84,6 +85,14 @@ def fill(chart: alt.TopLevelMixin, width: int, height: int) -> alt.TopLevelMixin
         chart = chart.copy()
         chart.vconcat = [fill(c, width, max(40, int(free * h / sum(own)))) for c, h in zip(chart.vconcat, own,
                                                                                             strict=True)]
+        return chart
+    if isinstance(chart, alt.ConcatChart):  # a grid of panels, `columns` a row
+        n = len(chart.concat)
+        columns = min(n, chart.columns) if isinstance(chart.columns, int) and chart.columns > 0 else n
+        rows = -(-n // columns)
+        chart = chart.copy()
+        chart.concat = [fill(c, (width - PANEL_GAP * (columns - 1)) // columns,
+                             (height - PANEL_GAP * (rows - 1)) // rows) for c in chart.concat]
         return chart
     if isinstance(chart, alt.FacetChart):
         column = chart.facet.to_dict(validate=False).get("column", {}).get("field")
@@ -443,3 +452,29 @@ def title_primary(ctx: StudyContext, claims: list | None = None) -> str:
         return "Questions fixées à l'avance : aucune n'est testable ici"
     return (f"Questions fixées à l'avance : {established} effet{'s' * (established > 1)} établi"
             f"{'s' * (established > 1)} sur {testable}")
+
+
+# ------------------------------------------------------------------ the methods, one line each
+
+
+def _first_clause(text: str) -> str:
+    """A method's description cut at its first « ; » or « : » (the slide's one line; the report has the rest)."""
+    import re
+
+    return re.split(r" ; | : ", text, maxsplit=1)[0].rstrip(". ")
+
+
+def weighting_method_lines(ctx: StudyContext) -> str:
+    """« - **Reweighing (Kamiran & Calders)** : $w(g, y) = …$ », one line per weighting compared."""
+    from pipeline.fairness.weighting import WEIGHTINGS
+
+    return "\n".join(f"- **{WEIGHTINGS[m].label_fr}** : ${WEIGHTINGS[m].formula}$" for m in ctx.predictions)
+
+
+def postprocessing_method_lines(ctx: StudyContext) -> str:
+    """« - **Égalité des chances (seuils par groupe)** : un seuil par groupe, … », one line per post-processor."""
+    from pipeline.fairness.postprocess import POSTPROCESSORS
+
+    names = list(dict.fromkeys(ctx.grid.table["postprocessor"]))
+    return "\n".join(f"- **{POSTPROCESSORS[n].label_fr}** : "
+                     f"{fr.lower_first(_first_clause(POSTPROCESSORS[n].description_fr))}" for n in names)

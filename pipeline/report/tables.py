@@ -323,7 +323,7 @@ def table_notes(ctx: StudyContext, table: pd.DataFrame | None = None) -> str:
     two = _two_groups(groups)
     gaps = (f"Écarts TPR et DP : différence signée {two[0]} − {two[1]} et son intervalle bootstrap apparié"
             if two else "Écarts TPR et DP : max − min entre groupes, avec son intervalle")
-    lines = [f"{gaps} ; l'écart d'equalized odds (maximum de deux écarts absolus, dont l'intervalle ne peut "
+    lines = [f"{gaps} ; l'écart d'égalité des erreurs (maximum de deux écarts absolus, dont l'intervalle ne peut "
              "contenir 0) est donné avec la valeur p du test de Wald d'égalité des taux entre groupes "
              "(covariance estimée par le bootstrap sur les patients).",
              f"(Δ … {EXPLORATORY_MARK}) (exploratoire) : différence Δ avec la référence, notable après correction de "

@@ -242,10 +242,7 @@ def primary_answer(ctx: StudyContext, chapter: str | None = None, claims: list |
         return ""
     groups = vs.meta["groups"]
     lines = []
-    for rule in vs.meta["primary"]:
-        post = rule_parts(rule)[1]
-        if (chapter == "preprocessing" and post != "none") or (chapter == "postprocessing" and post == "none"):
-            continue
+    for rule in _chapter_rules(vs, chapter):
         answers = []
         for v in vs.family("primary"):
             if v.treated == rule:
@@ -260,28 +257,43 @@ def primary_answer(ctx: StudyContext, chapter: str | None = None, claims: list |
             f"{_runs(len(vs.meta['seeds']))}) :\n\n" + "\n".join(lines))
 
 
-def established_count(ctx: StudyContext) -> tuple[int, int]:
-    """(established, testable) in the primary family."""
+def _chapter_rules(vs, chapter: str | None) -> list[str]:
+    """The primary rules a chapter answers (« preprocessing »: no post-processor; « postprocessing »: one), or
+    all of them."""
+    def post(rule: str) -> str:
+        return rule_parts(rule)[1]
+
+    return [r for r in vs.meta["primary"] if chapter is None or (chapter == "preprocessing") == (post(r) == "none")]
+
+
+def established_count(ctx: StudyContext, chapter: str | None = None) -> tuple[int, int]:
+    """(established, testable) in the primary family (a chapter's rules only, with `chapter`)."""
     vs = _verdicts(ctx)
-    primary = vs.family("primary") if vs else []
+    rules = set(_chapter_rules(vs, chapter)) if vs else set()
+    primary = [v for v in vs.family("primary") if v.treated in rules] if vs else []
     return sum(v.established for v in primary), sum(v.status != "not_testable" for v in primary)
 
 
-def primary_summary(ctx: StudyContext, short: bool = False, claims: list | None = None) -> str:
-    """The key finding the conclusion opens with: each primary answer in a clause, or (`short`) the count."""
+def primary_summary(ctx: StudyContext, short: bool = False, claims: list | None = None,
+                    chapter: str | None = None) -> str:
+    """The key finding the conclusion opens with: each primary answer in a clause, or (`short`) the count;
+    with `chapter`, only the rules that chapter answers (its « En bref » box)."""
     vs = _verdicts(ctx)
-    if not vs:
+    if not vs or not _chapter_rules(vs, chapter):
         return ""
-    established, testable = established_count(ctx)
-    count = (f"{established} effet{'s' * (established > 1)} établi{'s' * (established > 1)} sur {testable} "
-             f"hypothèse{'s' * (testable > 1)} testable{'s' * (testable > 1)}")
+    established, testable = established_count(ctx, chapter)
+    none = "aucun effet établi" if established == 0 else ""
+    count = none or f"{established} effet{'s' * (established > 1)} établi{'s' * (established > 1)}"
+    count += f" sur {testable} hypothèse{'s' * (testable > 1)} testable{'s' * (testable > 1)}"
     if short:
         return f"Questions principales ({PRIMARY_MARK}) : {count}."
     runs = _runs(len(vs.meta["seeds"]))
-    head = f"Questions principales ({PRIMARY_MARK}, fixées avant les résultats, {runs}) : {count}"
+    plural = "s" * (len(_chapter_rules(vs, chapter)) > 1)
+    head = (f"Question{plural} principale{plural} ({PRIMARY_MARK}, fixée{plural} avant les résultats, {runs}) : "
+            f"{count}")
     groups = vs.meta["groups"]
     clauses = []
-    for rule in vs.meta["primary"]:
+    for rule in _chapter_rules(vs, chapter):
         parts = []
         for v in vs.family("primary"):
             if v.treated == rule:
@@ -292,6 +304,18 @@ def primary_summary(ctx: StudyContext, short: bool = False, claims: list | None 
                 _claim(claims, "conclusion, constat principal", parts[-1], v)
         clauses.append(f"{rule_label(rule)} : " + ", ".join(parts))
     return head + " — " + " ; ".join(clauses) + "."
+
+
+CHAPTER_REST = {"preprocessing": "Les autres pondérations de ce chapitre sont exploratoires (@sec-primary-questions).",
+                "postprocessing": "Les autres règles et les combinaisons de ce chapitre sont exploratoires "
+                                  "(@sec-primary-questions) ; la recommandation sous contraintes est au chapitre 5 "
+                                  "(@sec-recommendation)."}
+
+
+def chapter_answer(ctx: StudyContext, chapter: str) -> str:
+    """A chapter's answer first (its « En bref » box): its pre-registered questions' verdicts in one sentence,
+    then what the rest of the chapter is."""
+    return " ".join(filter(None, [primary_summary(ctx, chapter=chapter), CHAPTER_REST[chapter]]))
 
 
 def primary_frame(ctx: StudyContext) -> pd.DataFrame:
@@ -467,8 +491,9 @@ def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:
     if short:
         if rec.chosen is None:
             return "Recommandation sous contraintes : aucune règle, garder la référence."
-        fragile = bool(str((rec.report_checks or {}).get("fails", "")))
-        return f"Recommandation sous contraintes : {rule_label(rec.chosen)}{' (fragile)' if fragile else ''}."
+        broken = [FAILS_FR.get(f, f) for f in str((rec.report_checks or {}).get("fails", "")).split(",") if f]
+        fragile = (f" (fragile : sur l'autre moitié des patients, {', '.join(broken)})" if broken else "")
+        return f"Recommandation sous contraintes : {rule_label(rec.chosen)}{fragile}."
     head = "Recommandation sous contraintes fixées à l'avance (choisie sur la moitié des patients, évaluée sur l'autre)"
     if rec.chosen is None:
         return f"{head} : aucune règle ne satisfait les contraintes ; garder le modèle de référence."

@@ -136,21 +136,21 @@ def banner(ctx: StudyContext, where: str) -> str:
     if not v.weak_model:
         return ""
     reasons = "\n".join(f"- {reason_sentence(r)}" for r in v.weak)
+    why = f"**Pourquoi :** {short_reasons(ctx)} (détail et étape suivante dans le résumé, en tête du rapport)."
     if where == "summary":
-        still = " ; ".join(still_readable(ctx))
+        still = " ; ".join(s.rstrip(".") for s in still_readable(ctx))
         body = (f"{reasons}\n\nLes écarts entre groupes du modèle, et les effets des corrections, peuvent alors ne "
                 f"mesurer que du bruit : ce rapport ne désigne ni meilleure règle, ni pire sous-groupe, et donne les "
                 f"effectifs de chaque taux. **Ce qui reste lisible :** {still}.\n\n{next_step(ctx)}")
     elif where == "preprocessing":
-        body = (f"{reasons}\n\nLes différences entre pondérations ci-dessous comparent des modèles qui ne classent "
-                "pas de façon établie : une différence non établie n'est pas une absence d'effet, et une "
-                "différence établie reste à confirmer sur un modèle qui fonctionne. Aucune pondération n'est "
-                "mise en avant.")
+        body = (f"{why}\n\nUne différence entre pondérations ne se lit pas ici comme un effet : non établie, elle "
+                "n'est pas une absence d'effet ; établie, elle reste à confirmer sur un modèle qui fonctionne. Aucune "
+                "pondération n'est mise en avant.")
     elif where == "postprocessing":
-        body = (f"{reasons}\n\nUn post-traitement ne fait que déplacer des seuils : sur des scores sans signal établi, "
-                "ses « gains » d'exactitude ou d'équité peuvent n'être que du bruit. Aucune règle n'est recommandée. "
-                "Nous ne signalons pas, règle par règle, les groupes où les décisions ne séparent pas malades et "
-                "sains : c'est déjà le cas du modèle de référence.")
+        body = (f"{why}\n\nSur des scores sans signal établi, les « gains » d'un post-traitement, qui ne fait que "
+                "déplacer des seuils, peuvent n'être que du bruit : aucune règle n'est recommandée, et les groupes où "
+                "une règle ne sépare plus malades et sains ne sont pas signalés un à un (la référence ne les sépare "
+                "déjà pas).")
     else:
         raise ValueError(f"unknown place {where!r} for the weak-model warning")
     return f"\n::: {{.callout-warning}}\n## {TITLE}\n\n{body}\n:::\n"
