@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import progress
 from pipeline.cache import PROJECT_ROOT, cache_dir, output_dir
-from pipeline.config import CONFIG_ENV, DATA_ENV, ConfigError, StudyConfig, load_config
+from pipeline.config import CONFIG_ENV, DATA_ENV, ConfigError, StudyConfig, config_file, load_config
 
 # Registries whose names study.yml may use: key -> module that fills the registry with `register("name", ...)`.
 REGISTRIES = {"weighting.methods": "fairness/weighting.py", "postprocessing.methods": "fairness/postprocess.py",
@@ -89,8 +89,20 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _placeholders_left(args: argparse.Namespace, final: bool) -> bool:
+    """Print the template's placeholders left in the sources; True when any is."""
+    from pipeline.render import placeholders
+
+    found = placeholders.in_project(Path(args.project), config_file(args.config))
+    if found:
+        print(placeholders.report(found, final=final), file=sys.stderr)
+    return bool(found)
+
+
 def _render(args: argparse.Namespace) -> int:
     config = load_valid_config(args, args.data)
+    if _placeholders_left(args, final=args.final) and args.final:
+        return 1  # before any long work: a hand-in with placeholders left is refused
     from pipeline import study
     from pipeline.render.renderer import render_all
 
@@ -113,6 +125,7 @@ def _render(args: argparse.Namespace) -> int:
 def _freeze(args: argparse.Namespace) -> int:
     from pipeline.render.freeze import FREEZE_DIR, refresh
 
+    _placeholders_left(args, final=False)  # `quarto render` runs this first: the same warning as our render
     if refresh(Path(args.project), load_valid_config(args, None)):
         print(f"The study's inputs (config, data or code) changed since {FREEZE_DIR}/ was written: "
               "removed it, every document executes again.")
@@ -147,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data folder (overrides study.yml)")
     p.add_argument("--project", default=".", help="project folder (default: current)")
     p.add_argument("--no-quarto", action="store_true", help="use the offline fallback even if quarto exists")
+    p.add_argument("--final", action="store_true",
+                   help="the version to hand in: refuse to render while a template placeholder is left")
     p.set_defaults(func=_render)
     p = sub.add_parser("freeze", help="Quarto's pre-render step: remove _freeze/ when the study's inputs changed")
     p.add_argument("--project", default=".", help="project folder (default: current)")

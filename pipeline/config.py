@@ -334,6 +334,11 @@ def _read_text(path: Path) -> str:
                           "Save it as UTF-8 in your editor.") from err
 
 
+def config_file(path: Path | None = None) -> Path:
+    """The config file read: `path` (--config), else $FAIRCXR_CONFIG, else the project's study.yml."""
+    return Path(path or os.environ.get(CONFIG_ENV) or CONFIG_FILE)
+
+
 def load_config(path: Path | None = None, data_dir: str | None = None,
                 choices: dict[str, Iterable[str]] | None = None) -> StudyConfig:
     """Read and validate the study config; `data_dir` (CLI) or `$FAIRCXR_DATA` override its data folder.
@@ -343,7 +348,7 @@ def load_config(path: Path | None = None, data_dir: str | None = None,
     names from the registries, attributes from the data's columns) to `CHOICES`.
     """
     explicit = path or os.environ.get(CONFIG_ENV)
-    path = Path(explicit or CONFIG_FILE)
+    path = config_file(path)
     values: dict[str, Any] = {}
     if explicit and not path.is_file():
         raise ConfigError(f"{path}: config file not found. Pass an existing file with --config (or "
