@@ -91,14 +91,17 @@ def _print_copy(exe: str, html: Path, text: str, pdf: Path, strip_remote: bool) 
 
 
 # Chromium's --virtual-time-budget jumps to the end of its budget as soon as the page has nothing pending,
-# and prints then; reveal.js lays the print pages out after two animation frames, which a loaded machine may
-# not have drawn by that instant (one blank page printed). A timer kept pending until reveal.js's
-# `pdf-ready` event (plus two frames for the charts) holds the virtual clock; at most ~15 s.
+# and prints then. reveal.js lays the print pages out after animation frames, which a headless Chromium
+# draws in real time: on a loaded machine none may come before the jump (one blank page printed). In the
+# copy printed, animation frames are timers (virtual time runs them, in order) and a timer stays pending
+# until reveal.js's `pdf-ready` event, which holds the virtual clock until the layout is done (~15 s at most).
 HOLD_UNTIL_LAID_OUT = """<script>(function () {
+  window.requestAnimationFrame = function (callback) {
+    return setTimeout(function () { callback(performance.now()); }, 16);
+  };
+  window.cancelAnimationFrame = function (id) { clearTimeout(id); };
   var ready = false, ticks = 0;
-  document.addEventListener("pdf-ready", function () {
-    requestAnimationFrame(function () { requestAnimationFrame(function () { ready = true; }); });
-  });
+  document.addEventListener("pdf-ready", function () { setTimeout(function () { ready = true; }, 200); });
   (function hold() { if (!ready && ticks++ < 300) setTimeout(hold, 50); })();
 })();</script>"""
 
