@@ -59,3 +59,12 @@ def test_chart_cells_are_captioned_figures():
     for cell in _cells(text):
         if "display.chart(" in cell:
             assert re.search(r"^#\| label: fig-", cell, re.M), cell
+
+
+def test_no_source_line_starts_like_a_pandoc_example_list():
+    """A line beginning « (@sec-x) » followed by a space starts a pandoc example list: Quarto then prints « (1) »
+    for it and for every later @sec-x (the cross-reference is lost); the offline renderer does not."""
+    example = re.compile(r"^\s*(?:[-*]\s+)?\(@[\w-]+\)\s", re.M)
+    found = [f"{p.name}: {m.group(0).strip()}" for p in SOURCES
+             for m in example.finditer(p.read_text(encoding="utf-8"))]
+    assert not found, found
