@@ -370,6 +370,7 @@ def test_every_slide_has_speaker_notes_in_both_renderers(projects):
 def test_browser_finds_no_overflowing_slide_in_either_renderer(projects):
     """Each slide of both renderers' slides.html, as headless Chromium draws it, fits the 1280x720 slide."""
     from pipeline.render.browser import browser, measure_slides
+    from pipeline.report import slides
 
     if browser() is None:
         pytest.skip("no Chromium on PATH (Debian: apt install chromium)")
@@ -385,6 +386,12 @@ def test_browser_finds_no_overflowing_slide_in_either_renderer(projects):
         assert len(figures) >= 8, renderer
         small = [f"{b.title}: {b.figure_share(**size):.0%}" for b in figures if b.figure_share(**size) < 0.5]
         assert not small, f"{renderer}: figures under half of the slide: {small}"
+        # Chart text read from the back of the room: at least 20 px on the 1280x720 slide, as drawn.
+        charts = [b for b in boxes if b.chart_text_px > 0]
+        assert len(charts) >= 6, renderer
+        tiny = [f"{b.title}: {b.chart_text!r} {b.chart_text_px:.1f} px" for b in charts
+                if b.chart_text_px < slides.SLIDE_TEXT_PX - 0.05]
+        assert slides.SLIDE_TEXT_PX >= 20 and not tiny, f"{renderer}: chart text under 20 px: {tiny}"
     assert [b.title for b in measured["quarto"][1]] == [b.title for b in measured["fallback"][1]]
 
 

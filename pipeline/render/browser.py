@@ -71,11 +71,22 @@ MEASURE_JS = """
         fx1 = Math.max(fx1, b.right); fy1 = Math.max(fy1, b.bottom);
         if (figures[f].tagName.toLowerCase() !== 'img') chart = true;
       }
+      // The smallest chart text as drawn (SVG text: its font size times the SVG's scale on screen), in slide px.
+      var smallest = 0, smallestText = '';
+      var texts = section.querySelectorAll('svg text');
+      for (var t = 0; t < texts.length; t++) {
+        var label = texts[t].textContent.trim();
+        var m = texts[t].getScreenCTM();
+        if (!label || !m || getComputedStyle(texts[t]).visibility === 'hidden') continue;
+        var px = parseFloat(getComputedStyle(texts[t]).fontSize) * Math.sqrt(m.a * m.a + m.b * m.b) / scale;
+        if (!smallest || px < smallest) { smallest = px; smallestText = label; }
+      }
       var heading = section.querySelector('h1, h2, h3');
       out.push({index: i, title: heading ? heading.textContent.trim() : '',
                 top: top, left: left, bottom: bottom, right: right,
                 figure_width: fx1 > fx0 ? (fx1 - fx0) / scale : 0,
-                figure_height: fy1 > fy0 ? (fy1 - fy0) / scale : 0, chart: chart});
+                figure_height: fy1 > fy0 ? (fy1 - fy0) / scale : 0, chart: chart,
+                chart_text_px: smallest, chart_text: smallestText});
     }
     var cfg = Reveal.getConfig();
     document.body.setAttribute('ATTR', JSON.stringify({width: cfg.width, height: cfg.height, slides: out}));
@@ -112,6 +123,8 @@ class SlideBox:
     figure_width: float = 0.0  # the box around the slide's charts and images (0: none)
     figure_height: float = 0.0
     chart: bool = False  # a drawn chart (SVG, canvas) among the figures, not only images
+    chart_text_px: float = 0.0  # the smallest chart text as drawn, in slide pixels (0: no chart text)
+    chart_text: str = ""  # that text
 
     def figure_share(self, width: int, height: int) -> float:
         """Share of the slide's area that its figures cover (charts, images)."""
@@ -150,6 +163,12 @@ def measure_slides(html: Path, width: int = 1280, height: int = 720,
     data = json.loads(html_lib.unescape(found.group(1)))  # the DOM dump escapes the attribute (&quot;, &nbsp;)
     size = {"width": int(data["width"]), "height": int(data["height"])}
     return size, [SlideBox(**{**s, "title": " ".join(s["title"].split())}) for s in data["slides"]]
+
+
+def small_chart_text(html: Path, minimum_px: float, width: int = 1280, height: int = 720) -> list[SlideBox]:
+    """The slides of `html` whose charts draw some text smaller than `minimum_px` slide pixels."""
+    _, boxes = measure_slides(html, width, height)
+    return [b for b in boxes if 0 < b.chart_text_px < minimum_px - 0.05]
 
 
 def overflowing_slides(html: Path, width: int = 1280, height: int = 720) -> list[SlideBox]:

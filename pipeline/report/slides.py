@@ -21,12 +21,38 @@ from pipeline.report.tables import (
 )
 from pipeline.study import StudyContext
 
+SLIDE_TEXT_PX = 20  # the smallest chart text on a 1280 x 720 slide (measured in Chromium by the tests)
+
+
+_TOP_LEVEL = (("layer", alt.LayerChart), ("hconcat", alt.HConcatChart), ("vconcat", alt.VConcatChart),
+              ("concat", alt.ConcatChart), ("facet", alt.FacetChart))
+
+
+def _no_font_under(chart: alt.TopLevelMixin, px: int) -> alt.TopLevelMixin:
+    """The chart with every explicit font size below `px` (a panel title, a text mark) raised to `px`: the
+    report's charts set some small ones, which `configure_*` defaults do not override."""
+    def raise_fonts(node):
+        if isinstance(node, dict):
+            return {k: (max(v, px) if k.endswith("ontSize") and isinstance(v, int | float) else raise_fonts(v))
+                    for k, v in node.items()}
+        return [raise_fonts(v) for v in node] if isinstance(node, list) else node
+
+    spec = raise_fonts(chart.to_dict())
+    kind = next((cls for key, cls in _TOP_LEVEL if key in spec), alt.Chart)
+    return kind.from_dict(spec)
+
 
 def for_slide(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
-    """Fonts readable from the back of a room; the legend beside the chart (a slide is wide, not tall)."""
-    return (chart.configure_axis(labelFontSize=17, titleFontSize=19)
-            .configure_legend(labelFontSize=16, titleFontSize=17, labelLimit=200, orient="right")
-            .configure_header(labelFontSize=18).configure_title(fontSize=20))
+    """Fonts readable from the back of a room (no chart text under `SLIDE_TEXT_PX`); the legend beside the
+    chart (a slide is wide, not tall)."""
+    px = SLIDE_TEXT_PX
+    chart = _no_font_under(chart, px)
+    return (chart.configure_axis(labelFontSize=px, titleFontSize=px + 1)
+            .configure_legend(labelFontSize=px, titleFontSize=px + 1, labelLimit=260, orient="right",
+                              symbolSize=160)
+            .configure_header(labelFontSize=px, titleFontSize=px + 1)
+            .configure_title(fontSize=px + 2, subtitleFontSize=px)
+            .configure_text(fontSize=px))
 
 
 def slide_prevalence_chart(ctx: StudyContext) -> alt.Chart:
