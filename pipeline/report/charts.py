@@ -134,8 +134,9 @@ def _ci_text(data: pd.DataFrame, m: str) -> list[str]:
 
 def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: str = "balanced_accuracy",
                    labels: Mapping[str, str] | None = None, palette: Mapping[str, str] | None = None,
-                   title: str | None = None) -> alt.LayerChart:
-    """Performance against a fairness gap, one point per method, 95 % intervals on both axes.
+                   title: str | None = None, reference: str | None = "uniform") -> alt.LayerChart:
+    """Performance against a fairness gap, one point per method, 95 % intervals on both axes; the
+    `reference` method ringed in black on top (never hidden behind another point).
 
     `comparison` is `compare_methods`'s long table or its `comparison_wide` form (column `method`).
     """
@@ -148,8 +149,77 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
                alt.Tooltip("perf_text:N", title=METRIC_LABELS_FR.get(performance, performance)),
                alt.Tooltip("gap_text:N", title=METRIC_LABELS_FR.get(gap, gap))]
     chart = _bars_and_points(data, gap, performance, color, tooltip, metric_title(gap), metric_title(performance))
+    ring = data[data["method"] == reference]
+    if len(ring):
+        chart += alt.Chart(ring).mark_point(size=300, filled=False, strokeWidth=2.5, color="#000000").encode(
+            x=f"{gap}:Q", y=f"{performance}:Q")
     default = f"{METRIC_LABELS_FR.get(performance, performance)} et équité, par méthode (IC 95 %)"
-    return chart.properties(width=style.WIDTH - 120, height=230, title=title or default)
+    return chart.properties(width=style.WIDTH - 120, height=190, title=title or default)
+
+
+def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy", panel_col: str = "postprocessor",
+                  color_col: str = "weighting", frontier_col: str = "on_frontier",
+                  reference: tuple[str, str] | None = None, panel_labels: Mapping[str, str] | None = None,
+                  columns: int = 4, title: str | None = None, front: bool = True) -> alt.ConcatChart:
+    """The Pareto figure as small multiples: one panel per `panel_col` value (a post-processor), its points
+    coloured by `color_col` (the weighting) with their intervals; every panel draws all the other points in
+    light grey, the whole front as a dashed step line, and the reference (`reference`: its two method
+    names) as a black ring. Shared axes: panels compare at a glance."""
+    data = df.copy()
+    if frontier_col not in data.columns:
+        data[frontier_col] = pareto_frontier(data, minimise=x, maximise=y)
+    data = data[data[x].notna() & data[y].notna()]
+    names = list(dict.fromkeys(data[color_col].astype(str)))
+    data["color_label"] = [method_label(m) for m in data[color_col].astype(str)]
+    data["status"] = np.where(data[frontier_col].astype(bool), "sur le front", "dominée")
+    data["x_text"], data["y_text"] = _ci_text(data, x), _ci_text(data, y)
+    color = alt.Color("color_label:N", title="Pondération", legend=LEGEND,
+                      scale=_method_scale(names, [method_label(m) for m in names], None))
+    def span(m: str) -> list[float]:  # the axis covers every point and interval, in every panel
+        values = data[[c for c in (m, f"{m}_low", f"{m}_high") if c in data.columns]].to_numpy(dtype=float)
+        return [float(np.nanmin(values)), float(np.nanmax(values))]
+
+    xs, ys = alt.Scale(domain=span(x), nice=True, zero=False), alt.Scale(domain=span(y), nice=True, zero=False)
+    on_front = data[data[frontier_col].astype(bool)].sort_values(x)
+    line = alt.Chart(on_front).mark_line(color=style.NEUTRAL, strokeDash=[5, 3], interpolate="step-after").encode(
+        x=alt.X(f"{x}:Q", scale=xs), y=alt.Y(f"{y}:Q", scale=ys), order=f"{x}:Q")
+    background = alt.Chart(data).mark_point(filled=True, size=30, color="#CCCCCC").encode(
+        x=alt.X(f"{x}:Q", scale=xs), y=alt.Y(f"{y}:Q", scale=ys))
+    tooltip = [alt.Tooltip("color_label:N", title="Pondération"), alt.Tooltip("status:N", title="Statut"),
+               alt.Tooltip("y_text:N", title=METRIC_LABELS_FR.get(y, y)),
+               alt.Tooltip("x_text:N", title=METRIC_LABELS_FR.get(x, x))]
+    panels = []
+    names_in_order = list(dict.fromkeys(data[panel_col].astype(str)))
+    for k, name in enumerate(names_in_order):
+        first_column, bottom_row = k % columns == 0, k >= len(names_in_order) - columns
+        x_title = METRIC_LABELS_FR.get(x, x) if bottom_row else None  # axis titles once, not in every panel
+        y_title = SHORT_FR.get(y, METRIC_LABELS_FR.get(y, y)) if first_column else None
+        own = data[data[panel_col].astype(str) == name]
+        base = alt.Chart(own)
+        layers = [background, line] if front else [background]
+        if {f"{x}_low", f"{x}_high"} <= set(own.columns):
+            layers.append(base.mark_rule(opacity=0.5, clip=True).encode(
+                x=alt.X(f"{x}_low:Q", scale=xs), x2=f"{x}_high:Q", y=alt.Y(f"{y}:Q", scale=ys), color=color))
+        if {f"{y}_low", f"{y}_high"} <= set(own.columns):
+            layers.append(base.mark_rule(opacity=0.5, clip=True).encode(
+                y=alt.Y(f"{y}_low:Q", scale=ys), y2=f"{y}_high:Q", x=alt.X(f"{x}:Q", scale=xs), color=color))
+        layers.append(base.mark_point(filled=True, size=80).encode(
+            x=alt.X(f"{x}:Q", scale=xs, title=x_title), y=alt.Y(f"{y}:Q", scale=ys, title=y_title),
+            color=color, tooltip=tooltip, shape=alt.Shape("status:N", title="Combinaison", scale=alt.Scale(
+                domain=["sur le front", "dominée"], range=["diamond", "circle"])) if front else alt.value("circle")))
+        if reference is not None:
+            ref = own[(own[color_col].astype(str) == reference[0]) & (own[panel_col].astype(str) == reference[1])]
+            if len(ref):
+                layers.append(alt.Chart(ref).mark_point(size=260, filled=False, strokeWidth=2.5,
+                                                        color="#000000").encode(
+                    x=alt.X(f"{x}:Q", scale=xs), y=alt.Y(f"{y}:Q", scale=ys)))
+        label = (panel_labels or {}).get(name, name)
+        panels.append(alt.layer(*layers).properties(width=(style.WIDTH - 60) // columns - 24, height=100,
+                                                    title=alt.TitleParams(label, fontSize=11, limit=150)))
+    direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
+    default = (f"Combinaisons par post-traitement, front de Pareto en tirets {direction}".strip() if front else
+               "Combinaisons par post-traitement (aucun front tracé : modèle trop faible)")
+    return alt.concat(*panels, columns=columns, spacing=10).properties(title=title or default)
 
 
 def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFrame:
@@ -165,13 +235,13 @@ def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFram
 def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy",
                  frontier_col: str = "on_frontier", label_col: str = "label", color_col: str | None = None,
                  palette: Mapping[str, str] | None = None, title: str | None = None,
-                 show_labels: bool = True, front: bool = True) -> alt.LayerChart:
+                 show_labels: bool = True, front: bool = True, reference: str | None = None) -> alt.LayerChart:
     """Scatter of configurations (x: a gap to minimise, y: a performance to maximise) with the
     Pareto front drawn as a dashed line; dominated points are faded. Intervals are drawn when
     `{x}_low/_high` and `{y}_low/_high` exist. `frontier_col` is computed when absent;
     `color_col` (e.g. "weighting") colours the points by method, using the method palette;
     `show_labels` writes `label_col` next to the points of the front. `front=False` draws the points only
-    (a weak model: ordering its rules would order noise)."""
+    (a weak model: ordering its rules would order noise). `reference`: the `label_col` value ringed in black."""
     data = df.copy()
     if frontier_col not in data.columns:
         data[frontier_col] = pareto_frontier(data, minimise=x, maximise=y)
@@ -196,6 +266,10 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
                alt.Tooltip("x_text:N", title=METRIC_LABELS_FR.get(x, x))]
     cloud = _bars_and_points(data, x, y, color, tooltip, metric_title(x), metric_title(y)).encode(
         opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)) if front else alt.value(0.7))
+    ring = data[data[label_col] == reference]
+    if len(ring):
+        cloud += alt.Chart(ring).mark_point(size=300, filled=False, strokeWidth=2.5, color="#000000").encode(
+            x=f"{x}:Q", y=f"{y}:Q")
     if not front:
         return cloud.properties(width=style.WIDTH - 120, height=260, title=title or
                                 "Compromis performance–équité (aucun front tracé : modèle trop faible)")

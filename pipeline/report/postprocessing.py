@@ -178,8 +178,21 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
     if data[gap].notna().sum() == 0:  # nothing to place: say why instead of drawing empty axes
         return charts.message_chart(f"{M.METRIC_LABELS_FR[gap]} : non défini pour toutes les combinaisons",
                                     "(un groupe compte trop peu d'images d'une classe ; voir le texte)")
+    weighting, post = ctx.grid.baseline
     return charts.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels,
-                               front=not weak.is_weak(ctx))
+                               front=not weak.is_weak(ctx), reference=f"{method_label(weighting)} + {post_label(post)}")
+
+
+def pareto_panels(ctx: StudyContext, gap: str = "eo_diff") -> alt.TopLevelMixin:
+    """The report's Pareto figure: one panel per post-processor, points coloured by weighting, the whole front
+    dashed in every panel, the reference (no weighting, no post-processing) ringed in black."""
+    t = ctx.grid.table
+    if t[gap].notna().sum() == 0:
+        return charts.message_chart(f"{M.METRIC_LABELS_FR[gap]} : non défini pour toutes les combinaisons",
+                                    "(un groupe compte trop peu d'images d'une classe ; voir le texte)")
+    labels = {name: post_label(name).split(" (")[0] for name in t["postprocessor"].astype(str).unique()}
+    return charts.pareto_panels(t, x=gap, frontier_col=f"frontier_{gap}", reference=tuple(ctx.grid.baseline),
+                                panel_labels=labels, front=not weak.is_weak(ctx))
 
 
 SLIDE_FRONT_ROWS = 5  # rows of the front that fit an appendix slide under its title and header

@@ -34,8 +34,9 @@ PALETTE: dict[str, dict[str, str]] = {
     "estimate": {"brut": "#000000", "ajusté": "#7F7F7F"},
     "method": {
         "uniform": NEUTRAL, "none": NEUTRAL,
-        "class_balanced": "#88CCEE", "group_balanced": "#44AA99", "reweighing": "#117733",
-        "reweighing_intersectional": "#999933", "effective_number": "#DDCC77", "jtt": "#CC6677",
+        # weightings: Paul Tol's "bright" scheme (colour-blind safe; no two greens side by side)
+        "class_balanced": "#66CCEE", "group_balanced": "#228833", "reweighing": "#4477AA",
+        "reweighing_intersectional": "#AA3377", "effective_number": "#CCBB44", "jtt": "#EE6677",
         "threshold_global": "#332288", "equal_opportunity": "#AA4499", "to_demographic_parity": "#882255",
         "to_equalized_odds": "#6699CC", "to_tpr_parity": "#EE7733", "reject_option": "#009988",
         "calibrated_eq_odds": "#EE3377",
