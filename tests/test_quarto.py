@@ -178,6 +178,20 @@ def test_html_bibliography_under_references_in_author_date(projects, renderer):
     assert not re.search(r'class="citation"[^>]*>\s*\[\d', page), "numbered citations"
 
 
+def test_generated_prose_carries_the_same_mark_in_both_renderers(projects):
+    """Prose the pipeline wrote (`::: {.generated}`): a blue rule and a « généré » label, in HTML and PDF alike,
+    as many times in both renderers' pages; the slides carry the rule."""
+    rule = "border-left: 3px solid #8aa9cf"
+    counts = {r: (projects[r] / "report.html").read_text(encoding="utf-8").count(rule) for r in ("quarto", "fallback")}
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "chapters").glob("*.qmd"))
+    assert counts["quarto"] == counts["fallback"] and 5 <= counts["quarto"] <= source.count("::: {.generated}"), counts
+    for renderer in ("quarto", "fallback"):
+        # the label sits in the left margin: pdftotext puts it at the start of the rule's first line
+        labels = re.findall(r"^\s*généré(?:\s{2,}\S|\s*$)", _pdf_text(projects[renderer] / "report.pdf"), flags=re.M)
+        assert len(labels) >= 5, (renderer, len(labels))
+        assert rule in (projects[renderer] / "slides.html").read_text(encoding="utf-8"), renderer
+
+
 @pytest.mark.parametrize("renderer", ["quarto", "fallback"])
 def test_pdf_bibliography_under_references_in_author_date(projects, renderer):
     text = _pdf_text(projects[renderer] / "report.pdf")

@@ -68,3 +68,38 @@ def test_no_source_line_starts_like_a_pandoc_example_list():
     found = [f"{p.name}: {m.group(0).strip()}" for p in SOURCES
              for m in example.finditer(p.read_text(encoding="utf-8"))]
     assert not found, found
+
+
+SELF_MARKED = ("weak.banner(", "report_summary(")  # they print their own callout (« … (généré …) », the warning)
+
+
+def _unmarked_prose_cells(text: str) -> list[str]:
+    """Cells printing generated prose (`print(` under `output: asis`) outside a callout or a `.generated` div."""
+    found, stack, cell, in_cell = [], [], [], False
+    for line in text.splitlines():
+        if in_cell:
+            if line.startswith("```"):
+                in_cell = False
+                code = "\n".join(cell)
+                marked = any(".callout" in d or ".generated" in d for d in stack)
+                own_callout = any(f in code for f in SELF_MARKED)
+                if "output: asis" in code and "print(" in code and not marked and not own_callout:
+                    found.append(code.splitlines()[-1].strip())
+            else:
+                cell.append(line)
+        elif line.startswith("```{python}"):
+            in_cell, cell = True, []
+        elif re.match(r"^:::+\s*\{", line):
+            stack.append(line)
+        elif re.match(r"^:::+\s*$", line) and stack:
+            stack.pop()
+    return found
+
+
+def test_generated_prose_is_marked_in_the_sources():
+    """Who wrote what (issue 25): prose the pipeline writes is in a « généré » callout or a `.generated` div
+    (a blue rule in every output); `SELF_MARKED` cells print their own callout."""
+    found = {p.name: cells for p in SOURCES if p.name != "slides.qmd"
+             for cells in [_unmarked_prose_cells(p.read_text(encoding="utf-8"))] if cells}
+    assert not found, found
+    assert _unmarked_prose_cells("```{python}\n#| output: asis\nprint(x(ctx))\n```\n") == ["print(x(ctx))"]

@@ -308,6 +308,7 @@ def run_pandoc(markdown: str, out: Path, to: str, args: list[str], build: Path, 
     meta_file.write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     cmd = [pandoc_path(), str(source), "-f", "markdown", "-t", to, "--standalone", "--fail-if-warnings",
            "--metadata-file", str(meta_file), "--lua-filter", str(TEMPLATES / "callouts.lua"),
+           "--lua-filter", str(TEMPLATES / "authorship.lua"),
            "--resource-path", os.pathsep.join([str(build), str(doc.path.parent)]), "-o", str(out), *args]
     if meta.get("bibliography"):
         cmd.append("--citeproc")

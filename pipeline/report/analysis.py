@@ -122,8 +122,10 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     base_w = worst.get(("uniform", "none"), np.nan)
     down = [f"{method_label(w)} + {post_label(p)}" for (w, p), v in worst.items() if v < base_w - 0.05]
     if down:
-        lines.append("Attention au nivellement par le bas : le TPR du groupe le moins bien servi baisse de plus de "
-                     f"5 points avec {', '.join(down[:5])}{' …' if len(down) > 5 else ''}.")
+        more = len(down) - 5
+        rest = f" et {more} autre{'s' * (more > 1)} combinaison{'s' * (more > 1)} (@tbl-grid)" if more > 0 else ""
+        lines.append("Attention au nivellement par le bas : la sensibilité du groupe le moins bien servi baisse de "
+                     f"plus de 5 points avec {fr.join(down[:5]) if more <= 0 else ', '.join(down[:5])}{rest}.")
     return "\n\n".join(lines)
 
 

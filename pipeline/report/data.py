@@ -73,7 +73,7 @@ def quality_text(an: Any) -> str:
              else lower_first(r.problem) for r in q.itertuples()]
     blocking = (q["level"] == "error").any()
     verdict = "dont au moins un bloquant" if blocking else "aucun n'empêche l'étude"
-    return (f"Le validateur a relevé {len(q)} point(s) ({verdict}) : " + " ; ".join(items)
+    return (f"Le validateur a relevé {count(len(q), 'points')} ({verdict}) : " + " ; ".join(items)
             + ". @tbl-data-quality, en annexe, dit ce que l'étude fait de chacun.")
 
 

@@ -104,6 +104,7 @@ def checklist() -> pd.DataFrame:
 GLOSSARY = (
     ("Exactitude équilibrée (BA)", "balanced accuracy", r"$\tfrac{1}{2}(\mathrm{TPR} + 1 - \mathrm{FPR})$"),
     ("Sensibilité (TPR)", "true positive rate, recall", r"$P(\hat{Y}=1 \mid Y=1)$"),
+    ("BA pire groupe", "worst-group balanced accuracy", r"$\min_a \mathrm{BA}_a$"),
     ("Sous-diagnostic (FNR)", "false negative rate", r"$1 - \mathrm{TPR}$"),
     ("Taux de faux positifs (FPR)", "false positive rate", r"$P(\hat{Y}=1 \mid Y=0)$"),
     ("Parité démographique", "demographic parity", r"$\max_a \mathrm{SR}_a - \min_a \mathrm{SR}_a$"),
@@ -114,6 +115,11 @@ GLOSSARY = (
     ("Post-traitement", "post-processing", "seuils ou règle de décision par groupe"),
     ("Patients d'évaluation", "held-out test patients", "dossier `valid/`, jamais vus à l'apprentissage"),
     ("Validation interne", "inner validation split", "patients d'apprentissage mis de côté (seuils, arrêt)"),
+    ("Seuil de fonctionnement", "operating threshold", "seuil de l'exactitude équilibrée maximale sur la "
+                                                        "validation interne"),
+    ("Ajustement croisé", "cross-fitting", "chaque bloc de patients décidé par la règle ajustée sur les autres"),
+    ("BiasAmp A→T", "bias amplification, attribute to task", "amplification du lien attribut → décision "
+                                                          "(Wang et Russakovsky 2021)"),
     ("Établi", "statistically significant", "test significatif après correction des comparaisons multiples "
                                             "(Holm : questions principales ; Benjamini-Hochberg : exploratoire)"),
 )

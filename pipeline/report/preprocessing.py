@@ -72,7 +72,8 @@ def training_protocol(ctx: StudyContext) -> str:
     seeds = ", ".join(str(s) for s in t.seeds)
     choice = getattr(ctx, "backbone_choice", None)
     how = " ".join(filter(None, [choice.sentence_fr() if choice is not None else "", how]))
-    return (f"{how}{rule} Graine(s) : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
+    seeds_word = "Graines" if len(t.seeds) > 1 else "Graine"
+    return (f"{how}{rule} {seeds_word} : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
             f"de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}"
             f"{thin_parts_text(ctx)}{undefined_resamples_text(ctx)}")
 
@@ -209,7 +210,7 @@ def seed_variability(ctx: StudyContext) -> pd.DataFrame:
         d_eo = (p["eo_diff"] - base["eo_diff"]).dropna()
         rows.append({"Méthode": method_label(method),
                      "Exact. équil.": f"{num(p['balanced_accuracy'].mean())} ± {num(p['balanced_accuracy'].std())}",
-                     "Écart EO": f"{num(p['eo_diff'].mean())} ± {num(p['eo_diff'].std())}",
+                     "Écart égal. erreurs": f"{num(p['eo_diff'].mean())} ± {num(p['eo_diff'].std())}",
                      "Δ écart EO vs uniforme": f"{num(d_eo.mean())} ± {num(d_eo.std())}"})
     return pd.DataFrame(rows)
 

@@ -20,7 +20,7 @@ SHOWN = ("balanced_accuracy", "auc", "eopp_diff", "eo_diff", "dp_diff", "worst_g
 
 
 SHORT_FR = {"balanced_accuracy": "Exact. équil.", "auc": "AUC", "eopp_diff": "Écart TPR",
-            "eo_diff": "Écart EO", "dp_diff": "Écart DP", "worst_group_bacc": "EE pire groupe"}
+            "eo_diff": "Écart égal. erreurs", "dp_diff": "Écart parité dém.", "worst_group_bacc": "BA pire groupe"}
 
 
 
