@@ -122,8 +122,8 @@ def test_the_grid_count_reads_the_verdicts_and_counts_untested_and_merged_rules_
                      ("not_testable", "undefined", float("nan")), ("not_testable", "identical", -0.3)])
     text = analysis.grid_count_sentence(ctx)
     assert text.startswith("Sur les 5 combinaisons comparées au modèle de référence")
-    assert ("1 le réduisent ; 1 l'inversent ; 0 le creusent ; 1 ne le changent pas de façon notable ; 1 prennent "
-            "les mêmes décisions qu'une autre règle (fusionnées) ; 1 ne sont pas testées") in text
+    assert ("1 le réduit ; 1 l'inverse ; aucune ne le creuse ; 1 ne le change pas de façon notable ; 1 prend "
+            "les mêmes décisions qu'une autre règle (fusionnée) ; 1 n'est pas testée") in text
     three = _compared([("not_testable", "descriptive", -0.1)], groups=("a", "b", "c"))
     assert "décrits, non testés" in analysis.grid_count_sentence(three)
 

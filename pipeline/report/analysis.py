@@ -66,15 +66,21 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
                 "sont décrits, non testés : aucune combinaison n'est déclarée meilleure.")
     groups = ctx.grid.table.attrs.get("groups") or []
     label = V.quantity_label(moves.gap, groups)
-    parts = [f"{len(moves.reduced)} le réduisent"]
+    def verb(n: int, one: str, many: str, none: str = "") -> str:  # « aucune ne le réduit », « 3 le réduisent »
+        return (none or f"aucune ne {one}") if n == 0 else f"{n} {one if n < 2 else many}"
+
+    parts = [verb(len(moves.reduced), "le réduit", "le réduisent", "aucune ne le réduit")]
     if moves.reversed:
-        parts.append(f"{len(moves.reversed)} l'inversent")
-    parts += [f"{len(moves.widened)} le creusent", f"{len(moves.unchanged)} ne le changent pas de façon notable"]
+        parts.append(verb(len(moves.reversed), "l'inverse", "l'inversent"))
+    parts += [verb(len(moves.widened), "le creuse", "le creusent", "aucune ne le creuse"),
+              verb(len(moves.unchanged), "ne le change pas de façon notable", "ne le changent pas de façon notable",
+                   "aucune ne le laisse sans changement notable")]
     if moves.identical:
-        parts.append(f"{len(moves.identical)} prennent les mêmes décisions qu'une autre règle (fusionnées)")
+        parts.append(verb(len(moves.identical), "prend les mêmes décisions qu'une autre règle (fusionnée)",
+                          "prennent les mêmes décisions qu'une autre règle (fusionnées)"))
     if moves.untested:
-        parts.append(f"{len(moves.untested)} ne sont pas testées (règle dégénérée, écart non défini ou trop peu "
-                     "de rééchantillonnages)")
+        parts.append(verb(len(moves.untested), "n'est pas testée", "ne sont pas testées")
+                     + " (règle dégénérée, écart non défini ou trop peu de rééchantillonnages)")
     if claims is not None:
         from pipeline.report.consistency import Claim
 
@@ -82,7 +88,8 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
                                (moves.unchanged, "not_established")):
             claims += [Claim("chapitre 5, décompte de la grille", f"{v.treated} compté « {status} »", (v.key,), status)
                        for v in bucket]
-    cost = (f" Parmi celles qui le réduisent ou l'inversent, {len(moves.costly)} baissent aussi l'exactitude "
+    which = "le réduisent ou l'inversent" if moves.reversed else "le réduisent"
+    cost = (f" Parmi celles qui {which}, {verb(len(moves.costly), 'baisse', 'baissent')} aussi l'exactitude "
             "équilibrée de façon notable." if moves.costly else "")
     return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence (un entraînement, "
             f"exploratoire {V.EXPLORATORY_MARK} : test apparié, Benjamini-Hochberg à 10 %), pour l'{label} : "
@@ -345,6 +352,19 @@ def amplification_summary(ctx: StudyContext) -> str:
     said = ([f"amplifie l'écart des données pour {fr.join(wide)}"] if wide else []) + (
         [f"l'atténue pour {fr.join(narrow)}"] if narrow else [])
     return f"Sur {n}, le modèle de référence {' et '.join(said)}, de façon notable (exploratoire)."
+
+
+def groups_sentence(ctx: StudyContext) -> str:
+    """The reference model's under-diagnosis in the worst and best served groups, with the counts behind the
+    rates (the sentence of the backup slide, for the report's body); "" when not computed."""
+    from pipeline.report.slides import title_groups
+
+    title = title_groups(ctx)
+    if not title.startswith("Sous-diagnostic : "):
+        return ""
+    return (f"Sous-diagnostic du modèle de référence (graine {ctx.config.training.seeds[0]}) : "
+            f"{title.removeprefix('Sous-diagnostic : ')} ; tous les groupes et leurs effectifs : "
+            "@tbl-group-performance, en annexe.")
 
 
 def chapter_answer(ctx: StudyContext) -> str:

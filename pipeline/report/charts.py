@@ -191,9 +191,9 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
     panels = []
     names_in_order = list(dict.fromkeys(data[panel_col].astype(str)))
     for k, name in enumerate(names_in_order):
-        first_column, bottom_row = k % columns == 0, k >= len(names_in_order) - columns
-        x_title = METRIC_LABELS_FR.get(x, x) if bottom_row else None  # axis titles once, not in every panel
-        y_title = SHORT_FR.get(y, METRIC_LABELS_FR.get(y, y)) if first_column else None
+        bottom_row = k >= len(names_in_order) - columns
+        x_title = METRIC_LABELS_FR.get(x, x) if bottom_row else None  # axis titles once; y's in the chart's title
+        y_title = None  # every panel the same width: their titles align
         own = data[data[panel_col].astype(str) == name]
         base = alt.Chart(own)
         layers = [background, line] if front else [background]
@@ -215,10 +215,11 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
                     x=alt.X(f"{x}:Q", scale=xs), y=alt.Y(f"{y}:Q", scale=ys)))
         label = (panel_labels or {}).get(name, name)
         panels.append(alt.layer(*layers).properties(width=(style.WIDTH - 60) // columns - 24, height=100,
-                                                    title=alt.TitleParams(label, fontSize=11, limit=150)))
-    direction = "← plus équitable" if x in LOWER_IS_BETTER else ""
-    default = (f"Combinaisons par post-traitement, front de Pareto en tirets {direction}".strip() if front else
-               "Combinaisons par post-traitement (aucun front tracé : modèle trop faible)")
+                                                    title=alt.TitleParams(label, fontSize=10, limit=150)))
+    direction = " (← plus équitable)" if x in LOWER_IS_BETTER else ""
+    y_name = SHORT_FR.get(y, METRIC_LABELS_FR.get(y, y))
+    default = (f"{y_name} (↑) selon l'écart{direction}, par post-traitement ; front de Pareto en tirets" if front
+               else f"{y_name} (↑) selon l'écart, par post-traitement (aucun front tracé : modèle trop faible)")
     return alt.concat(*panels, columns=columns, spacing=10).properties(title=title or default)
 
 

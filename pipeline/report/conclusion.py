@@ -19,9 +19,10 @@ from pipeline.report.verdicts import level_ci, primary_summary, recommendation_s
 from pipeline.study import StudyContext, seeds_used, versions
 
 
-def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True) -> str:
-    """The study's key findings, one bullet each (`short`: a slide's). A weak model's come first with what stays
-    readable (`readable=False`: not repeated, as in the conclusion of a report that opens with it)."""
+def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, slide: bool = False) -> str:
+    """The study's key findings, one bullet each (`short`: brief sentences; `slide`: the three a slide holds).
+    A weak model's come first with what stays readable (`readable=False`: not repeated, as in the conclusion
+    of a report that opens with it)."""
     uni = ctx.comparison[ctx.comparison["method"] == "uniform"].set_index("metric")
     attr = attribute_in_sentence(ctx.config.weighting.attribute)
     signed = "tpr_signed" in uni.index and uni.loc["tpr_signed", "estimate"] == uni.loc["tpr_signed", "estimate"]
@@ -41,6 +42,11 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True) 
     items += [primary_summary(ctx, short)] if primary_summary(ctx, short) else []
     items.append(recommendation_summary(ctx, short))
     auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")
+    if slide and not v.weak_model:
+        if auc and bacc:
+            items.append(f"Modèle de référence ({seeds_phrase(ctx).split(',')[0]}) : AUC {auc}, exactitude "
+                         f"équilibrée {bacc}.")
+        return "\n".join(f"- {i}" for i in items if i)
     if auc and bacc:
         items += [f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc} au seuil "
                   f"de fonctionnement (choisi sur la validation interne) ; sur l'entraînement détaillé dans les "

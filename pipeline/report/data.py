@@ -92,10 +92,9 @@ def univariate_text(an: Any) -> str:
     ps = an.patients.set_index("split")
     total = ps.loc["total"]
     excluded = getattr(an, "excluded_valid", {}) or {}
-    where = "en évaluation" if excluded.get("images") else "en validation"
     parts = [f"Le jeu étudié compte {integer(total['n_images'])} images de {integer(total['n_patients'])} patients"
              + (f" ({integer(ps.loc['train', 'n_images'])} en apprentissage, "
-                f"{integer(ps.loc['valid', 'n_images'])} {where})." if "valid" in ps.index else ".")]
+                f"{integer(ps.loc['valid', 'n_images'])} en évaluation)." if "valid" in ps.index else ".")]
     if excluded.get("images"):
         parts.append(f"Les {integer(excluded['images'])} images de validation de {integer(excluded['patients'])} "
                      "patients déjà présents en apprentissage sont écartées de l'évaluation (fuite de patients) ; "
@@ -611,6 +610,8 @@ def univariate_chart(univ: pd.DataFrame, images_per_patient: pd.DataFrame | None
             split_label=lambda d: d["split"].map(fr.SPLIT_FR),
             text=lambda d: [f"{fr.integer(p)} patients, {fr.integer(n)} images ({fr.percent(s, 1)} des images)"
                             for p, n, s in zip(d["n_patients"], d["n_images"], d["share_images"], strict=True)])
+        held = ipp.groupby("bin", sort=False)["n_images"].sum()
+        ipp = ipp[ipp["bin"].isin(held[held > 0].index)]  # no empty category drawn
         panels.append(_bars(ipp, "Images du patient (nombre)", list(dict.fromkeys(ipp["bin"]))))
     return alt.concat(*panels, columns=3).resolve_scale(x="independent", xOffset="independent",
                                                         y="independent")

@@ -120,8 +120,10 @@ GLOSSARY = (
     ("Ajustement croisé", "cross-fitting", "chaque bloc de patients décidé par la règle ajustée sur les autres"),
     ("BiasAmp A→T", "bias amplification, attribute to task", "amplification du lien attribut → décision "
                                                           "(Wang et Russakovsky 2021)"),
-    ("Établi", "statistically significant", "test significatif après correction des comparaisons multiples "
-                                            "(Holm : questions principales ; Benjamini-Hochberg : exploratoire)"),
+    ("Établi (★)", "significant, pre-registered", "question principale : test significatif au niveau 5 % "
+                                                   "après correction de Holm"),
+    ("Notable (†)", "significant, exploratory", "test significatif après correction de Benjamini-Hochberg "
+                                                "(10 %) : une piste, pas une preuve"),
 )
 
 

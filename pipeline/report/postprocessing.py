@@ -39,10 +39,11 @@ def postprocessing_protocol(ctx: StudyContext, part: str = "body") -> str:
         return (f"Les {n_patients} patients d'évaluation (les mêmes qu'au chapitre précédent) sont répartis **par "
                 f"patient** en {g.n_folds} blocs, stratifiés sur la classe et le "
                 f"{attribute_in_sentence(pp.attribute)} (graine {pp.seed}). Chaque post-traitement, y compris le "
-                f"choix du seuil global, est ajusté {g.n_folds} fois (*cross-fitting*) : les images d'un bloc sont "
-                "décidées par la règle ajustée sur les autres blocs. Tous les patients d'évaluation sont ainsi "
-                "évalués, et aucun par une règle qui les a vus. Les intervalles incluent le réajustement des règles "
-                "sur des patients rééchantillonnés ; le détail est en [annexe C](#sec-appendix-post).")
+                f"choix du seuil global, est ajusté {g.n_folds} fois (ajustement croisé, *cross-fitting*) : les "
+                "images d'un bloc sont décidées par la règle ajustée sur les autres blocs. Tous les patients "
+                "d'évaluation sont ainsi évalués, et aucun par une règle qui les a vus. Les intervalles incluent "
+                "le réajustement des règles sur des patients rééchantillonnés ; le détail est en "
+                "[annexe C](#sec-appendix-post).")
     return (f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
             "rééchantillonnages des patients (avec remise), toutes les règles sont **réajustées** sur les patients "
             "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± t écart-types de "
@@ -156,7 +157,7 @@ def postprocessing_results(ctx: StudyContext) -> pd.DataFrame:
 
 def results_notes(ctx: StudyContext) -> str:
     """How to read the post-processing tables (gaps, stars, correction, n.d., randomised decisions)."""
-    return (table_notes(ctx) + " « Décisions tirées au hasard » : part des images dont la décision est "
+    return (table_notes(ctx) + " « Part au hasard » : part des images dont la décision est "
             "randomisée. AUC « n.d. » : la règle ne garde pas le score du modèle (seuils par groupe, décisions "
             "randomisées), seules ses décisions sont évaluées. « Dégénérée » : une classe pour au moins 95 % "
             "des images, globalement ou dans un groupe (nivellement par le bas, jamais retenue sur le front de "

@@ -270,13 +270,13 @@ def where_fr(where: str) -> str:
 
 
 def coin_flip_text(groups: str) -> str:
-    """« ne sépare plus malades et sains de façon établie chez les hommes, … » for the groups (« sex=M|view=AP »)
+    """« ne sépare plus malades et sains de façon notable chez les hommes, … » for the groups (« sex=M|view=AP »)
     where the reference separates them but the rule's TPR − FPR interval contains 0."""
     phrases = []
     for key in filter(None, groups.split("|")):
         attribute, _, group = key.partition("=")
         phrases.append(fr.group_phrase(attribute, group))
-    return (f"ne sépare plus malades et sains de façon établie {fr.join(phrases)}, où la référence les sépare "
+    return (f"ne sépare plus malades et sains de façon notable {fr.join(phrases)}, où la référence les sépare "
             "(TPR − FPR compatible avec 0)")
 
 
@@ -296,7 +296,7 @@ def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | Non
         for m in SHOWN:
             row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _cell_mark(r, m, groups)
         if "randomised_share" in r and not compact:
-            row["Décisions tirées au hasard"] = pct(get("randomised_share"))
+            row["Part au hasard"] = pct(get("randomised_share"))
         if "degenerate" in r:
             row["Remarque"] = grid_remark(ctx, r, compact)
         out.append(row)
