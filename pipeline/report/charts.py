@@ -236,20 +236,23 @@ def collapse_ties(front: pd.DataFrame, key: list, label_col: str) -> pd.DataFram
 def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy",
                  frontier_col: str = "on_frontier", label_col: str = "label", color_col: str | None = None,
                  palette: Mapping[str, str] | None = None, title: str | None = None,
-                 show_labels: bool = True, front: bool = True, reference: str | None = None) -> alt.LayerChart:
+                 show_labels: bool = True, front: bool = True, reference: str | None = None,
+                 intervals: bool = True) -> alt.LayerChart:
     """Scatter of configurations (x: a gap to minimise, y: a performance to maximise) with the
     Pareto front drawn as a dashed line; dominated points are faded. Intervals are drawn when
     `{x}_low/_high` and `{y}_low/_high` exist. `frontier_col` is computed when absent;
     `color_col` (e.g. "weighting") colours the points by method, using the method palette;
     `show_labels` writes `label_col` next to the points of the front. `front=False` draws the points only
-    (a weak model: ordering its rules would order noise). `reference`: the `label_col` value ringed in black."""
+    (a weak model: ordering its rules would order noise). `reference`: the `label_col` value ringed in black.
+    `intervals=False` (a slide): points only, the front's intervals being in its table."""
     data = df.copy()
     if frontier_col not in data.columns:
         data[frontier_col] = pareto_frontier(data, minimise=x, maximise=y)
     if label_col not in data.columns:
         data[label_col] = [str(i) for i in data.index]
     # Only the columns drawn: a grid table has hundreds, which the spec would carry (and Altair convert).
-    drawn = [x, y, *(f"{m}_{end}" for m in (x, y) for end in ("low", "high")), frontier_col, label_col, color_col]
+    ends = [f"{m}_{end}" for m in (x, y) for end in ("low", "high")] if intervals else []
+    drawn = [x, y, *ends, frontier_col, label_col, color_col]
     data = data[[c for c in dict.fromkeys(drawn) if c and c in data.columns]]
     data["status"] = np.where(data[frontier_col].astype(bool), "sur le front de Pareto", "dominée")
     data["x_text"], data["y_text"] = _ci_text(data, x), _ci_text(data, y)

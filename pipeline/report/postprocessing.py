@@ -173,7 +173,8 @@ def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
 
 
 @cached_chart
-def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -> alt.TopLevelMixin:
+def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True,
+                 intervals: bool = True) -> alt.TopLevelMixin:
     data = ctx.grid.table.assign(
         label=lambda d: d["weighting"].map(method_label) + " + " + d["postprocessor"].map(post_label))
     if data[gap].notna().sum() == 0:  # nothing to place: say why instead of drawing empty axes
@@ -181,7 +182,8 @@ def pareto_chart(ctx: StudyContext, gap: str = "eo_diff", labels: bool = True) -
                                     "(un groupe compte trop peu d'images d'une classe ; voir le texte)")
     weighting, post = ctx.grid.baseline
     return charts.pareto_chart(data, x=gap, frontier_col=f"frontier_{gap}", color_col="weighting", show_labels=labels,
-                               front=not weak.is_weak(ctx), reference=f"{method_label(weighting)} + {post_label(post)}")
+                               front=not weak.is_weak(ctx), reference=f"{method_label(weighting)} + {post_label(post)}",
+                               intervals=intervals)
 
 
 def pareto_panels(ctx: StudyContext, gap: str = "eo_diff") -> alt.TopLevelMixin:

@@ -119,7 +119,8 @@ def undefined_resamples_text(ctx: StudyContext) -> str:
 
 def weighting_attribute(ctx: StudyContext) -> str:
     """The sensitive attribute the weightings balance, as it reads in a sentence (« le sexe »)."""
-    return attribute_in_sentence(ctx.config.weighting.attribute)
+    attribute = ctx.config.weighting.attribute
+    return fr.ATTRIBUTE_NOUN.get(attribute, (attribute_in_sentence(attribute),))[0]
 
 
 def weighting_methods(ctx: StudyContext) -> pd.DataFrame:
