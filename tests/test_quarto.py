@@ -404,7 +404,7 @@ def test_browser_finds_no_overflowing_slide_in_either_renderer(projects):
         charts = [b for b in boxes if b.chart_text_px > 0]
         assert len(charts) >= 6, renderer
         tiny = [f"{b.title}: {b.chart_text!r} {b.chart_text_px:.1f} px" for b in charts
-                if b.chart_text_px < slides.SLIDE_TEXT_PX - 0.05]
+                if b.chart_text_under(slides.SLIDE_TEXT_PX)]
         assert slides.SLIDE_TEXT_PX >= 20 and not tiny, f"{renderer}: chart text under 20 px: {tiny}"
     assert [b.title for b in measured["quarto"][1]] == [b.title for b in measured["fallback"][1]]
 

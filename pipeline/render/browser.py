@@ -130,6 +130,10 @@ class SlideBox:
         """Share of the slide's area that its figures cover (charts, images)."""
         return self.figure_width * self.figure_height / (width * height)
 
+    def chart_text_under(self, minimum_px: float) -> bool:
+        """Some chart text is drawn smaller than `minimum_px` slide pixels (sub-pixel rounding tolerated)."""
+        return 0 < self.chart_text_px < minimum_px - 0.05
+
     def overflows(self, width: int, height: int) -> bool:
         return (self.bottom > height + TOLERANCE_PX or self.right > width + TOLERANCE_PX
                 or self.top < -TOLERANCE_PX or self.left < -TOLERANCE_PX)
@@ -163,12 +167,6 @@ def measure_slides(html: Path, width: int = 1280, height: int = 720,
     data = json.loads(html_lib.unescape(found.group(1)))  # the DOM dump escapes the attribute (&quot;, &nbsp;)
     size = {"width": int(data["width"]), "height": int(data["height"])}
     return size, [SlideBox(**{**s, "title": " ".join(s["title"].split())}) for s in data["slides"]]
-
-
-def small_chart_text(html: Path, minimum_px: float, width: int = 1280, height: int = 720) -> list[SlideBox]:
-    """The slides of `html` whose charts draw some text smaller than `minimum_px` slide pixels."""
-    _, boxes = measure_slides(html, width, height)
-    return [b for b in boxes if 0 < b.chart_text_px < minimum_px - 0.05]
 
 
 def overflowing_slides(html: Path, width: int = 1280, height: int = 720) -> list[SlideBox]:

@@ -69,10 +69,10 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
     def verb(n: int, one: str, many: str, none: str = "") -> str:  # « aucune ne le réduit », « 3 le réduisent »
         return (none or f"aucune ne {one}") if n == 0 else f"{n} {one if n < 2 else many}"
 
-    parts = [verb(len(moves.reduced), "le réduit", "le réduisent", "aucune ne le réduit")]
+    parts = [verb(len(moves.reduced), "le réduit", "le réduisent")]
     if moves.reversed:
         parts.append(verb(len(moves.reversed), "l'inverse", "l'inversent"))
-    parts += [verb(len(moves.widened), "le creuse", "le creusent", "aucune ne le creuse"),
+    parts += [verb(len(moves.widened), "le creuse", "le creusent"),
               verb(len(moves.unchanged), "ne le change pas de façon notable", "ne le changent pas de façon notable",
                    "aucune ne le laisse sans changement notable")]
     if moves.identical:
@@ -354,17 +354,42 @@ def amplification_summary(ctx: StudyContext) -> str:
     return f"Sur {n}, le modèle de référence {' et '.join(said)}, de façon notable (exploratoire)."
 
 
+def group_gap_phrase(ctx: StudyContext, metric: str = "fnr", claims: list | None = None, where: str = "") -> str:
+    """« 42 % (13/31) chez les femmes contre 4 % (4/94) chez les hommes »: the reference model's `metric` in its
+    worst and best served groups of the weighting attribute, with the count behind each rate, and
+    « , écart non notable » when the exploratory verdict is not established; "" with fewer than two groups."""
+    from pipeline.report.verdicts import _claim, analysis_verdict
+
+    t = model_results(ctx).group_metrics
+    t = t[(t["model"] == "reference") & (t["metric"] == metric) & t["estimate"].notna()]
+    main = t[t["attribute"] == ctx.config.weighting.attribute]
+    if len(main) < 2:
+        return ""
+    worst, best = main.loc[main["estimate"].idxmax()], main.loc[main["estimate"].idxmin()]
+    count = "n_positive" if metric in ("fnr", "tpr") else "n_negative"  # the rate's denominator
+
+    def rate(r: pd.Series) -> str:  # « 65 % (20/31) chez les femmes »: the count behind the rate
+        return (f"{fr.percent(r['estimate'])} {fr.fraction(r['estimate'], r[count])} "
+                f"{fr.group_phrase(r['attribute'], r['group'])}")
+
+    phrase = f"{rate(worst)} contre {rate(best)}"
+    v = analysis_verdict(ctx, "exploratory:reference_gap", "tpr_signed", ctx.config.weighting.attribute,
+                         "uniform + none")
+    if v is not None:
+        _claim(claims, where, phrase, v)
+        if not v.established:
+            phrase += ", écart non notable"
+    return phrase
+
+
 def groups_sentence(ctx: StudyContext) -> str:
     """The reference model's under-diagnosis in the worst and best served groups, with the counts behind the
-    rates (the sentence of the backup slide, for the report's body); "" when not computed."""
-    from pipeline.report.slides import title_groups
-
-    title = title_groups(ctx)
-    if not title.startswith("Sous-diagnostic : "):
+    rates (the body's twin of the backup slide's title); "" when not computed."""
+    phrase = group_gap_phrase(ctx)
+    if not phrase:
         return ""
-    return (f"Sous-diagnostic du modèle de référence (graine {ctx.config.training.seeds[0]}) : "
-            f"{title.removeprefix('Sous-diagnostic : ')} ; tous les groupes et leurs effectifs : "
-            "@tbl-group-performance, en annexe.")
+    return (f"Sous-diagnostic du modèle de référence (graine {ctx.config.training.seeds[0]}) : {phrase} ; tous les "
+            "groupes et leurs effectifs : @tbl-group-performance, en annexe.")
 
 
 def chapter_answer(ctx: StudyContext) -> str:

@@ -132,6 +132,11 @@ def _ci_text(data: pd.DataFrame, m: str) -> list[str]:
             f"{fr.number(e, 2)} (intervalle non défini)" for e, lo, hi in zip(data[m], lows, highs, strict=True)]
 
 
+def _reference_ring(rows: pd.DataFrame, x: alt.X | str, y: alt.Y | str, size: int = 300) -> alt.Chart:
+    """A black ring around the reference's point, drawn on top: it is never hidden behind another point."""
+    return alt.Chart(rows).mark_point(size=size, filled=False, strokeWidth=2.5, color="#000000").encode(x=x, y=y)
+
+
 def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: str = "balanced_accuracy",
                    labels: Mapping[str, str] | None = None, palette: Mapping[str, str] | None = None,
                    title: str | None = None, reference: str | None = "uniform") -> alt.LayerChart:
@@ -151,8 +156,7 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
     chart = _bars_and_points(data, gap, performance, color, tooltip, metric_title(gap), metric_title(performance))
     ring = data[data["method"] == reference]
     if len(ring):
-        chart += alt.Chart(ring).mark_point(size=300, filled=False, strokeWidth=2.5, color="#000000").encode(
-            x=f"{gap}:Q", y=f"{performance}:Q")
+        chart += _reference_ring(ring, f"{gap}:Q", f"{performance}:Q")
     default = f"{METRIC_LABELS_FR.get(performance, performance)} et équité, par méthode (IC 95 %)"
     return chart.properties(width=style.WIDTH - 120, height=190, title=title or default)
 
@@ -175,6 +179,7 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
     data["x_text"], data["y_text"] = _ci_text(data, x), _ci_text(data, y)
     color = alt.Color("color_label:N", title="Pondération", legend=LEGEND,
                       scale=_method_scale(names, [method_label(m) for m in names], None))
+
     def span(m: str) -> list[float]:  # the axis covers every point and interval, in every panel
         values = data[[c for c in (m, f"{m}_low", f"{m}_high") if c in data.columns]].to_numpy(dtype=float)
         return [float(np.nanmin(values)), float(np.nanmax(values))]
@@ -192,8 +197,9 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
     names_in_order = list(dict.fromkeys(data[panel_col].astype(str)))
     for k, name in enumerate(names_in_order):
         bottom_row = k >= len(names_in_order) - columns
-        x_title = METRIC_LABELS_FR.get(x, x) if bottom_row else None  # axis titles once; y's in the chart's title
-        y_title = None  # every panel the same width: their titles align
+        # the x title once, under the bottom row; no y title (it is in the chart's title): every panel has
+        # the same width, so their titles align
+        x_title = METRIC_LABELS_FR.get(x, x) if bottom_row else None
         own = data[data[panel_col].astype(str) == name]
         base = alt.Chart(own)
         layers = [background, line] if front else [background]
@@ -204,15 +210,13 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
             layers.append(base.mark_rule(opacity=0.5, clip=True).encode(
                 y=alt.Y(f"{y}_low:Q", scale=ys), y2=f"{y}_high:Q", x=alt.X(f"{x}:Q", scale=xs), color=color))
         layers.append(base.mark_point(filled=True, size=80).encode(
-            x=alt.X(f"{x}:Q", scale=xs, title=x_title), y=alt.Y(f"{y}:Q", scale=ys, title=y_title),
+            x=alt.X(f"{x}:Q", scale=xs, title=x_title), y=alt.Y(f"{y}:Q", scale=ys, title=None),
             color=color, tooltip=tooltip, shape=alt.Shape("status:N", title="Combinaison", scale=alt.Scale(
                 domain=["sur le front", "dominée"], range=["diamond", "circle"])) if front else alt.value("circle")))
         if reference is not None:
             ref = own[(own[color_col].astype(str) == reference[0]) & (own[panel_col].astype(str) == reference[1])]
             if len(ref):
-                layers.append(alt.Chart(ref).mark_point(size=260, filled=False, strokeWidth=2.5,
-                                                        color="#000000").encode(
-                    x=alt.X(f"{x}:Q", scale=xs), y=alt.Y(f"{y}:Q", scale=ys)))
+                layers.append(_reference_ring(ref, alt.X(f"{x}:Q", scale=xs), alt.Y(f"{y}:Q", scale=ys), size=260))
         label = (panel_labels or {}).get(name, name)
         panels.append(alt.layer(*layers).properties(width=(style.WIDTH - 60) // columns - 24, height=100,
                                                     title=alt.TitleParams(label, fontSize=10, limit=150)))
@@ -272,8 +276,7 @@ def pareto_chart(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accura
         opacity=alt.condition(f"datum['{frontier_col}']", alt.value(1.0), alt.value(0.3)) if front else alt.value(0.7))
     ring = data[data[label_col] == reference]
     if len(ring):
-        cloud += alt.Chart(ring).mark_point(size=300, filled=False, strokeWidth=2.5, color="#000000").encode(
-            x=f"{x}:Q", y=f"{y}:Q")
+        cloud += _reference_ring(ring, f"{x}:Q", f"{y}:Q")
     if not front:
         return cloud.properties(width=style.WIDTH - 120, height=260, title=title or
                                 "Compromis performance–équité (aucun front tracé : modèle trop faible)")

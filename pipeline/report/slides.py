@@ -380,29 +380,8 @@ def groups_chart(ctx: StudyContext, metric: str = "fnr") -> alt.TopLevelMixin:
 
 
 def title_groups(ctx: StudyContext, metric: str = "fnr", claims: list | None = None) -> str:
-    t = analysis.model_results(ctx).group_metrics
-    t = t[(t["model"] == "reference") & (t["metric"] == metric) & t["estimate"].notna()]
-    main = t[t["attribute"] == ctx.config.weighting.attribute]
-    if len(main) < 2:
-        return "Sous-diagnostic par groupe"
-    from pipeline.report.verdicts import _claim, analysis_verdict
-
-    worst, best = main.loc[main["estimate"].idxmax()], main.loc[main["estimate"].idxmin()]
-
-    count = "n_positive" if metric in ("fnr", "tpr") else "n_negative"  # the rate's denominator
-
-    def rate(r: pd.Series) -> str:  # « 65 % (20/31) chez les femmes »: the count behind the rate
-        return (f"{fr.percent(r['estimate'])} {fr.fraction(r['estimate'], r[count])} "
-                f"{fr.group_phrase(r['attribute'], r['group'])}")
-
-    title = f"Sous-diagnostic : {rate(worst)} contre {rate(best)}"
-    v = analysis_verdict(ctx, "exploratory:reference_gap", "tpr_signed", ctx.config.weighting.attribute,
-                         "uniform + none")
-    if v is not None:
-        _claim(claims, "diapositive du sous-diagnostic, titre", title, v)
-        if not v.established:
-            title += ", écart non notable"
-    return title
+    phrase = analysis.group_gap_phrase(ctx, metric, claims, "diapositive du sous-diagnostic, titre")
+    return f"Sous-diagnostic : {phrase}" if phrase else "Sous-diagnostic par groupe"
 
 
 def title_subgroup(ctx: StudyContext) -> str:

@@ -1,6 +1,6 @@
 -- Who wrote what, shown the same way in every output (pandoc Lua filter, for Quarto and the offline renderer).
--- A `::: {.generated}` div holds prose the tool wrote (from the results, or the template's own text): a thin
--- blue rule on its left and a small « fourni par l'outil » label, in HTML, reveal.js and Typst alike.
+-- A `::: {.generated}` div holds prose the tool wrote from the results: a thin blue rule on its left and a
+-- small « généré » label (in the margin of the PDF; none on a slide), in HTML, reveal.js and Typst alike.
 -- The student's own parts are the green « Votre … » boxes; everything else is theirs once they edit it.
 local LABEL = "généré"
 local RULE = "#8aa9cf"
