@@ -26,13 +26,11 @@ def _model_details(ctx: StudyContext) -> str:
 
 
 def _data(ctx: StudyContext) -> str:
-    f, ev = ctx.frame, ctx.evaluation
-    train = f[f[S.SPLIT] == "train"]
+    ev = ctx.evaluation
+    source = "" if ctx.config.is_demo else " (NIH ChestX-ray14 : un seul hôpital, étiquettes tirées des comptes rendus)"
     prevalence = fr.pct(float(ev[S.LABEL].mean())) if len(ev) else "n.d."
-    return (f"Sous-ensemble de NIH ChestX-ray14 (un seul hôpital, étiquettes extraites des comptes rendus) : "
-            f"{fr.count(len(train), 'images')} de {fr.integer(train[S.PATIENT].nunique())} patients en "
-            f"apprentissage, {fr.count(len(ev), 'images')} de {fr.integer(ev[S.PATIENT].nunique())} autres "
-            f"patients en évaluation (prévalence de « malade » : {prevalence}) ; chapitre 2 (@sec-data).")
+    return (f"{fr.upper_first(ctx.describe_data())}, patients disjoints{source} ; prévalence de « malade » en "
+            f"évaluation : {prevalence} ; chapitre 2 (@sec-data).")
 
 
 def _metrics(ctx: StudyContext) -> str:
@@ -48,10 +46,13 @@ def _caveats(ctx: StudyContext) -> str:
     if weak.is_weak(ctx):
         why = weak.short_reasons(ctx)
         items.append(f"modèle trop faible pour que ses écarts d'équité soient interprétables ({why})")
-    items += ["étiquettes bruitées (extraites automatiquement des comptes rendus)",
-              "un seul hôpital : rien ne dit que les écarts se transposent ailleurs",
-              "attributs sensibles limités à ceux des métadonnées (sexe, âge, incidence)"]
-    return fr.upper_first("; ".join(items)) + " ; limites complètes au chapitre 5 (@sec-analysis)."
+    if ctx.config.is_demo:
+        items.append("données synthétiques : leurs effets sont plantés, rien ne se transpose à des patients")
+    else:
+        items += ["étiquettes bruitées (extraites automatiquement des comptes rendus)",
+                  "un seul hôpital : rien ne dit que les écarts se transposent ailleurs"]
+    items.append("attributs sensibles limités à ceux des métadonnées (sexe, âge, incidence)")
+    return fr.upper_first(" ; ".join(items)) + " ; limites complètes au chapitre 5 (@sec-analysis)."
 
 
 def model_card(ctx: StudyContext) -> pd.DataFrame:
