@@ -44,8 +44,11 @@ def head_proba(features: np.ndarray, head_rows: np.ndarray, labels: np.ndarray, 
     return head.predict_proba(features)[:, 1]
 
 
+EMBED_BATCH = 128  # images a forward pass: the features (and any check against them) use these batches
+
+
 @torch.no_grad()
-def embed(backbone: torch.nn.Module, pixels: np.ndarray, batch_size: int = 128) -> np.ndarray:
+def embed(backbone: torch.nn.Module, pixels: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
     """Penultimate features of uint8 pixels (N, H, W) through a backbone, in inference mode."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone = backbone.eval().to(device)
