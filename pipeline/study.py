@@ -33,9 +33,9 @@ class StudyContext:
     frame: pd.DataFrame  # frame the study trains and evaluates on
     evaluation: pd.DataFrame  # valid rows kept for evaluation (leaking patients excluded)
     data_fingerprint: str
-    weights: dict[str, pd.Series] = field(default_factory=dict)  # method -> the models' weights, seed 0, by part
+    weights: dict[str, pd.Series] = field(default_factory=dict)  # method -> the models' weights, detail seed, by part
     course_weights: dict[str, pd.Series] = field(default_factory=dict)  # on every train row (the CSV copies)
-    predictions: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> all rows, seed 0
+    predictions: dict[str, pd.DataFrame] = field(default_factory=dict)  # method -> all rows, detail seed
     seed_predictions: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
     train_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: Any = None
@@ -49,11 +49,13 @@ class StudyContext:
     key: str = ""  # `study_key` of its config and data when computed by `run` (names its cached charts)
     protocol_caveats: list[Any] = field(default_factory=list)  # protocol.PartSize: parts with very few patients
     backbone_choice: Any = None  # model.choice.BackboneChoice: the backbone used, and why (`training.backbone: auto`)
+    detail_seed: int = 0  # the training the detailed tables show: the reference's median balanced accuracy
+    detail_scores: dict[int, float] = field(default_factory=dict)  # seed -> that balanced accuracy (how it was chosen)
 
     # ------------------------------------------------------------ convenience for chapters
     @property
     def valid_predictions(self) -> dict[str, pd.DataFrame]:
-        """Predictions on the evaluation patients, per weighting method (first seed)."""
+        """Predictions on the evaluation patients, per weighting method (the detail seed)."""
         keep = set(self.evaluation[S.IMAGE])
         out = {m: p[p[S.IMAGE].isin(keep)].reset_index(drop=True) for m, p in self.predictions.items()}
         for method, p in out.items():
@@ -61,7 +63,7 @@ class StudyContext:
         return out
 
     def threshold(self, method: str) -> float:
-        """Operating threshold of a weighting (first seed), chosen on inner-validation train patients."""
+        """Operating threshold of a weighting (the detail seed), chosen on inner-validation train patients."""
         return float(self.train_info[method]["threshold"])
 
     def describe_data(self) -> str:
@@ -115,6 +117,7 @@ def _train_all(ctx: StudyContext) -> None:
     methods = study_weightings(config)
     total, done = len(methods) * len(config.training.seeds), 0
     is_train = (ctx.frame[S.SPLIT] == "train").to_numpy()
+    per_seed: dict[tuple[str, int], tuple[pd.Series, dict[str, Any], dict[str, Any]]] = {}
     for seed in config.training.seeds:
         roles = protocol_roles(ctx.frame, config.training, seed)[is_train]
         erm_proba, erm_threshold = None, 0.5
@@ -137,12 +140,27 @@ def _train_all(ctx: StudyContext) -> None:
                 erm_proba = preds.loc[preds[S.SPLIT] == "train", S.PROBA].to_numpy()
                 erm_threshold = info["threshold"]
             ctx.seed_predictions[(method, seed)] = preds
-            if seed == config.training.seeds[0]:
-                ctx.weights[method], ctx.predictions[method], ctx.train_info[method] = weights, preds, info
-                # the course's script trains on every train image: its copy is weighted on all of them
-                ctx.course_weights[method] = compute_weights(method, train, attributes,
-                                                             all_attributes=list(config.sensitive_attributes),
-                                                             **context)
+            per_seed[(method, seed)] = weights, info, context
+    ctx.seed_metrics = _seed_metrics(ctx)
+    uniform = ctx.seed_metrics[ctx.seed_metrics["method"] == "uniform"]
+    ctx.detail_scores = dict(zip(uniform["seed"].astype(int), uniform["balanced_accuracy"].astype(float), strict=True))
+    ctx.detail_seed = median_seed(ctx.detail_scores)
+    for method in methods:
+        weights, info, context = per_seed[(method, ctx.detail_seed)]
+        ctx.weights[method], ctx.predictions[method] = weights, ctx.seed_predictions[(method, ctx.detail_seed)]
+        ctx.train_info[method] = info
+        # the course's script trains on every train image: its copy is weighted on all of them
+        ctx.course_weights[method] = compute_weights(method, train, attributes,
+                                                     all_attributes=list(config.sensitive_attributes), **context)
+
+
+def median_seed(scores: dict[int, float]) -> int:
+    """The seed of the median score: the lower middle one for an even count; equal scores are ordered by seed.
+
+    The detailed tables show one training; the median one is representative of the seeds, where the
+    first seed may happen to be the best or the worst of them."""
+    order = sorted(scores, key=lambda seed: (-np.inf if np.isnan(scores[seed]) else scores[seed], seed))
+    return order[(len(order) - 1) // 2]
 
 
 def threshold_of(preds: pd.DataFrame) -> float:
@@ -186,7 +204,6 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
                                                            attribute, ev.n_bootstrap, ev.seed,
                                                            code_version("fairness.metrics"), ev.min_per_class)
     ctx.comparison = ctx.comparison_by_attribute[attribute]
-    ctx.seed_metrics = _seed_metrics(ctx)
 
 
 def _seed_metrics(ctx: StudyContext) -> pd.DataFrame:
@@ -412,7 +429,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
         _write_weights(ctx)
         cached = sum(bool(i.get("cached")) for i in ctx.train_info.values())
         stage.done(f"{len(ctx.seed_predictions)} models ({describe_count(config)}), "
-                   f"{cached}/{len(ctx.train_info)} of the first seed from the cache")
+                   f"{cached}/{len(ctx.train_info)} of the detail seed from the cache")
     ctx.timings["training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pp, ev = config.postprocessing, config.evaluation

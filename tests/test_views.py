@@ -56,6 +56,12 @@ def test_table_columns_share_width_by_content_capped_and_never_below_the_longest
     dashes = [len(c.strip(":")) for c in markdown_table(pd.DataFrame({"Écart EO": ["n.d."]})).split("\n")[1]
               .strip("|").split("|")]
     assert dashes[0] >= len("Écart")
+    # An interval may break after its « ; »: a narrowed column does not print it over its neighbour's.
+    from pipeline.report.french import NBSP, ci
+
+    cell = ci(0.71, 0.57, 0.88)
+    line = markdown_table(pd.DataFrame({"AUC": [cell], "BA": [cell]}))
+    assert f"{NBSP};{NBSP}" in cell and f"[0,57{NBSP}; 0,88]" in line and f"{NBSP};{NBSP}" not in line
 
 
 def test_an_empty_pareto_front_says_so_in_the_chapter_and_on_the_slide():
@@ -109,8 +115,9 @@ def _compared(moves: list[tuple[str, str, float]], groups: tuple[str, ...] = ("F
                         direction=1 if status == "established" else 0, reason=reason, mde=None,
                         levelling_down=False, n_seeds=1, reference_value=-0.3, treated_value=after)
                 for k, (status, reason, after) in enumerate(moves)]
-    config = SimpleNamespace(evaluation=SimpleNamespace(min_per_class=10))
-    return SimpleNamespace(grid=SimpleNamespace(table=table), config=config, verdicts=Verdicts(verdicts, {}))
+    config = SimpleNamespace(evaluation=SimpleNamespace(min_per_class=10), training=SimpleNamespace(seeds=[0]))
+    return SimpleNamespace(grid=SimpleNamespace(table=table), config=config, verdicts=Verdicts(verdicts, {}),
+                           detail_seed=0)
 
 
 def test_the_grid_count_reads_the_verdicts_and_counts_untested_and_merged_rules_apart():
@@ -253,3 +260,25 @@ def test_a_weak_model_gets_no_pareto_front_in_the_table_or_the_text():
     for compact in (False, True):
         shown = postprocessing.pareto_table(ctx, "eo_diff", compact=compact)
         assert shown["Méthode"].str.startswith("Aucun front de Pareto : le modèle est trop faible").tolist() == [True]
+
+
+def test_slide_legends_drop_the_parenthesis_and_keep_every_name_whole():
+    """At 20 px a legend beside a slide chart cut « Reweighing (Kamiran & Calde… » (issue 25): on a slide the
+    parenthesis (a paper, a library) goes and the name itself is printed whole."""
+    import re
+
+    import altair as alt
+    import vl_convert
+
+    from pipeline.fairness.weighting import WEIGHTINGS
+    from pipeline.report.slides import for_slide
+
+    labels = [w.label_fr for w in WEIGHTINGS.values()]
+    frame = pd.DataFrame({"x": range(len(labels)), "y": range(len(labels)), "method": labels})
+    chart = alt.Chart(frame).mark_point().encode(x="x:Q", y="y:Q", color=alt.Color("method:N", title="Méthode"))
+    svg = vl_convert.vegalite_to_svg(for_slide(chart).to_dict())
+    texts = set(re.findall(r">([^<>]+)</text>", svg))
+    assert any("(" in label for label in labels)
+    for label in labels:
+        assert label.split(" (")[0].replace("'", "&#39;") in {t.replace("'", "&#39;") for t in texts}, label
+    assert not any("…" in t or "(" in t for t in texts), texts

@@ -178,7 +178,7 @@ def _cams(ctx: Any, valid: pd.DataFrame) -> dict[str, Any] | None:
     from pipeline.model.training import deciding_network
 
     config = ctx.config.training
-    model = deciding_network(ctx.frame, config, config.seeds[0])  # the scores the study decides with
+    model = deciding_network(ctx.frame, config, ctx.detail_seed)  # the scores the detailed tables decide with
     if model is None:
         return None
     cases = _cases(valid, ctx.config.weighting.attribute)
@@ -281,7 +281,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     from pipeline.model.training import reference_network
 
     probing = None
-    net = reference_network(ctx.frame, config.training, config.training.seeds[0])
+    net = reference_network(ctx.frame, config.training, ctx.detail_seed)
     keep = ctx.frame[S.IMAGE].isin(set(ctx.evaluation[S.IMAGE])).to_numpy()
     if net["features"] is not None:
         rows = ctx.frame[keep].reset_index(drop=True)

@@ -126,7 +126,7 @@ def image_vs_attributes(train: pd.DataFrame, evaluation: pd.DataFrame, image_sco
 
 
 def _reference_scores_by_seed(ctx: Any, images: pd.Series) -> list[np.ndarray]:
-    """The reference's (uniform) scores on `images`, one array per training seed (the first seed's alone when
+    """The reference's (uniform) scores on `images`, one array per training seed (the detail seed's alone when
     the other seeds did not score every one of them)."""
     out = []
     for (method, _seed), preds in sorted(ctx.seed_predictions.items(), key=lambda kv: kv[0][1]):
@@ -209,7 +209,7 @@ def weak_reasons(ctx: Any, found: Validity) -> tuple[WeakReason, ...]:
         auc, low, high, n_seeds = level
         if low <= CHANCE <= high:
             reasons.append(WeakReason("chance", {"auc": auc, "low": low, "high": high, "n_seeds": n_seeds}))
-    elif "uniform" in found.chance:  # no seed-aware level: the first seed's interval
+    elif "uniform" in found.chance:  # no seed-aware level: the detail seed's interval
         auc, low, high = found.chance["uniform"]
         reasons.append(WeakReason("chance", {"auc": auc, "low": low, "high": high, "n_seeds": 1}))
     if found.image_not_better:

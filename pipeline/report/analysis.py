@@ -22,6 +22,7 @@ from pipeline.report.tables import (
     method_label,
     post_label,
 )
+from pipeline.report.verdicts import detail_seed_phrase
 from pipeline.study import StudyContext
 
 
@@ -92,6 +93,7 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
     cost = (f" Parmi celles qui {which}, {verb(len(moves.costly), 'baisse', 'baissent')} aussi l'exactitude "
             "équilibrée de façon notable." if moves.costly else "")
     return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence (un entraînement, "
+            f"{V.detail_seed_phrase(ctx, short=True)} ; "
             f"exploratoire {V.EXPLORATORY_MARK} : test apparié, Benjamini-Hochberg à 10 %), pour l'{label} : "
             + " ; ".join(parts) + "." + cost)
 
@@ -154,16 +156,15 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame([
         {"Quantité": "AUC du classifieur d'images", "Littérature": "≈ 0,78 (DenseNet-121, « No Finding »)",
          ours: V.level_ci(ctx, "auc") or ci(*uni.loc["auc", ["estimate", "low", "high"]])},
-        {"Quantité": "AUC des seuls attributs (âge, sexe, incidence), hors échantillon", "Littérature": "—",
+        {"Quantité": "AUC des seuls attributs, hors échantillon", "Littérature": "—",
          ours: ci(b["attributes"], b["attributes_low"], b["attributes_high"]) if b else "n.d."},
-        {"Quantité": "Sous-diagnostic par âge : malade déclaré sain (FPR de « No Finding » dans la littérature, "
-                     "notre FNR)",
+        {"Quantité": "Sous-diagnostic par âge (notre FNR ; FPR de « No Finding » dans la littérature)",
          "Littérature": "plus élevé chez les plus jeunes (0–20 ans) et chez les femmes",
          ours: fnr_text},
-        {"Quantité": "Atténuations meilleures que l'apprentissage simple",
+        {"Quantité": "Atténuations qui réduisent l'écart de sensibilité sans perte d'exactitude (notables)",
          "Littérature": "rares (MEDFAIR, Zong et al. 2023 ; Zhang et al. 2022)",
-         ours: (f"{len(better)} sur {moves.compared} (écart de sensibilité réduit de façon notable sans baisse "
-                "notable d'exactitude ; exploratoire, un entraînement)") if moves.gap
+         ours: f"{len(better)} sur {moves.compared} (exploratoire, un entraînement)"
+         if moves.gap
          else "non testé (3 groupes ou plus)"},
     ])
 
@@ -189,6 +190,20 @@ def _pair(attribute: str, high: str, low: str) -> str:
     return f"{fr.group_label(attribute, high)} − {fr.group_label(attribute, low)}"
 
 
+def data_chapter_gap(ctx: StudyContext, attribute: str, high: str, low: str) -> str:
+    """« (toutes les images, chapitre 2 : Femme − Homme −17,1) »: the same two groups' prevalence
+    gap as chapter 2 quotes it (its orientation, its population), so that the two numbers read together; "" when
+    chapter 2 does not compare these two groups."""
+    from pipeline.fairness.data_analysis import data_analysis
+
+    prevalence = data_analysis(ctx).prevalence
+    for _, r in prevalence[prevalence["attribute"] == attribute].dropna(subset=["rd"]).iterrows():
+        if {str(r["group"]), str(r["reference"])} == {str(high), str(low)}:
+            return (f" (toutes les images, chapitre 2 : {_pair(attribute, r['group'], r['reference'])} "
+                    f"{fr.number(100 * r['rd'], 1, sign=True)})")
+    return ""
+
+
 def _amp_mark(ctx: StudyContext, attribute: str, method: str, quantity: str = "bias_amplification") -> str:
     from pipeline.report.verdicts import EXPLORATORY_MARK, analysis_verdict
 
@@ -206,7 +221,8 @@ def amplification_table(ctx: StudyContext, methods: str = "all") -> pd.DataFrame
         seeds = int(getattr(r, "n_seeds", 1))
         decisions = ({} if methods == "reference" else  # one model: the caption says how it decides
                      {"Décisions": (f"seuil W&R, {seeds} graines" if seeds > 1 else
-                                    "seuil W&R, graine 0" if " + " not in r.method else "règle, graine 0")})
+                                    f"seuil W&R, graine {ctx.detail_seed}" if " + " not in r.method
+                                    else f"règle, graine {ctx.detail_seed}")})
         rows.append({"Modèle": combination_label(r.method), "Attribut": fr.attribute_label(r.attribute), **decisions,
                      "Groupes (haut − bas)": _pair(r.attribute, r.high_group, r.low_group) if r.high_group else "n.d.",
                      "Écart des données": _pp(r.data_gap, r.data_gap_low, r.data_gap_high),
@@ -251,8 +267,10 @@ def _amp_family_size(ctx: StudyContext) -> int:
     return sum(v.status != "not_testable" for v in ctx.verdicts.family("exploratory:amplification"))
 
 
-def amplification_sentences(ctx: StudyContext, method: str | None = None, claims: list | None = None) -> list[str]:
-    """« Pour le sexe, le modèle amplifie l'écart Homme − Femme de +4,1 points [+1,2 ; +7,0] ... »."""
+def amplification_sentences(ctx: StudyContext, method: str | None = None, claims: list | None = None,
+                            bias_amp: bool = True) -> list[str]:
+    """« Sexe (Homme − Femme) : écart de prévalence des données de … ; le modèle amplifie cet écart de … »;
+    `bias_amp`: with Wang and Russakovsky's measure (the body leaves it to the appendix's table)."""
     t = model_results(ctx).amplification
     method = method or ctx.grid.baseline[0]
     out = []
@@ -267,19 +285,19 @@ def amplification_sentences(ctx: StudyContext, method: str | None = None, claims
         amp = (f"{fr.number(100 * abs(r.amplification))} points "
                f"{fr.bracket(fr.number(100 * low), fr.number(100 * high))}") if established \
             else _pp(r.amplification, r.amplification_low, r.amplification_high)
-        noun = fr.ATTRIBUTE_NOUN.get(r.attribute, (r.attribute,))[0]
         seeds = int(getattr(r, "n_seeds", 1))
-        runs = f"moyenne sur {seeds} graines" if seeds > 1 else "un entraînement"
-        text = (f"Pour {noun}, l'écart de prévalence des données ({_pair(r.attribute, r.high_group, r.low_group)}) "
-                f"est de {data_gap} points")
+        runs = f"{seeds} graines" if seeds > 1 else "un entraînement"
+        text = (f"**{fr.attribute_label(r.attribute)}** ({_pair(r.attribute, r.high_group, r.low_group)}) : écart de "
+                f"prévalence des données de {data_gap} points sur les patients d'évaluation"
+                f"{data_chapter_gap(ctx, r.attribute, r.high_group, r.low_group)}")
         if established:
             text += (f" ; le modèle {verb} cet écart de {amp} (notable, exploratoire {EXPLORATORY_MARK} : "
                      f"{runs}, Benjamini-Hochberg sur les {_amp_family_size(ctx)} mesures d'amplification).")
         else:
-            text += (f" ; l'écart du modèle en diffère de {amp} points ({runs}) : ni amplification ni atténuation "
-                     "notable de l'écart entre groupes (exploratoire).")
+            text += (f" ; le modèle s'en écarte de {amp} points ({runs}) : ni amplification ni atténuation "
+                     "notable (exploratoire).")
         w = analysis_verdict(ctx, "exploratory:amplification", "bias_amp", r.attribute, r.method)
-        if w is not None and np.isfinite(r.bias_amp):
+        if bias_amp and w is not None and np.isfinite(r.bias_amp):
             text += (f" BiasAmp A→T : {_pp(r.bias_amp, r.bias_amp_low, r.bias_amp_high)} points, "
                      + (f"notable {EXPLORATORY_MARK}." if w.established else "non notable."))
             _claim(claims, f"chapitre 5, BiasAmp ({r.attribute})", text, w)
@@ -296,9 +314,11 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None, part:
     lesson = ("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
               "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
               "données, et pour quel groupe.")
+    per_attribute = "\n".join(f"- {s}" for s in amplification_sentences(ctx, claims=claims,
+                                                                         bias_amp=part != "body"))
     if part == "body":
-        return "\n\n".join([*amplification_sentences(ctx, claims=claims), lesson])
-    lines = amplification_sentences(ctx, claims=claims) if part == "all" else []
+        return "\n\n".join(filter(None, [per_attribute, lesson]))
+    lines = [per_attribute] if part == "all" and per_attribute else []
     t = model_results(ctx).amplification
     base = ctx.grid.baseline[0]
     post = t[t["method"].str.startswith(f"{base} + ") & (t["method"] != f"{base} + none")
@@ -326,7 +346,7 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None, part:
                  "prévalence d'apprentissage (la part d'images prédites *malade* égale la part de malades, sur les "
                  "patients de validation interne) : l'écart du modèle et BiasAmp lisent alors l'écart entre groupes, "
                  "pas un décalage global du taux prédit. Les règles post-traitées gardent leurs propres décisions "
-                 "(graine 0) : leur BiasAmp lit aussi le décalage de leur taux prédit.")
+                 f"({detail_seed_phrase(ctx, short=True)}) : leur BiasAmp lit aussi le décalage de leur taux prédit.")
     if part == "all":
         lines.append(lesson)
     return "\n\n".join(lines)
@@ -388,7 +408,7 @@ def groups_sentence(ctx: StudyContext) -> str:
     phrase = group_gap_phrase(ctx)
     if not phrase:
         return ""
-    return (f"Sous-diagnostic du modèle de référence (graine {ctx.config.training.seeds[0]}) : {phrase} ; tous les "
+    return (f"Sous-diagnostic du modèle de référence ({detail_seed_phrase(ctx, short=True)}) : {phrase} ; tous les "
             "groupes et leurs effectifs : @tbl-group-performance, en annexe.")
 
 

@@ -15,7 +15,14 @@ from pipeline.report.tables import (
     grid_rows,
     undefined_interval_reason,
 )
-from pipeline.report.verdicts import level_ci, primary_summary, recommendation_summary, seeds_phrase
+from pipeline.report.verdicts import (
+    detail_seed_phrase,
+    level_ci,
+    primary_summary,
+    recommendation_summary,
+    reference_gap_ci,
+    seeds_phrase,
+)
 from pipeline.study import StudyContext, seeds_used, versions
 
 
@@ -47,10 +54,14 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, 
             items.append(f"Modèle de référence ({seeds_phrase(ctx).split(',')[0]}) : AUC {auc}, exactitude "
                          f"équilibrée {bacc}.")
         return "\n".join(f"- {i}" for i in items if i)
-    if auc and bacc:
+    over_seeds = reference_gap_ci(ctx, ctx.config.weighting.attribute) if signed else None
+    if auc and bacc and over_seeds:
+        items += [f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc}, écart de "
+                  f"sensibilité ({attr}{which}) {over_seeds}."]
+    elif auc and bacc:
         items += [f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc} au seuil "
                   f"de fonctionnement (choisi sur la validation interne) ; sur l'entraînement détaillé dans les "
-                  f"tableaux (graine {ctx.config.training.seeds[0]}), écart de sensibilité ({attr}{which}) {gap_text}."]
+                  f"tableaux ({detail_seed_phrase(ctx, short=True)}), écart de sensibilité ({attr}{which}) {gap_text}."]
     else:
         items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
                   f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
@@ -58,10 +69,11 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, 
                   f"({attr}{which}) {gap_text}."]
     b = v.baseline
     if b:
-        items.append(f"Un modèle qui ne connaît que les attributs sensibles atteint une AUC de "
-                     f"{ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les mêmes patients, "
+        items.append(f"Un modèle des seuls attributs sensibles (appris sur les patients d'apprentissage) atteint "
+                     f"une AUC de {ci(b['attributes'], b['attributes_low'], b['attributes_high'])} sur les "
+                     "patients d'évaluation, "
                      f"contre {ci(b['image'], b['image_low'], b['image_high'])} pour le modèle d'images ("
-                     + ("un entraînement" if b.get("n_seeds", 1) == 1 else f"moyenne sur {b['n_seeds']} entraînements")
+                     + ("un entraînement" if b.get("n_seeds", 1) == 1 else f"{b['n_seeds']} entraînements")
                      + ") : différence appariée "
                      f"{ci(b['diff'], b['diff_low'], b['diff_high'])}.")
     if v.problems and not v.weak_model:

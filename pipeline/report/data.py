@@ -390,8 +390,10 @@ def model_text(an: Any, claims: list | None = None) -> str:
         allrow = tests.loc[tests["n_attributes"].idxmax()]
         parts.append(f"Un « classifieur » qui ne connaîtrait que {ATTRIBUTE_NOUN.get(best, (best,))[0]} "
                      f"atteindrait une AUC de {_auc(singles.loc[best])} ; avec tous les attributs croisés, "
-                     f"{_auc(allrow)} (0,5 = hasard). C'est l'information que ces attributs portent à eux "
-                     "seuls sur la classe.")
+                     f"{_auc(allrow)} (0,5 = hasard), sur toutes les images, sans séparation entre apprentissage "
+                     "et évaluation. C'est l'information que ces attributs portent à eux seuls sur la classe ; le "
+                     "modèle des seuls attributs que le chapitre 5 compare au classifieur d'images est, lui, appris "
+                     "sur les patients d'apprentissage et mesuré sur ceux d'évaluation.")
     top = largest_gap(an)
     if top is not None:
         v = an.prevalence_verdict(top)

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.cache import atomic_path, atomic_write_text, cache_dir, combined_digest
+from pipeline.report.french import NBSP
 
 PNG_PPI = 216  # 3 pixels per CSS pixel, and a print size where 1 CSS pixel = 1 pt
 
@@ -135,7 +136,9 @@ def _cell(value: Any, digits: int | None, decimal: str) -> str:
         return "—"
     if digits is not None and isinstance(value, float):
         value = f"{value:.{digits}f}".replace(".", decimal).replace("-", "−")
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    # an interval may break after its « ; » in a cell (« [0,57 ; » / « 0,88] »): kept whole, it is one long
+    # word that overflows into the next column when pandoc narrows a wide table to the page
+    return str(value).replace("|", "\\|").replace("\n", " ").replace(f"{NBSP};{NBSP}", f"{NBSP}; ")
 
 
 WRAP_AT = 40  # characters: a cell longer than this wraps, so its length no longer sets the column width
@@ -153,7 +156,7 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     names = [_cell(c, None, decimal) for c in frame.columns]
     # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content, but
     # a long paragraph or formula wraps anyway (capped), and no column is narrower than its longest word,
-    # header included (words split at spaces only: an interval's no-break spaces keep it one word).
+    # header included (words split at spaces: an interval's two halves are words, see `_cell`).
     widths = [max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT),
                   max((len(w) for t in [n, *(r[i] for r in cells)] for w in t.split(" ")), default=3))
               for i, n in enumerate(names)]

@@ -129,6 +129,32 @@ def weighting_methods(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Each symbol a weighting's formula may use (its LaTeX token) and its definition: the table's notation line
+# names only the symbols of the formulas shown (a method with a new symbol adds its line here; tested).
+NOTATION = (
+    (r"\frac{n}", "$n$ : nombre d'images d'apprentissage"),
+    (r"n_y", "$n_y$ : celles de la classe $y$"),
+    (r"n_g", "$n_g$ : celles du groupe $g$"),
+    (r"n_{g,y}", "$n_{g,y}$ : celles du groupe $g$ et de la classe $y$"),
+    (r"K\,", "$K$ : nombre de groupes (de couples groupe–classe dans $w(g, y)$)"),
+    (r"P(", "$P(\\cdot)$ : proportion observée à l'apprentissage"),
+    (r"\mathbf{g}", "$\\mathbf{g}$ : croisement de tous les attributs sensibles"),
+    (r"\beta", "$\\beta = 1 - 1/n$ (entre uniforme, $\\beta = 0$, et inverse de la fréquence, $\\beta \\to 1$)"),
+    (r"\lambda_{up}", "$\\lambda_{up} = {upweight}$ : surpoids des images mal classées"),
+    (r"ERM", "$\\hat{y}^{ERM}_i$ : décision du modèle appris sans pondération (minimisation du risque empirique, "
+             "*ERM*), à son seuil de fonctionnement"),
+)
+
+
+def weighting_notation(ctx: StudyContext) -> str:
+    """« Notations : $n$ : … ; $K$ : … . » for the symbols of the formulas in the methods table."""
+    from pipeline.fairness.weighting import JTT_UPWEIGHT
+
+    formulas = " ".join(WEIGHTINGS[m].formula for m in ctx.predictions)
+    found = [text.replace("{upweight}", fr.number(JTT_UPWEIGHT, 0)) for token, text in NOTATION if token in formulas]
+    return f"Notations : {' ; '.join(found)}." if found else ""
+
+
 def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     """Each weighting against the reference; `compact` (slides): short cells, no column n.d. everywhere."""
     rows = results_table(ctx.comparison, "method", method_label, compact=compact)
@@ -221,19 +247,21 @@ def seed_sentence(ctx: StudyContext) -> str:
     if len(seeds) < 2:
         return ("Une seule graine d'apprentissage est utilisée (`training.seeds`) : ajoutez-en pour mesurer la "
                 "variabilité due à l'initialisation.")
+    from pipeline.report import verdicts as V
+
     ref = ctx.seed_metrics[ctx.seed_metrics["method"] == "uniform"]
     gap = "eo_diff" if ref["eo_diff"].notna().sum() > 1 else "eopp_diff"
     sd = ref[gap].std()
     if not np.isfinite(sd):
         return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), l'écart d'équité du "
                 "modèle de référence n'est défini pour aucune graine (trop peu d'images d'une classe dans un groupe) : "
-                f"la variabilité d'une graine à l'autre ne se mesure pas ici. Les autres résultats utilisent la "
-                f"graine {seeds[0]}.")
+                f"la variabilité d'une graine à l'autre ne se mesure pas ici. Les tableaux détaillés utilisent la "
+                f"{V.detail_seed_phrase(ctx)}.")
     label = "l'écart d'égalité des erreurs" if gap == "eo_diff" else "l'écart de sensibilité (max − min)"
     return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), {label} du "
             f"modèle de référence varie d'un écart-type de {num(sd)} d'une graine à l'autre : un effet de méthode "
-            "plus petit que cette variation n'est pas interprétable. Les autres résultats utilisent la "
-            f"graine {seeds[0]}.")
+            "plus petit que cette variation n'est pas interprétable. Les tableaux détaillés utilisent la "
+            f"{V.detail_seed_phrase(ctx)}.")
 
 
 def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
@@ -248,13 +276,23 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     from pipeline.report import verdicts as V
 
     over_seeds = V.level_ci(ctx, "balanced_accuracy")
-    seeds = (f" ({V.seeds_phrase(ctx)} : {over_seeds})"
-             if over_seeds and len(ctx.config.training.seeds) > 1 else "")
-    lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} sur "
-             f"l'entraînement de ce tableau (graine {ctx.config.training.seeds[0]}){seeds}, "
-             f"et l'écart de sensibilité entre groupes ({attr}"
-             + (f", {groups[0]} − {groups[1]}) de {estimate_ci(base, 'tpr_signed')}." if signed else
-                f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]
+    gap_over_seeds = V.reference_gap_ci(ctx, ctx.config.weighting.attribute) if signed else None
+    shown = V.detail_seed_phrase(ctx, short=True)
+    r = base.loc["tpr_signed"] if signed else None
+    table_gap = (fr.DASH if r is None else fr.points(r["estimate"]) if not np.isfinite(r["low"])
+                 else fr.points_ci(r["estimate"], r["low"], r["high"]))
+    if over_seeds and gap_over_seeds and len(ctx.config.training.seeds) > 1:
+        lines = [f"Sans pondération ({V.seeds_phrase(ctx)}), l'exactitude équilibrée est de {over_seeds} et "
+                 f"l'écart de sensibilité entre groupes ({attr}, {groups[0]} − {groups[1]}) de {gap_over_seeds} ; "
+                 f"sur l'entraînement de ce tableau ({shown}) : {estimate_ci(base, 'balanced_accuracy')} et "
+                 f"{table_gap}."]
+    else:
+        seeds = (f" ({V.seeds_phrase(ctx)} : {over_seeds})"
+                 if over_seeds and len(ctx.config.training.seeds) > 1 else "")
+        lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} sur "
+                 f"l'entraînement de ce tableau ({shown}){seeds}, et l'écart de sensibilité entre groupes ({attr}"
+                 + (f", {groups[0]} − {groups[1]}) de {table_gap}." if signed else
+                    f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]
     moves = significant_moves(table, "method", method_label, claims)
     if moves and weak.is_weak(ctx):
         lines.append("Le modèle étant trop faible, les différences notables (†, exploratoires) du tableau ne "
@@ -353,8 +391,9 @@ def validity_items(ctx: StudyContext) -> list[str]:
         return items
     if v.chance:
         names = [f"{method_label(m)} (AUC {ci(*a)})" for m, a in v.chance.items()]
-        seed = ctx.config.training.seeds[0]
-        items.append(f"**Modèle non distinguable du hasard** (entraînement de la graine {seed}). "
+        from pipeline.report.verdicts import detail_seed_phrase
+
+        items.append(f"**Modèle non distinguable du hasard** (entraînement de la {detail_seed_phrase(ctx)}). "
                      "L'intervalle de l'AUC contient 0,5 pour "
                      + ", ".join(names) + " : rien ne montre que le modèle classe les images mieux qu'au hasard, "
                      "et ses écarts entre groupes peuvent ne mesurer que du bruit, pas un biais de l'image.")

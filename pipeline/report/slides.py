@@ -28,13 +28,22 @@ _TOP_LEVEL = (("layer", alt.LayerChart), ("hconcat", alt.HConcatChart), ("vconca
               ("concat", alt.ConcatChart), ("facet", alt.FacetChart))
 
 
+# A legend label on a slide loses its parenthesis (« Reweighing (Kamiran & Calders) » -> « Reweighing »):
+# at 20 px the full name does not fit beside the chart, and the parenthesis names a paper or a library.
+SHORT_LEGEND_LABEL = "replace(datum.label, regexp(' [(].*[)]$'), '')"
+
+
 def _no_font_under(chart: alt.TopLevelMixin, px: int) -> alt.TopLevelMixin:
     """The chart with every explicit font size below `px` (a panel title, a text mark) raised to `px`: the
-    report's charts set some small ones, which `configure_*` defaults do not override."""
-    def raise_fonts(node):
+    report's charts set some small ones, which `configure_*` defaults do not override. Legends' labels
+    are shortened (`SHORT_LEGEND_LABEL`)."""
+    def raise_fonts(node, key=""):
         if isinstance(node, dict):
-            return {k: (max(v, px) if k.endswith("ontSize") and isinstance(v, int | float) else raise_fonts(v))
-                    for k, v in node.items()}
+            out = {k: (max(v, px) if k.endswith("ontSize") and isinstance(v, int | float) else raise_fonts(v, k))
+                   for k, v in node.items()}
+            if key in ("color", "shape", "strokeDash", "fill") and "field" in out and out.get("legend", {}) is not None:
+                out["legend"] = {**out.get("legend", {}), "labelExpr": SHORT_LEGEND_LABEL}
+            return out
         return [raise_fonts(v) for v in node] if isinstance(node, list) else node
 
     spec = raise_fonts(chart.to_dict())
@@ -48,7 +57,7 @@ def for_slide(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
     px = SLIDE_TEXT_PX
     chart = _no_font_under(chart, px)
     return (chart.configure_axis(labelFontSize=px, titleFontSize=px + 1)
-            .configure_legend(labelFontSize=px, titleFontSize=px + 1, labelLimit=260, orient="right",
+            .configure_legend(labelFontSize=px, titleFontSize=px + 1, labelLimit=300, orient="right",
                               symbolSize=160)
             .configure_header(labelFontSize=px, titleFontSize=px + 1)
             .configure_title(fontSize=px + 2, subtitleFontSize=px)

@@ -57,6 +57,27 @@ def rule_label(name: str) -> str:
     return f"{method_label(parts[0]).split(' (')[0]} + {method_label(parts[1]).split(' (')[0]}" if parts else name
 
 
+def rule_phrase(name: str) -> str:
+    """A rule in words, without its code name: « la pondération **Équilibrage des groupes**, sans
+    post-traitement », « le modèle de référence (sans pondération ni post-traitement) »."""
+    parts = rule_parts(name)
+    if not parts:
+        return name
+    weighting, post = (method_label(p).split(" (")[0] for p in parts)
+    if parts == ("uniform", "none"):
+        return "le modèle de référence (sans pondération ni post-traitement)"
+    if parts[1] == "none":
+        return f"la pondération **{weighting}**, sans post-traitement,"
+    if parts[0] == "uniform":
+        return f"le post-traitement **{post}**, sans pondération,"
+    return f"la pondération **{weighting}** suivie du post-traitement **{post}**"
+
+
+def _to(phrase: str) -> str:
+    """« à » before a phrase: « au modèle … », « à la pondération … »."""
+    return f"au {phrase[3:]}" if phrase.startswith("le ") else f"à {phrase}"
+
+
 def quantity_label(quantity: str, groups: list[str]) -> str:
     """« écart de sensibilité F − M »: signed quantities name their two groups in the order subtracted."""
     label = QUANTITY_FR.get(quantity, quantity)
@@ -71,6 +92,16 @@ def change_ci(v: Verdict) -> str:
     if math.isnan(v.low):
         return f"{value} {fr.UNDEFINED_CI}"
     return f"{value} {fr.bracket(fr.number(v.low, 3, True), fr.number(v.high, 3, True))}"
+
+
+def before_after(v: Verdict) -> str:
+    """« −47,6 → −2,3 » (points for a gap): the measure for the reference and for the rule, means over the
+    seeds, so that a signed difference reads as what it does to the gap."""
+    if math.isnan(v.reference_value) or math.isnan(v.treated_value):
+        return fr.DASH
+    if _in_points(v.quantity):
+        return f"{fr.number(100 * v.reference_value, 1, sign=True)} → {fr.number(100 * v.treated_value, 1, sign=True)}"
+    return f"{fr.number(v.reference_value, 2)} → {fr.number(v.treated_value, 2)}"
 
 
 def detectable(v: Verdict) -> str:
@@ -151,6 +182,16 @@ def level_ci(ctx: StudyContext, metric: str, digits: int = 2) -> str | None:
     return None if v is None or not math.isfinite(v.estimate) else fr.ci(v.estimate, v.low, v.high, digits)
 
 
+def reference_gap_ci(ctx: StudyContext, attribute: str) -> str | None:
+    """« −47,6 points [−60,1 ; −35,0] »: the reference's signed sensitivity gap over every seed, when the
+    primary family measures it on `attribute` (None otherwise): the one number the report quotes for it."""
+    vs = _verdicts(ctx)
+    v = reference_level(ctx, "tpr_signed")
+    if v is None or vs.meta.get("attribute") != attribute or not math.isfinite(v.estimate):
+        return None
+    return fr.points_ci(v.estimate, v.low, v.high) if math.isfinite(v.low) else fr.points(v.estimate)
+
+
 def seeds_phrase(ctx: StudyContext) -> str:
     """« moyenne sur 5 entraînements, intervalle incluant leur variance »."""
     v = reference_level(ctx, "balanced_accuracy")
@@ -158,13 +199,24 @@ def seeds_phrase(ctx: StudyContext) -> str:
     return "un seul entraînement" if n == 1 else f"moyenne sur {n} entraînements, intervalle incluant leur variance"
 
 
+def detail_seed_phrase(ctx: StudyContext, short: bool = False) -> str:
+    """Which training the detailed tables show: « graine 3, l'entraînement médian des 5 en exactitude équilibrée
+    de la référence » (`short`: « graine 3, médiane des 5 »; one seed: « graine 0 »)."""
+    n, seed = len(ctx.config.training.seeds), ctx.detail_seed
+    if n == 1:
+        return f"graine {seed}"
+    if short:
+        return f"graine {seed}, médiane des {n}"
+    return f"graine {seed}, l'entraînement médian des {n} en exactitude équilibrée de la référence"
+
+
 def primary_questions(ctx: StudyContext) -> str:
     """Chapter 1: the family as fixed in study.yml, before the results."""
     a = ctx.config.analysis
     groups = ["F", "M"] if a.attribute == "sex" else []
     measures = " et ".join(f"l'{quantity_label(m, groups)}" for m in a.metrics)  # every label starts with a vowel
-    rules = "\n".join(f"{i}. La règle **{rule_label(r)}** (`{r}`) change-t-elle {measures} par rapport à "
-                      f"**{rule_label(a.reference)}** (`{a.reference}`) ?" for i, r in enumerate(a.primary, 1))
+    rules = "\n".join(f"{i}. Est-ce que {rule_phrase(r)} change {measures} par rapport "
+                      f"{_to(rule_phrase(a.reference).rstrip(','))} ?" for i, r in enumerate(a.primary, 1))
     n = len(a.primary) * len(a.metrics)
     return (f"Avant tout résultat, nous avons fixé dans `study.yml` (`analysis.primary`) les questions principales "
             f"de l'étude :\n\n{rules}\n\n"
@@ -218,7 +270,8 @@ def primary_table(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     rows = []
     for v in vs.family("primary") if vs else []:
         row = {"Règle comparée à la référence": rule_label(v.treated),
-               "Mesure": _upper_first(quantity_label(v.quantity, groups)), "Différence [IC 95 %]": change_ci(v),
+               "Mesure": _upper_first(quantity_label(v.quantity, groups)),
+               "Référence → règle": before_after(v), "Différence [IC 95 %]": change_ci(v),
                "p (Holm)": _p_cell(v.p_adjusted), "Verdict": status_text(v)}
         if not compact:
             row["Détectable (80 %)"] = detectable(v)
@@ -297,7 +350,9 @@ def primary_summary(ctx: StudyContext, short: bool = False, claims: list | None 
         parts = []
         for v in vs.family("primary"):
             if v.treated == rule:
-                parts.append(f"{quantity_label(v.quantity, groups)} {change_ci(v)}, "
+                moved = (f" (de {before_after(v).replace(' → ', ' à ')} points)"
+                         if _in_points(v.quantity) and before_after(v) != fr.DASH else "")
+                parts.append(f"{quantity_label(v.quantity, groups)} {change_ci(v)}{moved}, "
                              f"{status_text(v).lstrip(PRIMARY_MARK + ' ')}"
                              + (f" (détectable : {detectable(v)})" if v.status == "not_established"
                                 and v.reason != "identical" else ""))
@@ -407,7 +462,8 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"tirées au hasard, une perte d'exactitude équilibrée d'au plus {fr.number(c.max_ba_loss, 2)}, pas de "
             f"règle dégénérée. La règle est choisie sur la moitié des "
             f"patients d'évaluation ({n.get('selection', 0)} patients) et évaluée sur l'autre moitié "
-            f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; un seul entraînement (première graine).")
+            f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; un seul entraînement "
+            f"({detail_seed_phrase(ctx, short=True)}).")
     cand = rec.candidates
     if rec.withheld == "weak_model":
         return (f"{head}\n\n**Aucune règle n'est recommandée : le modèle est trop faible** (avertissement en tête du "
@@ -453,8 +509,9 @@ def recommendation_text(ctx: StudyContext) -> str:
     broken = [FAILS_FR.get(f, f) for f in str(checks.get("fails", "")).split(",") if f]
     counts = _fnr_counts(rec, ctx.config.analysis.attribute)
     return (f"{head}\n\n**Règle recommandée : {rule_label(rec.chosen)}**, l'écart de sensibilité le plus faible parmi "
-            f"les {passing} règle{'s' * (passing > 1)} (sur {len(cand)}) qui satisfont les contraintes sur la moitié "
-            f"de sélection. Sur l'autre moitié : {gap_label} {cell(rec.chosen, rec.gap, True)} contre "
+            f"les {passing} règle{'s' * (passing > 1)} (sur {len(cand)} autres que la référence) qui satisfont les "
+            f"contraintes sur la moitié de sélection. Sur l'autre moitié : {gap_label} "
+            f"{cell(rec.chosen, rec.gap, True)} contre "
             f"{cell(ref, rec.gap, True)} pour le modèle de référence (différence {diff(rec.gap, True)}) ; exactitude "
             f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
             f"(différence {diff('balanced_accuracy', False)}).{wider}{counts} "
