@@ -75,7 +75,8 @@ def test_no_rule_meeting_the_constraints_is_an_answer_and_the_text_says_to_keep_
     rules = {k: v for k, v in _rules(frame).items() if k[1] != "women_threshold"}
     rec = recommend(rules, ("uniform", "none"), S.SEX, constraints, seed=0, n_boot=40)
     assert rec.chosen is None and rec.report is None and not rec.candidates["satisfies"].any()
-    ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec}, verdicts=None)
+    ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec}, verdicts=None,
+                          config=SimpleNamespace(training=SimpleNamespace(seeds=[0])), detail_seed=0)
     text = verdicts.recommendation_text(ctx)
     assert "Aucune règle ne satisfait les contraintes" in text and "garder le modèle de référence" in text
 
@@ -89,7 +90,23 @@ def test_the_recommendation_gives_the_counts_behind_each_groups_underdiagnosis()
     rec = recommend(_rules(frame), ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
     assert rec.chosen is not None
     ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec}, verdicts=None,
-                          config=SimpleNamespace(analysis=SimpleNamespace(attribute=S.SEX)))
+                          config=SimpleNamespace(analysis=SimpleNamespace(attribute=S.SEX),
+                                                 training=SimpleNamespace(seeds=[0])), detail_seed=0)
     text = verdicts.recommendation_text(ctx)
     for r in rec.report_fnr.itertuples():
         assert f"({round(r.estimate * r.n_positive)}/{int(r.n_positive)})" in text, r
+
+
+def test_a_rule_that_decides_as_the_reference_is_never_recommended():
+    """A class-only weighting re-thresholded on the inner validation decides as the reference does (issue 24):
+    it satisfies every constraint trivially, but recommending it would present « change nothing » as a fix."""
+    frame = _patients()
+    rules = {k: v for k, v in _rules(frame).items() if k[1] != "women_threshold"}
+    rules[("class_balanced", "none")] = rules[("uniform", "none")].copy()
+    rec = recommend(rules, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
+    fails = rec.candidates.set_index("rule")["fails"]
+    assert fails["class_balanced + none"] == "no_gain"
+    assert rec.chosen is None
+    rules[("uniform", "women_threshold")] = _rules(frame)[("uniform", "women_threshold")]
+    again = recommend(rules, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
+    assert again.chosen == "uniform + women_threshold"

@@ -337,3 +337,26 @@ def test_prose_edit_reuses_cell_outputs_and_a_cell_edit_executes(tmp_path, capsy
     render_all(project, outputs=("report.html",), use_quarto=False)
     assert "executing report.qmd" in capsys.readouterr().out
     assert "vaut 55" in _html_text(project / "_output" / "report.html")
+
+
+def test_an_interval_wraps_after_its_semicolon_in_a_narrow_pdf_table_cell(tmp_path: Path):
+    """Issue 25: « [−0,11 ; 0,10][0,57 ; 0,88] »: an interval's no-break spaces keep it whole in a sentence,
+    and in a narrow PDF column it printed over the next cell. The report's Typst header lets it break after
+    its « ; » inside table cells only (measured by Typst itself)."""
+    import json
+
+    import typst
+
+    from pipeline.render.renderer import TEMPLATES
+
+    cell = "[0,57\u00a0;\u00a00,88]"
+    probe = (f'#let t(w) = table(columns: (w, w), "{cell}", "{cell}")\n'
+             '#context [#metadata(measure(t(1.3cm)).height) <narrow>]\n'
+             '#context [#metadata(measure(t(4cm)).height) <wide>]\n')
+    source = tmp_path / "probe.typ"
+    source.write_text((TEMPLATES / "tables.typ").read_text(encoding="utf-8") + probe, encoding="utf-8")
+
+    def height(label: str) -> float:
+        return float(json.loads(typst.query(str(source), f"<{label}>"))[0]["value"].removesuffix("pt"))
+
+    assert height("narrow") > 1.5 * height("wide")  # two lines: the interval broke after « ; »

@@ -124,7 +124,8 @@ def test_the_primary_family_is_answered_over_every_seed_and_its_detail_seed_is_t
     grid = ctx.grid.table.set_index("combination")
     for v in primary:
         assert v.n_seeds == 2 and len(v.per_seed) == 2 and v.n_resamples == 60
-        assert v.per_seed[shown] == pytest.approx(grid.loc[v.treated, f"{v.quantity}_diff"], abs=1e-9, nan_ok=True), v.key
+        in_grid = grid.loc[v.treated, f"{v.quantity}_diff"]
+        assert v.per_seed[shown] == pytest.approx(in_grid, abs=1e-9, nan_ok=True), v.key
         assert v.estimate == pytest.approx(np.mean(v.per_seed), nan_ok=True)
         if v.status == "not_testable":
             assert v.reason in ("undefined", "no_interval") and v.p_adjusted is None

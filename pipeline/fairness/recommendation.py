@@ -4,7 +4,9 @@ The evaluation patients are split in two halves by patient (stratified on label 
 selection half only, every combination of the grid (its cross-fitted decisions) is checked against the
 constraints: no group's under-diagnosis (FNR) worse than the reference's by more than
 `max_fnr_increase`, at most `max_randomised` of decisions drawn at random, a balanced-accuracy loss of
-at most `max_ba_loss`, not degenerate. Among those that pass, the one with the smallest sensitivity gap
+at most `max_ba_loss`, not degenerate, and a smaller gap than the reference's (a rule that decides as
+the reference does, such as a class-only weighting, changes nothing: it is not a recommendation). Among
+those that pass, the one with the smallest sensitivity gap
 (|F − M| for two groups, else max − min) is chosen, ties by balanced accuracy. It is then reported on
 the other half, which played no part in the choice, with patient-bootstrap intervals: a choice scored
 on the patients it was picked with would look better than it is. « No rule satisfies the constraints »
@@ -74,6 +76,8 @@ def _checks(decided: pd.DataFrame, reference: pd.DataFrame, attribute: str, cons
         fails.append("ba")
     if row["degenerate"]:
         fails.append("degenerate")
+    if np.isfinite(row["gap"]) and row["gap"] >= abs(base[gap]) - 1e-12:
+        fails.append("no_gain")  # the reference's gap or wider: nothing to recommend over doing nothing
     return {**row, "fails": ",".join(fails), "satisfies": not fails}
 
 

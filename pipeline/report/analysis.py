@@ -131,10 +131,11 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     base_w = worst.get(("uniform", "none"), np.nan)
     down = [f"{method_label(w)} + {post_label(p)}" for (w, p), v in worst.items() if v < base_w - 0.05]
     if down:
-        more = len(down) - 5
+        shown = 3  # the first few by name; the grid's table (appendix) has them all
+        more = len(down) - shown
         rest = f" et {more} autre{'s' * (more > 1)} combinaison{'s' * (more > 1)} (@tbl-grid)" if more > 0 else ""
         lines.append("Attention au nivellement par le bas : la sensibilité du groupe le moins bien servi baisse de "
-                     f"plus de 5 points avec {fr.join(down[:5]) if more <= 0 else ', '.join(down[:5])}{rest}.")
+                     f"plus de 5 points avec {fr.join(down[:shown]) if more <= 0 else ', '.join(down[:shown])}{rest}.")
     return "\n\n".join(lines)
 
 
@@ -260,7 +261,7 @@ def amplification_chart(ctx: StudyContext) -> alt.LayerChart:
     layer = style.interval_layer(data, "gap", "low", "high", y, color, tooltip, axis,
                                  y_offset=alt.YOffset("source:N"))
     zero = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color="#888888", strokeDash=[4, 3]).encode(x="x:Q")
-    return (zero + layer).properties(width=style.WIDTH, height=max(120, 70 * len(t)))
+    return (zero + layer).properties(width=style.WIDTH, height=max(100, 45 * len(t)))
 
 
 def _amp_family_size(ctx: StudyContext) -> int:

@@ -7,7 +7,6 @@ inside a callout marked « Texte généré », so the user's own prose is never 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import altair as alt
@@ -185,7 +184,7 @@ def prevalence_sentence(an: Any, attribute: str, claims: list | None = None) -> 
     v = an.prevalence_verdict(other)
     note = _family_note(an, PREVALENCE_FAMILY)
     if v is not None and v.established:
-        text = f"{body} : écart{which} de {clause}, notable{_gap_mark(v)} (exploratoire, {note})."
+        text = f"{body} : écart{which} de {clause}, notable{_gap_mark(v)}."
     else:
         text = (f"{body} : l'écart{which} ({clause}) n'est pas notable avec ces données ({note}), ce qui ne "
                 "prouve pas qu'il est nul.")
@@ -203,14 +202,10 @@ def prevalence_text(an: Any, claims: list | None = None) -> str:
     if trend and not is_missing(trend.get("odds_ratio")):
         parts.append(f"En continu, chaque décennie d'âge multiplie la cote d'être malade par "
                      f"{ratio_ci(trend['odds_ratio'], trend['low'], trend['high'])} ({p_value(trend['p_value'])}).")
-    deff = an.prevalence["deff"].dropna()
-    if len(deff) and math.sqrt(deff.median()) >= 1.05:
-        parts.append(f"Les effets de plan vont de {number(deff.min(), 1)} à {number(deff.max(), 1)} : "
-                     "un intervalle qui traiterait chaque image comme indépendante serait environ "
-                     f"{number(math.sqrt(deff.median()), 1)} fois trop étroit.")
-    elif len(deff):
-        parts.append(f"Les effets de plan vont de {number(deff.min(), 1)} à {number(deff.max(), 1)} : ici, traiter "
-                     "chaque image comme indépendante changerait peu les intervalles (peu d'images par patient).")
+    if any(v.family == PREVALENCE_FAMILY and v.established for v in an.verdicts):
+        parts.append(f"{EXPLORATORY_MARK} : notable dans une famille exploratoire "
+                     f"({_family_note(an, PREVALENCE_FAMILY)}, Benjamini-Hochberg à q = 0,10) ; les effets de plan "
+                     "(images d'un même patient) sont en annexe.")
     return "\n\n".join(parts)
 
 
@@ -280,9 +275,7 @@ def reversal_text(an: Any, row: pd.Series, claims: list | None = None) -> str:
     return text
 
 
-FACT_SENTENCE = ("Expliqué ne veut pas dire inexistant : l'écart brut reste un fait des données — c'est la "
-                 "population que le modèle voit à l'apprentissage et celle sur laquelle ses métriques par "
-                 "groupe seront calculées.")
+FACT_SENTENCE = "Expliqué ne veut pas dire inexistant : l'écart brut reste un fait des données."
 
 
 def _status(v: Any) -> str:
@@ -311,7 +304,7 @@ def confounding_text(an: Any, row: pd.Series, claims: list | None = None) -> str
             "du seuil descriptif de 10 % (critère du changement d'estimation). Écart brut "
             f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])} ({_status(crude)}), ajusté "
             f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])} ({_status(adjusted)}) ; "
-            f"{reading} L'écart brut, lui, reste celui du jeu de données.")
+            f"{reading}")
     for v in (crude, adjusted):
         _claim(claims, f"chapitre 2, confusion ({a}, {s})", text, v)
     return text
@@ -390,10 +383,8 @@ def model_text(an: Any, claims: list | None = None) -> str:
         allrow = tests.loc[tests["n_attributes"].idxmax()]
         parts.append(f"Un « classifieur » qui ne connaîtrait que {ATTRIBUTE_NOUN.get(best, (best,))[0]} "
                      f"atteindrait une AUC de {_auc(singles.loc[best])} ; avec tous les attributs croisés, "
-                     f"{_auc(allrow)} (0,5 = hasard), sur toutes les images, sans séparation entre apprentissage "
-                     "et évaluation. C'est l'information que ces attributs portent à eux seuls sur la classe ; le "
-                     "modèle des seuls attributs que le chapitre 5 compare au classifieur d'images est, lui, appris "
-                     "sur les patients d'apprentissage et mesuré sur ceux d'évaluation.")
+                     f"{_auc(allrow)} (0,5 = hasard ; toutes les images, sans séparation entre apprentissage et "
+                     "évaluation). C'est l'information que ces attributs portent à eux seuls sur la classe.")
     top = largest_gap(an)
     if top is not None:
         v = an.prevalence_verdict(top)

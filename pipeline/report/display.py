@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import re
 import uuid
 from pathlib import Path
@@ -136,12 +137,39 @@ def _cell(value: Any, digits: int | None, decimal: str) -> str:
         return "—"
     if digits is not None and isinstance(value, float):
         value = f"{value:.{digits}f}".replace(".", decimal).replace("-", "−")
-    # an interval may break after its « ; » in a cell (« [0,57 ; » / « 0,88] »): kept whole, it is one long
-    # word that overflows into the next column when pandoc narrows a wide table to the page
-    return str(value).replace("|", "\\|").replace("\n", " ").replace(f"{NBSP};{NBSP}", f"{NBSP}; ")
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _words(text: str) -> list[str]:
+    """What a cell's line may break between: spaces, and an interval's « ; » (the PDF breaks it there, see
+    templates/tables.typ; the HTML keeps it whole and widens the column instead)."""
+    return text.replace(f"{NBSP};{NBSP}", f"{NBSP}; ").split(" ")
 
 
 WRAP_AT = 40  # characters: a cell longer than this wraps, so its length no longer sets the column width
+# About the characters of one table line on the PDF page (8 pt type on A4, 2 cm margins, with room to spare):
+# pandoc shares the page width by the dashes, so dashes summing past this would squeeze a column under its
+# longest word, which then prints over its neighbour.
+TABLE_LINE = 100
+
+
+def _fit_widths(widths: list[int], floors: list[int], first: list[bool], total: int = TABLE_LINE) -> list[int]:
+    """Widths that, shared out over a line of `total` characters as pandoc does, give every column at least its
+    floor (its longest word): unchanged when they already do, else summing to at most `total` (when the floors
+    allow), never below a floor. The `first` columns (intervals, which a browser widens back to fit whole)
+    give up their width before the others (names, which would wrap on a slide), each in proportion to its
+    width above its floor."""
+    widths = list(widths)
+    if all(w * total >= f * sum(widths) for w, f in zip(widths, floors, strict=True)):
+        return widths  # shared out over the line, every column still holds its longest word
+    for group in (True, False):
+        excess = sum(widths) - total
+        slack = [w - f if flag == group else 0 for w, f, flag in zip(widths, floors, first, strict=True)]
+        if excess <= 0 or sum(slack) <= 0:
+            continue
+        share = min(1.0, excess / sum(slack))
+        widths = [w - math.ceil(s * share) for w, s in zip(widths, slack, strict=True)]
+    return widths
 
 
 def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = None,
@@ -156,10 +184,12 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     names = [_cell(c, None, decimal) for c in frame.columns]
     # pandoc sizes the columns of a wide pipe table by the dashes of this line: follow the content, but
     # a long paragraph or formula wraps anyway (capped), and no column is narrower than its longest word,
-    # header included (words split at spaces: an interval's two halves are words, see `_cell`).
-    widths = [max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT),
-                  max((len(w) for t in [n, *(r[i] for r in cells)] for w in t.split(" ")), default=3))
+    # header included (an interval's two halves are words, see `_words`).
+    floors = [max((len(w) for t in [n, *(r[i] for r in cells)] for w in _words(t)), default=3)
               for i, n in enumerate(names)]
+    intervals = [any(f"{NBSP};{NBSP}" in r[i] for r in cells) for i in range(len(names))]
+    widths = _fit_widths([max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT), floor)
+                          for (i, n), floor in zip(enumerate(names), floors, strict=True)], floors, intervals)
     numeric = [i > 0 and all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—"))
                for i in range(len(names))]
     align = "|" + "|".join(("-" * max(3, w) + ":") if num else (":" + "-" * max(3, w))

@@ -151,8 +151,10 @@ def postprocessing_methods(ctx: StudyContext, formulas: bool = False) -> pd.Data
 
 
 def postprocessing_results(ctx: StudyContext) -> pd.DataFrame:
+    """The body's table: the reference model under each post-processor. No AUC column: a post-processor
+    keeps the model's score (its AUC is chapter 3's) or gives none (« n.d. »); the appendix's grid shows it."""
     rows = ctx.grid.table[ctx.grid.table["weighting"] == "uniform"]
-    return grid_rows(ctx, rows=rows, label="post")
+    return grid_rows(ctx, rows=rows, label="post", without=("auc",))
 
 
 def results_notes(ctx: StudyContext) -> str:
@@ -198,7 +200,7 @@ def pareto_panels(ctx: StudyContext, gap: str = "eo_diff") -> alt.TopLevelMixin:
                                 panel_labels=labels, front=not weak.is_weak(ctx))
 
 
-SLIDE_FRONT_ROWS = 5  # rows of the front that fit an appendix slide under its title and header
+SLIDE_FRONT_ROWS = 4  # rows of the front that fit an appendix slide under its title and header (names wrap)
 
 
 def front_gap(ctx: StudyContext) -> str:
@@ -228,7 +230,7 @@ def pareto_table(ctx: StudyContext, gap: str | None = None, compact: bool = Fals
         return rows.reset_index(drop=True)
     keep = np.unique(np.linspace(0, len(rows) - 1, SLIDE_FRONT_ROWS).round().astype(int))
     more = len(rows) - len(keep)
-    rest = f"… et {more} autre{'s' * (more > 1)} du front, entre celles-ci : tableau complet dans le rapport"
+    rest = f"… et {more} autre{'s' * (more > 1)} (tableau du rapport)"
     return pd.concat([rows.iloc[keep], pd.DataFrame({"Méthode": [rest]})], ignore_index=True).fillna("")
 
 
@@ -269,16 +271,14 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
         rule, label = f"uniform + {name}", post_label(name)
         extra = []
         if r.get("randomised_share", 0) > 0:
-            extra.append(f"{pct(r['randomised_share'])} des décisions tirées au hasard")
+            extra.append(f"{pct(r['randomised_share'])} au hasard")
         if r.get("degenerate"):
-            extra.append(f"règle dégénérée ({where_fr(str(r['degenerate_where']))}) : nivellement par le bas, pas "
-                         "équité")
+            extra.append(f"dégénérée ({where_fr(str(r['degenerate_where']))}) : nivellement par le bas, pas équité")
         if r.get("coin_flip") and not weak.is_weak(ctx):
-            extra.append(coin_flip_text(str(r.get("coin_flip_groups", ""))) + " : un petit écart n'y dit rien "
-                         "d'équitable")
+            extra.append(coin_flip_text(str(r.get("coin_flip_groups", "")), short=True))
         infeasible = infeasible_groups(ctx, "uniform", name)
         if infeasible:
-            extra.append(f"cible de Pleiss et al. infaisable pour {', '.join(infeasible)}")
+            extra.append(f"cible infaisable pour {', '.join(infeasible)}")
         if extra:
             cautions.append(f"{label} ({' ; '.join(extra)})")
         primary = vs.find("primary", gap, rule) if gap and vs else None
@@ -313,7 +313,8 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
     lines.append("Baisse notable d'exactitude équilibrée : " + fr.join(costly) + "." if costly else
                  "Aucun post-traitement ne fait baisser l'exactitude équilibrée de façon notable.")
     if cautions:
-        lines.append("À lire avec leurs limites : " + " ; ".join(cautions) + ".")
+        lines.append("À lire avec leurs limites (colonnes « Part au hasard » et « Remarque » du tableau) : "
+                     + " ; ".join(cautions) + ".")
     gap = front_gap(ctx)
     if weak.is_weak(ctx):
         lines.append("\nLe modèle étant trop faible, aucun front de Pareto n'est tracé ni listé : ordonner ces "

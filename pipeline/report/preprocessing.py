@@ -51,9 +51,9 @@ def training_protocol(ctx: StudyContext) -> str:
                f"{info.get('epochs', '?')} époques, arrêt précoce sur {inner}) ; puis, pour chaque "
                f"pondération, seule la dernière couche (régression logistique pondérée sur les "
                f"caractéristiques du réseau) est réapprise sur {_part(info, 'fit')} que le réseau n'a jamais "
-               "vus : c'est le *Deep Feature Reweighting* [@kirichenko2022], qui réapprend la dernière couche "
-               "sur des données mises de côté. Réapprise sur les images mêmes du réseau, elle verrait des "
-               "caractéristiques qui les séparent déjà et atténuerait l'effet de toute pondération. "
+               "vus : c'est le *Deep Feature Reweighting* [@kirichenko2022] ; réapprise sur les images mêmes du "
+               "réseau, cette couche verrait des caractéristiques qui les séparent déjà, ce qui atténuerait "
+               "l'effet de toute pondération. "
                f"L'AUC du réseau seul est de {num(auc.get('backbone'))} sur ses propres images "
                f"d'apprentissage, contre {num(auc.get('fit'))} sur les patients de la dernière couche et "
                f"{num(auc.get('inner_val'))} sur la validation interne.")
@@ -66,9 +66,7 @@ def training_protocol(ctx: StudyContext) -> str:
                f"({t.image_size} px, au plus {t.max_epochs} époques, arrêt précoce sur {inner}).")
     rule = (" **Seuil de décision** : pour chaque pondération, celui qui maximise l'exactitude équilibrée sur la "
             "validation interne, jamais sur les patients d'évaluation ni un 0,5 fixe qui ignorerait le "
-            f"déséquilibre des classes (modèle de référence : {num(info.get('threshold'), 3)}). L'AUC, qui ne "
-            "dépend d'aucun seuil, est donnée à côté ; le post-traitement (@sec-postprocessing) part des "
-            "mêmes scores.")
+            f"déséquilibre des classes (modèle de référence : {num(info.get('threshold'), 3)}).")
     seeds = ", ".join(str(s) for s in t.seeds)
     choice = getattr(ctx, "backbone_choice", None)
     how = " ".join(filter(None, [choice.sentence_fr() if choice is not None else "", how]))
@@ -139,10 +137,10 @@ NOTATION = (
     (r"K\,", "$K$ : nombre de groupes (de couples groupe–classe dans $w(g, y)$)"),
     (r"P(", "$P(\\cdot)$ : proportion observée à l'apprentissage"),
     (r"\mathbf{g}", "$\\mathbf{g}$ : croisement de tous les attributs sensibles"),
-    (r"\beta", "$\\beta = 1 - 1/n$ (entre uniforme, $\\beta = 0$, et inverse de la fréquence, $\\beta \\to 1$)"),
+    (r"\beta", "$\\beta = 1 - 1/n$"),
     (r"\lambda_{up}", "$\\lambda_{up} = {upweight}$ : surpoids des images mal classées"),
-    (r"ERM", "$\\hat{y}^{ERM}_i$ : décision du modèle appris sans pondération (minimisation du risque empirique, "
-             "*ERM*), à son seuil de fonctionnement"),
+    (r"ERM", "$\\hat{y}^{ERM}_i$ : décision du modèle appris sans pondération (*ERM*, minimisation du risque "
+             "empirique)"),
 )
 
 

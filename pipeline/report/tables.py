@@ -269,31 +269,36 @@ def where_fr(where: str) -> str:
     return " ; ".join(parts)
 
 
-def coin_flip_text(groups: str) -> str:
+def coin_flip_text(groups: str, short: bool = False) -> str:
     """« ne sépare plus malades et sains de façon notable chez les hommes, … » for the groups (« sex=M|view=AP »)
-    where the reference separates them but the rule's TPR − FPR interval contains 0."""
+    where the reference separates them but the rule's TPR − FPR interval contains 0 (`short`: the first half)."""
     phrases = []
     for key in filter(None, groups.split("|")):
         attribute, _, group = key.partition("=")
         phrases.append(fr.group_phrase(attribute, group))
+    if short:
+        return f"ne sépare plus malades et sains {fr.join(phrases)}"
     return (f"ne sépare plus malades et sains de façon notable {fr.join(phrases)}, où la référence les sépare "
             "(TPR − FPR compatible avec 0)")
 
 
 def grid_rows(ctx: StudyContext, compact: bool = False, rows: pd.DataFrame | None = None,
-              label: str = "both") -> pd.DataFrame:
+              label: str = "both", without: tuple[str, ...] = ()) -> pd.DataFrame:
     """The grid's rows as shown: gaps as `gap_cell` (signed for two groups), † = corrected (Benjamini-Hochberg)
-    difference with the reference, the share of randomised decisions, degenerate and infeasible rules."""
+    difference with the reference, the share of randomised decisions, degenerate and infeasible rules;
+    `without`: metrics left out (the body's post-processing table has no AUC column)."""
     table = ctx.grid.table if rows is None else rows
     groups = table.attrs.get("groups") or ctx.grid.table.attrs.get("groups")
     out, names, twins = [], [], []
     for r in table.itertuples(index=False):
         r = r._asdict()
         get = _getter(r)
-        name = {"post": post_label(r["postprocessor"]), "weighting": method_label(r["weighting"]),
-                "both": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}"}[label]
+        weighting, post = method_label(r["weighting"]), post_label(r["postprocessor"])
+        if compact:  # a slide: names without their parenthesis (a paper, a library), as in the slides' legends
+            weighting, post = weighting.split(" (")[0], post.split(" (")[0]
+        name = {"post": post, "weighting": weighting, "both": f"{weighting} + {post}"}[label]
         row = {"Méthode": name}
-        for m in SHOWN:
+        for m in (m for m in SHOWN if m not in without):
             row[gap_header(m, groups)] = metric_cell(get, m, groups, compact) + _cell_mark(r, m, groups)
         if "randomised_share" in r and not compact:
             row["Part au hasard"] = pct(get("randomised_share"))

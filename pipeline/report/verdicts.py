@@ -446,7 +446,7 @@ def established_moves(ctx: StudyContext) -> str:
 
 FAILS_FR = {"ba": "perte d'exactitude équilibrée", "fnr": "sous-diagnostic aggravé dans un groupe",
             "randomised": "trop de décisions tirées au hasard", "degenerate": "règle dégénérée",
-            "gap": "écart non défini"}
+            "gap": "écart non défini", "no_gain": "écart pas plus petit que celui de la référence"}
 
 
 def recommendation_text(ctx: StudyContext) -> str:
@@ -460,7 +460,8 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"sous-diagnostic (FNR) dépasse celui du modèle de référence de plus de "
             f"{fr.points(c.max_fnr_increase, 0).lstrip('+')}, au plus {fr.percent(c.max_randomised)} de décisions "
             f"tirées au hasard, une perte d'exactitude équilibrée d'au plus {fr.number(c.max_ba_loss, 2)}, pas de "
-            f"règle dégénérée. La règle est choisie sur la moitié des "
+            f"règle dégénérée, et un écart de sensibilité plus petit que celui de la référence (une règle qui décide "
+            f"comme elle ne corrige rien). La règle est choisie sur la moitié des "
             f"patients d'évaluation ({n.get('selection', 0)} patients) et évaluée sur l'autre moitié "
             f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; un seul entraînement "
             f"({detail_seed_phrase(ctx, short=True)}).")
