@@ -189,3 +189,20 @@ def test_the_map_title_and_sentence_read_the_maps_verdict(ctx):
     assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart notable" in titles[0][0]
     assert "divergent" in titles["disagree"][0] and "se contredisent" in titles["disagree"][1]
     assert "plus que sa surface" in titles[1][1] and "sans écart notable" in titles[0][1]
+
+
+def test_the_main_slides_notes_give_this_runs_numbers(ctx):
+    """The speaker notes read the same functions as the report: the data described, the primary answers and
+    the recommendation as the verdicts give them; a real folder's notes never speak of the demo's marker."""
+    from pipeline.report import verdicts
+
+    question = slides.run_note(ctx, "question")
+    assert f"{len(ctx.frame)} radiographies" in question and ctx.describe_data() in question
+    assert slides.run_note(ctx, "weighting") == verdicts.primary_summary(ctx, chapter="preprocessing")
+    assert slides.run_note(ctx, "takeaways") == verdicts.recommendation_summary(ctx, short=True)
+    assert slides.run_note(ctx, "primary")
+    assert "démo" in slides.marker_note(ctx)
+    real = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, data_dir="/data/real"))
+    assert not real.config.is_demo and slides.marker_note(real) == ""
+    with pytest.raises(KeyError):
+        slides.run_note(ctx, "no such slide")

@@ -103,3 +103,16 @@ def test_generated_prose_is_marked_in_the_sources():
              for cells in [_unmarked_prose_cells(p.read_text(encoding="utf-8"))] if cells}
     assert not found, found
     assert _unmarked_prose_cells("```{python}\n#| output: asis\nprint(x(ctx))\n```\n") == ["print(x(ctx))"]
+
+
+def test_every_main_slide_note_speaks_of_this_run():
+    """Issue 25: the speaker notes were generic. Each main slide's note (the slides with a time budget)
+    prints something computed from the run besides its timing, except the group's organisation slide."""
+    from pipeline.report.slides import BUDGET
+
+    text = (ROOT / "slides.qmd").read_text(encoding="utf-8")
+    for key in BUDGET:
+        start = text.index(f'slides.timing("{key}")')
+        note = text[start:text.index("\n:::", start)]
+        if key != "group":
+            assert note.count("{python}") >= 1 and "{python}" in note.split("`", 2)[-1], key

@@ -313,8 +313,7 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None, part:
     from pipeline.report.verdicts import EXPLORATORY_MARK, _claim, amplification_verdict
 
     lesson = ("Une amplification positive n'est pas forcément une faute : un écart de prévalence réel doit se "
-              "retrouver dans les décisions. Ce qui compte est de savoir si l'écart du modèle dépasse celui des "
-              "données, et pour quel groupe.")
+              "retrouver dans les décisions ; ce qui compte est que celui du modèle ne le dépasse pas.")
     per_attribute = "\n".join(f"- {s}" for s in amplification_sentences(ctx, claims=claims,
                                                                          bias_amp=part != "body"))
     if part == "body":

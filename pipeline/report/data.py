@@ -299,9 +299,8 @@ def confounding_text(an: Any, row: pd.Series, claims: list | None = None) -> str
                    else f"l'écart reste notable ; {noun} en masquait une partie.")
     else:
         reading = "ni l'écart brut ni l'écart ajusté ne sont notables : la variation reste descriptive."
-    text = (f"**{g} contre {r}, ajusté sur {noun}.** L'OR passe de {number(row['crude_or'], 2)} (brut) à "
-            f"{number(row['adj_or'], 2)} (ajusté) : |OR brut / OR ajusté − 1| = {percent(row['or_change'])}, au-delà "
-            "du seuil descriptif de 10 % (critère du changement d'estimation). Écart brut "
+    text = (f"**{g} contre {r}, ajusté sur {noun}** (OR {number(row['crude_or'], 2)} brut, "
+            f"{number(row['adj_or'], 2)} ajusté : {percent(row['or_change'])} de variation, plus de 10 %). Écart brut "
             f"{points_ci(row['crude_rd'], row['crude_rd_low'], row['crude_rd_high'])} ({_status(crude)}), ajusté "
             f"{points_ci(row['adj_rd'], row['adj_rd_low'], row['adj_rd_high'])} ({_status(adjusted)}) ; "
             f"{reading}")
@@ -322,8 +321,8 @@ def modification_text(an: Any, row: pd.Series, claims: list | None = None) -> st
             f"d'une strate à l'autre{sign} : {points_ci(lo['rd'], lo['rd_low'], lo['rd_high'])} "
             f"{group_phrase(s, row['gap_min'])} contre {points_ci(hi['rd'], hi['rd_low'], hi['rd_high'])} "
             f"{group_phrase(s, row['gap_max'])} (différence {points_ci(row['gap'], row['gap_low'], row['gap_high'])}, "
-            f"{_status(v)} ; strates extrêmes choisies sur les données, donc un peu optimiste). Un seul chiffre global "
-            f"(brut {points(row['crude_rd'])}, ajusté {points(row['adj_rd'])}) résume mal cette hétérogénéité.")
+            f"{_status(v)} ; strates extrêmes choisies sur les données) : un chiffre global (brut "
+            f"{points(row['crude_rd'])}, ajusté {points(row['adj_rd'])}) la résume mal.")
     _claim(claims, f"chapitre 2, écart selon la strate ({row['attribute']}, {s})", text, v)
     return text
 

@@ -150,26 +150,21 @@ WRAP_AT = 40  # characters: a cell longer than this wraps, so its length no long
 # About the characters of one table line on the PDF page (8 pt type on A4, 2 cm margins, with room to spare):
 # pandoc shares the page width by the dashes, so dashes summing past this would squeeze a column under its
 # longest word, which then prints over its neighbour.
-TABLE_LINE = 100
+TABLE_LINE = 120
 
 
-def _fit_widths(widths: list[int], floors: list[int], first: list[bool], total: int = TABLE_LINE) -> list[int]:
+def _fit_widths(widths: list[int], floors: list[int], total: int = TABLE_LINE) -> list[int]:
     """Widths that, shared out over a line of `total` characters as pandoc does, give every column at least its
     floor (its longest word): unchanged when they already do, else summing to at most `total` (when the floors
-    allow), never below a floor. The `first` columns (intervals, which a browser widens back to fit whole)
-    give up their width before the others (names, which would wrap on a slide), each in proportion to its
-    width above its floor."""
-    widths = list(widths)
+    allow), each column narrowed in proportion to its width above its floor, never below it."""
     if all(w * total >= f * sum(widths) for w, f in zip(widths, floors, strict=True)):
         return widths  # shared out over the line, every column still holds its longest word
-    for group in (True, False):
-        excess = sum(widths) - total
-        slack = [w - f if flag == group else 0 for w, f, flag in zip(widths, floors, first, strict=True)]
-        if excess <= 0 or sum(slack) <= 0:
-            continue
-        share = min(1.0, excess / sum(slack))
-        widths = [w - math.ceil(s * share) for w, s in zip(widths, slack, strict=True)]
-    return widths
+    excess = sum(widths) - total
+    slack = [w - f for w, f in zip(widths, floors, strict=True)]
+    if excess <= 0 or sum(slack) <= 0:
+        return widths
+    share = min(1.0, excess / sum(slack))
+    return [w - math.ceil(s * share) for w, s in zip(widths, slack, strict=True)]
 
 
 def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = None,
@@ -187,9 +182,8 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     # header included (an interval's two halves are words, see `_words`).
     floors = [max((len(w) for t in [n, *(r[i] for r in cells)] for w in _words(t)), default=3)
               for i, n in enumerate(names)]
-    intervals = [any(f"{NBSP};{NBSP}" in r[i] for r in cells) for i in range(len(names))]
     widths = _fit_widths([max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT), floor)
-                          for (i, n), floor in zip(enumerate(names), floors, strict=True)], floors, intervals)
+                          for (i, n), floor in zip(enumerate(names), floors, strict=True)], floors)
     numeric = [i > 0 and all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—"))
                for i in range(len(names))]
     align = "|" + "|".join(("-" * max(3, w) + ":") if num else (":" + "-" * max(3, w))

@@ -347,7 +347,7 @@ def title_images(ctx: StudyContext) -> str:
     if not directions:
         return "Où regarde le réseau ? Bord et centre de l'image"
     if len(set(directions.values())) > 1:
-        return "Bord ou centre : les deux cartes divergent"
+        return "Bord ou centre : cartes en désaccord"
     direction = next(iter(directions.values()))
     if direction > 0:
         return "Le réseau regarde aussi les bords de l'image"
@@ -424,9 +424,11 @@ def question_numbers(ctx: StudyContext) -> str:
     bacc = level_ci(ctx, "balanced_accuracy") or ci(*uni.loc["balanced_accuracy", ["estimate", "low", "high"]])
     auc = level_ci(ctx, "auc") or ci(*uni.loc["auc", ["estimate", "low", "high"]])
     runs = seeds_phrase(ctx).split(",")[0]
-    if weak.is_weak(ctx):  # the warning first, then both numbers on one line
-        return (weak.slide_line(ctx) + "\n\n"
-                + key_number(f"AUC {auc}", f"exactitude équilibrée {bacc} ({runs})"))
+    if weak.is_weak(ctx):  # the warning first, then the numbers it does not already give
+        warning = weak.slide_line(ctx)
+        shown = (key_number(bacc, f"exactitude équilibrée ({runs})") if f"AUC {auc}" in warning
+                 else key_number(f"AUC {auc}", f"exactitude équilibrée {bacc} ({runs})"))
+        return warning + "\n\n" + shown
     return (key_number(bacc, "exactitude équilibrée du modèle de référence") + "\n\n"
             + key_number(auc, f"AUC ({runs})"))
 
@@ -546,3 +548,40 @@ def training_choices(ctx: StudyContext) -> str:
     lines.append(f"- **Seuil** : choisi sur la validation interne ({fr.count(images.get('inner_val', 0), 'images')} "
                  "d'apprentissage mises de côté), jamais sur les patients d'évaluation")
     return "\n".join(lines)
+
+
+def run_note(ctx: StudyContext, slide: str) -> str:
+    """This run's own numbers for a main slide's speaker notes (the rest of the note says how to read the
+    slide): what the speaker says about *these* data, from the same functions as the report."""
+    from pipeline.report import preprocessing
+    from pipeline.report import verdicts as V
+
+    an = data_chapter.analysis(ctx)
+    if slide == "question":
+        auc = V.level_ci(ctx, "auc")
+        level = f" ; modèle de référence : AUC {auc} ({V.seeds_phrase(ctx).split(',')[0]})" if auc else ""
+        return f"Ici : {ctx.describe_data()}{level}."
+    if slide == "imbalances":
+        return data_chapter.strongest_imbalance(an)
+    if slide == "simpson":
+        return data_chapter.simpson_message(an) or "Ici, l'ajustement ne renverse aucun écart."
+    if slide == "weighting_methods":
+        inert = preprocessing.inert_weightings(ctx).split(" : ")[0]
+        return f"Ici : {inert}." if inert else ""
+    if slide == "weighting":
+        return V.primary_summary(ctx, chapter="preprocessing")
+    if slide == "postprocessing":
+        phrase = analysis.group_gap_phrase(ctx)
+        return f"Ici, sous-diagnostic du modèle de référence : {phrase}." if phrase else ""
+    if slide == "primary":
+        return V.established_moves(ctx) or V.primary_summary(ctx, short=True)
+    if slide == "model":
+        return analysis.amplification_summary(ctx)
+    if slide == "takeaways":
+        return V.recommendation_summary(ctx, short=True)
+    raise KeyError(f"no run note for slide {slide!r}")
+
+
+def marker_note(ctx: StudyContext) -> str:
+    """The demo plants an « AP » marker in a corner (the maps' check); a real folder's notes do not speak of it."""
+    return "Sur la démo, un marqueur « AP » est planté dans le coin de l'image." if ctx.config.is_demo else ""

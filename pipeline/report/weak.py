@@ -119,10 +119,9 @@ def next_step(ctx: StudyContext) -> str:
     codes = {r.code for r in validity(ctx).weak}
     steps = []
     if codes & {"chance", "not_beyond_attributes", "inner_below_chance"}:
-        steps.append("partir de caractéristiques pré-entraînées sur des radiographies, qui n'ont pas à être "
-                     "apprises sur quelques centaines d'images : avec un accès à Internet, `pip install "
-                     "torchxrayvision` puis `training.backbone: auto` (dans `study.yml`) les télécharge et les "
-                     "utilise")
+        steps.append("partir de caractéristiques pré-entraînées sur des radiographies, plutôt qu'apprises sur "
+                     "quelques centaines d'images (avec Internet : `pip install torchxrayvision`, puis "
+                     "`training.backbone: auto` dans `study.yml`)")
     if "few_images" in codes:
         steps.append(f"évaluer sur au moins {WEAK_MIN_IMAGES} images de chaque classe (un sous-ensemble plus "
                      "grand, ou moins déséquilibré)")
@@ -139,9 +138,9 @@ def banner(ctx: StudyContext, where: str) -> str:
     why = f"**Pourquoi :** {short_reasons(ctx)} (détail et étape suivante dans le résumé, en tête du rapport)."
     if where == "summary":
         still = " ; ".join(s.rstrip(".") for s in still_readable(ctx))
-        body = (f"{reasons}\n\nLes écarts entre groupes du modèle, et les effets des corrections, peuvent alors ne "
-                f"mesurer que du bruit : ce rapport ne désigne ni meilleure règle, ni pire sous-groupe, et donne les "
-                f"effectifs de chaque taux. **Ce qui reste lisible :** {still}.\n\n{next_step(ctx)}")
+        body = (f"{reasons}\n\nSes écarts entre groupes, et les effets des corrections, peuvent n'être que du bruit : "
+                f"ce rapport ne désigne ni meilleure règle ni pire sous-groupe, et donne les effectifs de chaque taux. "
+                f"**Ce qui reste lisible :** {still}.\n\n{next_step(ctx)}")
     elif where == "preprocessing":
         body = (f"{why}\n\nUne différence entre pondérations ne se lit pas ici comme un effet : non établie, elle "
                 "n'est pas une absence d'effet ; établie, elle reste à confirmer sur un modèle qui fonctionne. Aucune "
