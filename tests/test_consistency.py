@@ -187,7 +187,7 @@ def test_the_map_title_and_sentence_read_the_maps_verdict(ctx):
         for v in found.values():
             ctx.verdicts._items[v.key] = v
     assert "bords" in titles[1][0] and "centre" in titles[-1][0] and "aucun écart notable" in titles[0][0]
-    assert "divergent" in titles["disagree"][0] and "se contredisent" in titles["disagree"][1]
+    assert "désaccord" in titles["disagree"][0] and "se contredisent" in titles["disagree"][1]
     assert "plus que sa surface" in titles[1][1] and "sans écart notable" in titles[0][1]
 
 
@@ -201,8 +201,8 @@ def test_the_main_slides_notes_give_this_runs_numbers(ctx):
     assert slides.run_note(ctx, "weighting") == verdicts.primary_summary(ctx, chapter="preprocessing")
     assert slides.run_note(ctx, "takeaways") == verdicts.recommendation_summary(ctx, short=True)
     assert slides.run_note(ctx, "primary")
-    assert "démo" in slides.marker_note(ctx)
-    real = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, data_dir="/data/real"))
-    assert not real.config.is_demo and slides.marker_note(real) == ""
+    assert not ctx.config.is_demo and slides.marker_note(ctx) == ""  # a folder given by path: not the demo's
+    demo = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, data_dir=""))
+    assert demo.config.is_demo and "démo" in slides.marker_note(demo)
     with pytest.raises(KeyError):
         slides.run_note(ctx, "no such slide")

@@ -120,6 +120,23 @@ def test_probe_reads_an_attribute_written_in_the_features_and_not_one_that_is_no
     assert 0.4 < t.loc[S.SEX, "features"] < 0.6 and t.loc[S.SEX, "diff_p"] > 0.05
 
 
+def test_a_probe_auc_interval_never_leaves_the_aucs_range():
+    """nih-real: the image reads the view almost perfectly and the t interval of the folds' AUCs read
+    « 0,99 [0,96 ; 1,01] ». An AUC interval stays within [0, 1], its estimate unchanged."""
+    preds = _preds(n_patients=300, seed=3)
+    rng = np.random.default_rng(5)
+    features = np.c_[(preds[S.VIEW] == "AP") * 4.0 + rng.normal(0, 0.3, len(preds)), rng.normal(size=(len(preds), 3))]
+    t = probe(features, preds, [S.VIEW]).set_index("attribute")
+    for name in ("features", "combined"):
+        assert t.loc[S.VIEW, name] > 0.97 and t.loc[S.VIEW, f"{name}_low"] <= t.loc[S.VIEW, name]
+        assert t.loc[S.VIEW, f"{name}_high"] <= 1.0
+    from pipeline.fairness.probing import corrected_interval
+
+    mean, low, high, _ = corrected_interval(np.array([1.0, 0.97, 1.0, 0.99, 1.0]), 5, bounds=(0.0, 1.0))
+    unbounded = corrected_interval(np.array([1.0, 0.97, 1.0, 0.99, 1.0]), 5)
+    assert unbounded[2] > 1.0 and high == 1.0 and (mean, low) == unbounded[:2]
+
+
 def test_features_that_only_encode_the_disease_carry_no_attribute_beyond_it():
     """Sex strongly predicts the label here and the features encode only the label: an image-only probe reads
     sex well (its old comparison with the attributes alone called that « beyond »); the image adds nothing

@@ -290,6 +290,16 @@ def test_slide_legends_drop_the_parenthesis_and_keep_every_name_whole():
     for label in labels:
         assert label.split(" (")[0].replace("'", "&#39;") in {t.replace("'", "&#39;") for t in texts}, label
     assert not any("…" in t or "(" in t for t in texts), texts
+    # Rule names on a y axis (the primary questions' chart) likewise: each parenthesis goes, the name stays whole.
+    rules = ["Uniforme (référence) + Égalité des erreurs (ThresholdOptimizer)", "Équilibrage des groupes + Aucun"]
+    axis = alt.Chart(pd.DataFrame({"x": [0, 1], "rule": rules})).mark_point().encode(
+        x="x:Q", y=alt.Y("rule:N", axis=alt.Axis(labelLimit=320)))
+    texts = set(re.findall(r">([^<>]+)</text>", vl_convert.vegalite_to_svg(for_slide(axis).to_dict())))
+    assert {"Uniforme + Égalité des erreurs", "Équilibrage des groupes + Aucun"} <= texts, texts
+    pairs = alt.Chart(pd.DataFrame({"x": [0], "attribute": ["Sexe (Homme − Femme)"]})).mark_point().encode(
+        x="x:Q", y=alt.Y("attribute:N", axis=alt.Axis(labelLimit=320)))  # not a rule: its parenthesis stays
+    assert "Sexe (Homme − Femme)" in set(re.findall(r">([^<>]+)</text>",
+                                                    vl_convert.vegalite_to_svg(for_slide(pairs).to_dict())))
 
 
 def test_the_weighting_notation_defines_the_symbols_of_the_formulas_shown():

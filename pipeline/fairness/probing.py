@@ -110,11 +110,12 @@ def fold_aucs(inputs: dict[str, np.ndarray], y: np.ndarray, patients: np.ndarray
     return {name: np.array(v) for name, v in out.items()}, splits
 
 
-def corrected_interval(values: np.ndarray, splits: int, level: float = LEVEL,
-                       greater: bool = False) -> tuple[float, float, float, float]:
+def corrected_interval(values: np.ndarray, splits: int, level: float = LEVEL, greater: bool = False,
+                       bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float, float, float]:
     """(mean, low, high, p against 0) of per-fold values from repeated k-fold cross-validation, with the
     corrected variance (1/J + 1/(k − 1)) s² of Nadeau & Bengio (n_test / n_fit = 1 / (k − 1)), t with J − 1 df.
-    The interval is two-sided; `greater`: the p-value is one-sided (mean > 0)."""
+    The interval is two-sided and kept within the measure's `bounds` (an AUC never exceeds 1: a t interval
+    around 0.99 would); `greater`: the p-value is one-sided (mean > 0)."""
     from scipy.stats import t
 
     v = np.asarray(values, dtype=float)
@@ -128,7 +129,7 @@ def corrected_interval(values: np.ndarray, splits: int, level: float = LEVEL,
         return mean, mean, mean, (1.0 if mean == 0 else 0.0)
     half = float(t.ppf(0.5 + level / 2, len(v) - 1)) * se
     p = float(t.sf(mean / se, len(v) - 1)) if greater else float(2 * t.sf(abs(mean) / se, len(v) - 1))
-    return mean, mean - half, mean + half, p
+    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), p
 
 
 PROBES = ("features", "others", "combined")
@@ -165,9 +166,10 @@ def probe(features: np.ndarray, frame: pd.DataFrame, attributes: list[str], seed
         else:
             aucs, splits = found
             for name in PROBES:
-                row[name], row[f"{name}_low"], row[f"{name}_high"], _ = corrected_interval(aucs[name], splits)
+                row[name], row[f"{name}_low"], row[f"{name}_high"], _ = corrected_interval(aucs[name], splits,
+                                                                                           bounds=(0.0, 1.0))
             row["diff"], row["diff_low"], row["diff_high"], row["diff_p"] = corrected_interval(
-                aucs["combined"] - aucs["others"], splits, greater=True)  # the question: does the image add?
+                aucs["combined"] - aucs["others"], splits, greater=True, bounds=(-1.0, 1.0))  # does the image add?
             row["n_folds"] = int(np.isfinite(aucs["combined"] - aucs["others"]).sum())
         rows.append(row)
     table = pd.DataFrame(rows)

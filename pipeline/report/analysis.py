@@ -130,13 +130,24 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     worst = t.set_index(["weighting", "postprocessor"])["worst_group_tpr"]
     base_w = worst.get(("uniform", "none"), np.nan)
     down = [f"{method_label(w)} + {post_label(p)}" for (w, p), v in worst.items() if v < base_w - 0.05]
-    if down:
+    if down and weak.is_weak(ctx):  # a reference at chance: the drops measure its noise, no rule is named
+        lines.append(f"{fr.count(len(down), 'combinaisons')} font baisser de plus de 5 points la sensibilité du "
+                     "groupe le moins bien servi, sur des scores sans signal établi : du bruit plus qu'un "
+                     "nivellement par le bas (@tbl-grid).")
+    elif down:
         shown = 3  # the first few by name; the grid's table (appendix) has them all
         more = len(down) - shown
         rest = f" et {more} autre{'s' * (more > 1)} combinaison{'s' * (more > 1)} (@tbl-grid)" if more > 0 else ""
         lines.append("Attention au nivellement par le bas : la sensibilité du groupe le moins bien servi baisse de "
                      f"plus de 5 points avec {fr.join(down[:shown]) if more <= 0 else ', '.join(down[:shown])}{rest}.")
     return "\n\n".join(lines)
+
+
+def literature_caveat(ctx: StudyContext) -> str:
+    """After « … à côté de ceux publiés »: on the demo, its effects are planted, so the comparison shows how to
+    read the literature, not a finding ("" on a real folder)."""
+    return (" (sur la démo, les effets sont plantés par le générateur : la comparaison montre comment lire ces "
+            "ordres de grandeur, elle ne confirme ni ne contredit la littérature)") if ctx.config.is_demo else ""
 
 
 def literature_table(ctx: StudyContext) -> pd.DataFrame:
@@ -316,8 +327,11 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None, part:
               "retrouver dans les décisions ; ce qui compte est que celui du modèle ne le dépasse pas.")
     per_attribute = "\n".join(f"- {s}" for s in amplification_sentences(ctx, claims=claims,
                                                                          bias_amp=part != "body"))
+    caution = ("Le modèle étant trop faible (avertissement en tête du rapport), ses décisions ne disent pas s'il "
+               "amplifie les biais des données : l'écart du modèle ci-dessous peut n'être que du bruit, et « ni "
+               "amplification ni atténuation notable » n'est pas une absence d'effet.") if weak.is_weak(ctx) else ""
     if part == "body":
-        return "\n\n".join(filter(None, [per_attribute, lesson]))
+        return "\n\n".join(filter(None, [caution, per_attribute, lesson]))
     lines = [per_attribute] if part == "all" and per_attribute else []
     t = model_results(ctx).amplification
     base = ctx.grid.baseline[0]

@@ -119,8 +119,9 @@ def _bars_and_points(data: pd.DataFrame, x: str, y: str, color: alt.Color, toolt
     if {f"{y}_low", f"{y}_high"} <= set(data.columns):
         layers.append(base.mark_rule(opacity=0.6, strokeWidth=2, clip=True).encode(
             y=alt.Y(f"{y}_low:Q", scale=ys), y2=f"{y}_high:Q", x=f"{x}:Q", color=color))
+    axis = alt.Axis(tickCount=5, labelOverlap="greedy")  # a narrow range: no tick labels printed over each other
     layers.append(base.mark_point(filled=True, size=90, opacity=1).encode(
-        x=alt.X(f"{x}:Q", title=x_title, scale=xs), y=alt.Y(f"{y}:Q", title=y_title, scale=ys),
+        x=alt.X(f"{x}:Q", title=x_title, scale=xs, axis=axis), y=alt.Y(f"{y}:Q", title=y_title, scale=ys, axis=axis),
         color=color, tooltip=tooltip))
     return alt.layer(*layers)
 

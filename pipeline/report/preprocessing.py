@@ -54,7 +54,8 @@ def training_protocol(ctx: StudyContext) -> str:
                "vus : c'est le *Deep Feature Reweighting* [@kirichenko2022] ; réapprise sur les images mêmes du "
                "réseau, cette couche verrait des caractéristiques qui les séparent déjà, ce qui atténuerait "
                "l'effet de toute pondération. "
-               f"L'AUC du réseau seul est de {num(auc.get('backbone'))} sur ses propres images "
+               f"L'AUC du réseau seul, avec sa propre dernière couche (avant la régression réapprise, qui donne "
+               f"les scores du modèle de référence), est de {num(auc.get('backbone'))} sur ses propres images "
                f"d'apprentissage, contre {num(auc.get('fit'))} sur les patients de la dernière couche et "
                f"{num(auc.get('inner_val'))} sur la validation interne.")
     elif t.mode == "last_layer":

@@ -30,7 +30,11 @@ _TOP_LEVEL = (("layer", alt.LayerChart), ("hconcat", alt.HConcatChart), ("vconca
 
 # A legend label on a slide loses its parenthesis (« Reweighing (Kamiran & Calders) » -> « Reweighing »):
 # at 20 px the full name does not fit beside the chart, and the parenthesis names a paper or a library.
-SHORT_LEGEND_LABEL = "replace(datum.label, regexp(' [(].*[)]$'), '')"
+SHORT_LEGEND_LABEL = "replace(datum.label, regexp(' [(][^)]*[)]', 'g'), '')"
+# On a y axis, only a rule's name (« Uniforme (référence) + Égalité des erreurs (ThresholdOptimizer) »): other
+# labels' parenthesis says something (« Sexe (Homme − Femme) »).
+SHORT_RULE_LABEL = f"indexof(datum.label, ' + ') >= 0 ? {SHORT_LEGEND_LABEL} : datum.label"
+LABEL_LIMIT_PX = 360  # a name the report's charts cut at 320 px (10 pt) needs more room at 20 px
 
 
 def _no_font_under(chart: alt.TopLevelMixin, px: int) -> alt.TopLevelMixin:
@@ -39,10 +43,14 @@ def _no_font_under(chart: alt.TopLevelMixin, px: int) -> alt.TopLevelMixin:
     are shortened (`SHORT_LEGEND_LABEL`)."""
     def raise_fonts(node, key=""):
         if isinstance(node, dict):
-            out = {k: (max(v, px) if k.endswith("ontSize") and isinstance(v, int | float) else raise_fonts(v, k))
+            out = {k: (max(v, px) if k.endswith("ontSize") and isinstance(v, int | float)
+                       else max(v, LABEL_LIMIT_PX) if k == "labelLimit" and isinstance(v, int | float)
+                       else raise_fonts(v, k))
                    for k, v in node.items()}
             if key in ("color", "shape", "strokeDash", "fill") and "field" in out and out.get("legend", {}) is not None:
                 out["legend"] = {**out.get("legend", {}), "labelExpr": SHORT_LEGEND_LABEL}
+            if key == "y" and out.get("type") == "nominal" and out.get("axis", {}) is not None:
+                out["axis"] = {**out.get("axis", {}), "labelExpr": SHORT_RULE_LABEL}  # rule names on the y axis
             return out
         return [raise_fonts(v) for v in node] if isinstance(node, list) else node
 
@@ -152,19 +160,21 @@ def pareto_gap(ctx: StudyContext) -> str:
 
 
 def title_pareto(ctx: StudyContext) -> str:
-    """« Combiner : 4 règles non dominées sur 56 » (the reference among the 56; one line at Quarto's title size)."""
+    """« Combiner : 4 règles non dominées » (one line at Quarto's title size; how many were compared, the
+    reference apart, is in the message under the chart, as in the report)."""
     if weak.is_weak(ctx):
         return "Combiner : aucune règle retenue"  # why: the message under the chart
     n = len(ctx.grid.frontier(pareto_gap(ctx)))
     plural = "s" * (n > 1)
-    return f"Combiner : {n} règle{plural} non dominée{plural} sur {len(ctx.grid.table)}"
+    return f"Combiner : {n} règle{plural} non dominée{plural}"
 
 
 def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
     if weak.is_weak(ctx):
         return ("Le modèle est trop faible : ordonner les combinaisons sur ses scores reviendrait à ordonner du "
-                "bruit ; aucune n'est mise en avant. " + caveat(f"Chaque point : une des {len(ctx.grid.table)} règles "
-                                                        "(pondération + post-traitement), un entraînement."))
+                "bruit ; aucune n'est mise en avant. " + caveat(f"Chaque point : la référence ou l'une des "
+                                                        f"{len(ctx.grid.table) - 1} combinaisons comparées, "
+                                                        "un entraînement."))
     both = beats_both(ctx, names=True)
     if claims is not None and both:
         from pipeline.report.consistency import Claim
@@ -176,7 +186,8 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
             "(estimation ponctuelle)."
             if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
     untested = "Écarts avec les composantes non testés, un seul entraînement : exploratoire." if both else ""
-    notes = " ".join(filter(None, [untested, gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")]))
+    compared = f"{len(ctx.grid.table) - 1} combinaisons comparées à la référence."
+    notes = " ".join(filter(None, [compared, untested, gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")]))
     return f"{text} {caveat(notes)}".strip()
 
 

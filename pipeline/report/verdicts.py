@@ -421,15 +421,14 @@ def power_message(ctx: StudyContext) -> str:
     if not vs:
         return ""
     groups, parts = vs.meta["groups"], {}
-    for v in vs.family("primary"):
+    for v in vs.family("primary"):  # per question: a span over questions reads as the power of an established one
         if v.status == "not_established" and v.mde is not None and v.reason != "identical":
-            parts.setdefault(v.quantity, []).append(v)
+            parts.setdefault(v.treated, []).append(f"{quantity_label(v.quantity, groups)} {detectable(v)}")
     if not parts:
         return f"Intervalles : patients et {_runs(len(vs.meta['seeds']))} ; p ajusté par Holm sur la famille."
-
-    detect = " ; ".join(f"{quantity_label(q, groups)} {detectable_span(found)}" for q, found in parts.items())
-    return (f"« Non établi » ne veut pas dire « égal » : l'étude ne détectait (puissance 80 %) que des changements "
-            f"d'au moins : {detect}.")
+    detect = " ; ".join(f"{rule_label(rule)} : {', '.join(found)}" for rule, found in parts.items())
+    return (f"« Non établi » ne veut pas dire « égal » ; l'étude ne pouvait détecter (puissance 80 %) que des "
+            f"changements d'au moins — {detect}.")
 
 
 def established_moves(ctx: StudyContext) -> str:
