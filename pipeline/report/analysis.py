@@ -327,11 +327,12 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None, part:
               "retrouver dans les décisions ; ce qui compte est que celui du modèle ne le dépasse pas.")
     per_attribute = "\n".join(f"- {s}" for s in amplification_sentences(ctx, claims=claims,
                                                                          bias_amp=part != "body"))
-    caution = ("Le modèle étant trop faible (avertissement en tête du rapport), ses décisions ne disent pas s'il "
-               "amplifie les biais des données : l'écart du modèle ci-dessous peut n'être que du bruit, et « ni "
-               "amplification ni atténuation notable » n'est pas une absence d'effet.") if weak.is_weak(ctx) else ""
+    if part == "body" and weak.is_weak(ctx):  # the lesson is about a real amplification: moot here
+        return "\n\n".join(filter(None, [
+            "Modèle trop faible : l'écart de ses décisions peut n'être que du bruit, et « ni amplification ni "
+            "atténuation notable » n'y est pas une absence d'effet.", per_attribute]))
     if part == "body":
-        return "\n\n".join(filter(None, [caution, per_attribute, lesson]))
+        return "\n\n".join(filter(None, [per_attribute, lesson]))
     lines = [per_attribute] if part == "all" and per_attribute else []
     t = model_results(ctx).amplification
     base = ctx.grid.baseline[0]

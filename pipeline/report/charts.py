@@ -140,7 +140,8 @@ def _reference_ring(rows: pd.DataFrame, x: alt.X | str, y: alt.Y | str, size: in
 
 def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: str = "balanced_accuracy",
                    labels: Mapping[str, str] | None = None, palette: Mapping[str, str] | None = None,
-                   title: str | None = None, reference: str | None = "uniform") -> alt.LayerChart:
+                   title: str | None = None, reference: str | None = "uniform",
+                   legend: alt.Legend | None = None) -> alt.LayerChart:
     """Performance against a fairness gap, one point per method, 95 % intervals on both axes; the
     `reference` method ringed in black on top (never hidden behind another point).
 
@@ -149,7 +150,7 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
     data = _wide(comparison, (gap, performance)).copy()
     data["label"] = [(labels or {}).get(m) or method_label(m) for m in data["method"]]
     data["gap_text"], data["perf_text"] = _ci_text(data, gap), _ci_text(data, performance)
-    color = alt.Color("label:N", title="Méthode", legend=alt.Legend(orient="right", labelLimit=260),
+    color = alt.Color("label:N", title="Méthode", legend=legend or alt.Legend(orient="right", labelLimit=260),
                       scale=_method_scale(list(data["method"]), list(data["label"]), palette))
     tooltip = [alt.Tooltip("label:N", title="Méthode"),
                alt.Tooltip("perf_text:N", title=METRIC_LABELS_FR.get(performance, performance)),
@@ -159,8 +160,9 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
     if len(ring):
         chart += _reference_ring(ring, f"{gap}:Q", f"{performance}:Q")
     default = f"{METRIC_LABELS_FR.get(performance, performance)} et équité, par méthode (IC 95 %)"
-    # the legend beside the plot, not under it: the figure is half as tall on the page
-    return chart.properties(width=style.WIDTH - 270, height=190, title=title or default)
+    # the legend beside the plot by default, not under it: the figure is half as tall on the page
+    return chart.properties(width=style.WIDTH - (120 if legend is not None else 270), height=190,
+                            title=title or default)
 
 
 def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy", panel_col: str = "postprocessor",

@@ -215,10 +215,12 @@ def weighting_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
 
 
 @cached_chart
-def weighting_tradeoff_chart(ctx: StudyContext) -> alt.TopLevelMixin:
-    """Balanced accuracy against the EO gap per weighting; against the TPR (else DP) gap when EO is n.d. for all."""
+def weighting_tradeoff_chart(ctx: StudyContext, slide: bool = False) -> alt.TopLevelMixin:
+    """Balanced accuracy against the EO gap per weighting; against the TPR (else DP) gap when EO is n.d. for all.
+    The report's legend is beside the plot (half as tall on the page); a slide's under it (a slide is wide)."""
     gap = defined_gap(ctx.comparison)
-    return charts.tradeoff_chart(ctx.comparison, gap, title="Performance contre équité, par pondération")
+    return charts.tradeoff_chart(ctx.comparison, gap, title="Performance contre équité, par pondération",
+                                 legend=charts.LEGEND if slide else None)
 
 
 def weighting_tradeoff_note(ctx: StudyContext) -> str:

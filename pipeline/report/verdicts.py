@@ -427,8 +427,7 @@ def power_message(ctx: StudyContext) -> str:
     if not parts:
         return f"Intervalles : patients et {_runs(len(vs.meta['seeds']))} ; p ajusté par Holm sur la famille."
     detect = " ; ".join(f"{rule_label(rule)} : {', '.join(found)}" for rule, found in parts.items())
-    return (f"« Non établi » ne veut pas dire « égal » ; l'étude ne pouvait détecter (puissance 80 %) que des "
-            f"changements d'au moins — {detect}.")
+    return f"« Non établi » n'est pas « égal » ; détectable (puissance 80 %) au mieux — {detect}."
 
 
 def established_moves(ctx: StudyContext) -> str:
