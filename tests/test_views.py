@@ -296,6 +296,10 @@ def test_slide_legends_drop_the_parenthesis_and_keep_every_name_whole():
         x="x:Q", y=alt.Y("rule:N", axis=alt.Axis(labelLimit=320)))
     texts = set(re.findall(r">([^<>]+)</text>", vl_convert.vegalite_to_svg(for_slide(axis).to_dict())))
     assert {"Uniforme + Égalité des erreurs", "Équilibrage des groupes + Aucun"} <= texts, texts
+    methods = alt.Chart(pd.DataFrame({"x": [0], "m": ["Parité démographique (ThresholdOptimizer)"]})).mark_point(
+        ).encode(x="x:Q", y=alt.Y("m:N", axis=alt.Axis(labelLimit=320)))
+    assert "Parité démographique" in set(re.findall(r">([^<>]+)</text>",
+                                                    vl_convert.vegalite_to_svg(for_slide(methods).to_dict())))
     pairs = alt.Chart(pd.DataFrame({"x": [0], "attribute": ["Sexe (Homme − Femme)"]})).mark_point().encode(
         x="x:Q", y=alt.Y("attribute:N", axis=alt.Axis(labelLimit=320)))  # not a rule: its parenthesis stays
     assert "Sexe (Homme − Femme)" in set(re.findall(r">([^<>]+)</text>",

@@ -31,10 +31,10 @@ _TOP_LEVEL = (("layer", alt.LayerChart), ("hconcat", alt.HConcatChart), ("vconca
 # A legend label on a slide loses its parenthesis (« Reweighing (Kamiran & Calders) » -> « Reweighing »):
 # at 20 px the full name does not fit beside the chart, and the parenthesis names a paper or a library.
 SHORT_LEGEND_LABEL = "replace(datum.label, regexp(' [(][^)]*[)]', 'g'), '')"
-# On a y axis, only a rule's name (« Uniforme (référence) + Égalité des erreurs (ThresholdOptimizer) »): other
-# labels' parenthesis says something (« Sexe (Homme − Femme) »).
-SHORT_RULE_LABEL = f"indexof(datum.label, ' + ') >= 0 ? {SHORT_LEGEND_LABEL} : datum.label"
-LABEL_LIMIT_PX = 360  # a name the report's charts cut at 320 px (10 pt) needs more room at 20 px
+# On a y axis, a method's parenthesis goes (« Égalité des erreurs (ThresholdOptimizer) »), but not a pair's,
+# which says what is subtracted (« Sexe (Homme − Femme) »).
+SHORT_RULE_LABEL = f"test(regexp('[(][^)]* − '), datum.label) ? datum.label : {SHORT_LEGEND_LABEL}"
+LABEL_LIMIT_PX = 460  # a name the report's charts cut at 320 px (10 pt) needs more room at 20 px
 
 
 def _no_font_under(chart: alt.TopLevelMixin, px: int) -> alt.TopLevelMixin:
