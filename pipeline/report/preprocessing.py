@@ -169,9 +169,10 @@ def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     return rows.assign(**{"Décisions changées": cells})
 
 
-def inert_weightings(ctx: StudyContext) -> str:
+def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     """Names the class-only weightings, and how few decisions they change once each weighting re-picks its
-    threshold: their « no effect » is expected by construction, not a finding ("" when none is compared)."""
+    threshold: their « no effect » is expected by construction, not a finding ("" when none is compared).
+    `short` (a speaker note): only the names and the decisions they share with the uniform weighting."""
     from pipeline.fairness.weighting import WEIGHTINGS
 
     changed = validity(ctx).changed
@@ -183,14 +184,20 @@ def inert_weightings(ctx: StudyContext) -> str:
     plural = len(shown) > 1
     if all(k == 0 for k, _ in counts.values()):
         n = next(iter(counts.values()))[1]
-        return (f"{names} {'prennent' if plural else 'prend'} exactement les mêmes décisions que la pondération "
-                f"uniforme (0/{n}) : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
+        same = (f"{names} {'prennent' if plural else 'prend'} exactement les mêmes décisions que la pondération "
+                f"uniforme (0/{n})")
+        if short:
+            return same
+        return (f"{same} : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
                 "décision, que chaque pondération rechoisit sur la validation interne. Leur absence d'effet est "
                 "attendue par construction : ce n'est pas un résultat sur l'équité.")
+    class_only = f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe"
+    if short:
+        return class_only
     changes = fr.join([f"{k}/{n}" for k, n in counts.values()])
     ranks = validity(ctx).rank_agreement
     rho = fr.join([fr.number(ranks.get(m, float("nan")), 3) for m in shown])
-    return (f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe : une telle pondération déplace "
+    return (f"{class_only} : une telle pondération déplace "
             "surtout le seuil de décision, que chaque pondération rechoisit sur la validation interne. Ici, la "
             f"corrélation de rang de {'leurs' if plural else 'ses'} scores avec ceux d'Uniforme est de {rho} sur les "
             f"images d'évaluation, et {'leurs' if plural else 'ses'} décisions diffèrent des siennes sur {changes} "

@@ -39,8 +39,9 @@ LABEL_LIMIT_PX = 460  # a name the report's charts cut at 320 px (10 pt) needs m
 
 def _no_font_under(chart: alt.TopLevelMixin, px: int) -> alt.TopLevelMixin:
     """The chart with every explicit font size below `px` (a panel title, a text mark) raised to `px`: the
-    report's charts set some small ones, which `configure_*` defaults do not override. Legends' labels
-    are shortened (`SHORT_LEGEND_LABEL`)."""
+    report's charts set some small ones, which `configure_*` defaults do not override. Explicit label
+    limits are raised to `LABEL_LIMIT_PX`; legends' labels lose their parenthesis (`SHORT_LEGEND_LABEL`), and
+    nominal y axes' labels too unless it names a pair (`SHORT_RULE_LABEL`)."""
     def raise_fonts(node, key=""):
         if isinstance(node, dict):
             out = {k: (max(v, px) if k.endswith("ontSize") and isinstance(v, int | float)
@@ -577,7 +578,7 @@ def run_note(ctx: StudyContext, slide: str) -> str:
     if slide == "simpson":
         return data_chapter.simpson_message(an) or "Ici, l'ajustement ne renverse aucun écart."
     if slide == "weighting_methods":
-        inert = preprocessing.inert_weightings(ctx).split(" : ")[0]
+        inert = preprocessing.inert_weightings(ctx, short=True)
         return f"Ici : {inert}." if inert else ""
     if slide == "weighting":
         return V.primary_summary(ctx, chapter="preprocessing")
