@@ -360,3 +360,15 @@ def test_an_interval_wraps_after_its_semicolon_in_a_narrow_pdf_table_cell(tmp_pa
         return float(json.loads(typst.query(str(source), f"<{label}>"))[0]["value"].removesuffix("pt"))
 
     assert height("narrow") > 1.5 * height("wide")  # two lines: the interval broke after « ; »
+
+
+def test_an_inline_expression_with_an_empty_value_is_refused_with_its_line(tmp_path):
+    # Quarto prints the code of an inline expression whose value is empty (`{python} f(ctx)` in the page)
+    qmd = tmp_path / "d.qmd"
+    qmd.write_text("# Titre\n\nAvant `{python} plein()` puis `{python} vide()` après.\n")
+    doc = parse(qmd)
+    outputs = [None if isinstance(p, Cell) else [{"text/plain": "'texte'"}, {"text/plain": "''"}] for p in doc.parts]
+    with pytest.raises(RenderError, match=r"d\.qmd:3.*`vide\(\)` gave an empty value"):
+        to_markdown(doc, outputs, Emitter("html", tmp_path / "media"))
+    outputs = [None if isinstance(p, Cell) else [{"text/plain": "'texte'"}, {"text/plain": "'.'"}] for p in doc.parts]
+    assert "Avant texte puis \\. après." in to_markdown(doc, outputs, Emitter("html", tmp_path / "media"))

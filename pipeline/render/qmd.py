@@ -441,12 +441,26 @@ def to_markdown(doc: Document, outputs: list[Any], emitter: Emitter) -> str:
         if isinstance(part, Cell):
             pieces.append(emitter.cell(part, out or [], doc))
         else:
-            values = iter(out or [])
-            # As Quarto: an empty value leaves the expression as written.
-            pieces.append(INLINE.sub(lambda m, it=values: inline_value(next(it, {}), emitter.fmt) or m.group(0),
-                                     part.text))
+            pieces.append(_inline_values(doc, part, out or [], emitter.fmt))
     text = conditional_content("\n".join(pieces).replace(PAGEBREAK_MARK, PAGEBREAK), emitter.fmt)
     return number_crossrefs(callout_titles(text), xref_words(doc.meta))
+
+
+def _inline_values(doc: Document, part: Text, values: list[dict[str, str]], fmt: str) -> str:
+    """A text part with each inline expression replaced by its value. An empty value is an error: Quarto
+    leaves such an expression's code in the page (`{python} f(ctx)` printed), so the fallback refuses it too."""
+    found = iter(values)
+
+    def value(m: re.Match) -> str:
+        written = inline_value(next(found, {}), fmt)
+        if not written:
+            origin = part.origins[part.text.count("\n", 0, m.start())]
+            raise RenderError(f"{doc.where(origin)}: inline expression `{m.group(1).strip()}` gave an empty "
+                              "value, which Quarto prints as its code: make it return the text around it too "
+                              "(e.g. its punctuation)")
+        return written
+
+    return INLINE.sub(value, part.text)
 
 
 def _outside_code(text: str, fn: Any) -> str:

@@ -144,10 +144,10 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
 
 
 def literature_caveat(ctx: StudyContext) -> str:
-    """After « … à côté de ceux publiés »: on the demo, its effects are planted, so the comparison shows how to
-    read the literature, not a finding ("" on a real folder)."""
+    """The end of « … à côté de ceux publiés », its full stop included (an inline value is never empty): on the
+    demo, its effects are planted, so the comparison shows how to read the literature, not a finding."""
     return (" (sur la démo, les effets sont plantés par le générateur : la comparaison montre comment lire ces "
-            "ordres de grandeur, elle ne confirme ni ne contredit la littérature)") if ctx.config.is_demo else ""
+            "ordres de grandeur, elle ne confirme ni ne contredit la littérature).") if ctx.config.is_demo else "."
 
 
 def literature_table(ctx: StudyContext) -> pd.DataFrame:

@@ -595,5 +595,7 @@ def run_note(ctx: StudyContext, slide: str) -> str:
 
 
 def marker_note(ctx: StudyContext) -> str:
-    """The demo plants an « AP » marker in a corner (the maps' check); a real folder's notes do not speak of it."""
-    return "Sur la démo, un marqueur « AP » est planté dans le coin de l'image." if ctx.config.is_demo else ""
+    """How an image reveals the view: the candidates, and on the demo its planted « AP » marker in a corner (the
+    maps' check); a real folder's notes do not speak of it. Never empty (an inline value)."""
+    demo = " Sur la démo, un marqueur « AP » est planté dans le coin de l'image." if ctx.config.is_demo else ""
+    return "Marqueurs, exposition, position du patient." + demo
