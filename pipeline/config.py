@@ -91,7 +91,7 @@ class PostprocessingConfig:
     fit_fraction: float = 0.5  # single fit/score split (postprocess.split_fit_score); the grid cross-fits
     seed: int = 0
     folds: int = 5  # cross-fitting: patient folds, each decided by the rule fitted on the others
-    n_refit: int = 10  # patient resamples in which every rule is refitted (the grid's intervals)
+    n_refit: int = 20  # patient resamples (per seed) in which every rule is refitted (the grid's intervals)
 
 
 @dataclass(frozen=True)

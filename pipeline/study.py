@@ -182,27 +182,45 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _weighting_metrics(decided: dict[str, pd.DataFrame], attributes: list[str], main: str, n_boot: int,
-                       seed: int, code: str, min_per_class: int = 10
-                       ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Comparison tables per attribute and per-group rates for the main attribute (`code`: cache key)."""
-    from pipeline.fairness.metrics import bootstrap_group_metrics, compare_methods
+def _weighting_metrics(by_seed: dict[int, dict[str, pd.DataFrame]], detail: dict[str, pd.DataFrame],
+                       attributes: list[str], main: str, n_resamples: int, n_boot: int, seed: int, code: str,
+                       min_per_class: int = 10) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Comparison tables per attribute over every training seed (`by_seed[seed][weighting]`, decided at each
+    run's operating threshold), on the primary family's patient resamples (`n_resamples`, `seed`), so the
+    reference row is the one the headline and the questions quote; and the detail training's per-group rates
+    for the main attribute (`code`: cache key)."""
+    from pipeline.fairness import metrics as M
+    from pipeline.fairness.inference import comparison_over_seeds, rule_run
 
-    comparisons = {a: compare_methods(decided, a, "uniform", n_boot, seed, min_per_class=min_per_class)
-                   for a in dict.fromkeys([*attributes, main])}
-    rates = {m: bootstrap_group_metrics(p, main, n_boot, seed, min_per_class=min_per_class)
-             for m, p in decided.items()}
+    seeds = sorted(by_seed)
+    anchor = by_seed[seeds[0]]["uniform"].sort_values(S.IMAGE).reset_index(drop=True)
+    draws = M.draw_counts(len(anchor[S.PATIENT].astype(str).unique()), n_resamples, seed)
+    comparisons = {}
+    for attribute in dict.fromkeys([*attributes, main]):
+        runs = {w: [rule_run(M._align(by_seed[s][w], anchor), attribute, draws, None, seed, M.DECISION, S.PROBA,
+                             min_per_class) for s in seeds] for w in detail}
+        table = comparison_over_seeds(runs, "uniform")
+        groups = list(runs["uniform"][0].groups)
+        table.attrs.update(level=M.LEVEL, test_equal="Bonferroni des contrastes, chacun sur toutes les graines",
+                           correction=M.CORRECTION, n_boot=n_resamples, seed=seed, unit=S.PATIENT,
+                           attribute=attribute, baseline="uniform", groups=groups, min_per_class=min_per_class,
+                           realised=False, n_seeds=len(seeds), seeds=seeds)
+        comparisons[attribute] = table
+    rates = {m: M.bootstrap_group_metrics(p, main, n_boot, seed, min_per_class=min_per_class)
+             for m, p in detail.items()}
     return comparisons, rates
 
 
 def _evaluate_weightings(ctx: StudyContext) -> None:
-    """Metrics with patient-bootstrap intervals and paired differences with the uniform weighting (cached)."""
+    """Metrics over every seed with patient-bootstrap intervals and paired differences with the uniform
+    weighting (cached)."""
     ev, attribute = ctx.config.evaluation, ctx.config.weighting.attribute
-    decided = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
+    by_seed = {seed: {m: _decided(p) for m, p in preds.items()} for seed, preds in _evaluated_by_seed(ctx).items()}
+    detail = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
     compute = memory().cache(_weighting_metrics)
-    ctx.comparison_by_attribute, ctx.group_rates = compute(decided, list(ctx.config.sensitive_attributes),
-                                                           attribute, ev.n_bootstrap, ev.seed,
-                                                           code_version("fairness.metrics"), ev.min_per_class)
+    ctx.comparison_by_attribute, ctx.group_rates = compute(
+        by_seed, detail, list(ctx.config.sensitive_attributes), attribute, ctx.config.analysis.n_resamples,
+        ev.n_bootstrap, ev.seed, code_version("fairness.metrics", "fairness.inference"), ev.min_per_class)
     ctx.comparison = ctx.comparison_by_attribute[attribute]
 
 
@@ -233,13 +251,14 @@ def _write_weights(ctx: StudyContext) -> None:
         write_weights_csv(source, train, weights, ctx.config.weighting.weights_col, out_dir / f"{method}.csv")
 
 
-def _grid(preds: dict[str, pd.DataFrame], methods: list[str], attribute: str, folds: int, seed: int,
-          n_refit: int, boot_seed: int, code: str, min_per_class: int = 10, attributes: tuple[str, ...] = ()):
-    """The post-processing grid (`code`: cache key of the code that computes it)."""
+def _grid(preds: dict[int, dict[str, pd.DataFrame]], methods: list[str], attribute: str, folds: int, seed: int,
+          n_refit: int, boot_seed: int, code: str, min_per_class: int = 10, attributes: tuple[str, ...] = (),
+          n_resamples: int | None = None, detail_seed: int | None = None):
+    """The post-processing grid over every seed (`code`: cache key of the code that computes it)."""
     from pipeline.fairness.grid import run_grid
 
     return run_grid(preds, methods, attribute, folds, seed, n_refit, boot_seed, min_per_class,
-                    attributes=list(attributes))
+                    attributes=list(attributes), n_resamples=n_resamples, detail_seed=detail_seed)
 
 
 def study_weightings(config: StudyConfig) -> list[str]:
@@ -311,29 +330,43 @@ def _primary(by_seed, primary, reference, metrics, attribute, rule_attribute, fo
                           n_resamples, boot_seed, alpha, min_per_class)
 
 
+def _one_class_where(by_seed: dict[int, dict[str, pd.DataFrame]], method: str, attribute: str, detail: int) -> str:
+    """Where a weighting decides one class for a group of `attribute` on more than half of the seeds
+    (`degenerate.over_seeds`); "" when it does not."""
+    from pipeline.fairness.degenerate import one_class, over_seeds
+
+    found = {}
+    for seed, preds in by_seed.items():
+        d = _decided(preds[method])
+        found[seed] = one_class(d["decision"], d[attribute]).where
+    where, seeds = over_seeds(found, detail)
+    return "; ".join(f"{g} : {c}" for g, c in where.items()) + seeds if where else ""
+
+
 def _with_exploratory(ctx: StudyContext, primary):
     """The primary verdicts plus one exploratory family per table (weightings per attribute, the grid); the
     tables' marks are then written from them (`fairness.exploratory.annotate`)."""
     from pipeline.fairness import exploratory as X
-    from pipeline.fairness.degenerate import one_class
     from pipeline.fairness.grid import KEY_METRICS, SCORE_COL
     from pipeline.fairness.inference import Verdicts
     from pipeline.fairness.metrics import DECISION
 
     decided = {m: _decided(p).sort_values(S.IMAGE) for m, p in ctx.valid_predictions.items()}
-    decisions = {m: d[[DECISION, S.PROBA]].to_numpy(float) for m, d in decided.items()}  # AUC reads the score
+    by_seed = _evaluated_by_seed(ctx)
+    # twins decide (and score: AUC reads it) alike on every seed
+    decisions = {m: np.concatenate([_decided(by_seed[s][m]).sort_values(S.IMAGE)[[DECISION, S.PROBA]].to_numpy(float)
+                                    for s in sorted(by_seed)]) for m in decided}
     families = []
     for attribute, table in ctx.comparison_by_attribute.items():
-        degenerate = {m: "; ".join(f"{g} : {c}" for g, c in one_class(d[DECISION], d[attribute]).where.items())
-                      for m, d in decided.items()}
+        degenerate = {m: _one_class_where(by_seed, m, attribute, ctx.detail_seed) for m in decided}
         found = X.table_verdicts(table, f"exploratory:weighting:{attribute}", "uniform", decisions, degenerate,
                                  primary, rule=lambda m: f"{m} + none")
         ctx.comparison_by_attribute[attribute] = X.annotate(table, found, rule=lambda m: f"{m} + none")
         families += found
     ctx.comparison = ctx.comparison_by_attribute[ctx.config.weighting.attribute]
     grid = ctx.grid.table
-    order = {f"{w} + {p}": d.sort_values(S.IMAGE)[[DECISION, SCORE_COL]].to_numpy(float)
-             for (w, p), d in ctx.grid.decisions.items()}
+    order = {f"{w} + {p}": np.concatenate([ctx.grid.decisions_by_seed[(w, p)].T, d[[SCORE_COL]].to_numpy(float)],
+                                          axis=1) for (w, p), d in ctx.grid.decisions.items()}  # every seed's
     degenerate = dict(zip(grid["combination"], grid["degenerate_where"].where(grid["degenerate"], ""), strict=True))
     weighting_family = [v for v in families if v.family == f"exploratory:weighting:{grid.attrs.get('attribute')}"]
     found = X.table_verdicts(X.long_from_wide(grid, KEY_METRICS), "exploratory:grid",
@@ -433,16 +466,19 @@ def run(config: StudyConfig | None = None) -> StudyContext:
     ctx.timings["training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pp, ev = config.postprocessing, config.evaluation
-    with progress.stage(f"metrics ({ev.n_bootstrap} bootstrap replicates)"):
+    with progress.stage(f"weighting metrics ({len(ctx.predictions)} weightings x {len(config.training.seeds)} "
+                        f"seeds, {config.analysis.n_resamples} patient resamples)"):
         _evaluate_weightings(ctx)
     ctx.timings["weighting metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    code = code_version("fairness.metrics", "fairness.postprocess", "fairness.grid")
-    with progress.stage(f"post-processing grid ({len(ctx.predictions)} x {len(pp.methods)}, {pp.folds} folds, "
-                        f"{pp.n_refit} refits)"):
-        ctx.grid = memory().cache(_grid)(ctx.valid_predictions, list(pp.methods), pp.attribute, pp.folds,
+    code = code_version("fairness.metrics", "fairness.postprocess", "fairness.grid", "fairness.inference")
+    n_seeds = len(config.training.seeds)
+    with progress.stage(f"post-processing grid ({len(ctx.predictions)} x {len(pp.methods)} x {n_seeds} "
+                        f"seed{'s' * (n_seeds > 1)}, {pp.folds} folds, {pp.n_refit} refits)"):
+        ctx.grid = memory().cache(_grid)(_evaluated_by_seed(ctx), list(pp.methods), pp.attribute, pp.folds,
                                          pp.seed, pp.n_refit, ev.seed, code, ev.min_per_class,
-                                         tuple(config.sensitive_attributes))
+                                         tuple(config.sensitive_attributes), config.analysis.n_resamples,
+                                         ctx.detail_seed)
     ctx.timings["post-processing grid"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     a = config.analysis

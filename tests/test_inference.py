@@ -8,6 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as t_dist
 
 from pipeline.data import schema as S
 from pipeline.fairness.inference import combine, seed_aware_difference
@@ -99,12 +100,14 @@ def test_the_parts_of_the_variance_and_the_degrees_of_freedom():
     assert boot == pytest.approx(np.var(replicates.mean(axis=0), ddof=1))
     assert between == pytest.approx(np.var(per_seed, ddof=1))
     total = boot + between / 3
-    assert df == pytest.approx(total ** 2 * 2 / (between / 3) ** 2)
+    assert df == pytest.approx(total ** 2 / (boot ** 2 / 399 + (between / 3) ** 2 / 2))  # B - 1 and S - 1 df
     assert high - low > 2 * NormalDist().inv_cdf(0.975) * math.sqrt(total)  # t with few df: wider than normal
     assert 0 < p < 1
-    one = combine(per_seed[:1], replicates[:1])  # one seed: the patient bootstrap alone, normal reference
-    assert math.isnan(one[5]) and one[6] == math.inf
-    assert one[2] - one[1] == pytest.approx(2 * NormalDist().inv_cdf(0.975) * math.sqrt(one[4]))
+    one = combine(per_seed[:1], replicates[:1])  # one seed: the patient bootstrap alone, t with B - 1 df
+    assert math.isnan(one[5]) and one[6] == pytest.approx(399)
+    assert one[2] - one[1] == pytest.approx(2 * t_dist.ppf(0.975, 399) * math.sqrt(one[4]))
+    few = combine(per_seed[:1], replicates[:1, :10])  # ten refits: a t with 9 df, as wide as it must be
+    assert few[6] == pytest.approx(9) and few[2] - few[1] > 2.2 * 2 * math.sqrt(few[4])
     same = combine(np.zeros(3), np.zeros((3, 50)))  # identical decisions: no difference, no interval width
     assert same[:4] == (0.0, 0.0, 0.0, 1.0)
 

@@ -71,6 +71,21 @@ def one_class_everywhere(decisions: np.ndarray, frame: pd.DataFrame, attributes:
     return where
 
 
+def over_seeds(where_by_seed: dict[int, dict[str, str]], detail: int) -> tuple[dict[str, str], str]:
+    """A rule run on several training seeds is degenerate when its decisions are one class (somewhere) on more
+    than half of them: the tables are means over the seeds, and one run calling every woman « sain » is named
+    there but does not make the mean a levelling down. Returns where (the detail training's, else the first
+    such seed's; {} when not degenerate) and « (graines 2 et 4 sur 5) » when not every seed is."""
+    seeds = sorted(s for s, where in where_by_seed.items() if where)
+    if 2 * len(seeds) <= len(where_by_seed):
+        return {}, ""
+    where = where_by_seed[detail] or where_by_seed[seeds[0]]
+    if len(seeds) == len(where_by_seed):
+        return where, ""
+    names = ", ".join(map(str, seeds[:-1])) + f" et {seeds[-1]}"
+    return where, f" (graines {names} sur {len(where_by_seed)})"
+
+
 COIN_FLIP_BOOT = 200  # patient resamples for the TPR − FPR interval of each group
 
 

@@ -112,6 +112,7 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
     identical = _identical_to(decisions, [reference, *answered_first])
     rows = table.set_index(["method", "metric"])
     n_resamples = int(table.attrs.get("n_boot") or table.attrs.get("n_refit") or 0)
+    n_seeds = int(table.attrs.get("n_seeds") or 1)  # the table's cells are means over that many trainings
     cells = []
     for method in methods:
         if method == reference:
@@ -163,7 +164,7 @@ def table_verdicts(table: pd.DataFrame, family: str, reference: str, decisions: 
             level=q, p_value=None if reason in ("descriptive",) or not np.isfinite(r["p"]) else float(r["p"]),
             p_adjusted=None if p_adj is None or not np.isfinite(p_adj) else float(p_adj), status=status,
             direction=direction, reason=reason, mde=None, levelling_down=False,
-            n_seeds=pre.n_seeds if answer else 1, per_seed=pre.per_seed if answer else (float(r["diff"]),),
+            n_seeds=pre.n_seeds if answer else n_seeds, per_seed=pre.per_seed if answer else (),
             df=math.inf, n_resamples=n_resamples,
             reference_value=float(rows.loc[(reference, metric), "estimate"]) if (reference, metric) in rows.index
             else math.nan, treated_value=float(r["estimate"]))

@@ -6,15 +6,17 @@ stratified on label and group); every post-processor is cross-fitted: the images
 decided by the rule fitted on the other folds. So every evaluation patient is scored (the same
 patients as the weighting chapter), none by a rule that saw them.
 
-Intervals. A post-processing result varies with the patients it is scored on AND with the patients
-its rule was fitted on. Each of `n_refit` replicates resamples the evaluation patients with
-replacement, REFITS every fold's rule on the resampled fitting patients (a patient's copies stay in
-one fold), decides and scores the resample. The 95 % intervals are estimate +- 1.96 standard
-deviations of these replicates, t with B - 1 degrees of freedom (a few tens of replicates, each
-costing `folds` fits per rule, give a steadier standard deviation than extreme percentiles); the paired
-differences with the baseline (uniform weighting, no post-processing) use the same resamples, and their
-t-tests (bootstrap standard error, B - 1 degrees of freedom) are corrected by Benjamini-Hochberg over
-the grid (exploratory, q = 0.10; the pre-registered questions are in fairness/primary.py).
+Intervals. A post-processing result varies with the patients it is scored on, with the patients its rule
+was fitted on AND with the training run whose scores it decides. Every combination is run on every training
+seed; each of `n_refit` replicates resamples the evaluation patients with replacement, REFITS every fold's
+rule on the resampled fitting patients (a patient's copies stay in one fold), decides and scores the
+resample. The resamples are the first of the primary family's (same count of draws, same seed), so a rule
+that learns nothing ('none': the weighting's own operating threshold) is scored on all of them and its row
+is the weighting table's. Each cell is the mean over seeds, its 95 % interval and the paired differences
+with the baseline (uniform weighting, no post-processing) seed-aware (`inference.combine`: bootstrap
+variance with B - 1 degrees of freedom plus the seeds' spread); the differences' tests are corrected by
+Benjamini-Hochberg over the grid (exploratory, q = 0.10; the pre-registered questions are in
+fairness/primary.py).
 
 Randomised rules are scored as they act: each replicate scores one random draw of their decisions
 and the point estimate is the mean over `metrics.REALISED_DRAWS` draws (`{m}_expected`: the gap of
@@ -41,8 +43,8 @@ from joblib import Parallel, delayed
 from pipeline.cache import per_study
 from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
-from pipeline.fairness.degenerate import coin_flips, one_class_everywhere
-from pipeline.fairness.metrics import DECISION, MIN_PER_CLASS, comparison_table, comparison_wide
+from pipeline.fairness.degenerate import coin_flips, one_class_everywhere, over_seeds
+from pipeline.fairness.metrics import DECISION, MIN_PER_CLASS, comparison_wide
 
 __all__ = ["KEY_METRICS", "GridResult", "pareto_frontier", "pareto_table", "run_grid"]
 
@@ -81,6 +83,9 @@ class GridResult:
     attribute: str = S.SEX
     n_folds: int = 5
     n_refit: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    detail_seed: int = 0  # whose decisions `decisions` holds
+    decisions_by_seed: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (seeds, images), `fold` order
     warnings: list[str] = field(default_factory=list)  # group fallbacks, deduplicated
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -219,85 +224,141 @@ def _tidy(wide: pd.DataFrame, keys: dict[str, tuple[str, str]], extra: dict[str,
     return table
 
 
-def run_grid(valid_preds_by_weighting: dict[str, pd.DataFrame], methods: list[str], attribute: str,
+def _by_seed(preds: dict) -> dict[int, dict[str, pd.DataFrame]]:
+    """{seed: {weighting: predictions}}; one training's {weighting: predictions} is seed 0's."""
+    first = next(iter(preds.values()), None)
+    return {0: preds} if isinstance(first, pd.DataFrame) or first is None else preds
+
+
+def _decide(preds: pd.DataFrame, method: str, attribute: str, fold: np.ndarray, seed: int, row_draws: np.ndarray
+            ) -> tuple[np.ndarray, list[dict], list[str], np.ndarray | None, int]:
+    """`_crossfit_and_refits`, except for 'none', which learns nothing: its decisions are the same in every
+    resample (the operating threshold), so it is scored on every resample without refitting."""
+    if method == "none":
+        decision, params, notes = crossfit_decisions(preds, method, attribute, fold, seed)
+        return decision, params, notes, None, 0
+    return _crossfit_and_refits(preds, method, attribute, fold, seed, row_draws)
+
+
+def _degenerate_where(decisions: dict[int, pd.DataFrame], every: list[str], detail: int) -> str:
+    """Where a rule gives one class on more than half of the seeds (`degenerate.over_seeds`); "" if it does not."""
+    where, seeds = over_seeds({s: one_class_everywhere(d[DECISION].to_numpy(), d, every)
+                               for s, d in decisions.items()}, detail)
+    return _describe(where) + seeds if where else ""
+
+
+def run_grid(valid_preds_by_weighting: dict, methods: list[str], attribute: str,
              folds: int, seed: int, n_refit: int, boot_seed: int,
              min_per_class: int = MIN_PER_CLASS, n_jobs: int = N_JOBS,
-             attributes: list[str] | None = None) -> GridResult:
-    """Cross-fit each post-processor on the evaluation patients, for each weighting; refit in each replicate.
+             attributes: list[str] | None = None, n_resamples: int | None = None,
+             detail_seed: int | None = None) -> GridResult:
+    """Cross-fit each post-processor on the evaluation patients, for each weighting and training seed; refit it
+    in each of `n_refit` patient resamples.
+
+    `valid_preds_by_weighting`: {seed: {weighting: evaluation predictions}} (or one training's {weighting:
+    predictions}), each carrying its operating threshold. One set of `n_resamples` patient resamples (drawn
+    with `boot_seed`, as the primary family and the weighting table draw theirs) serves every rule: 'none'
+    is scored on all of them, a rule that learns is refitted on the first `n_refit`, and its paired
+    differences use those. Every cell is the mean over seeds with a seed-aware interval
+    (`inference.comparison_over_seeds`).
 
     `table` columns: weighting, postprocessor, combination (« weighting + postprocessor »),
-    randomised; for each metric m of KEY_METRICS: m (realised for randomised rules), m_low, m_high
-    (95 % interval over `n_refit` patient resamples with refitting), m_p_equal (gaps: test of equal
-    group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted (Benjamini-Hochberg over the
-    grid), m_significant (paired difference with the baseline); m_expected (EXPECTED_GAPS: the gap of
-    expected rates); randomised_share; degenerate, degenerate_where (one class, on `attribute` and every
-    one of `attributes`); coin_flip, coin_flip_where (a group where the baseline's decisions separate malades from
-    sains but the rule's TPR − FPR interval contains 0: it lost the separation there); frontier_eo_diff,
-    frontier_eopp_diff (on the non-degenerate Pareto front). 'none' is always run: it is the baseline.
+    randomised; for each metric m of KEY_METRICS: m (realised for randomised rules), m_low, m_high,
+    m_p_equal (gaps: test of equal group rates), m_diff, m_diff_low, m_diff_high, m_diff_p, m_diff_p_adjusted
+    (Benjamini-Hochberg over the grid), m_significant (paired difference with the baseline); m_expected
+    (EXPECTED_GAPS: the gap of expected rates); randomised_share; degenerate, degenerate_where (one class, on
+    `attribute` and every one of `attributes`, on more than half of the seeds); coin_flip, coin_flip_where (on
+    the detail training: a group where the baseline's decisions separate malades from sains but the rule's TPR − FPR
+    interval contains 0: it lost the separation there); refit_fallbacks; frontier_eo_diff, frontier_eopp_diff
+    (on the non-degenerate Pareto front). 'none' is always run: it is the baseline. `decisions` and `params`
+    are the detail training's (`detail_seed`, else the first seed); `decisions_by_seed` every seed's.
     """
+    from pipeline.fairness.inference import comparison_over_seeds, rule_run
     from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
 
-    methods = _check(valid_preds_by_weighting, methods)
+    by_seed = _by_seed(valid_preds_by_weighting)
+    seeds = sorted(by_seed)
+    detail = detail_seed if detail_seed in by_seed else seeds[0]
+    methods = _check(by_seed[detail], methods)
+    if any(set(by_seed[s]) != set(by_seed[detail]) for s in seeds):
+        raise ValueError("every training seed must predict the same weightings")
     t0 = time.perf_counter()
-    first = next(iter(valid_preds_by_weighting.values())).reset_index(drop=True)
+    first = next(iter(by_seed[detail].values())).reset_index(drop=True)
     # each weighting's operating threshold travels as a column, so that 'none' decides where chapter 3 does
-    aligned = {w: M._align(p, first).assign(**{OPERATING_THRESHOLD: float(p.attrs.get("threshold", DEFAULT_THRESHOLD))})
-               for w, p in valid_preds_by_weighting.items()}
+    aligned = {(s, w): M._align(p, first).assign(**{OPERATING_THRESHOLD: float(p.attrs.get("threshold",
+                                                                                          DEFAULT_THRESHOLD))})
+               for s in seeds for w, p in by_seed[s].items()}
+    weightings = list(by_seed[detail])
     fold = patient_folds(first, folds, seed, attribute)
     cluster = M._cluster_index(first, S.PATIENT)
-    draws = M.draw_counts(int(cluster.max()) + 1, n_refit, boot_seed)
-    baseline = BASELINE if BASELINE[0] in aligned else (next(iter(aligned)), "none")
+    draws = M.draw_counts(int(cluster.max()) + 1, max(n_resamples or 0, n_refit), boot_seed)
+    baseline = BASELINE if BASELINE[0] in weightings else (weightings[0], "none")
     result = GridResult(pd.DataFrame(), fold=fold, baseline=baseline, attribute=attribute,
                         n_folds=len(np.unique(fold)), n_refit=n_refit)
-    notes: list[str] = []
-    refits: dict[tuple[str, str], np.ndarray] = {}
-    jobs = [(w, m) for w in aligned for m in methods]
-    row_draws = draws[:, cluster]
-    done = Parallel(n_jobs=n_jobs)(delayed(_crossfit_and_refits)(aligned[w], m, attribute, fold, seed, row_draws)
-                                   for w, m in jobs)
-    fallbacks: dict[str, int] = {}
-    for (weighting, method), (decision, params, caught, refitted, fell) in zip(jobs, done, strict=True):
-        fallbacks[f"{weighting} + {method}"] = fell
-        preds = aligned[weighting]
-        notes.extend(caught)
-        kept = preds[S.PROBA].to_numpy(float) if POSTPROCESSORS[method].keeps_score else np.nan
-        result.decisions[(weighting, method)] = preds.assign(**{DECISION: decision, SCORE_COL: kept})
-        result.params[(weighting, method)] = params
-        refits[(weighting, method)] = refitted
-    result.warnings = list(dict.fromkeys(notes))
+    result.seeds, result.detail_seed = seeds, detail
+    jobs = [(s, w, m) for s in seeds for w in weightings for m in methods]
+    row_draws = draws[:n_refit, cluster]
+    done = Parallel(n_jobs=n_jobs)(delayed(_decide)(aligned[(s, w)], m, attribute, fold, seed, row_draws)
+                                   for s, w, m in jobs)
     result.timings["fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    keys = {f"{w} + {m}": (w, m) for w, m in result.decisions}
     every = list(dict.fromkeys([attribute, *(attributes or [])]))
+    notes: list[str] = []
+    runs: dict[str, list] = {}
+    decided_by_seed: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+    extra: dict[str, dict] = {}
+    for (s, w, m), (decision, params, caught, refitted, fell) in zip(jobs, done, strict=True):
+        preds = aligned[(s, w)]
+        notes.extend(caught)
+        kept = preds[S.PROBA].to_numpy(float) if POSTPROCESSORS[m].keeps_score else np.nan
+        decided = preds.assign(**{DECISION: decision, SCORE_COL: kept})
+        decided_by_seed.setdefault((w, m), {})[s] = decided
+        if s == detail:
+            result.decisions[(w, m)], result.params[(w, m)] = decided, params
+        used = draws if refitted is None else draws[:n_refit]
+        name = f"{w} + {m}"
+        runs.setdefault(name, []).append(rule_run(decided, attribute, used, refitted, boot_seed, DECISION,
+                                                  SCORE_COL, min_per_class))
+        expected = M.point_metrics(decided, attribute, DECISION, SCORE_COL, min_per_class)
+        d = decided[DECISION].to_numpy()
+        row = extra.setdefault(name, {"fallbacks": 0, "expected": [], "random": []})
+        row["fallbacks"] += fell
+        row["expected"].append([expected[g] for g in EXPECTED_GAPS])
+        row["random"].append(float(np.mean((d > 1e-9) & (d < 1 - 1e-9))))
+    result.warnings = list(dict.fromkeys(notes))
+    result.decisions_by_seed = {k: np.stack([v[s][DECISION].to_numpy(float) for s in seeds])
+                                for k, v in decided_by_seed.items()}
+    keys = {f"{w} + {m}": (w, m) for w, m in result.decisions}
     reference = result.decisions[tuple(baseline)]
     # groups where the baseline itself does not separate malades from sains: a rule is not named for them
     unseparated = set(coin_flips(reference[DECISION].to_numpy(), reference, every, min_per_class, seed=boot_seed))
-    points, reps, groups, extra = {}, {}, {}, {}
+    columns = {}
     for name, key in keys.items():
         decided = result.decisions[key]
-        design = M._design(decided, attribute, DECISION, SCORE_COL, S.PATIENT, min_per_class)
-        expected = M.point_metrics(decided, attribute, DECISION, SCORE_COL, min_per_class)
-        points[name] = M.realised_point(design, boot_seed) if design.randomised else expected
-        reps[name] = M.replicates_of(design, draws, refits[key], realised=True, seed=boot_seed)
-        groups[name] = M._group_estimate(design)
         d = decided[DECISION].to_numpy()
-        where = one_class_everywhere(d, decided, every)
-        flips = {} if "all" in where or key == tuple(baseline) else coin_flips(
-            d, decided, every, min_per_class, seed=boot_seed, skip={**where, **dict.fromkeys(unseparated, "")})
-        extra[name] = {**{f"{g}_expected": expected[g] for g in EXPECTED_GAPS},
-                       "randomised_share": float(np.mean((d > 1e-9) & (d < 1 - 1e-9))),
-                       "degenerate": bool(where), "degenerate_where": _describe(where),
-                       "coin_flip": bool(flips), "coin_flip_where": _describe_flips(flips),
-                       "coin_flip_groups": "|".join(flips),
-                       "refit_fallbacks": fallbacks[name]}
+        where = _degenerate_where(decided_by_seed[key], every, detail)
+        one_class = one_class_everywhere(d, decided, every)
+        flips = {} if "all" in one_class or key == tuple(baseline) else coin_flips(
+            d, decided, every, min_per_class, seed=boot_seed, skip={**one_class, **dict.fromkeys(unseparated, "")})
+        expected = np.mean(np.array(extra[name]["expected"], dtype=float), axis=0)  # NaN on a seed: NaN, as combine
+        columns[name] = {**{f"{g}_expected": float(e) for g, e in zip(EXPECTED_GAPS, expected, strict=True)},
+                         "randomised_share": float(np.mean(extra[name]["random"])),
+                         "degenerate": bool(where), "degenerate_where": where,
+                         "coin_flip": bool(flips), "coin_flip_where": _describe_flips(flips),
+                         "coin_flip_groups": "|".join(flips),
+                         "refit_fallbacks": extra[name]["fallbacks"]}
     base_name = f"{baseline[0]} + {baseline[1]}"
-    long = comparison_table(points, reps, groups, base_name, normal=True)
-    result.table = _tidy(comparison_wide(long, KEY_METRICS), keys, extra)
-    result.table.attrs.update(n_refit=n_refit, n_folds=result.n_folds, seed=boot_seed, attribute=attribute,
+    long = comparison_over_seeds(runs, base_name)
+    groups = list(runs[base_name][0].groups)
+    n_groups = len(groups)
+    long = M._mark_significant(long, "p", (long["method"] != base_name) & long["metric"].isin(M.tested_for(n_groups)))
+    result.table = _tidy(comparison_wide(long, KEY_METRICS), keys, columns)
+    result.table.attrs.update(n_refit=n_refit, n_resamples=len(draws), n_seeds=len(seeds), seeds=seeds,
+                              detail_seed=detail, n_folds=result.n_folds, seed=boot_seed, attribute=attribute,
                               baseline=base_name, unit="patient", correction=M.CORRECTION,
                               family_size=int(long["p_adjusted"].notna().sum()), min_per_class=min_per_class,
-                              groups=M.group_order(first[attribute]), n_patients=len(np.unique(cluster)),
-                              test_equal="Wald (covariance bootstrap par patient)")
+                              groups=groups, n_patients=len(np.unique(cluster)),
+                              test_equal="Bonferroni des contrastes, chacun sur toutes les graines")
     result.timings["bootstrap"] = time.perf_counter() - t0
     return result
 

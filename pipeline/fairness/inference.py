@@ -9,9 +9,14 @@ part:
 
     total variance = bootstrap variance + between-seed variance / S
 
-The interval is estimate +- t * sqrt(total), with Welch-Satterthwaite degrees of freedom (the between-seed
-part is estimated from S - 1 of them; the bootstrap part is taken as known): with few seeds and a large
-seed effect it widens, as it must. `tests/test_inference.py` checks its coverage by simulation.
+The interval is estimate +- t * sqrt(total), with Welch-Satterthwaite degrees of freedom: the between-seed
+part is estimated from S - 1 of them, the bootstrap part from B - 1 (B resamples; a few tens when every
+rule is refitted in each): with few seeds, a large seed effect or few resamples it widens, as it must.
+`tests/test_inference.py` checks its coverage by simulation.
+
+Every table of rules (the weighting table, the post-processing grid) is built the same way
+(`comparison_over_seeds`): each rule is a list of `RuleRun`, one per seed, on one set of patient resamples,
+so a rule shown in two tables (the reference first) has the same numbers in both.
 
 A family of such comparisons (the pre-registered primary family of study.yml > analysis) is tested with
 Holm's correction at family-wise level `alpha`; each comparison's verdict (established or not, its
@@ -104,15 +109,18 @@ def combine(per_seed: np.ndarray, replicates: np.ndarray, level: float = LEVEL) 
     if replicates.shape[1] < 2:
         return float(per_seed.mean()), nan, nan, nan, nan, nan, nan
     boot = float(np.var(replicates.mean(axis=0), ddof=1))
-    between, df = nan, math.inf
+    boot_df = replicates.shape[1] - 1  # the bootstrap variance is estimated too: from B resamples
+    between, observed = nan, 0.0
     if n_seeds > 1:
         observed = float(np.var(per_seed, ddof=1))
         cov = np.cov(replicates)
         own = float(np.mean(np.diag(cov)) - (cov.sum() - np.trace(cov)) / (n_seeds * (n_seeds - 1)))
         between = max(observed - max(own, 0.0), 0.0)
-        if observed > 0:
-            df = (boot + between / n_seeds) ** 2 * (n_seeds - 1) / (observed / n_seeds) ** 2
     total = boot + (0.0 if math.isnan(between) else between / n_seeds)
+    parts = boot ** 2 / boot_df + ((observed / n_seeds) ** 2 / (n_seeds - 1) if observed > 0 else 0.0)
+    df = total ** 2 / parts if parts > 0 else math.inf
+    if df > 10_000:
+        df = math.inf  # the normal reference, exactly
     estimate = float(per_seed.mean())
     if total <= 0:
         return estimate, estimate, estimate, (1.0 if estimate == 0 else 0.0), boot, between, df
@@ -168,6 +176,75 @@ def compare_group_rate(treated: list[RuleRun], reference: list[RuleRun], rate: s
     reps = [t.replicates[f"group:{rate}"][:, group] - r.replicates[f"group:{rate}"][:, group]
             for t, r in zip(treated, reference, strict=True)]
     return _difference(points, reps, f"{rate}:{group}", len(reps[0]))
+
+
+def _common(runs: list[RuleRun], key: str, length: int) -> np.ndarray:
+    """The runs' replicates of `key` on their first `length` resamples, (S, length, ...)."""
+    return np.stack([r.replicates[key][:length] for r in runs]).astype(float)
+
+
+def _n_resamples(runs: list[RuleRun]) -> int:
+    return min(len(r.replicates["balanced_accuracy"]) for r in runs)
+
+
+def bounds_of(metric: str) -> tuple[float, float]:
+    """The values a metric can take: signed differences in [-1, 1], rates, gaps and AUC in [0, 1]."""
+    return (-1.0, 1.0) if metric.endswith("_signed") else (0.0, 1.0)
+
+
+def clipped(low: float, high: float, metric: str) -> tuple[float, float]:
+    """An interval of a metric's level kept within the values it can take (NaN stays NaN)."""
+    lo, hi = bounds_of(metric)
+    return (max(low, lo) if np.isfinite(low) else low), (min(high, hi) if np.isfinite(high) else high)
+
+
+def equal_rates_over_seeds(runs: list[RuleRun], rates: tuple[str, ...]) -> float:
+    """p-value that the groups' `rates` are equal, over seeds: each contrast (group k minus the first defined
+    group, per rate) is tested as `combine` tests a difference; the smallest p times the number of contrasts
+    (Bonferroni: the family of contrasts keeps its level). NaN when fewer than two groups are defined."""
+    p_values = []
+    length = _n_resamples(runs)
+    for r in rates:
+        points = np.stack([run.groups_point[r] for run in runs]).astype(float)  # (S, G)
+        keep = np.flatnonzero(np.isfinite(points).all(axis=0))
+        if len(keep) < 2:
+            return float("nan")
+        reps = _common(runs, f"group:{r}", length)  # (S, B, G)
+        for k in keep[1:]:
+            p_values.append(combine(points[:, k] - points[:, keep[0]], reps[:, :, k] - reps[:, :, keep[0]])[3])
+    p_values = [p for p in p_values if np.isfinite(p)]
+    return float(min(1.0, len(p_values) * min(p_values))) if p_values else float("nan")
+
+
+def comparison_over_seeds(runs: Mapping[str, list[RuleRun]], baseline: str) -> pd.DataFrame:
+    """The long comparison table of rules run on every training seed (`runs[rule]`: one `RuleRun` per seed,
+    the same seeds and resamples for all; a rule refitted in fewer resamples is paired on the first ones).
+
+    Columns as `metrics.comparison_table`: method, metric, estimate (mean over seeds, as the rule acts),
+    low, high (95 % seed-aware interval, `combine`), defined (share of resamples where it is), p_equal (gaps:
+    the groups' rates equal, `equal_rates_over_seeds`), diff, diff_low, diff_high, p (paired difference with
+    `baseline`, seed-aware); and n_seeds, n_resamples. Corrections and marks are the verdicts' business
+    (`fairness.exploratory`)."""
+    from pipeline.fairness.metrics import EQUAL_RATES
+
+    rows = []
+    for method, treated in runs.items():
+        reference = runs[baseline]
+        length = min(_n_resamples(treated), _n_resamples(reference))
+        for m in SUMMARY:
+            points = np.array([r.point[m] for r in treated], dtype=float)
+            reps = _common(treated, m, _n_resamples(treated))
+            estimate, low, high, *_ = combine(points, reps)
+            low, high = clipped(low, high, m)
+            diffs = points - np.array([r.point[m] for r in reference], dtype=float)
+            d, d_low, d_high, p, *_ = combine(diffs, _common(treated, m, length) - _common(reference, m, length))
+            rows.append({"method": method, "metric": m, "estimate": estimate, "low": low, "high": high,
+                         "defined": float(np.isfinite(reps).mean()) if reps.size else 0.0,
+                         "p_equal": equal_rates_over_seeds(treated, EQUAL_RATES[m]) if m in EQUAL_RATES else np.nan,
+                         "diff": d, "diff_low": d_low, "diff_high": d_high,
+                         "p": np.nan if method == baseline else p,
+                         "n_seeds": len(treated), "n_resamples": reps.shape[1]})
+    return pd.DataFrame(rows)
 
 
 def seed_aware_difference(treated: list[pd.DataFrame], reference: list[pd.DataFrame], attribute: str,
@@ -317,6 +394,7 @@ def level_verdicts(runs: Mapping[str, list[RuleRun]], rules: Iterable[str], metr
             points = np.array([r.point[metric] for r in runs[rule]], dtype=float)
             reps = np.array([r.replicates[metric] for r in runs[rule]], dtype=float)
             estimate, low, high, _, boot, between, df = combine(points, reps)
+            low, high = clipped(low, high, metric)
             out.append(Verdict(
                 key=verdict_key(LEVEL_FAMILY, metric, attribute, rule, None), family=LEVEL_FAMILY, quantity=metric,
                 attribute=attribute, treated=rule, reference=None, estimate=estimate, low=low, high=high,

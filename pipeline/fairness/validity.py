@@ -58,7 +58,7 @@ class Validity:
     chance: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     weak: tuple[WeakReason, ...] = ()
-    # method -> (evaluation images whose decision differs from the reference's, images): what a weighting changed
+    # method -> (evaluation decisions, images x seeds, that differ from the reference's; decisions): what it changed
     changed: dict[str, tuple[int, int]] = field(default_factory=dict)
     # method -> Spearman correlation of its evaluation scores with the reference's
     rank_agreement: dict[str, float] = field(default_factory=dict)
@@ -141,18 +141,30 @@ def _decisions(preds: pd.DataFrame) -> np.ndarray:
     return (preds[S.PROBA].to_numpy(float) >= float(preds.attrs.get("threshold", 0.5))).astype(float)
 
 
+def _changed_over_seeds(ctx: Any, method: str) -> tuple[int, int]:
+    """(decisions that differ from the uniform weighting's, decisions), over every training seed's evaluation
+    images: the tables are means over the seeds, and 0 means the same decisions on every one."""
+    from pipeline.study import _evaluated_by_seed
+
+    differ = total = 0
+    for preds in _evaluated_by_seed(ctx).values():
+        mine, reference = (preds[m].sort_values(S.IMAGE) for m in (method, "uniform"))
+        differ += int((_decisions(mine) != _decisions(reference)).sum())
+        total += len(mine)
+    return differ, total
+
+
 def check(ctx: Any) -> Validity:
     """The three checks on a study context (its weightings at their operating thresholds)."""
     out = Validity()
     attributes = list(dict.fromkeys([ctx.config.weighting.attribute, *ctx.config.sensitive_attributes]))
     from scipy.stats import spearmanr
 
-    reference = _decisions(ctx.valid_predictions["uniform"])
     reference_scores = ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)
     for method, preds in ctx.valid_predictions.items():
         d = _decisions(preds)
         out.one_class[method] = {a: one_class(d, preds[a] if a in preds.columns else None) for a in attributes}
-        out.changed[method] = (int((d != reference).sum()), len(d))
+        out.changed[method] = _changed_over_seeds(ctx, method)
         out.rank_agreement[method] = float(spearmanr(preds[S.PROBA].to_numpy(float), reference_scores)[0])
     if ctx.comparison is not None:
         auc = ctx.comparison[ctx.comparison["metric"] == "auc"]

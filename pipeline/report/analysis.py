@@ -44,10 +44,8 @@ def cost_table(ctx: StudyContext) -> pd.DataFrame:
             flag = r.get(f"{m}_mark")
             flag = flag if isinstance(flag, str) else ""
             answer = r.get(f"{m}_primary_estimate", np.nan)
-            if flag and isinstance(answer, float) and np.isfinite(answer):  # ★: the answer over every seed
-                n = int(r[f"{m}_primary_n_seeds"])
-                return (ci(answer, r[f"{m}_primary_low"], r[f"{m}_primary_high"]) + f" {flag}"
-                        + (f" ({n} graines)" if n > 1 else ""))
+            if flag and isinstance(answer, float) and np.isfinite(answer):  # ★: the pre-registered answer
+                return ci(answer, r[f"{m}_primary_low"], r[f"{m}_primary_high"]) + f" {flag}"
             return ci(r[f"{m}_diff"], r[f"{m}_diff_low"], r[f"{m}_diff_high"]) + (f" {flag}" if flag else "")
 
         rows.append({"Combinaison": f"{method_label(r['weighting'])} + {post_label(r['postprocessor'])}",
@@ -92,8 +90,7 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
     which = "le réduisent ou l'inversent" if moves.reversed else "le réduisent"
     cost = (f" Parmi celles qui {which}, {verb(len(moves.costly), 'baisse', 'baissent')} aussi l'exactitude "
             "équilibrée de façon notable." if moves.costly else "")
-    return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence (un entraînement, "
-            f"{V.detail_seed_phrase(ctx, short=True)} ; "
+    return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence ({V.seeds_phrase(ctx)} ; "
             f"exploratoire {V.EXPLORATORY_MARK} : test apparié, Benjamini-Hochberg à 10 %), pour l'{label} : "
             + " ; ".join(parts) + "." + cost)
 
@@ -111,14 +108,15 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
         claims += [Claim("chapitre 5, combinaisons meilleures que leurs composantes", name, beats=name, gap=gap)
                    for name in both]
     if both:
-        from pipeline.report.verdicts import grid_moves
+        from pipeline.report.verdicts import grid_moves, runs_phrase
 
         moves = grid_moves(ctx)
         moved = {v.treated for v in moves.reduced + moves.reversed}
         notable = [n for n in both if n in moved]
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence, en "
-                     "estimation ponctuelle seulement (écart plus faible sans perte d'exactitude ; un entraînement ; "
-                     f"les écarts avec les composantes ne sont pas testés) : {', '.join(map(combination_label, both))}"
+                     "estimation ponctuelle seulement (écart plus faible sans perte d'exactitude ; "
+                     f"{runs_phrase(ctx)} ; les écarts avec les composantes ne sont pas testés) : "
+                     f"{', '.join(map(combination_label, both))}"
                      + (" ; aucune ne change même l'écart de façon notable par rapport à la référence."
                         if not notable else "."))
     elif weak.is_weak(ctx):
@@ -175,7 +173,7 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
          ours: fnr_text},
         {"Quantité": "Atténuations qui réduisent l'écart de sensibilité sans perte d'exactitude (notables)",
          "Littérature": "rares (MEDFAIR, Zong et al. 2023 ; Zhang et al. 2022)",
-         ours: f"{len(better)} sur {moves.compared} (exploratoire, un entraînement)"
+         ours: f"{len(better)} sur {moves.compared} (exploratoire, {V.runs_phrase(ctx)})"
          if moves.gap
          else "non testé (3 groupes ou plus)"},
     ])

@@ -16,7 +16,6 @@ from pipeline.report.tables import (
     undefined_interval_reason,
 )
 from pipeline.report.verdicts import (
-    detail_seed_phrase,
     level_ci,
     primary_summary,
     recommendation_summary,
@@ -60,8 +59,8 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, 
                   f"sensibilité ({attr}{which}) {over_seeds}."]
     elif auc and bacc:
         items += [f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc} au seuil "
-                  f"de fonctionnement (choisi sur la validation interne) ; sur l'entraînement détaillé dans les "
-                  f"tableaux ({detail_seed_phrase(ctx, short=True)}), écart de sensibilité ({attr}{which}) {gap_text}."]
+                  f"de fonctionnement (choisi sur la validation interne), écart de sensibilité ({attr}{which}) "
+                  f"{gap_text}."]
     else:
         items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
                   f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "

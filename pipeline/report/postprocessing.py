@@ -44,11 +44,18 @@ def postprocessing_protocol(ctx: StudyContext, part: str = "body") -> str:
                 "d'évaluation sont ainsi évalués, et aucun par une règle qui les a vus. Les intervalles incluent "
                 "le réajustement des règles sur des patients rééchantillonnés ; le détail est en "
                 "[annexe C](#sec-appendix-post).")
-    return (f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
+    seeds = getattr(g, "seeds", [0])
+    runs = (f"Chaque combinaison est appliquée aux scores de chacun des {len(seeds)} entraînements ; la valeur "
+            "donnée est leur moyenne, et son intervalle ajoute la variance entre entraînements à celle des patients "
+            "et du réajustement (comme pour les questions principales). " if len(seeds) > 1 else "")
+    n_resamples = int(g.table.attrs.get("n_resamples", g.n_refit))
+    return (runs + f"Les intervalles à 95 % incluent la variabilité de l'ajustement : dans chacun des {g.n_refit} "
             "rééchantillonnages des patients (avec remise), toutes les règles sont **réajustées** sur les patients "
-            "rééchantillonnés des autres blocs, puis évaluées ; l'intervalle est l'estimation ± t écart-types de "
-            f"ces réplicats (loi de Student à {g.n_refit - 1} degrés de liberté : l'écart-type est estimé sur peu de "
-            "réplicats). Les règles randomisées sont évaluées **telles qu'elles agissent** : chaque réplicat "
+            "rééchantillonnés des autres blocs, puis évaluées ; la loi de Student de l'intervalle compte les "
+            f"{g.n_refit - 1} degrés de liberté de ces réplicats (peu nombreux : un réajustement coûte). Une règle "
+            f"qui n'apprend rien (« Aucun ») est évaluée sur les {n_resamples} rééchantillonnages des questions "
+            "principales, dont ceux-ci sont les premiers : sa ligne est celle du chapitre 3. "
+            "Les règles randomisées sont évaluées **telles qu'elles agissent** : chaque réplicat "
             f"tire au hasard leurs décisions, et l'estimation est la moyenne sur {M.REALISED_DRAWS} tirages "
             "(l'écart réalisé, plus grand que l'écart des taux espérés). Une croix † (exploratoire) marque une "
             "différence avec la référence qui reste significative après correction de Benjamini-Hochberg (taux de "
@@ -69,12 +76,13 @@ def refit_fallback_text(ctx: StudyContext) -> str:
     if "refit_fallbacks" not in t.columns or not (t["refit_fallbacks"] > 0).any():
         return first
     worst = t.loc[t["refit_fallbacks"].idxmax()]
+    refits = ctx.grid.n_refit * len(getattr(ctx.grid, "seeds", [0]))  # per rule, every seed
     n_rules = int((t["refit_fallbacks"] > 0).sum())
     return (f" Dans certains réajustements, la partie d'ajustement (ou l'un de ses groupes) n'avait qu'une classe, "
             f"ou aucun patient d'un groupe : la règle y a décidé au seuil de repli (global, ou 0,5 sans aucune "
             f"seconde classe). C'est arrivé pour {n_rules} "
             f"règle{'s' * (n_rules > 1)} de la grille, au plus dans {int(worst['refit_fallbacks'])} des "
-            f"{ctx.grid.n_refit} réajustements ({combination_label(worst['combination'])}) ; ces réplicats sont "
+            f"{refits} réajustements ({combination_label(worst['combination'])}) ; ces réplicats sont "
             "gardés (l'intervalle inclut ce repli), pas écartés." + first)
 
 

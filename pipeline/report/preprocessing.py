@@ -169,6 +169,14 @@ def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     return rows.assign(**{"Décisions changées": cells})
 
 
+def _decisions_phrase(ctx: StudyContext, k: int | None, n: int | None) -> str:
+    """« 0/1190 décisions : 238 images × 5 entraînements » (k/n first when given): what a changed count counts."""
+    seeds = len(ctx.config.training.seeds)
+    images = len(ctx.valid_predictions["uniform"])
+    what = (f" décisions : {images} images × {seeds} entraînements" if seeds > 1 else " images")
+    return (f"{k}/{n}" if k is not None else "") + what
+
+
 def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     """Names the class-only weightings, and how few decisions they change once each weighting re-picks its
     threshold: their « no effect » is expected by construction, not a finding ("" when none is compared).
@@ -185,7 +193,7 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     if all(k == 0 for k, _ in counts.values()):
         n = next(iter(counts.values()))[1]
         same = (f"{names} {'prennent' if plural else 'prend'} exactement les mêmes décisions que la pondération "
-                f"uniforme (0/{n})")
+                f"uniforme ({_decisions_phrase(ctx, 0, n)})")
         if short:
             return same
         return (f"{same} : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
@@ -194,14 +202,14 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     class_only = f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe"
     if short:
         return class_only
-    changes = fr.join([f"{k}/{n}" for k, n in counts.values()])
+    changes = fr.join([f"{k}/{n}" for k, n in counts.values()]) + _decisions_phrase(ctx, None, None)
     ranks = validity(ctx).rank_agreement
     rho = fr.join([fr.number(ranks.get(m, float("nan")), 3) for m in shown])
     return (f"{class_only} : une telle pondération déplace "
             "surtout le seuil de décision, que chaque pondération rechoisit sur la validation interne. Ici, la "
             f"corrélation de rang de {'leurs' if plural else 'ses'} scores avec ceux d'Uniforme est de {rho} sur les "
             f"images d'évaluation, et {'leurs' if plural else 'ses'} décisions diffèrent des siennes sur {changes} "
-            "images : un effet sur l'équité de leur part tiendrait surtout au seuil rechoisi, plus qu'à la "
+            ": un effet sur l'équité de leur part tiendrait surtout au seuil rechoisi, plus qu'à la "
             "pondération.")
 
 
@@ -255,7 +263,6 @@ def seed_sentence(ctx: StudyContext) -> str:
     if len(seeds) < 2:
         return ("Une seule graine d'apprentissage est utilisée (`training.seeds`) : ajoutez-en pour mesurer la "
                 "variabilité due à l'initialisation.")
-    from pipeline.report import verdicts as V
 
     ref = ctx.seed_metrics[ctx.seed_metrics["method"] == "uniform"]
     gap = "eo_diff" if ref["eo_diff"].notna().sum() > 1 else "eopp_diff"
@@ -263,13 +270,13 @@ def seed_sentence(ctx: StudyContext) -> str:
     if not np.isfinite(sd):
         return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), l'écart d'équité du "
                 "modèle de référence n'est défini pour aucune graine (trop peu d'images d'une classe dans un groupe) : "
-                f"la variabilité d'une graine à l'autre ne se mesure pas ici. Les tableaux détaillés utilisent la "
-                f"{V.detail_seed_phrase(ctx)}.")
+                f"la variabilité d'une graine à l'autre ne se mesure pas ici. Les tableaux moyennent les "
+                f"{len(seeds)} entraînements.")
     label = "l'écart d'égalité des erreurs" if gap == "eo_diff" else "l'écart de sensibilité (max − min)"
     return (f"Avec {len(seeds)} graines d'apprentissage ({', '.join(map(str, seeds))}), {label} du "
             f"modèle de référence varie d'un écart-type de {num(sd)} d'une graine à l'autre : un effet de méthode "
-            "plus petit que cette variation n'est pas interprétable. Les tableaux détaillés utilisent la "
-            f"{V.detail_seed_phrase(ctx)}.")
+            "plus petit que cette variation n'est pas interprétable. Les tableaux moyennent les "
+            f"{len(seeds)} entraînements et leurs intervalles incluent cette variation.")
 
 
 def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
@@ -283,24 +290,14 @@ def weighting_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     signed = len(groups) == 2 and "tpr_signed" in base.index
     from pipeline.report import verdicts as V
 
-    over_seeds = V.level_ci(ctx, "balanced_accuracy")
-    gap_over_seeds = V.reference_gap_ci(ctx, ctx.config.weighting.attribute) if signed else None
-    shown = V.detail_seed_phrase(ctx, short=True)
     r = base.loc["tpr_signed"] if signed else None
     table_gap = (fr.DASH if r is None else fr.points(r["estimate"]) if not np.isfinite(r["low"])
                  else fr.points_ci(r["estimate"], r["low"], r["high"]))
-    if over_seeds and gap_over_seeds and len(ctx.config.training.seeds) > 1:
-        lines = [f"Sans pondération ({V.seeds_phrase(ctx)}), l'exactitude équilibrée est de {over_seeds} et "
-                 f"l'écart de sensibilité entre groupes ({attr}, {groups[0]} − {groups[1]}) de {gap_over_seeds} ; "
-                 f"sur l'entraînement de ce tableau ({shown}) : {estimate_ci(base, 'balanced_accuracy')} et "
-                 f"{table_gap}."]
-    else:
-        seeds = (f" ({V.seeds_phrase(ctx)} : {over_seeds})"
-                 if over_seeds and len(ctx.config.training.seeds) > 1 else "")
-        lines = [f"Sans pondération, l'exactitude équilibrée est de {estimate_ci(base, 'balanced_accuracy')} sur "
-                 f"l'entraînement de ce tableau ({shown}){seeds}, et l'écart de sensibilité entre groupes ({attr}"
-                 + (f", {groups[0]} − {groups[1]}) de {table_gap}." if signed else
-                    f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]
+    # the table is the mean over every training seed: its reference row is the headline's (`verdicts.level_ci`)
+    lines = [f"Sans pondération ({V.seeds_phrase(ctx)}), l'exactitude équilibrée est de "
+             f"{estimate_ci(base, 'balanced_accuracy')} et l'écart de sensibilité entre groupes ({attr}"
+             + (f", {groups[0]} − {groups[1]}) de {table_gap}." if signed else
+                f", max − min) de {estimate_ci(base, 'eopp_diff')}.")]
     moves = significant_moves(table, "method", method_label, claims)
     if moves and weak.is_weak(ctx):
         lines.append("Le modèle étant trop faible, les différences notables (†, exploratoires) du tableau ne "
@@ -399,9 +396,9 @@ def validity_items(ctx: StudyContext) -> list[str]:
         return items
     if v.chance:
         names = [f"{method_label(m)} (AUC {ci(*a)})" for m, a in v.chance.items()]
-        from pipeline.report.verdicts import detail_seed_phrase
+        from pipeline.report.verdicts import seeds_phrase
 
-        items.append(f"**Modèle non distinguable du hasard** (entraînement de la {detail_seed_phrase(ctx)}). "
+        items.append(f"**Modèle non distinguable du hasard** ({seeds_phrase(ctx)}). "
                      "L'intervalle de l'AUC contient 0,5 pour "
                      + ", ".join(names) + " : rien ne montre que le modèle classe les images mieux qu'au hasard, "
                      "et ses écarts entre groupes peuvent ne mesurer que du bruit, pas un biais de l'image.")

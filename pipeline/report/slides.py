@@ -9,6 +9,7 @@ import pandas as pd
 from pipeline.report import analysis, charts, style, weak
 from pipeline.report import data as data_chapter
 from pipeline.report import french as fr
+from pipeline.report import verdicts as V
 from pipeline.report.french import ci, num
 from pipeline.report.memo import ChartSpec, cached_chart
 from pipeline.report.tables import (
@@ -175,7 +176,7 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
         return ("Le modèle est trop faible : ordonner les combinaisons sur ses scores reviendrait à ordonner du "
                 "bruit ; aucune n'est mise en avant. " + caveat(f"Chaque point : la référence ou l'une des "
                                                         f"{len(ctx.grid.table) - 1} combinaisons comparées, "
-                                                        "un entraînement."))
+                                                        f"{V.runs_phrase(ctx)}."))
     both = beats_both(ctx, names=True)
     if claims is not None and both:
         from pipeline.report.consistency import Claim
@@ -186,7 +187,7 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
     text = (f"{combination_label(both[0])}{more} fait mieux que ses deux composantes et que la référence "
             "(estimation ponctuelle)."
             if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
-    untested = "Écarts avec les composantes non testés, un seul entraînement : exploratoire." if both else ""
+    untested = (f"Écarts avec les composantes non testés ({V.runs_phrase(ctx)}) : exploratoire." if both else "")
     compared = f"{len(ctx.grid.table) - 1} combinaisons comparées à la référence."
     notes = " ".join(filter(None, [compared, untested, gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")]))
     return f"{text} {caveat(notes)}".strip()

@@ -127,14 +127,13 @@ def _cell_mark(values: dict, metric: str, groups=None) -> str:
     flag = values.get(f"{metric}_mark")
     if not (isinstance(flag, str) and flag):
         return ""
-    diff, seeds = values.get(f"{metric}_diff"), ""
+    diff = values.get(f"{metric}_diff")
     answer = values.get(f"{metric}_primary_estimate")
-    if isinstance(answer, float) and np.isfinite(answer):  # ★: the pre-registered answer, over every seed
-        diff, n = answer, values.get(f"{metric}_primary_n_seeds")
-        seeds = f", {int(n)}{NBSP}graines" if isinstance(n, float) and np.isfinite(n) and n > 1 else ""
+    if isinstance(answer, float) and np.isfinite(answer):  # ★: the pre-registered answer (same seeds as the table)
+        diff = answer
     if diff is None or isinstance(diff, str) or not np.isfinite(diff):
         return f" {flag}"
-    return f" (Δ{NBSP}{'+' if diff > 0 else ''}{num(diff)}{NBSP}{flag}{seeds})"
+    return f" (Δ{NBSP}{'+' if diff > 0 else ''}{num(diff)}{NBSP}{flag})"
 
 
 def merge_identical(rows: list[dict], names: list[str], twins: list[str], labeller, column: str | None) -> list[dict]:

@@ -199,6 +199,12 @@ def seeds_phrase(ctx: StudyContext) -> str:
     return "un seul entraînement" if n == 1 else f"moyenne sur {n} entraînements, intervalle incluant leur variance"
 
 
+def runs_phrase(ctx: StudyContext) -> str:
+    """« moyenne sur 5 entraînements » (« un entraînement »): what a grid or weighting-table cell is taken over."""
+    n = len(ctx.config.training.seeds)
+    return "un entraînement" if n == 1 else f"moyenne sur {n} entraînements"
+
+
 def detail_seed_phrase(ctx: StudyContext, short: bool = False) -> str:
     """Which training the detailed tables show: « graine 3, l'entraînement médian des 5 en exactitude équilibrée
     de la référence » (`short`: « graine 3, médiane des 5 »; one seed: « graine 0 »)."""
