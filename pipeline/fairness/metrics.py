@@ -28,7 +28,7 @@ even when nothing differs. For two groups the report uses the SIGNED difference 
 bootstrap interval has its nominal coverage; for any number of groups, `p_equal` is a Wald test of
 equal rates (chi-square on the contrasts, covariance of the group rates from the same patient
 bootstrap, i.e. cluster-robust). Paired differences with a baseline get a z-test p-value (bootstrap
-standard error; with few replicates, as in the grid, a t reference with B - 1 degrees of freedom) and a
+standard error; the study's tables, over every training seed, use `inference.comparison_over_seeds`) and a
 Benjamini-Hochberg correction over the comparisons of a table (`significant` = adjusted p < 0.10: an
 exploratory table controls its false discovery rate; the pre-registered questions are tested apart, in
 fairness/inference.py); tests/test_levels.py checks by simulation that these keep their level.
@@ -53,7 +53,6 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -597,23 +596,13 @@ def point_metrics_fast(preds: pd.DataFrame, attribute: str, decision_col: str = 
     return {m: float(reps[m][0]) for m in SUMMARY}
 
 
-def _interval(values: np.ndarray, center: float | None = None,
-              bounds: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float, float]:
-    """(low, high, share of replicates where defined); NaN bounds when too few are defined.
-
-    Percentile interval; with `center` (the estimate) center +- t SD of the replicates (Student's t with
-    B - 1 degrees of freedom: the SD is estimated from few replicates, the grid's refits), steadier than
-    extreme percentiles when the replicates are few, clipped to `bounds` (the values the metric can take).
-    """
+def _interval(values: np.ndarray) -> tuple[float, float, float]:
+    """(low, high, share of replicates where defined): the percentile interval; NaN bounds when too few are
+    defined."""
     ok = ~np.isnan(values)
     share = float(ok.mean()) if len(values) else 0.0
     if share < MIN_DEFINED_SHARE or ok.sum() < 2:
         return float("nan"), float("nan"), share
-    if center is not None:
-        if not np.isfinite(center):
-            return float("nan"), float("nan"), share
-        half = _t_quantile(0.5 + LEVEL / 2, int(ok.sum()) - 1) * float(np.std(values[ok], ddof=1))
-        return float(max(center - half, bounds[0])), float(min(center + half, bounds[1])), share
     alpha = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values[ok], [alpha, 100 - alpha])
     return float(low), float(high), share
@@ -655,7 +644,7 @@ def equal_rates_test(estimate: dict[str, np.ndarray], reps: dict[str, np.ndarray
         return float(stats.chi2.sf(stat, rank))
     if n <= rank:
         return float("nan")
-    # few replicates (the grid's refits): the covariance is estimated from n values, so the statistic is
+    # few replicates: the covariance is estimated from n values, so the statistic is
     # Hotelling's T^2, (n - k) / (k (n - 1)) T^2 ~ F(k, n - k); with one contrast this is t(n - 1) squared
     return float(stats.f.sf(stat * (n - rank) / (rank * (n - 1)), rank, n - rank))
 
@@ -671,13 +660,11 @@ def _attrs(table: pd.DataFrame, **info: object) -> pd.DataFrame:
     return table
 
 
-def summary_rows(point: dict[str, float], reps: dict[str, np.ndarray], groups: dict[str, np.ndarray],
-                 normal: bool = False) -> list[dict]:
+def summary_rows(point: dict[str, float], reps: dict[str, np.ndarray], groups: dict[str, np.ndarray]) -> list[dict]:
     """metric, estimate, low, high, defined, p_equal (gaps: test of equal group rates)."""
     rows = []
     for m in SUMMARY:
-        bounds = (-1.0, 1.0) if m.endswith("_signed") else (0.0, 1.0)  # signed differences; rates and gaps
-        low, high, share = _interval(reps[m], point[m] if normal else None, bounds)
+        low, high, share = _interval(reps[m])
         p = equal_rates_test(groups, reps, EQUAL_RATES[m]) if m in EQUAL_RATES else np.nan
         rows.append({"metric": m, "estimate": point[m], "low": low, "high": high, "defined": share, "p_equal": p})
     return rows
@@ -755,18 +742,9 @@ def _align(other: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
     return other
 
 
-def _t_quantile(q: float, df: int) -> float:
-    if df >= 200:
-        return NormalDist().inv_cdf(q)
-    from scipy.stats import t
-
-    return float(t.ppf(q, df))
-
-
-def difference_p(diff: float, reps: np.ndarray, few: bool = False) -> float:
-    """Two-sided p-value of a paired difference: diff / bootstrap standard error against a normal reference,
-    or (`few` replicates, the grid's refits) Student's t with B - 1 degrees of freedom, whose standard error
-    is estimated from B values: with 10 refits a normal reference rejects a true null about 9 % of the time.
+def difference_p(diff: float, reps: np.ndarray) -> float:
+    """Two-sided p-value of a paired difference: diff / bootstrap standard error against a normal reference
+    (the tables of one training have hundreds of replicates; the seed-aware tables use `inference.combine`).
 
     A percentile-count p-value cannot go below 2 / B, which a correction over many comparisons would
     never reach; this form can. 1 when the difference is exactly 0 in every replicate.
@@ -777,10 +755,6 @@ def difference_p(diff: float, reps: np.ndarray, few: bool = False) -> float:
     se = float(np.std(ok, ddof=1))
     if se < 1e-12:
         return 1.0 if abs(diff) < 1e-12 and np.all(np.abs(ok) < 1e-12) else float("nan")
-    if few and len(ok) - 1 < 200:
-        from scipy.stats import t
-
-        return float(2 * t.sf(abs(diff) / se, len(ok) - 1))
     return math.erfc(abs(diff) / se / math.sqrt(2))  # 2 x the normal tail, precise far in the tail
 
 
@@ -796,13 +770,13 @@ def adjust(p: np.ndarray, method: str = CORRECTION) -> np.ndarray:
     return out
 
 
-def _diff_rows(pa: dict, pb: dict, ra: dict, rb: dict, normal: bool = False) -> list[dict]:
+def _diff_rows(pa: dict, pb: dict, ra: dict, rb: dict) -> list[dict]:
     rows = []
     for m in SUMMARY:
         diff = pa[m] - pb[m]
-        low, high, share = _interval(ra[m] - rb[m], diff if normal else None)
+        low, high, share = _interval(ra[m] - rb[m])
         rows.append({"metric": m, "diff": diff, "low": low, "high": high, "defined": share,
-                     "p": difference_p(diff, ra[m] - rb[m], few=normal)})
+                     "p": difference_p(diff, ra[m] - rb[m])})
     return rows
 
 
@@ -836,19 +810,18 @@ def paired_difference(preds_a: pd.DataFrame, preds_b: pd.DataFrame, attribute: s
 
 def comparison_table(points: dict[str, dict[str, float]], reps: dict[str, dict[str, np.ndarray]],
                      groups: dict[str, dict[str, np.ndarray]], baseline: str,
-                     tested: tuple[str, ...] | None = None, normal: bool = False) -> pd.DataFrame:
+                     tested: tuple[str, ...] | None = None) -> pd.DataFrame:
     """The long comparison table from each method's point metrics and replicates (same resamples).
 
     Columns: method, metric, estimate, low, high, defined, p_equal, diff, diff_low, diff_high, p,
     p_adjusted (Benjamini-Hochberg over every method but the baseline x `tested` metric), significant.
-    `tested` defaults to `tested_for` the number of groups (signed gaps for two groups).
-    `normal`: normal intervals (estimate +- z SD) instead of percentiles, for few replicates.
+    `tested` defaults to `tested_for` the number of groups (signed gaps for two groups). One training's
+    table; the study's tables, over every seed, are `inference.comparison_over_seeds`.
     """
     rows = []
     for method in points:
-        diffs = {r["metric"]: r for r in _diff_rows(points[method], points[baseline], reps[method], reps[baseline],
-                                                    normal)}
-        for r in summary_rows(points[method], reps[method], groups[method], normal):
+        diffs = {r["metric"]: r for r in _diff_rows(points[method], points[baseline], reps[method], reps[baseline])}
+        for r in summary_rows(points[method], reps[method], groups[method]):
             d = diffs[r["metric"]]
             rows.append({"method": method, **r, "diff": d["diff"], "diff_low": d["low"], "diff_high": d["high"],
                          "p": d["p"]})
