@@ -421,3 +421,17 @@ def test_a_reversal_needs_both_differences_established_in_the_table_family(demo_
              for v in demo_an.verdicts]
     again = simpson.classify(demo_an.simpson, found)
     assert _row(again, attribute=S.SEX, stratifier=S.AGE_BAND)["verdict"] == "weak_reversal"
+
+
+def test_the_strongest_imbalance_names_every_ratio_tied_at_the_printed_precision():
+    def imbalance(*ratios: tuple[str, float, str, str]) -> types.SimpleNamespace:
+        return types.SimpleNamespace(imbalance=pd.DataFrame(
+            [{"split": "train", "variable": v, "ratio": r, "majority": a, "minority": b} for v, r, a, b in ratios]
+            + [{"split": "valid", "variable": "sex", "ratio": 9.0, "majority": "M", "minority": "F"}]))
+
+    one = data_chapter.strongest_imbalance(imbalance(("view", 1.44, "PA", "AP"), ("sex", 1.2, "M", "F")))
+    assert one.startswith("Le déséquilibre le plus fort en apprentissage porte sur") and "1,4 PA pour 1 AP" in one
+    assert "sexe" not in one and "9,0" not in one  # the weaker ratio, and the evaluation split's, are not named
+    tied = data_chapter.strongest_imbalance(imbalance(("view", 1.44, "PA", "AP"), ("sex", 1.36, "M", "F")))
+    assert tied.startswith("Les déséquilibres les plus forts") and "1,4 PA pour 1 AP" in tied
+    assert tied.endswith("portent sur l'incidence (1,4 PA pour 1 AP) et le sexe (1,4 Homme pour 1 Femme).")

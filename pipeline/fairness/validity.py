@@ -144,13 +144,16 @@ def _decisions(preds: pd.DataFrame) -> np.ndarray:
 def _changed_over_seeds(ctx: Any, method: str) -> tuple[int, int]:
     """(decisions that differ from the uniform weighting's, decisions), over every training seed's evaluation
     images: the tables are means over the seeds, and 0 means the same decisions on every one."""
-    from pipeline.study import _evaluated_by_seed
-
+    keep = set(ctx.evaluation[S.IMAGE])
     differ = total = 0
-    for preds in _evaluated_by_seed(ctx).values():
-        mine, reference = (preds[m].sort_values(S.IMAGE) for m in (method, "uniform"))
-        differ += int((_decisions(mine) != _decisions(reference)).sum())
-        total += len(mine)
+    for seed in ctx.config.training.seeds:
+        decided = []
+        for m in (method, "uniform"):
+            preds = ctx.seed_predictions[(m, seed)]
+            evaluated = preds[preds[S.IMAGE].isin(keep)].sort_values(S.IMAGE)
+            decided.append(evaluated[S.PROBA].to_numpy(float) >= float(preds.attrs.get("threshold", 0.5)))
+        differ += int((decided[0] != decided[1]).sum())
+        total += len(decided[0])
     return differ, total
 
 

@@ -88,8 +88,13 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
             claims += [Claim("chapitre 5, décompte de la grille", f"{v.treated} compté « {status} »", (v.key,), status)
                        for v in bucket]
     which = "le réduisent ou l'inversent" if moves.reversed else "le réduisent"
-    cost = (f" Parmi celles qui {which}, {verb(len(moves.costly), 'baisse', 'baissent')} aussi l'exactitude "
-            "équilibrée de façon notable." if moves.costly else "")
+    limit = fr.pct(ctx.config.analysis.recommendation.max_randomised)
+    among = [f"{verb(len(moves.costly), 'baisse', 'baissent')} aussi l'exactitude équilibrée de façon notable"
+             if moves.costly else "",
+             f"{verb(len(moves.by_chance), 'y arrive', 'y arrivent')} en partie par le hasard (plus de {limit} de "
+             "décisions tirées au sort, ou un groupe où malades et sains ne sont plus distingués : un écart réduit "
+             "ainsi n'est pas de l'équité)" if moves.by_chance else ""]
+    cost = f" Parmi celles qui {which}, {' et '.join(filter(None, among))}." if any(among) else ""
     return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence ({V.seeds_phrase(ctx)} ; "
             f"exploratoire {V.EXPLORATORY_MARK} : test apparié, Benjamini-Hochberg à 10 %), pour l'{label} : "
             + " ; ".join(parts) + "." + cost)
@@ -159,7 +164,7 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
     from pipeline.report import verdicts as V
 
     moves = V.grid_moves(ctx)
-    better = [v for v in moves.reduced if v.treated not in moves.costly]
+    better = [v for v in moves.reduced if v.treated not in moves.costly and v.treated not in moves.by_chance]
     b = validity(ctx).baseline
     source = "démo synthétique" if ctx.config.is_demo else "nos données"
     ours = f"Nous ({source})"

@@ -9,6 +9,7 @@ the same columns.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import altair as alt
@@ -165,6 +166,9 @@ def tradeoff_chart(comparison: pd.DataFrame, gap: str = "eo_diff", performance: 
                             title=title or default)
 
 
+PANEL_TITLE_CHARS = 24  # characters per line of a small multiple's title (10 px text over a ~120 px panel)
+
+
 def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accuracy", panel_col: str = "postprocessor",
                   color_col: str = "weighting", frontier_col: str = "on_frontier",
                   reference: tuple[str, str] | None = None, panel_labels: Mapping[str, str] | None = None,
@@ -222,8 +226,11 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
             if len(ref):
                 layers.append(_reference_ring(ref, alt.X(f"{x}:Q", scale=xs), alt.Y(f"{y}:Q", scale=ys), size=260))
         label = (panel_labels or {}).get(name, name)
+        # a long name wraps over two lines rather than being cut (« Reject option classificati… »)
+        lines = textwrap.wrap(label, PANEL_TITLE_CHARS) or [label]
         panels.append(alt.layer(*layers).properties(width=(style.WIDTH - 60) // columns - 24, height=100,
-                                                    title=alt.TitleParams(label, fontSize=10, limit=150)))
+                                                    title=alt.TitleParams(lines if len(lines) > 1 else label,
+                                                                          fontSize=10)))
     direction = " (← plus équitable)" if x in LOWER_IS_BETTER else ""
     y_name = SHORT_FR.get(y, METRIC_LABELS_FR.get(y, y))
     default = (f"{y_name} (↑) selon l'écart{direction}, par post-traitement ; front de Pareto en tirets" if front

@@ -501,11 +501,21 @@ def strongest_imbalance(an: Any) -> str:
     imb = an.imbalance[(an.imbalance["split"] == "train") & (an.imbalance["variable"] != "n_findings_group")]
     if not len(imb):
         return ""
-    r = imb.loc[imb["ratio"].idxmax()]
-    noun = ATTRIBUTE_NOUN.get(r["variable"], (attribute_label(r["variable"]).lower(),))[0]
-    return (f"Le déséquilibre le plus fort en apprentissage porte sur {noun} : "
-            f"{number(r['ratio'], 1)} {group_label(r['variable'], r['majority'])} pour 1 "
-            f"{group_label(r['variable'], r['minority'])}.")
+    shown = imb["ratio"].round(1)  # ratios equal as printed are equally strong: each is named
+    top = imb[shown == shown.max()]
+
+    def noun(r: pd.Series) -> str:
+        return ATTRIBUTE_NOUN.get(r["variable"], (attribute_label(r["variable"]).lower(),))[0]
+
+    def ratio(r: pd.Series) -> str:
+        return (f"{number(r['ratio'], 1)} {group_label(r['variable'], r['majority'])} pour 1 "
+                f"{group_label(r['variable'], r['minority'])}")
+
+    if len(top) == 1:
+        r = top.iloc[0]
+        return f"Le déséquilibre le plus fort en apprentissage porte sur {noun(r)} : {ratio(r)}."
+    both = fr.join([f"{noun(r)} ({ratio(r)})" for _, r in top.iterrows()])
+    return f"Les déséquilibres les plus forts en apprentissage, égaux, portent sur {both}."
 
 
 def chapter_answer(an: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -154,6 +156,17 @@ def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLID
     if isinstance(chart, ChartSpec):  # a cached spec: resize the chart it was built as
         chart = chart.chart()
     return for_slide(fill(chart, width, height))
+
+
+SIMPSON_ROW_PX = {1: 300, 2: 380}  # the Simpson slide's chart height by rows of panels (more rows: the 2-row one)
+
+
+def simpson_chart(an: Any) -> alt.TopLevelMixin:
+    """The Simpson slide's chart: chapter 2's flagged comparisons, two per row (alone, one takes the width)."""
+    flagged = data_chapter.simpson_flagged(an.simpson)
+    rows = max(1, -(-len(flagged) // 2))
+    return sized(data_chapter.simpson_chart(flagged, an.simpson_strata, columns=2), width=900,
+                 height=SIMPSON_ROW_PX.get(rows, SIMPSON_ROW_PX[2]))
 
 
 def pareto_gap(ctx: StudyContext) -> str:

@@ -595,7 +595,7 @@ def qualifier(v: Verdict) -> str:
 
 @dataclass
 class GridMoves:
-    """The grid's combinations by what their verdict on the tested gap says (one training run)."""
+    """The grid's combinations by what their verdict on the tested gap says (means over the training seeds)."""
 
     gap: str | None
     compared: int = 0  # combinations other than the reference
@@ -606,6 +606,7 @@ class GridMoves:
     identical: list[Verdict] = field(default_factory=list)  # the same decisions as the reference or another row
     untested: list[Verdict] = field(default_factory=list)  # degenerate, undefined, no interval
     costly: list[str] = field(default_factory=list)  # reduced or reversed at an established loss of accuracy
+    by_chance: list[str] = field(default_factory=list)  # reduced or reversed by drawing decisions at random
 
 
 def grid_moves(ctx: StudyContext) -> GridMoves:
@@ -614,6 +615,10 @@ def grid_moves(ctx: StudyContext) -> GridMoves:
     found = [v for v in (vs.family("exploratory:grid") if vs else []) if v.quantity == gap]
     out = GridMoves(gap, compared=len(ctx.grid.table) - 1)
     ba = {v.treated: v for v in (vs.family("exploratory:grid") if vs else []) if v.quantity == "balanced_accuracy"}
+    t = ctx.grid.table
+    limit = ctx.config.analysis.recommendation.max_randomised
+    # an equality reached by coins: many decisions drawn at random, or a group no longer told apart
+    chance = set(t.loc[(t["randomised_share"] > limit) | t.get("coin_flip", False), "combination"])
     for v in found:
         if v.reason.startswith("identical"):
             out.identical.append(v)
@@ -623,6 +628,8 @@ def grid_moves(ctx: StudyContext) -> GridMoves:
             b = ba.get(v.treated)
             if bucket is not out.widened and b is not None and b.established and b.direction < 0:
                 out.costly.append(v.treated)
+            if bucket is not out.widened and v.treated in chance:
+                out.by_chance.append(v.treated)
         elif v.status == "not_established":
             out.unchanged.append(v)
         else:
