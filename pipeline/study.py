@@ -406,6 +406,11 @@ def _with_analysis_families(ctx: StudyContext):
             r = row.iloc[0]
             reference.append((attribute, "uniform + none", r["estimate"], r["low"], r["high"]))
     families += X.interval_verdicts("exploratory:reference_gap", "tpr_signed", reference)
+    gap = getattr(found, "age_adjusted_gap", None)
+    if gap is not None:  # the reference's under-diagnosis gap, crude and at equal age band
+        families += X.interval_verdicts("exploratory:age_adjusted_gap", "fnr_signed", [
+            X.Interval(gap["attribute"], kind, gap[kind], gap[f"{kind}_low"], gap[f"{kind}_high"], None, None,
+                       gap[f"{kind}_p"], gap[f"{kind}_per_seed"]) for kind in ("crude", "adjusted")])
     if found.cams is not None:
         families += X.interval_verdicts("exploratory:maps", "border_excess",
                                         map_intervals(found.cams, marker=ctx.config.is_demo))

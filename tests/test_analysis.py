@@ -435,3 +435,27 @@ def test_the_strongest_imbalance_names_every_ratio_tied_at_the_printed_precision
     tied = data_chapter.strongest_imbalance(imbalance(("view", 1.44, "PA", "AP"), ("sex", 1.36, "M", "F")))
     assert tied.startswith("Les déséquilibres les plus forts") and "1,4 PA pour 1 AP" in tied
     assert tied.endswith("portent sur l'incidence (1,4 PA pour 1 AP) et le sexe (1,4 Homme pour 1 Femme).")
+
+
+def _sick_runs(rng: np.random.Generator, sex_effect: float, n: int = 600) -> list[pd.DataFrame]:
+    """Five training runs on the same malades: women mostly young, the miss rate set by age (and by sex when
+    `sex_effect`), each run deciding its own draws."""
+    sex = rng.choice(["F", "M"], n)
+    young = rng.random(n) < np.where(sex == "F", 0.8, 0.2)
+    frame = pd.DataFrame({S.IMAGE: [f"{i}.png" for i in range(n)], S.PATIENT: [str(i) for i in range(n)],
+                          S.LABEL: 1, S.SEX: sex, S.AGE_BAND: np.where(young, "0-39", "60+")})
+    miss = np.where(young, 0.5, 0.1) + np.where(sex == "F", sex_effect, 0.0)
+    return [frame.assign(decision=(rng.random(n) >= miss).astype(float)) for _ in range(5)]
+
+
+def test_the_under_diagnosis_gap_at_equal_age_separates_an_age_effect_from_a_sex_effect():
+    from pipeline.fairness.simpson import model_gap_adjusted
+
+    config = StudyConfig()
+    age_only = model_gap_adjusted(_sick_runs(np.random.default_rng(1), 0.0), S.SEX, S.AGE_BAND, config, 200, 0)
+    assert (age_only["group"], age_only["reference"], age_only["n_seeds"]) == ("F", "M", 5)
+    assert age_only["crude_low"] > 0.1  # women missed more often, because younger
+    assert age_only["adjusted_low"] < 0 < age_only["adjusted_high"]  # at equal age: no gap
+    assert len(age_only["adjusted_per_seed"]) == 5
+    both = model_gap_adjusted(_sick_runs(np.random.default_rng(2), 0.2), S.SEX, S.AGE_BAND, config, 200, 0)
+    assert both["adjusted_low"] > 0.1 and both["adjusted"] < both["crude"]  # a sex effect remains, smaller

@@ -55,6 +55,7 @@ class ModelAnalysis:
     cams: dict[str, Any] | None  # examples, maps, pixels, region statistics; None without a trained network
     min_positives: int = 10
     timings: dict[str, float] = field(default_factory=dict)
+    age_adjusted_gap: dict[str, Any] | None = None  # the reference's FNR gap, crude and at equal age band
 
 
 def retained_combination(ctx: Any) -> tuple[str, str] | None:
@@ -306,8 +307,31 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     lap("subgroups")
     cams = _cams(ctx, reference)
     lap("class-activation maps")
+    adjusted = memory().cache(_age_adjusted)(reference_runs(ctx, base_w), config.weighting.attribute, config,
+                                             ev.n_bootstrap, ev.seed, code_version("fairness.simpson"))
+    lap("age-adjusted gap")
     return ModelAnalysis(amp, probing, groups, calibration, calibration_fit, subgroups, retained, cams,
-                         min_positives, lap.timings)
+                         min_positives, lap.timings, adjusted)
+
+
+def reference_runs(ctx: Any, weighting: str) -> list[pd.DataFrame]:
+    """`weighting`'s model for every training seed, decided on the evaluation patients at its operating threshold
+    (chosen on inner-validation train patients)."""
+    keep = set(ctx.evaluation[S.IMAGE])
+    runs = []
+    for seed in ctx.config.training.seeds:
+        preds = ctx.seed_predictions[(weighting, seed)]
+        valid = preds[preds[S.IMAGE].isin(keep)].sort_values(S.IMAGE).reset_index(drop=True)
+        runs.append(valid.assign(**{DECISION: (valid[S.PROBA] >= _threshold(preds)).astype(float)}))
+    return runs
+
+
+def _age_adjusted(runs: list[pd.DataFrame], attribute: str, config: Any, n_boot: int, seed: int,
+                  code: str) -> dict[str, Any] | None:
+    """The reference's under-diagnosis gap, crude and Mantel-Haenszel at equal age band (`code`: cache key)."""
+    from pipeline.fairness.simpson import model_gap_adjusted
+
+    return model_gap_adjusted(runs, attribute, S.AGE_BAND, config, n_boot, seed, DECISION)
 
 
 def _calibration(models: dict[str, pd.DataFrame], attributes: list[str], min_per_class: int,

@@ -26,6 +26,7 @@ from pipeline.fairness.data_bias import (
     levels,
     mantel_haenszel,
     odds_ratio_of,
+    patient_bootstrap,
     prevalence_of,
     tables,
 )
@@ -243,3 +244,36 @@ def simpson(frame: pd.DataFrame, config: StudyConfig, boot: PatientBootstrap,
     summary_df = pd.DataFrame(summary)
     verdicts = simpson_verdicts(summary_df)
     return classify(summary_df, verdicts), strata_df, verdicts
+
+
+def model_gap_adjusted(runs: list[pd.DataFrame], attribute: str, stratifier: str, config: StudyConfig,
+                       n_boot: int, seed: int, decision_col: str = "decision") -> dict[str, Any] | None:
+    """Does the model's under-diagnosis gap between the two groups of `attribute` (first minus second, FNR
+    among the malades) hold within the strata of `stratifier` (age bands)? The crude gap and the
+    Mantel-Haenszel gap at equal stratum, each the mean over the training runs (`runs`: one decided frame per
+    seed, the same images) with the seed-aware interval of `inference.combine` (one patient resample for
+    every run). None without two groups, two usable strata or malades in both groups."""
+    from pipeline.fairness.inference import combine
+    from pipeline.fairness.metrics import group_order
+
+    sick = [r[r[S.LABEL] == 1] for r in runs]
+    if not sick or not len(sick[0]) or attribute not in sick[0] or stratifier not in sick[0]:
+        return None
+    groups = group_order(sick[0][attribute])  # the report's order: the gap is F − M
+    if len(groups) != 2 or len(levels(sick[0], stratifier, config)) < 2:
+        return None
+    boot = patient_bootstrap(sick[0], n_boot, seed)
+    crude, adjusted = [], []
+    for frame in sick:
+        missed = frame.assign(**{S.LABEL: (frame[decision_col].to_numpy(float) < 0.5).astype(int)})
+        t = _stratified(missed, attribute, (groups[0], groups[1]), stratifier, boot, config)
+        p, p_rep = prevalence_of(t.observed.sum(axis=-1)), prevalence_of(t.replicates.sum(axis=-1))
+        crude.append((p[1] - p[0], p_rep[:, 1] - p_rep[:, 0]))
+        adjusted.append((mantel_haenszel(t.observed)[0], mantel_haenszel(t.replicates)[0]))
+    out: dict[str, Any] = {"attribute": attribute, "group": groups[0], "reference": groups[1],
+                           "stratifier": stratifier, "n_seeds": len(runs)}
+    for name, parts in (("crude", crude), ("adjusted", adjusted)):
+        estimate, low, high, p, *_ = combine(np.array([float(x) for x, _ in parts]), np.stack([r for _, r in parts]))
+        out.update({name: estimate, f"{name}_low": low, f"{name}_high": high, f"{name}_p": p,
+                    f"{name}_per_seed": tuple(float(x) for x, _ in parts)})
+    return out

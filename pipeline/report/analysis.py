@@ -427,7 +427,32 @@ def groups_sentence(ctx: StudyContext) -> str:
     if not phrase:
         return ""
     return (f"Sous-diagnostic du modèle de référence ({detail_seed_phrase(ctx, short=True)}) : {phrase} ; tous les "
-            "groupes et leurs effectifs : @tbl-group-performance, en annexe.")
+            "groupes et leurs effectifs : @tbl-group-performance, en annexe." + age_adjusted_sentence(ctx))
+
+
+def age_adjusted_sentence(ctx: StudyContext) -> str:
+    """Is the reference's under-diagnosis gap an age effect? The gap (FNR, first group minus second) crude and
+    at equal age band (Mantel-Haenszel), over every seed, and what its verdicts say (" …" or "")."""
+    from pipeline.report.verdicts import analysis_verdict, runs_phrase
+
+    gap = getattr(model_results(ctx), "age_adjusted_gap", None)
+    if gap is None:
+        return ""
+    found = {k: analysis_verdict(ctx, "exploratory:age_adjusted_gap", "fnr_signed", gap["attribute"], k)
+             for k in ("crude", "adjusted")}
+    if any(v is None for v in found.values()):
+        return ""
+    crude, adjusted = found["crude"], found["adjusted"]
+    pair = f"{fr.group_label(gap['attribute'], gap['group'])} − {fr.group_label(gap['attribute'], gap['reference'])}"
+    adjusted_text = fr.points_ci(adjusted.estimate, adjusted.low, adjusted.high)
+    text = (f" L'âge l'explique-t-il ? À tranche d'âge égale (Mantel-Haenszel ; {runs_phrase(ctx)}, "
+            f"exploratoire), l'écart de sous-diagnostic {pair} est de {adjusted_text}, "
+            f"contre {fr.points(crude.estimate)} brut")
+    if crude.established and adjusted.established and crude.direction == adjusted.direction:
+        return text + " : il reste notable à âge égal, l'âge ne l'explique pas à lui seul."
+    if crude.established:
+        return text + " : à âge égal il n'est plus distinguable de zéro, l'âge peut l'expliquer."
+    return text + "."
 
 
 def chapter_answer(ctx: StudyContext) -> str:
