@@ -113,7 +113,8 @@ def _compared(moves: list[tuple[str, str, float]], groups: tuple[str, ...] = ("F
     n = len(moves)
     table = pd.DataFrame({"weighting": ["uniform"] + ["reweighing"] * n,
                           "postprocessor": ["none"] + [f"rule{k}" for k in range(n)],
-                          "balanced_accuracy": 0.7, "eo_diff": 0.2, "worst_group_tpr": 0.6})
+                          "balanced_accuracy": 0.7, "eo_diff": 0.2, "worst_group_tpr": 0.6,
+                          "randomised_share": [0.0, 0.5] + [0.0] * (n - 1), "coin_flip": False})  # rule0: coins
     table["combination"] = table["weighting"] + " + " + table["postprocessor"]
     table.attrs["groups"] = list(groups)
     verdicts = [Verdict(key=f"exploratory:grid/tpr_signed/sex/reweighing + rule{k} vs uniform + none",
@@ -123,7 +124,9 @@ def _compared(moves: list[tuple[str, str, float]], groups: tuple[str, ...] = ("F
                         direction=1 if status == "established" else 0, reason=reason, mde=None,
                         levelling_down=False, n_seeds=1, reference_value=-0.3, treated_value=after)
                 for k, (status, reason, after) in enumerate(moves)]
-    config = SimpleNamespace(evaluation=SimpleNamespace(min_per_class=10), training=SimpleNamespace(seeds=[0]))
+    config = SimpleNamespace(evaluation=SimpleNamespace(min_per_class=10), training=SimpleNamespace(seeds=[0]),
+                             analysis=SimpleNamespace(reference="uniform + none",
+                                                      recommendation=SimpleNamespace(max_randomised=0.1)))
     return SimpleNamespace(grid=SimpleNamespace(table=table), config=config, verdicts=Verdicts(verdicts, {}),
                            detail_seed=0)
 
@@ -139,6 +142,8 @@ def test_the_grid_count_reads_the_verdicts_and_counts_untested_and_merged_rules_
     assert text.startswith("Sur les 5 combinaisons comparées au modèle de référence")
     assert ("1 le réduit ; 1 l'inverse ; aucune ne le creuse ; 1 ne le change pas de façon notable ; 1 prend "
             "les mêmes décisions qu'une autre règle (fusionnée) ; 1 n'est pas testée") in text
+    assert text.endswith("Parmi celles qui le réduisent ou l'inversent, 1 y arrive en partie par le hasard (plus de "
+                         "10\u00a0% de décisions tirées au sort, ou malades et sains confondus dans un groupe).")
     three = _compared([("not_testable", "descriptive", -0.1)], groups=("a", "b", "c"))
     assert "décrits, non testés" in analysis.grid_count_sentence(three)
 

@@ -106,7 +106,7 @@ def test_each_weighting_counts_the_decisions_it_changes_and_class_only_ones_are_
     assert table.filter(like="Équilibrage des classes").iloc[0] == f"{k}/{n}"
     text = preprocessing.inert_weightings(at_chance)
     assert "Équilibrage des classes" in text and "Équilibrage des groupes" not in text
-    assert (f"(0/{n})" if k == 0 else f"sur {k}/{n}") in text
+    assert (f"(0/{n} images)" if k == 0 else f"sur {k}/{n} images") in text  # one seed: images
 
 
 def test_the_takeaways_slide_leads_with_what_can_still_be_said_and_the_next_step(at_chance):

@@ -92,8 +92,7 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
     among = [f"{verb(len(moves.costly), 'baisse', 'baissent')} aussi l'exactitude équilibrée de façon notable"
              if moves.costly else "",
              f"{verb(len(moves.by_chance), 'y arrive', 'y arrivent')} en partie par le hasard (plus de {limit} de "
-             "décisions tirées au sort, ou un groupe où malades et sains ne sont plus distingués : un écart réduit "
-             "ainsi n'est pas de l'équité)" if moves.by_chance else ""]
+             "décisions tirées au sort, ou malades et sains confondus dans un groupe)" if moves.by_chance else ""]
     cost = f" Parmi celles qui {which}, {' et '.join(filter(None, among))}." if any(among) else ""
     return (f"Sur les {moves.compared} combinaisons comparées au modèle de référence ({V.seeds_phrase(ctx)} ; "
             f"exploratoire {V.EXPLORATORY_MARK} : test apparié, Benjamini-Hochberg à 10 %), pour l'{label} : "
@@ -432,11 +431,11 @@ def groups_sentence(ctx: StudyContext) -> str:
 
 def age_adjusted_sentence(ctx: StudyContext) -> str:
     """Is the reference's under-diagnosis gap an age effect? The gap (FNR, first group minus second) crude and
-    at equal age band (Mantel-Haenszel), over every seed, and what its verdicts say (" …" or "")."""
-    from pipeline.report.verdicts import analysis_verdict, runs_phrase
+    at equal age band (Mantel-Haenszel), over every seed, and what its verdicts say (" …"; "" for a weak model)."""
+    from pipeline.report.verdicts import analysis_verdict
 
     gap = getattr(model_results(ctx), "age_adjusted_gap", None)
-    if gap is None:
+    if gap is None or weak.is_weak(ctx):  # a weak model's gap may be noise: adjusting it says nothing more
         return ""
     found = {k: analysis_verdict(ctx, "exploratory:age_adjusted_gap", "fnr_signed", gap["attribute"], k)
              for k in ("crude", "adjusted")}
@@ -445,13 +444,12 @@ def age_adjusted_sentence(ctx: StudyContext) -> str:
     crude, adjusted = found["crude"], found["adjusted"]
     pair = f"{fr.group_label(gap['attribute'], gap['group'])} − {fr.group_label(gap['attribute'], gap['reference'])}"
     adjusted_text = fr.points_ci(adjusted.estimate, adjusted.low, adjusted.high)
-    text = (f" L'âge l'explique-t-il ? À tranche d'âge égale (Mantel-Haenszel ; {runs_phrase(ctx)}, "
-            f"exploratoire), l'écart de sous-diagnostic {pair} est de {adjusted_text}, "
-            f"contre {fr.points(crude.estimate)} brut")
+    text = (f" L'âge l'explique-t-il ? À tranche d'âge égale (Mantel-Haenszel, exploratoire), l'écart {pair} "
+            f"est de {adjusted_text}, contre {fr.points(crude.estimate)} brut")
     if crude.established and adjusted.established and crude.direction == adjusted.direction:
-        return text + " : il reste notable à âge égal, l'âge ne l'explique pas à lui seul."
+        return text + " : l'âge ne l'explique pas à lui seul."
     if crude.established:
-        return text + " : à âge égal il n'est plus distinguable de zéro, l'âge peut l'expliquer."
+        return text + " : à âge égal, il n'est plus distinguable de zéro."
     return text + "."
 
 

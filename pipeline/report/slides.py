@@ -158,7 +158,7 @@ def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLID
     return for_slide(fill(chart, width, height))
 
 
-SIMPSON_ROW_PX = {1: 300, 2: 380}  # the Simpson slide's chart height by rows of panels (more rows: the 2-row one)
+SIMPSON_HEIGHT_PX = {1: 300}  # the Simpson slide's chart height by rows of panels (else 230: titles take the rest)
 
 
 def simpson_chart(an: Any) -> alt.TopLevelMixin:
@@ -166,7 +166,7 @@ def simpson_chart(an: Any) -> alt.TopLevelMixin:
     flagged = data_chapter.simpson_flagged(an.simpson)
     rows = max(1, -(-len(flagged) // 2))
     return sized(data_chapter.simpson_chart(flagged, an.simpson_strata, columns=2), width=900,
-                 height=SIMPSON_ROW_PX.get(rows, SIMPSON_ROW_PX[2]))
+                 height=SIMPSON_HEIGHT_PX.get(rows, 230))
 
 
 def pareto_gap(ctx: StudyContext) -> str:
