@@ -332,3 +332,17 @@ def test_the_weighting_notation_defines_the_symbols_of_the_formulas_shown():
             assert symbol.rstrip("(") in every
     assert "\\beta" in notation("effective_number") and "\\beta" not in notation("reweighing")
     assert "ERM" in notation("jtt") and "= 5" in notation("jtt")
+
+
+def test_rows_that_read_the_same_in_every_cell_are_shown_once_and_named():
+    from pipeline.report.tables import merge_identical, shown_twins
+
+    rows = [{"Méthode": "Uniforme", "BA": "0,84 [0,79 ; 0,90]", "AUC": "0,93"},
+            {"Méthode": "Classes", "BA": "0,84 [0,79 ; 0,90]", "AUC": "0,93"},
+            {"Méthode": "Groupes", "BA": "0,84 [0,79 ; 0,89]", "AUC": "0,93"}]
+    names = ["uniform", "class_balanced", "group_balanced"]
+    same = {"uniform", "class_balanced", "group_balanced"}  # every one decides as the reference
+    assert shown_twins(rows, names, same) == ["", "uniform", ""]
+    merged = merge_identical(rows, names, shown_twins(rows, names, same), str.upper, None, "mêmes valeurs")
+    assert [r["Méthode"] for r in merged] == ["Uniforme (mêmes valeurs : CLASS_BALANCED)", "Groupes"]
+    assert shown_twins(rows, names, {"uniform"}) == ["", "", ""]  # other decisions: never hidden

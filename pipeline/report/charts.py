@@ -310,4 +310,4 @@ def message_chart(line: str, reason: str) -> alt.Chart:
     """A figure that states, in its plot area, why it has nothing to draw."""
     text = pd.DataFrame({"y": [0, 1], "text": [line, reason]})
     return alt.Chart(text).mark_text(fontSize=15, color=style.NEUTRAL).encode(
-        y=alt.Y("y:O", axis=None), text="text:N").properties(width=style.WIDTH, height=120)
+        y=alt.Y("y:O", axis=None), text="text:N").properties(width=style.WIDTH, height=60)  # two lines of text

@@ -42,7 +42,7 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, 
         items = [f"{weak.TITLE} ({weak.short_reasons(ctx)}).",
                  *(fr.upper_first(s).rstrip(".") + "." for s in (weak.still_readable(ctx) if readable else [])),
                  *filter(None, [primary_summary(ctx, short), recommendation_summary(ctx, short)]),
-                 weak.next_step(ctx)]
+                 weak.next_step(ctx, brief=not readable)]
         return "\n".join(f"- {i}" for i in items if i)
     items = [f"{weak.TITLE} ({weak.short_reasons(ctx)})."] if v.weak_model else []
     items += [primary_summary(ctx, short)] if primary_summary(ctx, short) else []

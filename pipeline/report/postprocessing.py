@@ -253,8 +253,21 @@ PASSIVE = {"réduit": "est réduit", "creuse": "est creusé", "inverse": "est in
            "diminue": "diminue", "ne change pas de façon notable": "ne change pas de façon notable"}
 
 
+UNCHANGED = PASSIVE["ne change pas de façon notable"]
+
+
 def _grouped(by_phrase: dict[str, list[str]]) -> list[str]:
-    return [f"{phrase} avec {fr.join(labels)}" for phrase, labels in by_phrase.items()]
+    """« est réduit avec A et B », one clause per verdict; the rules that change nothing notable are counted, not
+    listed, when they are more than three (the table names them)."""
+    others = sum(len(labels) for phrase, labels in by_phrase.items() if phrase != UNCHANGED)
+    out = []
+    for phrase, labels in by_phrase.items():
+        if phrase == UNCHANGED and len(labels) > 3:
+            rest = "" if others == 0 else " autres"
+            out.append(f"ne change de façon notable avec aucun des {len(labels)}{rest} post-traitements testés")
+        else:
+            out.append(f"{phrase} avec {fr.join(labels)}")
+    return out
 
 
 def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> str:

@@ -21,8 +21,10 @@ from pipeline.report.tables import (
     defined_gap,
     estimate_ci,
     gap_fallback_note,
+    merge_identical,
     method_label,
     results_table,
+    shown_twins,
     significant_moves,
     without_empty_columns,
 )
@@ -161,9 +163,15 @@ def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
         return without_empty_columns(rows)
     changed = validity(ctx).changed
     by_label = {method_label(m): m for m in ctx.comparison["method"].unique()}
+    # a weighting deciding as the reference on every seed, whose cells print the same, is named in its row
+    names = [by_label.get(str(label).split(" (mêmes ")[0], str(label)) for label in rows["Méthode"]]
+    same = {"uniform", *(m for m, (k, _) in changed.items() if k == 0)}
+    rows = pd.DataFrame(merge_identical(rows.to_dict("records"), names, shown_twins(rows.to_dict("records"), names,
+                                                                                     same), method_label, None,
+                                        "mêmes valeurs"))
     cells = []
     for label in rows["Méthode"]:
-        method = by_label.get(str(label).split(" (mêmes décisions")[0])  # a merged row keeps its first name
+        method = by_label.get(str(label).split(" (mêmes ")[0])  # a merged row keeps its first name
         k, n = changed.get(method, (0, 0)) if method else (0, 0)
         cells.append("—" if method in (None, "uniform") or not n else f"{k}/{n}")
     return rows.assign(**{"Décisions changées": cells})

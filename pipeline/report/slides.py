@@ -158,7 +158,7 @@ def sized(chart: alt.TopLevelMixin, width: int = SLIDE_WIDTH, height: int = SLID
     return for_slide(fill(chart, width, height))
 
 
-SIMPSON_HEIGHT_PX = {1: 300}  # the Simpson slide's chart height by rows of panels (else 230: titles take the rest)
+SIMPSON_HEIGHT_PX = {1: 380}  # the Simpson slide's chart height by rows of panels (else 230: titles take the rest)
 
 
 def simpson_chart(an: Any) -> alt.TopLevelMixin:

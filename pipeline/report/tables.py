@@ -136,7 +136,8 @@ def _cell_mark(values: dict, metric: str, groups=None) -> str:
     return f" (Δ{NBSP}{'+' if diff > 0 else ''}{num(diff)}{NBSP}{flag})"
 
 
-def merge_identical(rows: list[dict], names: list[str], twins: list[str], labeller, column: str | None) -> list[dict]:
+def merge_identical(rows: list[dict], names: list[str], twins: list[str], labeller, column: str | None,
+                    note: str = "mêmes décisions") -> list[dict]:
     """Rows whose decisions repeat another shown row's are merged into it: « mêmes décisions : … » in `column`
     (in the label when None)."""
     index = {n: i for i, n in enumerate(names)}
@@ -148,12 +149,26 @@ def merge_identical(rows: list[dict], names: list[str], twins: list[str], labell
         else:
             keep.append(i)
     for i, others in same.items():
-        note = f"mêmes décisions : {', '.join(others)}"
+        text = f"{note} : {', '.join(others)}"
         if column:
-            rows[i][column] = "; ".join(filter(None, [rows[i].get(column, ""), note]))
+            rows[i][column] = "; ".join(filter(None, [rows[i].get(column, ""), text]))
         else:
-            rows[i]["Méthode"] += f" ({note})"
+            rows[i]["Méthode"] += f" ({text})"
     return [rows[i] for i in keep]
+
+
+def shown_twins(rows: list[dict], names: list[str], same_decisions: set[str]) -> list[str]:
+    """For each row, the earlier row whose every shown cell it repeats ("" when none), for the rows of
+    `same_decisions` only (those deciding as the reference on every seed, whose score differs only past the
+    printed digits): a row that decides otherwise is never hidden behind another."""
+    seen: dict[tuple, str] = {}
+    twins = []
+    for row, name in zip(rows, names, strict=True):
+        cells = tuple(v for k, v in row.items() if k != "Méthode")
+        twins.append(seen.get(cells, "") if name in same_decisions else "")
+        if name in same_decisions:
+            seen.setdefault(cells, name)
+    return twins
 
 
 def attribute_in_sentence(attribute: str) -> str:

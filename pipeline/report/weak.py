@@ -114,9 +114,14 @@ def still_readable(ctx: StudyContext) -> list[str]:
     return [s for s in (_data_biases(ctx), _power(ctx)) if s]
 
 
-def next_step(ctx: StudyContext) -> str:
-    """The next step this run calls for, from its reasons."""
+def next_step(ctx: StudyContext, brief: bool = False) -> str:
+    """The next step this run calls for, from its reasons (`brief`: in a report whose first page gives the how)."""
     codes = {r.code for r in validity(ctx).weak}
+    if brief:
+        steps = ["des caractéristiques pré-entraînées sur des radiographies"] if codes & {
+            "chance", "not_beyond_attributes", "inner_below_chance"} else []
+        steps += [f"au moins {WEAK_MIN_IMAGES} images de chaque classe en évaluation"] if "few_images" in codes else []
+        return ("**Étape suivante :** " + fr.join(steps) + " (détail en tête du rapport).") if steps else ""
     steps = []
     if codes & {"chance", "not_beyond_attributes", "inner_below_chance"}:
         steps.append("partir de caractéristiques pré-entraînées sur des radiographies, plutôt qu'apprises sur "
