@@ -140,18 +140,18 @@ def banner(ctx: StudyContext, where: str) -> str:
     if not v.weak_model:
         return ""
     reasons = "\n".join(f"- {reason_sentence(r)}" for r in v.weak)
-    why = f"**Pourquoi :** {short_reasons(ctx)} (détail et étape suivante dans le résumé, en tête du rapport)."
+    why = f"**Pourquoi :** {short_reasons(ctx)} (détail en tête du rapport)."
     if where == "summary":
         still = " ; ".join(s.rstrip(".") for s in still_readable(ctx))
         body = (f"{reasons}\n\nSes écarts entre groupes, et les effets des corrections, peuvent n'être que du bruit : "
                 f"ce rapport ne désigne ni meilleure règle ni pire sous-groupe, et donne les effectifs de chaque taux. "
                 f"**Ce qui reste lisible :** {still}.\n\n{next_step(ctx)}")
     elif where == "preprocessing":
-        body = (f"{why}\n\nUne différence entre pondérations ne se lit pas ici comme un effet : non établie, elle "
+        body = (f"{why} Une différence entre pondérations ne se lit pas ici comme un effet : non établie, elle "
                 "n'est pas une absence d'effet ; établie, elle reste à confirmer sur un modèle qui fonctionne. Aucune "
                 "pondération n'est mise en avant.")
     elif where == "postprocessing":
-        body = (f"{why}\n\nSur des scores sans signal établi, les « gains » d'un post-traitement, qui ne fait que "
+        body = (f"{why} Sur des scores sans signal établi, les « gains » d'un post-traitement, qui ne fait que "
                 "déplacer des seuils, peuvent n'être que du bruit : aucune règle n'est recommandée, et les groupes où "
                 "une règle ne sépare plus malades et sains ne sont pas signalés un à un (la référence ne les sépare "
                 "déjà pas).")
