@@ -307,14 +307,14 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
     lap("subgroups")
     cams = _cams(ctx, reference)
     lap("class-activation maps")
-    adjusted = memory().cache(_age_adjusted)(reference_runs(ctx, base_w), config.weighting.attribute, config,
+    adjusted = memory().cache(_age_adjusted)(decided_runs(ctx, base_w), config.weighting.attribute, config,
                                              ev.n_bootstrap, ev.seed, code_version("fairness.simpson"))
     lap("age-adjusted gap")
     return ModelAnalysis(amp, probing, groups, calibration, calibration_fit, subgroups, retained, cams,
                          min_positives, lap.timings, adjusted)
 
 
-def reference_runs(ctx: Any, weighting: str) -> list[pd.DataFrame]:
+def decided_runs(ctx: Any, weighting: str) -> list[pd.DataFrame]:
     """`weighting`'s model for every training seed, decided on the evaluation patients at its operating threshold
     (chosen on inner-validation train patients)."""
     keep = set(ctx.evaluation[S.IMAGE])

@@ -144,17 +144,12 @@ def _decisions(preds: pd.DataFrame) -> np.ndarray:
 def _changed_over_seeds(ctx: Any, method: str) -> tuple[int, int]:
     """(decisions that differ from the uniform weighting's, decisions), over every training seed's evaluation
     images: the tables are means over the seeds, and 0 means the same decisions on every one."""
-    keep = set(ctx.evaluation[S.IMAGE])
-    differ = total = 0
-    for seed in ctx.config.training.seeds:
-        decided = []
-        for m in (method, "uniform"):
-            preds = ctx.seed_predictions[(m, seed)]
-            evaluated = preds[preds[S.IMAGE].isin(keep)].sort_values(S.IMAGE)
-            decided.append(evaluated[S.PROBA].to_numpy(float) >= float(preds.attrs.get("threshold", 0.5)))
-        differ += int((decided[0] != decided[1]).sum())
-        total += len(decided[0])
-    return differ, total
+    from pipeline.fairness.metrics import DECISION
+    from pipeline.fairness.model_analysis import decided_runs
+
+    pairs = list(zip(decided_runs(ctx, method), decided_runs(ctx, "uniform"), strict=True))
+    differ = sum(int((mine[DECISION] != reference[DECISION]).sum()) for mine, reference in pairs)
+    return differ, sum(len(mine) for mine, _ in pairs)
 
 
 def check(ctx: Any) -> Validity:

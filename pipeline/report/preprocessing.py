@@ -166,8 +166,8 @@ def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     # a weighting deciding as the reference on every seed, whose cells print the same, is named in its row
     names = [by_label.get(str(label).split(" (mêmes ")[0], str(label)) for label in rows["Méthode"]]
     same = {"uniform", *(m for m, (k, _) in changed.items() if k == 0)}
-    rows = pd.DataFrame(merge_identical(rows.to_dict("records"), names, shown_twins(rows.to_dict("records"), names,
-                                                                                     same), method_label, None,
+    records = rows.to_dict("records")
+    rows = pd.DataFrame(merge_identical(records, names, shown_twins(records, names, same), method_label, None,
                                         "mêmes valeurs"))
     cells = []
     for label in rows["Méthode"]:
@@ -177,12 +177,11 @@ def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     return rows.assign(**{"Décisions changées": cells})
 
 
-def _decisions_phrase(ctx: StudyContext, k: int | None, n: int | None) -> str:
-    """« 0/1190 décisions : 238 images × 5 entraînements » (k/n first when given): what a changed count counts."""
+def _decisions_unit(ctx: StudyContext) -> str:
+    """What a changed-decisions count counts: « décisions : 238 images × 5 entraînements » (one seed: « images »)."""
     seeds = len(ctx.config.training.seeds)
     images = len(ctx.valid_predictions["uniform"])
-    what = (f" décisions : {images} images × {seeds} entraînements" if seeds > 1 else " images")
-    return (f"{k}/{n}" if k is not None else "") + what
+    return f"décisions : {images} images × {seeds} entraînements" if seeds > 1 else "images"
 
 
 def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
@@ -201,7 +200,7 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     if all(k == 0 for k, _ in counts.values()):
         n = next(iter(counts.values()))[1]
         same = (f"{names} {'prennent' if plural else 'prend'} exactement les mêmes décisions que la pondération "
-                f"uniforme ({_decisions_phrase(ctx, 0, n)})")
+                f"uniforme (0/{n} {_decisions_unit(ctx)})")
         if short:
             return same
         return (f"{same} : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
@@ -210,7 +209,7 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     class_only = f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe"
     if short:
         return class_only
-    changes = fr.join([f"{k}/{n}" for k, n in counts.values()]) + _decisions_phrase(ctx, None, None)
+    changes = fr.join([f"{k}/{n}" for k, n in counts.values()]) + f" {_decisions_unit(ctx)}"
     ranks = validity(ctx).rank_agreement
     rho = fr.join([fr.number(ranks.get(m, float("nan")), 3) for m in shown])
     return (f"{class_only} : une telle pondération déplace "
