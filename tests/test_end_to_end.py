@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pdf_pages import body_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny_study.yml"
@@ -97,24 +98,8 @@ def test_a_weak_model_is_said_first_on_the_title_page_slide_2_and_chapters_3_and
         assert body.index("Modèle trop faible") < body.index("<h2"), chapter  # before the chapter's first section
 
 
-def _body_pages(pdf: Path) -> int:
-    """PDF pages before « Références » (the page it starts on counts when the body ends on it)."""
-    n_pages = int(re.search(r"Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True,
-                                                                  text=True).stdout).group(1))
-    for page in range(1, n_pages + 1):
-        text = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), str(pdf), "-"], capture_output=True,
-                              text=True).stdout
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if "Références" in lines:  # the heading alone on its line (the table of contents adds dots and a page)
-            before = lines[:lines.index("Références")]
-            return page - 1 + bool([line for line in before if not line.isdigit()])
-    raise AssertionError("no « Références » heading in the PDF")
-
-
 def test_the_pdf_body_is_at_most_15_pages_and_the_appendix_holds_the_rest(rendered):
-    if subprocess.run(["which", "pdftotext"], capture_output=True).returncode != 0:
-        pytest.skip("pdftotext (poppler-utils) is not installed")
-    assert _body_pages(rendered["report.pdf"]) <= 15
+    assert body_pages(rendered["report.pdf"]) <= 15
     text = subprocess.run(["pdftotext", str(rendered["report.pdf"]), "-"], capture_output=True, text=True).stdout
     appendix = text[text.rindex("Annexes"):]
     for moved in ("Grille complète", "Sous-groupes intersectionnels", "Diagnostic des pondérations"):

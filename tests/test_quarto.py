@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pdf_pages import body_pages
 
 from pipeline.render.timing import copy_project
 
@@ -157,6 +158,21 @@ def test_no_escaped_characters_or_literal_markdown_in_pages(projects, renderer, 
 @pytest.mark.parametrize("renderer", ["quarto", "fallback"])
 def test_no_escaped_characters_or_literal_markdown_in_pdf(projects, renderer):
     _assert_no_leak(re.sub(r"\s+", " ", _pdf_text(projects[renderer] / "report.pdf")), f"{renderer} PDF")
+
+
+@pytest.mark.parametrize("renderer", ["quarto", "fallback"])
+def test_a_weak_models_body_fits_15_pages_with_its_contents_whole(projects, renderer):
+    """The tiny study is a weak model: its warning fills the title page, and the contents must then move whole
+    to the next page (the introduction below it), not leave its last lines alone on a page of their own."""
+    pdf = projects[renderer] / "report.pdf"
+    assert body_pages(pdf) <= 15, renderer
+    pages = _pdf_text(pdf).split("\f")
+    holding = [i for i, page in enumerate(pages) if "Table des matières" in page]
+    assert len(holding) == 1, renderer
+    contents = pages[holding[0]]
+    assert re.search(r"^\s*Annexes\b.*\d+\s*$", contents, re.M), f"{renderer}: the contents is split"
+    if holding[0] > 0:  # moved off the title page: the introduction follows it, no page left nearly blank
+        assert re.search(r"^\s*1\s+Introduction\s*$", contents, re.M), renderer
 
 
 def _assert_no_leak(text: str, where: str) -> None:
