@@ -182,23 +182,24 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _weighting_metrics(by_seed: dict[int, dict[str, pd.DataFrame]], detail: dict[str, pd.DataFrame],
-                       attributes: list[str], main: str, n_resamples: int, n_boot: int, seed: int, code: str,
-                       min_per_class: int = 10) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+def _weighting_metrics(by_seed: dict[int, dict[str, pd.DataFrame]], attributes: list[str], main: str,
+                       n_resamples: int, seed: int, code: str, min_per_class: int = 10
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Comparison tables per attribute over every training seed (`by_seed[seed][weighting]`, decided at each
     run's operating threshold), on the primary family's patient resamples (`n_resamples`, `seed`), so the
-    reference row is the one the headline and the questions quote; and the detail training's per-group rates
-    for the main attribute (`code`: cache key)."""
+    reference row is the one the headline and the questions quote; and each weighting's per-group rates for
+    the main attribute, over every seed on the same resamples (`code`: cache key)."""
     from pipeline.fairness import metrics as M
-    from pipeline.fairness.inference import comparison_over_seeds, rule_run
+    from pipeline.fairness.inference import comparison_over_seeds, group_rates_over_seeds, rule_run
 
     seeds = sorted(by_seed)
+    weightings = list(by_seed[seeds[0]])
     anchor = by_seed[seeds[0]]["uniform"].sort_values(S.IMAGE).reset_index(drop=True)
     draws = M.draw_counts(len(anchor[S.PATIENT].astype(str).unique()), n_resamples, seed)
-    comparisons = {}
+    comparisons, rates = {}, {}
     for attribute in dict.fromkeys([*attributes, main]):
         runs = {w: [rule_run(M._align(by_seed[s][w], anchor), attribute, draws, None, seed, M.DECISION, S.PROBA,
-                             min_per_class) for s in seeds] for w in detail}
+                             min_per_class) for s in seeds] for w in weightings}
         table = comparison_over_seeds(runs, "uniform")
         groups = list(runs["uniform"][0].groups)
         table.attrs.update(level=M.LEVEL, test_equal="Bonferroni des contrastes, chacun sur toutes les graines",
@@ -206,8 +207,9 @@ def _weighting_metrics(by_seed: dict[int, dict[str, pd.DataFrame]], detail: dict
                            attribute=attribute, baseline="uniform", groups=groups, min_per_class=min_per_class,
                            realised=False, n_seeds=len(seeds), seeds=seeds)
         comparisons[attribute] = table
-    rates = {m: M.bootstrap_group_metrics(p, main, n_boot, seed, min_per_class=min_per_class)
-             for m, p in detail.items()}
+        if attribute == main:
+            rates = {w: group_rates_over_seeds(r, M._align(by_seed[seeds[0]][w], anchor), main, min_per_class)
+                     for w, r in runs.items()}
     return comparisons, rates
 
 
@@ -216,11 +218,10 @@ def _evaluate_weightings(ctx: StudyContext) -> None:
     weighting (cached)."""
     ev, attribute = ctx.config.evaluation, ctx.config.weighting.attribute
     by_seed = {seed: {m: _decided(p) for m, p in preds.items()} for seed, preds in _evaluated_by_seed(ctx).items()}
-    detail = {m: _decided(p) for m, p in ctx.valid_predictions.items()}
     compute = memory().cache(_weighting_metrics)
     ctx.comparison_by_attribute, ctx.group_rates = compute(
-        by_seed, detail, list(ctx.config.sensitive_attributes), attribute, ctx.config.analysis.n_resamples,
-        ev.n_bootstrap, ev.seed, code_version("fairness.metrics", "fairness.inference"), ev.min_per_class)
+        by_seed, list(ctx.config.sensitive_attributes), attribute, ctx.config.analysis.n_resamples, ev.seed,
+        code_version("fairness.metrics", "fairness.inference"), ev.min_per_class)
     ctx.comparison = ctx.comparison_by_attribute[attribute]
 
 
@@ -492,7 +493,7 @@ def run(config: StudyConfig | None = None) -> StudyContext:
         ctx.verdicts = _with_exploratory(ctx, _primary_verdicts(ctx))
     ctx.timings["primary family"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with progress.stage("analyses (data, model, validity, post-processed rates)"):
+    with progress.stage("analyses (data, model, validity, recommendation)"):
         _analyse(ctx)
         ctx.verdicts = _with_analysis_families(ctx)
     ctx.timings["analyses"] = time.perf_counter() - t0
@@ -502,12 +503,11 @@ def run(config: StudyConfig | None = None) -> StudyContext:
 def _analyse(ctx: StudyContext) -> None:
     """The analyses the chapters show, computed now (the training stack is loaded) and stored with the study."""
     from pipeline.fairness.data_analysis import data_analysis
-    from pipeline.fairness.grid import postprocessed_rates
     from pipeline.fairness.model_analysis import model_analysis
     from pipeline.fairness.recommendation import recommendation
     from pipeline.fairness.validity import validity
 
-    for analysis in (data_analysis, model_analysis, validity, postprocessed_rates, recommendation):
+    for analysis in (data_analysis, model_analysis, validity, recommendation):
         analysis(ctx)
 
 

@@ -147,3 +147,34 @@ def test_a_headline_level_over_seeds_covers_the_truth_where_one_runs_bootstrap_d
         one_run.append(low <= truth <= high)
     assert 0.90 <= np.mean(covered) <= 0.995, np.mean(covered)
     assert np.mean(one_run) < np.mean(covered) - 0.1, (np.mean(one_run), np.mean(covered))
+
+
+def test_per_group_rates_over_seeds_cover_the_truth_and_count_the_same_images():
+    """The per-group rates the charts and the sentences show (`group_rates_over_seeds`): the women's sensitivity,
+    mean over five seeds whose operating points move, covers E_seeds[population TPR of women] about 95 % of the
+    time, and its counts are the group's images (the same for every seed)."""
+    from pipeline.fairness.inference import group_rates_over_seeds, rule_run
+    from pipeline.fairness.metrics import _design, draw_counts, group_metrics
+
+    threshold, seed_sd = 0.8, 0.4
+    phi = np.vectorize(NormalDist().cdf)
+    truth = float(np.mean(1 - phi(threshold + np.random.default_rng(321).normal(0, seed_sd, 40_000) - MU[("F", 1)])))
+    rng = np.random.default_rng(6)
+    covered, one_run = [], []
+    for _ in range(100):
+        frame = _patients(rng, 250)
+        n_clusters = _design(frame.assign(**{DECISION: 0.0}), S.SEX, DECISION, None).n_clusters
+        draws = draw_counts(n_clusters, 200, int(rng.integers(1 << 30)))
+        decided = [_decide(frame, threshold + e) for e in rng.normal(0, seed_sd, 5)]
+        runs = [rule_run(d, S.SEX, draws, score_col=None, min_per_class=5) for d in decided]
+        rates = group_rates_over_seeds(runs, decided[0], S.SEX, min_per_class=5).set_index(["group", "metric"])
+        women = rates.loc[("F", "tpr")]
+        per_seed = [group_metrics(d, S.SEX, DECISION, None, min_per_class=5).loc["F", "tpr"] for d in decided]
+        assert women["estimate"] == pytest.approx(np.mean(per_seed))
+        assert women["n_positive"] == ((frame[S.SEX] == "F") & (frame[S.LABEL] == 1)).sum()
+        assert rates.loc[("F", "fnr"), "estimate"] == pytest.approx(1 - women["estimate"])
+        covered.append(women["low"] <= truth <= women["high"])
+        low, high = np.percentile(runs[0].replicates["group:tpr"][:, runs[0].groups.index("F")], [2.5, 97.5])
+        one_run.append(low <= truth <= high)
+    assert 0.85 <= np.mean(covered) <= 0.99, np.mean(covered)  # 0.92 over 400 studies
+    assert np.mean(one_run) < np.mean(covered) - 0.1, (np.mean(one_run), np.mean(covered))

@@ -173,6 +173,8 @@ def test_a_weak_models_body_fits_15_pages_with_its_contents_whole(projects, rend
     assert re.search(r"^\s*Annexes\b.*\d+\s*$", contents, re.M), f"{renderer}: the contents is split"
     if holding[0] > 0:  # moved off the title page: the introduction follows it, no page left nearly blank
         assert re.search(r"^\s*1\s+Introduction\s*$", contents, re.M), renderer
+    footers = [[line.strip() for line in page.splitlines() if line.strip()][-1] for page in pages[:8]]
+    assert footers == [str(n) for n in range(1, 9)], f"{renderer}: page numbers {footers}"
 
 
 def _assert_no_leak(text: str, where: str) -> None:

@@ -110,3 +110,36 @@ def test_a_rule_that_decides_as_the_reference_is_never_recommended():
     rules[("uniform", "women_threshold")] = _rules(frame)[("uniform", "women_threshold")]
     again = recommend(rules, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
     assert again.chosen == "uniform + women_threshold"
+
+
+def test_the_choice_reads_every_training_seed_and_the_report_keeps_their_variance():
+    """Three training seeds: a rule that meets the constraints on one seed only (a lucky run) is not chosen, the
+    one that meets them on average is, and the report half compares it with the reference over the three seeds
+    (the intervals include their spread: wider than with one seed)."""
+    frame = _patients()
+    rng = np.random.default_rng(3)
+    shifts = rng.normal(0, 0.1, 3)
+    seeds = [frame.assign(score=frame["score"] + e) for e in shifts]
+    by_seed = [_rules(f, np.random.default_rng(i)) for i, f in enumerate(seeds)]
+    rules = {k: [r[k] for r in by_seed] for k in by_seed[0]}
+    lucky = [by_seed[0][("uniform", "women_threshold")], by_seed[1][("uniform", "low_threshold")],
+             by_seed[2][("uniform", "low_threshold")]]
+    rules[("uniform", "lucky")] = lucky
+    rec = recommend(rules, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=60)
+    fails = rec.candidates.set_index("rule")
+    assert "ba" in fails.loc["uniform + lucky", "fails"] and (fails["n_seeds"] == 3).all()
+    assert rec.chosen == "uniform + women_threshold"
+    report = rec.report.set_index(["method", "metric"])
+    assert (report["n_seeds"] == 3).all()
+    alone = recommend({k: v[0] for k, v in rules.items()}, ("uniform", "none"), S.SEX,
+                      Constraints(0.05, 0.10, 0.05), seed=0, n_boot=60).report.set_index(["method", "metric"])
+    key = (rec.chosen, "balanced_accuracy")
+    assert report.loc[key, "high"] - report.loc[key, "low"] > alone.loc[key, "high"] - alone.loc[key, "low"]
+    from pipeline.fairness.postprocess import split_fit_score
+
+    _, held = split_fit_score(rules[("uniform", "none")][0], 0.5, 0, S.SEX)
+    sick_women = [f[f[S.PATIENT].isin(set(held[S.PATIENT])) & (f[S.SEX] == "F") & (f[S.LABEL] == 1)]
+                  for f in rules[("uniform", "women_threshold")]]
+    women = rec.report_fnr.set_index(["rule", "group"]).loc[(rec.chosen, "F")]
+    assert women["n_positive"] == len(sick_women[0])  # the report half's sick women, the same on every seed
+    assert women["estimate"] == pytest.approx(np.mean([1 - f[M.DECISION].mean() for f in sick_women]))

@@ -71,6 +71,7 @@ def test_no_source_line_starts_like_a_pandoc_example_list():
 
 
 SELF_MARKED = ("weak.banner(", "report_summary(")  # they print their own callout (« … (généré …) », the warning)
+LAYOUT = ("contents_page(",)  # they print page layout (the PDF's contents and its page break), no prose
 
 
 def _unmarked_prose_cells(text: str) -> list[str]:
@@ -82,7 +83,7 @@ def _unmarked_prose_cells(text: str) -> list[str]:
                 in_cell = False
                 code = "\n".join(cell)
                 marked = any(".callout" in d or ".generated" in d for d in stack)
-                own_callout = any(f in code for f in SELF_MARKED)
+                own_callout = any(f in code for f in SELF_MARKED + LAYOUT)
                 if "output: asis" in code and "print(" in code and not marked and not own_callout:
                     found.append(code.splitlines()[-1].strip())
             else:

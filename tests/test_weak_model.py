@@ -75,7 +75,10 @@ def test_the_warning_opens_the_report_slide_2_and_chapters_3_and_4(at_chance):
         text = (ROOT / "chapters" / name).read_text(encoding="utf-8")
         assert text.index("weak.banner(ctx") < text.index("verdicts.chapter_answer(ctx")
     report = (ROOT / "report.qmd").read_text(encoding="utf-8")
-    assert report.index("conclusion.report_summary(ctx)") < report.index("outline(") < report.index("01-introduction")
+    assert (report.index("conclusion.report_summary(ctx)") < report.index("conclusion.contents_page(ctx)")
+            < report.index("01-introduction"))
+    # the warning fills the title page: the contents moves to page 2, the introduction follows it there
+    assert "outline(" in conclusion.contents_page(at_chance) and "#pagebreak" not in conclusion.contents_page(at_chance)
 
 
 def test_no_rule_and_no_subgroup_is_crowned(at_chance):

@@ -34,13 +34,11 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from pipeline.cache import per_study
 from pipeline.data import schema as S
 from pipeline.fairness import metrics as M
 from pipeline.fairness.degenerate import coin_flips, one_class_everywhere, over_seeds
@@ -86,8 +84,18 @@ class GridResult:
     seeds: list[int] = field(default_factory=lambda: [0])
     detail_seed: int = 0  # whose decisions `decisions` holds
     decisions_by_seed: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (seeds, images), `fold` order
+    kept_scores_by_seed: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # as decisions_by_seed
+    # per post-processor of the baseline weighting: per-group rates over every seed (chapter 4's rates chart)
+    group_rates: dict[str, pd.DataFrame] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # group fallbacks, deduplicated
     timings: dict[str, float] = field(default_factory=dict)
+
+    def seed_frames(self, key: tuple[str, str]) -> list[pd.DataFrame]:
+        """Rule `key`'s decided evaluation rows for every training seed (in `seeds` order): the detail frame
+        with each seed's decisions and kept score (NaN for a rule that keeps none)."""
+        frame = self.decisions[key]
+        return [frame.assign(**{DECISION: self.decisions_by_seed[key][i], SCORE_COL: self.kept_scores_by_seed[key][i]})
+                for i in range(len(self.seeds))]
 
     @property
     def patients(self) -> set[str]:
@@ -273,7 +281,7 @@ def run_grid(valid_preds_by_weighting: dict, methods: list[str], attribute: str,
     (on the non-degenerate Pareto front). 'none' is always run: it is the baseline. `decisions` and `params`
     are the detail training's (`detail_seed`, else the first seed); `decisions_by_seed` every seed's.
     """
-    from pipeline.fairness.inference import comparison_over_seeds, rule_run
+    from pipeline.fairness.inference import comparison_over_seeds, group_rates_over_seeds, rule_run
     from pipeline.fairness.postprocess import DEFAULT_THRESHOLD, OPERATING_THRESHOLD, POSTPROCESSORS, patient_folds
 
     by_seed = _by_seed(valid_preds_by_weighting)
@@ -326,8 +334,9 @@ def run_grid(valid_preds_by_weighting: dict, methods: list[str], attribute: str,
         row["expected"].append([expected[g] for g in EXPECTED_GAPS])
         row["random"].append(float(np.mean((d > 1e-9) & (d < 1 - 1e-9))))
     result.warnings = list(dict.fromkeys(notes))
-    result.decisions_by_seed = {k: np.stack([v[s][DECISION].to_numpy(float) for s in seeds])
-                                for k, v in decided_by_seed.items()}
+    result.decisions_by_seed, result.kept_scores_by_seed = ({k: np.stack([v[s][c].to_numpy(float) for s in seeds])
+                                                             for k, v in decided_by_seed.items()}
+                                                            for c in (DECISION, SCORE_COL))
     keys = {f"{w} + {m}": (w, m) for w, m in result.decisions}
     reference = result.decisions[tuple(baseline)]
     # groups where the baseline itself does not separate malades from sains: a rule is not named for them
@@ -348,6 +357,9 @@ def run_grid(valid_preds_by_weighting: dict, methods: list[str], attribute: str,
                          "coin_flip_groups": "|".join(flips),
                          "refit_fallbacks": extra[name]["fallbacks"]}
     base_name = f"{baseline[0]} + {baseline[1]}"
+    result.group_rates = {m: group_rates_over_seeds(runs[f"{baseline[0]} + {m}"],
+                                                    decided_by_seed[(baseline[0], m)][detail], attribute,
+                                                    min_per_class) for m in methods}
     long = comparison_over_seeds(runs, base_name)
     groups = list(runs[base_name][0].groups)
     n_groups = len(groups)
@@ -363,10 +375,4 @@ def run_grid(valid_preds_by_weighting: dict, methods: list[str], attribute: str,
     return result
 
 
-@per_study
-def postprocessed_rates(ctx: Any) -> dict[str, pd.DataFrame]:
-    """Per-group rates (patient-bootstrap intervals) of every post-processor's decisions on the baseline
-    weighting's scores: what chapter 4's rates chart shows, computed once with the study."""
-    ev, grid = ctx.config.evaluation, ctx.grid
-    return {name: M.bootstrap_group_metrics(d, grid.attribute, ev.n_bootstrap, ev.seed, min_per_class=ev.min_per_class)
-            for (w, name), d in grid.decisions.items() if w == grid.baseline[0]}
+

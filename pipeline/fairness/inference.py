@@ -38,6 +38,7 @@ import pandas as pd
 from pipeline.data import schema as S
 from pipeline.fairness.metrics import (
     DECISION,
+    GROUP_METRICS,
     LEVEL,
     MIN_PER_CLASS,
     SUMMARY,
@@ -134,7 +135,7 @@ class RuleRun:
     """One rule's decisions on the evaluation patients for one training seed, scored on every resample."""
 
     point: dict[str, float]  # SUMMARY metrics as the rule acts (realised for a randomised rule)
-    groups_point: dict[str, np.ndarray]  # 'tpr', 'fpr', 'selection_rate' -> (groups,)
+    groups_point: dict[str, np.ndarray]  # each of metrics.GROUP_METRICS -> (groups,)
     replicates: dict[str, np.ndarray]  # SUMMARY -> (B,), 'group:<rate>' -> (B, groups)
     groups: tuple[str, ...]
     decision: np.ndarray  # the expected decisions (identical rules are recognised by them)
@@ -149,7 +150,7 @@ def rule_run(decided: pd.DataFrame, attribute: str, draws: np.ndarray, refits: n
     unit = replicates_of(design, np.ones((1, design.n_clusters)))
     point = realised_point(design, boot_seed) if design.randomised else {m: float(unit[m][0]) for m in SUMMARY}
     reps = replicates_of(design, draws, refits, realised=True, seed=boot_seed)
-    groups_point = {r: unit[f"group:{r}"][0] for r in ("tpr", "fpr", "selection_rate")}
+    groups_point = {r: unit[f"group:{r}"][0] for r in GROUP_METRICS}
     return RuleRun(point, groups_point, reps, tuple(design.groups), design.decision)
 
 
@@ -214,6 +215,34 @@ def equal_rates_over_seeds(runs: list[RuleRun], rates: tuple[str, ...]) -> float
             p_values.append(combine(points[:, k] - points[:, keep[0]], reps[:, :, k] - reps[:, :, keep[0]])[3])
     p_values = [p for p in p_values if np.isfinite(p)]
     return float(min(1.0, len(p_values) * min(p_values))) if p_values else float("nan")
+
+
+def group_rates_over_seeds(runs: list[RuleRun], decided: pd.DataFrame, attribute: str,
+                           min_per_class: int = MIN_PER_CLASS) -> pd.DataFrame:
+    """Per group and metric, the rates of one rule run on every training seed: the mean over seeds with its
+    seed-aware 95 % interval (`combine`), in `metrics.bootstrap_group_metrics`' columns; the counts (the same
+    images for every seed) from `decided`, any seed's decisions on those images."""
+    from pipeline.fairness.metrics import group_metrics
+
+    counts = group_metrics(decided, attribute, DECISION, None, min_per_class=min_per_class)
+    length = _n_resamples(runs)
+    rows = []
+    for gi, g in enumerate(runs[0].groups):
+        c = counts.loc[g]
+        for m in GROUP_METRICS:
+            points = np.array([r.groups_point[m][gi] for r in runs], dtype=float)
+            reps = _common(runs, f"group:{m}", length)[:, :, gi]
+            estimate, low, high, *_ = combine(points, reps)
+            low, high = clipped(low, high, m)
+            rows.append({"attribute": attribute, "group": g, "metric": m, "estimate": estimate, "low": low,
+                         "high": high, "defined": float(np.isfinite(reps).all(axis=0).mean()), "n": c["n"],
+                         "n_patients": c["n_patients"], "n_positive": c["n_positive"],
+                         "n_negative": c["n"] - c["n_positive"], "n_patients_positive": c["n_patients_positive"],
+                         "n_patients_negative": c["n_patients_negative"]})
+    out = pd.DataFrame(rows)
+    out.attrs.update(n_boot=length, unit=S.PATIENT, attribute=attribute, min_per_class=min_per_class,
+                     n_seeds=len(runs))
+    return out
 
 
 def comparison_over_seeds(runs: Mapping[str, list[RuleRun]], baseline: str) -> pd.DataFrame:

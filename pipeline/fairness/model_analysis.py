@@ -24,7 +24,8 @@ from pipeline.fairness.metrics import (
     DECISION,
     LEVEL,
     MIN_DEFINED_SHARE,
-    bootstrap_group_metrics,
+    _align,
+    draw_counts,
     group_labels,
     group_order,
 )
@@ -80,14 +81,21 @@ def _decided(preds: pd.DataFrame) -> pd.DataFrame:
     return preds.assign(**{DECISION: (preds[S.PROBA] >= _threshold(preds)).astype(float)})
 
 
-def _group_metrics(models: dict[str, pd.DataFrame], attributes: list[str], n_boot: int, seed: int,
+def _group_metrics(runs_by_model: dict[str, list[pd.DataFrame]], attributes: list[str], n_boot: int, seed: int,
                    code: str, min_per_class: int) -> pd.DataFrame:
+    """Per model, attribute, group and metric: the mean over every training seed (`runs_by_model[model]`: one
+    decided frame per seed, on the same images) with its seed-aware interval, on one set of patient resamples."""
+    from pipeline.fairness.inference import group_rates_over_seeds, rule_run
+
+    anchor = next(iter(runs_by_model.values()))[0]
+    draws = draw_counts(anchor[S.PATIENT].astype(str).nunique(), n_boot, seed)
     parts = []
-    for key, preds in models.items():
-        score = "kept_score" if "kept_score" in preds.columns else S.PROBA
+    for key, frames in runs_by_model.items():
+        score = "kept_score" if "kept_score" in frames[0].columns else S.PROBA
+        aligned = [_align(f, anchor) for f in frames]
         for a in attributes:
-            parts.append(bootstrap_group_metrics(preds, a, n_boot, seed, score_col=score,
-                                                 min_per_class=min_per_class).assign(model=key))
+            runs = [rule_run(f, a, draws, None, seed, DECISION, score, min_per_class) for f in aligned]
+            parts.append(group_rates_over_seeds(runs, aligned[0], a, min_per_class).assign(model=key))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -292,13 +300,15 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
 
     reference = decided[base_w]
     models = {"reference": reference}
+    over_seeds = {"reference": decided_runs(ctx, base_w)}
     retained = {"reference": f"{base_w} + {base_p}"}
     chosen = retained_combination(ctx)
     if chosen is not None:
         models["retained"] = ctx.grid.decisions[chosen]
+        over_seeds["retained"] = ctx.grid.seed_frames(chosen)
         retained["retained"] = f"{chosen[0]} + {chosen[1]}"
-    groups = memory().cache(_group_metrics)(models, attributes, ev.n_bootstrap, ev.seed, code,
-                                            min_positives)
+    groups = memory().cache(_group_metrics)(over_seeds, attributes, ev.n_bootstrap, ev.seed,
+                                            code_version("fairness.inference", "fairness.metrics"), min_positives)
     calibration = memory().cache(reliability)(reference, attributes, ev.n_bootstrap, ev.seed)
     calibration_fit = memory().cache(_calibration)(models, attributes, min_positives,
                                                    code_version("fairness.calibration"))

@@ -210,7 +210,7 @@ def effective_number(train: pd.DataFrame, attributes: list[str], beta: float | N
 
 
 @register("jtt", "Just Train Twice (erreurs surpondérées)",
-          r"w_i = \lambda_{up} \text{ si } \hat{y}^{ERM}_i \neq y_i, \; 1 \text{ sinon}", "liu2021jtt",
+          r"w_i = \lambda_{up} \text{ si } \hat{y}^{ERM}_i \neq y_i \text{, sinon } w_i = 1", "liu2021jtt",
           needs=("train_proba",))
 def jtt(train: pd.DataFrame, attributes: list[str], train_proba: np.ndarray | None = None,
         jtt_upweight: float = JTT_UPWEIGHT, jtt_threshold: float | str = JTT_THRESHOLD,

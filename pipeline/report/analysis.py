@@ -22,7 +22,7 @@ from pipeline.report.tables import (
     method_label,
     post_label,
 )
-from pipeline.report.verdicts import detail_seed_phrase
+from pipeline.report.verdicts import detail_seed_phrase, runs_phrase
 from pipeline.study import StudyContext
 
 
@@ -99,6 +99,16 @@ def grid_count_sentence(ctx: StudyContext, claims: list | None = None) -> str:
             + " ; ".join(parts) + "." + cost)
 
 
+def notable_among(ctx: StudyContext, rules: list[str]) -> list[str]:
+    """The `rules` whose tested gap moves notably against the reference (reduced or reversed; the grid's
+    exploratory verdicts): what a point-estimate ranking may name as more than noise."""
+    from pipeline.report.verdicts import grid_moves
+
+    moves = grid_moves(ctx)
+    moved = {v.treated for v in moves.reduced + moves.reversed}
+    return [r for r in rules if r in moved]
+
+
 def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     """The grid against the reference on the gap it tests (from the verdicts); the combinations that beat both
     their parts (exploratory); levelling down."""
@@ -112,11 +122,9 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
         claims += [Claim("chapitre 5, combinaisons meilleures que leurs composantes", name, beats=name, gap=gap)
                    for name in both]
     if both:
-        from pipeline.report.verdicts import grid_moves, runs_phrase
+        from pipeline.report.verdicts import runs_phrase
 
-        moves = grid_moves(ctx)
-        moved = {v.treated for v in moves.reduced + moves.reversed}
-        notable = [n for n in both if n in moved]
+        notable = notable_among(ctx, both)
         lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence, en "
                      "estimation ponctuelle seulement (écart plus faible sans perte d'exactitude ; "
                      f"{runs_phrase(ctx)} ; les écarts avec les composantes ne sont pas testés) : "
@@ -425,7 +433,7 @@ def groups_sentence(ctx: StudyContext) -> str:
     phrase = group_gap_phrase(ctx)
     if not phrase:
         return ""
-    return (f"Sous-diagnostic du modèle de référence ({detail_seed_phrase(ctx, short=True)}) : {phrase} ; tous les "
+    return (f"Sous-diagnostic du modèle de référence ({runs_phrase(ctx)}) : {phrase} ; tous les "
             "groupes et leurs effectifs : @tbl-group-performance, en annexe." + age_adjusted_sentence(ctx))
 
 
@@ -554,13 +562,46 @@ def probing_narrative(ctx: StudyContext) -> str:
     lines.append("Lecture. Le diagnostic fait partie de la comparaison, car les caractéristiques de l'image "
                  "l'encodent (le réseau est entraîné pour lui) : sans lui, un attribut lié à la maladie paraîtrait "
                  "lisible dans l'image alors qu'il ne l'est qu'à travers elle. Les intervalles viennent de cinq "
-                 "validations croisées répétées (test t corrigé de Nadeau et Bengio), qui comptent la variabilité de "
-                 "l'ajustement des sondes.")
-    lines.append("Conséquences. Un attribut lisible dans l'image peut servir de raccourci au modèle, même si on ne le "
-                 "lui donne pas : l'enlever des entrées ne suffit pas (« fairness through unawareness »). Pour le "
-                 "post-traitement, qui a besoin de l'attribut au moment de décider, cela veut dire qu'il pourrait être "
-                 "estimé depuis l'image quand il manque ; mais une estimation imparfaite décale les seuils par groupe.")
+                 "validations croisées répétées (test t corrigé de Nadeau et Bengio [-@nadeau2003inference]), qui "
+                 "comptent la variabilité de l'ajustement des sondes.")
+    read = image_reads(ctx)
+    lines.append(("Conséquences. " + (
+        f"Ici, l'image porte {fr.join(read)} au-delà des autres attributs et du diagnostic : le modèle peut s'en "
+        "servir comme raccourci, même si on ne le lui donne pas, et l'enlever des entrées ne suffit pas "
+        "(« fairness through unawareness »)." if read else
+        "Ici, aucun attribut n'est lisible dans l'image au-delà des autres attributs et du diagnostic : la sonde ne "
+        "montre pas de raccourci de ce genre (ce qui ne prouve pas son absence). Un attribut qui le serait pourrait "
+        "servir au modèle même sans lui être donné : l'enlever des entrées ne suffirait pas."))
+        + " Le post-traitement, lui, a besoin de l'attribut au moment de décider.")
     return "\n\n".join(lines)
+
+
+def image_reads(ctx: StudyContext) -> list[str]:
+    """« le sexe », …: the attributes the image carries beyond the other attributes and the diagnosis (the
+    probe's exploratory verdict established upwards); [] when none or no probe."""
+    from pipeline.report.verdicts import probe_verdict
+
+    t = model_results(ctx).probing
+    if t is None:
+        return []
+    read = []
+    for r in t.itertuples():
+        v = probe_verdict(ctx, r.attribute)
+        if v is not None and v.established and v.direction > 0:
+            read.append(fr.ATTRIBUTE_NOUN.get(r.attribute, (str(r.attribute),))[0])
+    return read
+
+
+def probe_note(ctx: StudyContext) -> str:
+    """The speaker's sentence on what the network reads of the attributes in the image (from the probe)."""
+    if model_results(ctx).probing is None:
+        return ""
+    read = image_reads(ctx)
+    if read:
+        return (f"Le réseau lit aussi {fr.join(read)} dans l'image, au-delà du diagnostic (diapositive annexe « ce que "
+                "voit le modèle ») : retirer l'attribut des entrées ne suffit pas.")
+    return ("La sonde ne trouve aucun attribut lisible dans l'image au-delà du diagnostic (diapositive annexe « ce "
+            "que voit le modèle ») : pas de raccourci de ce genre ici, ce qui ne prouve pas son absence.")
 
 
 GROUP_METRICS_SHOWN = ("auc", "fnr", "fpr")

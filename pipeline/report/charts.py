@@ -218,7 +218,9 @@ def pareto_panels(df: pd.DataFrame, x: str = "eo_diff", y: str = "balanced_accur
             layers.append(base.mark_rule(opacity=0.5, clip=True).encode(
                 y=alt.Y(f"{y}_low:Q", scale=ys), y2=f"{y}_high:Q", x=alt.X(f"{x}:Q", scale=xs), color=color))
         layers.append(base.mark_point(filled=True, size=80).encode(
-            x=alt.X(f"{x}:Q", scale=xs, title=x_title), y=alt.Y(f"{y}:Q", scale=ys, title=None),
+            # few ticks, never overlapping: a small panel's labels otherwise run together (« 0,00,2 »)
+            x=alt.X(f"{x}:Q", scale=xs, title=x_title, axis=alt.Axis(tickCount=4, labelOverlap=True)),
+            y=alt.Y(f"{y}:Q", scale=ys, title=None, axis=alt.Axis(tickCount=4, labelOverlap=True)),
             color=color, tooltip=tooltip, shape=alt.Shape("status:N", title="Combinaison", scale=alt.Scale(
                 domain=["sur le front", "dominée"], range=["diamond", "circle"])) if front else alt.value("circle")))
         if reference is not None:

@@ -121,6 +121,16 @@ def report_summary(ctx: StudyContext) -> str:
     return weak.banner(ctx, "summary") + f"\n{head}\n\n{body}\n:::\n"
 
 
+def contents_page(ctx: StudyContext) -> str:
+    """The PDF's contents after the summary, kept whole: then a page break, so that the introduction starts a
+    page. A weak model's warning fills the title page, so its contents moves to page 2: there the introduction
+    follows it without a break, instead of after a page left nearly blank. (Decided here, not by Typst asking
+    which page it is on: a `context` page break does not converge and freezes every page number at 1.)"""
+    pagebreak = "" if weak.is_weak(ctx) else "\n#pagebreak(weak: true)"
+    return ("```{=typst}\n#block(breakable: false)[\n  #heading(outlined: false, numbering: none)[Table des matières]"
+            f"\n  #text(size: 0.9em, outline(title: none, depth: 1))\n]{pagebreak}\n```")
+
+
 def reproducibility(ctx: StudyContext) -> str:
     v = versions()
     seeds = {k: s for k, s in seeds_used(ctx.config).items() if s is not None}

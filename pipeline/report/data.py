@@ -67,7 +67,7 @@ def quality_text(an: Any) -> str:
     q = an.quality
     if q.empty:
         return ("Le validateur (`python -m pipeline check`) n'a relevé aucun problème : images lisibles, "
-                "métadonnées complètes et cohérentes, aucun patient à la fois en apprentissage et en validation.")
+                "métadonnées complètes et cohérentes, aucun patient à la fois en apprentissage et en évaluation.")
     items = [f"{lower_first(r.problem)} ({count(r.count, r.unit)})" if not is_missing(r.count)
              else lower_first(r.problem) for r in q.itertuples()]
     blocking = (q["level"] == "error").any()
@@ -95,9 +95,9 @@ def univariate_text(an: Any) -> str:
              + (f" ({integer(ps.loc['train', 'n_images'])} en apprentissage, "
                 f"{integer(ps.loc['valid', 'n_images'])} en évaluation)." if "valid" in ps.index else ".")]
     if excluded.get("images"):
-        parts.append(f"Les {integer(excluded['images'])} images de validation de {integer(excluded['patients'])} "
+        parts.append(f"Les {integer(excluded['images'])} images d'évaluation de {integer(excluded['patients'])} "
                      "patients déjà présents en apprentissage sont écartées de l'évaluation (fuite de patients) ; "
-                     "tout ce chapitre décrit la validation après cette exclusion, c'est-à-dire les patients "
+                     "tout ce chapitre décrit l'évaluation après cette exclusion, c'est-à-dire les patients "
                      "d'évaluation des chapitres suivants.")
     imb = an.imbalance[an.imbalance["split"] == "train"]
     ratios = [f"{attribute_label(r.variable).lower()} {number(r.ratio, 1)} "
@@ -107,7 +107,7 @@ def univariate_text(an: Any) -> str:
         parts.append("Rapports majoritaire / minoritaire en apprentissage : " + " ; ".join(ratios) + ".")
     gap, where = _split_gap(an.univariate)
     if not is_missing(gap):
-        parts.append(f"La validation reproduit la composition de l'apprentissage à {points(abs(gap)).lstrip('+')} près "
+        parts.append(f"L'évaluation reproduit la composition de l'apprentissage à {points(abs(gap)).lstrip('+')} près "
                      f"au plus ({where}).")
     parts.append(age_text(an))
     parts.append(patients_text(an))
@@ -576,7 +576,7 @@ def preparation_text(ctx: Any) -> str:
     f, ev = ctx.frame, ctx.evaluation
     train = f[f[S.SPLIT] == "train"]
     leaking = len(f[f[S.SPLIT] == "valid"]) - len(ev)
-    excluded = (f" ; {count(leaking, 'images')} de validation de patients déjà vus en apprentissage sont écartées "
+    excluded = (f" ; {count(leaking, 'images')} d'évaluation de patients déjà vus en apprentissage sont écartées "
                 "de l'évaluation" if leaking > 0 else "")
     return (f"Chaque radiographie {source}est lue en niveaux de gris et réduite à {t.image_size} × {t.image_size} px "
             f"(interpolation bilinéaire avec anticrénelage), ses pixels {scale}. {augmentation} "
@@ -627,7 +627,7 @@ def _label_angle(labels: list[str], room: float) -> int:
 def _bars(df: pd.DataFrame, title: str, order: list[str]) -> alt.Chart:
     return alt.Chart(df, title=title, width=165, height=150).mark_bar().encode(
         x=alt.X("label:N", sort=order, title=None, axis=alt.Axis(labelAngle=_label_angle(order, 165))),
-        xOffset=alt.XOffset("split_label:N", sort=["apprentissage", "validation"]),
+        xOffset=alt.XOffset("split_label:N", sort=["apprentissage", "évaluation"]),
         y=alt.Y("share:Q", axis=percent_axis("Part des images"), scale=alt.Scale(zero=True)),
         color=_split_color(),
         tooltip=[alt.Tooltip("label:N", title="Groupe"), alt.Tooltip("split_label:N", title="Partition"),

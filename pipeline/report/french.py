@@ -36,7 +36,7 @@ ATTRIBUTE_NOUN = {S.SEX: ("le sexe", "à sexe égal"), S.AGE_BAND: ("la tranche 
                   S.VIEW: ("l'incidence", "à incidence égale"), S.LABEL: ("la classe", "à classe égale")}
 
 
-SPLIT_FR = {"train": "apprentissage", "valid": "validation", "total": "ensemble"}
+SPLIT_FR = {"train": "apprentissage", "valid": "évaluation", "total": "ensemble"}
 
 
 def is_missing(x: Any) -> bool:
@@ -172,7 +172,8 @@ def cell_label(pair_row: pd.Series) -> str:
 
 
 def fraction(rate: float, denominator: float) -> str:
-    """« (8/13) »: the images a rate counts; « (≈8/13) » when the numerator is not whole (expected decisions)."""
+    """« (8/13) »: the images a rate counts; « (≈8/13) » when the numerator is not whole (a mean over training
+    seeds, or a randomised rule's expected decisions)."""
     numerator = float(rate) * denominator
     whole = abs(numerator - round(numerator)) < 1e-6
     return f"({'' if whole else '≈'}{round(numerator)}/{int(denominator)})"

@@ -18,6 +18,7 @@ from pipeline.report.tables import (
     cite,
     coin_flip_text,
     combination_label,
+    distinct_rules,
     grid_rows,
     in_sentence,
     infeasible_groups,
@@ -176,9 +177,7 @@ def results_notes(ctx: StudyContext) -> str:
 
 @cached_chart
 def postprocessing_rates_chart(ctx: StudyContext) -> alt.TopLevelMixin:
-    from pipeline.fairness.grid import postprocessed_rates
-
-    return charts.rates_by_group_chart(postprocessed_rates(ctx), title=f"Après post-traitement "
+    return charts.rates_by_group_chart(ctx.grid.group_rates, title=f"Après post-traitement "
                                        f"({attribute_in_sentence(ctx.grid.attribute)}), IC 95 %")
 
 
@@ -341,7 +340,7 @@ def postprocessing_narrative(ctx: StudyContext, claims: list | None = None) -> s
         lines.append("\nLe modèle étant trop faible, aucun front de Pareto n'est tracé ni listé : ordonner ces "
                      "combinaisons par exactitude et par équité reviendrait à ordonner du bruit.")
         return "\n".join(lines)
-    front = ctx.grid.frontier(gap)
+    front = distinct_rules(ctx.grid.frontier(gap))
     names = [f"{method_label(w)} + {post_label(p)}" for w, p in
              zip(front["weighting"], front["postprocessor"], strict=True)]
     n_degenerate = int(t["degenerate"].sum()) if "degenerate" in t.columns else 0

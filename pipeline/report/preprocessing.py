@@ -74,8 +74,8 @@ def training_protocol(ctx: StudyContext) -> str:
     choice = getattr(ctx, "backbone_choice", None)
     how = " ".join(filter(None, [choice.sentence_fr() if choice is not None else "", how]))
     seeds_word = "Graines" if len(t.seeds) > 1 else "Graine"
-    return (f"{how}{rule} {seeds_word} : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images de validation "
-            f"de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}"
+    return (f"{how}{rule} {seeds_word} : {seeds}. L'évaluation porte sur {len(ctx.evaluation)} images du dossier "
+            f"`valid/` de {ctx.evaluation[S.PATIENT].nunique()} patients, disjoints de l'apprentissage.{size_note}"
             f"{thin_parts_text(ctx)}{undefined_resamples_text(ctx)}")
 
 
@@ -205,7 +205,9 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
             return same
         return (f"{same} : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
                 "décision, que chaque pondération rechoisit sur la validation interne. Leur absence d'effet est "
-                "attendue par construction : ce n'est pas un résultat sur l'équité.")
+                "attendue par construction : ce n'est pas un résultat sur l'équité. Leurs scores, eux, diffèrent "
+                "un peu : un post-traitement, qui choisit ses propres seuils sur le score, peut donc les séparer "
+                "au chapitre 4.")
     class_only = f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe"
     if short:
         return class_only

@@ -18,6 +18,7 @@ from pipeline.report.tables import (
     beats_both,
     combination_label,
     defined_gap,
+    distinct_rules,
     gap_fallback_note,
     method_label,
     significant_moves,
@@ -179,7 +180,7 @@ def title_pareto(ctx: StudyContext) -> str:
     reference apart, is in the message under the chart, as in the report)."""
     if weak.is_weak(ctx):
         return "Combiner : aucune règle retenue"  # why: the message under the chart
-    n = len(ctx.grid.frontier(pareto_gap(ctx)))
+    n = len(distinct_rules(ctx.grid.frontier(pareto_gap(ctx))))
     plural = "s" * (n > 1)
     return f"Combiner : {n} règle{plural} non dominée{plural}"
 
@@ -191,15 +192,23 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
                                                         f"{len(ctx.grid.table) - 1} combinaisons comparées, "
                                                         f"{V.runs_phrase(ctx)}."))
     both = beats_both(ctx, names=True)
-    if claims is not None and both:
+    notable = analysis.notable_among(ctx, both)
+    named = notable or both
+    if claims is not None and named:
         from pipeline.report.consistency import Claim
 
-        claims.append(Claim("diapositive du front de Pareto", both[0], beats=both[0],
+        claims.append(Claim("diapositive du front de Pareto", named[0], beats=named[0],
                             gap=defined_gap(ctx.grid.table)))
-    more = f" (et {len(both) - 1} autre{'s' * (len(both) > 2)})" if len(both) > 1 else ""
-    text = (f"{combination_label(both[0])}{more} fait mieux que ses deux composantes et que la référence "
-            "(estimation ponctuelle)."
-            if both else "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois.")
+    more = f" (et {len(named) - 1} autre{'s' * (len(named) > 2)})" if len(named) > 1 else ""
+    if notable:
+        text = (f"{combination_label(named[0])}{more} réduit l'écart de façon notable (exploratoire) et fait mieux "
+                "que ses deux composantes (estimation ponctuelle).")
+    elif both:
+        text = ("Aucune combinaison ne réduit l'écart de façon notable face à la référence ; "
+                f"{combination_label(named[0])}{more} ne fait mieux que ses deux composantes qu'en estimation "
+                "ponctuelle.")
+    else:
+        text = "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois."
     untested = (f"Écarts avec les composantes non testés ({V.runs_phrase(ctx)}) : exploratoire." if both else "")
     compared = f"{len(ctx.grid.table) - 1} combinaisons comparées à la référence."
     notes = " ".join(filter(None, [compared, untested, gap_fallback_note(ctx, pareto_gap(ctx), of="combinaison")]))

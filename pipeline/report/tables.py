@@ -171,6 +171,14 @@ def shown_twins(rows: list[dict], names: list[str], same_decisions: set[str]) ->
     return twins
 
 
+def distinct_rules(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a grid table (or of its front) that no earlier rule repeats: a rule deciding exactly as
+    another (`identical_to`) is counted and named once, under the name the tables give the pair."""
+    if "identical_to" not in rows.columns:
+        return rows
+    return rows[rows["identical_to"].fillna("").eq("")]
+
+
 def attribute_in_sentence(attribute: str) -> str:
     return fr.attribute_label(attribute).lower()
 

@@ -467,8 +467,10 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"règle dégénérée, et un écart de sensibilité plus petit que celui de la référence (une règle qui décide "
             f"comme elle ne corrige rien). La règle est choisie sur la moitié des "
             f"patients d'évaluation ({n.get('selection', 0)} patients) et évaluée sur l'autre moitié "
-            f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; un seul entraînement "
-            f"({detail_seed_phrase(ctx, short=True)}).")
+            f"({n.get('report', 0)} patients), qui n'a pas servi au choix ; "
+            + ("un seul entraînement." if len(ctx.config.training.seeds) == 1 else
+               f"chaque mesure est la moyenne sur {len(ctx.config.training.seeds)} entraînements, les intervalles "
+               "incluent leur variance."))
     cand = rec.candidates
     if rec.withheld == "weak_model":
         return (f"{head}\n\n**Aucune règle n'est recommandée : le modèle est trop faible** (avertissement en tête du "
@@ -479,9 +481,9 @@ def recommendation_text(ctx: StudyContext) -> str:
         counts = pd.Series([f for fails in cand.get("fails", pd.Series(dtype=str)) for f in fails.split(",") if f])
         why = " ; ".join(f"{int(v)} par {FAILS_FR.get(k, k)}" for k, v in counts.value_counts().items())
         return (f"{head}\n\n**Aucune règle ne satisfait les contraintes** sur la moitié de sélection "
-                f"({len(cand)} règles comparées au modèle de référence ; échecs : {why or 'aucun détail'}). "
-                "Nous recommandons donc de garder le modèle de référence et de ne pas présenter une correction "
-                "comme un gain.")
+                f"({len(cand)} règles comparées au modèle de référence ; échecs : {why or 'aucun détail'})."
+                f"{_established_but_failing(ctx, rec)} Nous recommandons donc de garder le modèle de référence et "
+                "de ne pas présenter une correction comme un gain.")
     passing = int(cand["satisfies"].sum())
     long = rec.report.set_index(["method", "metric"])
     ref = rec.reference
@@ -520,10 +522,32 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"{cell(ref, rec.gap, True)} pour le modèle de référence (différence {diff(rec.gap, True)}) ; exactitude "
             f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
             f"(différence {diff('balanced_accuracy', False)}).{wider}{counts} "
-            + ("Les contraintes restent respectées sur cette moitié (valeurs ponctuelles)." if not broken else
+            + ("Les contraintes restent respectées sur cette moitié (mesures moyennes)." if not broken else
                f"Sur cette moitié, la règle ne respecte plus ces contraintes ({', '.join(broken)}) : la "
                "recommandation est fragile.")
             + " Un écart dont l'intervalle contient 0 n'est pas une égalité : lire l'intervalle.")
+
+
+def _established_but_failing(ctx: StudyContext, rec) -> str:
+    """Why a rule whose primary question is answered (an established move) is still not recommended: the
+    constraints it breaks on the selection half, with its values (" …"; "" when none)."""
+    vs = _verdicts(ctx)
+    if not vs or rec.candidates is None or not len(rec.candidates):
+        return ""
+    c, cand = rec.constraints, rec.candidates.set_index("rule")
+    value = {"fnr": lambda r: f"{fr.points(r['fnr_increase'])} au pire, au plus {fr.points(c.max_fnr_increase, 0)}",
+             "ba": lambda r: f"{fr.number(r['ba_loss'], 3)}, au plus {fr.number(c.max_ba_loss, 2)}",
+             "randomised": lambda r: f"{fr.percent(r['randomised_share'])}, au plus {fr.percent(c.max_randomised)}"}
+    parts = []
+    for rule in dict.fromkeys(v.treated for v in vs.established("primary") if v.treated in cand.index):
+        r = cand.loc[rule]
+        broken = [f for f in str(r["fails"]).split(",") if f]
+        if broken:
+            said = [f"{FAILS_FR.get(f, f)} ({value[f](r)})" if f in value else FAILS_FR.get(f, f) for f in broken]
+            parts.append(f"{rule_label(rule)}, dont l'effet est établi ({PRIMARY_MARK}), ne les respecte pas : "
+                         f"{', '.join(said)}")
+    return (" " + " ; ".join(parts) + ". Établir un effet sur l'écart ne suffit pas : la règle doit aussi ne "
+            "pas aggraver le sous-diagnostic d'un groupe ni coûter trop d'exactitude.") if parts else ""
 
 
 def _fnr_counts(rec, attribute: str) -> str:
