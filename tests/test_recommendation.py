@@ -143,3 +143,30 @@ def test_the_choice_reads_every_training_seed_and_the_report_keeps_their_varianc
     women = rec.report_fnr.set_index(["rule", "group"]).loc[(rec.chosen, "F")]
     assert women["n_positive"] == len(sick_women[0])  # the report half's sick women, the same on every seed
     assert women["estimate"] == pytest.approx(np.mean([1 - f[M.DECISION].mean() for f in sick_women]))
+
+
+def test_an_established_rule_that_breaks_a_constraint_is_named_with_what_it_breaks():
+    """A rule can close the gap (its primary question answered) by making the men's under-diagnosis worse: the
+    text says so, with the value it breaks, instead of leaving « established » and « no rule » side by side."""
+    from types import SimpleNamespace
+
+    from pipeline.fairness.inference import Verdict, Verdicts
+    from pipeline.report import verdicts
+
+    frame = _patients()
+    rules = {k: v for k, v in _rules(frame).items() if k[1] != "women_threshold"}
+    s, women = frame["score"].to_numpy(), (frame[S.SEX] == "F").to_numpy()
+    rules[("uniform", "men_up")] = frame.assign(**{M.DECISION: (s >= np.where(women, 0.0, 0.9)).astype(float)})
+    rec = recommend(rules, ("uniform", "none"), S.SEX, Constraints(0.05, 0.10, 0.05), seed=0, n_boot=40)
+    assert rec.chosen is None and "fnr" in rec.candidates.set_index("rule").loc["uniform + men_up", "fails"]
+    answered = Verdict("k", "primary", "tpr_signed", S.SEX, "uniform + men_up", "uniform + none", 0.3, 0.1, 0.5,
+                       0.05, 0.001, 0.002, "established", 1, "", 0.1, False, 1)
+    ctx = SimpleNamespace(analyses={"pipeline.fairness.recommendation.recommendation": rec},
+                          verdicts=Verdicts([answered], {"groups": ["F", "M"]}),
+                          config=SimpleNamespace(training=SimpleNamespace(seeds=[0])), detail_seed=0)
+    text = verdicts.recommendation_text(ctx)
+    worse = rec.candidates.set_index("rule").loc["uniform + men_up", "fnr_increase"]
+    assert "dont l'effet est établi" in text and "sous-diagnostic aggravé dans un groupe" in text
+    from pipeline.report import french as fr
+
+    assert f"{fr.points(worse)} au pire" in text and worse > 0.05
