@@ -44,14 +44,16 @@ def test_metric_names_inside_sentences_keep_their_acronyms():
 
 
 def test_table_columns_share_width_by_content_capped_and_never_below_the_longest_word():
-    from pipeline.report.display import TABLE_LINE, WRAP_AT, _words, markdown_table
+    from pipeline.report.display import TABLE_LINE, WRAP_AT, WRAPPED_WIDTH, _words, markdown_table
 
-    table = pd.DataFrame({"Méthode": ["Parité démographique (ThresholdOptimizer)"],
-                          "Principe": ["Seuils par groupe, tirés au hasard entre deux valeurs, " * 3],
-                          "Référence": ["[@weerts2023fairlearn]"]})
+    table = pd.DataFrame({"Méthode": ["Parité démographique (ThresholdOptimizer) [@weerts2023fairlearn]", "Aucun"],
+                          "Principe": ["Seuils par groupe, tirés au hasard entre deux valeurs, " * 3,
+                                       "La décision du modèle telle quelle, au seuil de fonctionnement. " * 2],
+                          "Référence": ["[@weerts2023fairlearn]", ""]})
     dashes = [len(c.strip(":")) for c in markdown_table(table).split("\n")[1].strip("|").split("|")]
-    assert dashes[1] <= WRAP_AT  # a paragraph wraps: its length does not take the page
-    assert dashes[0] <= WRAP_AT and dashes[2] == len("[@weerts2023fairlearn]")  # a citation key cannot wrap
+    # both first columns wrap; the paragraphs get the larger share of the line, capped
+    assert WRAP_AT < dashes[1] <= WRAPPED_WIDTH[1] and dashes[0] <= WRAP_AT and dashes[1] > 2 * dashes[0]
+    assert dashes[2] == len("[@weerts2023fairlearn]")  # a citation key cannot wrap
     assert dashes[2] * TABLE_LINE >= len("[@weerts2023fairlearn]") * sum(dashes)
     # A wide table of intervals: pandoc shares the page by the dashes; no column's share of a table line falls
     # under its longest word (which would print over the next column's).

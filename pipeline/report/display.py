@@ -147,6 +147,7 @@ def _words(text: str) -> list[str]:
 
 
 WRAP_AT = 40  # characters: a cell longer than this wraps, so its length no longer sets the column width
+WRAPPED_WIDTH = (12, 3 * WRAP_AT)  # a wrapping column's width: its cells' mean length, within these bounds
 # About the characters of one table line on the PDF page (8 pt type on A4, 2 cm margins, with room to spare):
 # pandoc shares the page width by the dashes, so dashes summing past this would squeeze a column under its
 # longest word, which then prints over its neighbour.
@@ -167,6 +168,18 @@ def _fit_widths(widths: list[int], floors: list[int], total: int = TABLE_LINE) -
     return [w - math.ceil(s * share) for w, s in zip(widths, slack, strict=True)]
 
 
+def _column_width(name: str, cells: list[str]) -> int:
+    """A column's share of a table line: its longest cell when nothing in it wraps; else the mean length of its
+    cells, so that a column of paragraphs gets more of the line than a column of names that merely wraps once
+    (equal widths made a short « Méthode » as wide as a long « Principe », whose lines then doubled)."""
+    longest = max([len(name) // 2, *(len(c) for c in cells)], default=3)
+    if longest <= WRAP_AT:
+        return longest
+    filled = [len(c) for c in cells if c not in ("", "—")]
+    low, high = WRAPPED_WIDTH
+    return int(min(max(sum(filled) / len(filled) if filled else WRAP_AT, low), high))
+
+
 def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = None,
                    decimal: str = ",") -> str:
     """A pipe table (hand-written: pandas' to_markdown needs the extra `tabulate` package).
@@ -182,7 +195,7 @@ def markdown_table(df: pd.DataFrame, index: bool = False, digits: int | None = N
     # header included (an interval's two halves are words, see `_words`).
     floors = [max((len(w) for t in [n, *(r[i] for r in cells)] for w in _words(t)), default=3)
               for i, n in enumerate(names)]
-    widths = _fit_widths([max(min(max([len(n) // 2, *(len(r[i]) for r in cells)], default=3), WRAP_AT), floor)
+    widths = _fit_widths([max(_column_width(n, [r[i] for r in cells]), floor)
                           for (i, n), floor in zip(enumerate(names), floors, strict=True)], floors)
     numeric = [i > 0 and all(_NUMERIC.match(r[i]) for r in cells if r[i] not in ("", "—"))
                for i in range(len(names))]

@@ -200,13 +200,10 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
         claims.append(Claim("diapositive du front de Pareto", named[0], beats=named[0],
                             gap=defined_gap(ctx.grid.table)))
     more = f" (et {len(named) - 1} autre{'s' * (len(named) > 2)})" if len(named) > 1 else ""
-    if notable:
-        text = (f"{combination_label(named[0])}{more} réduit l'écart de façon notable (exploratoire) et fait mieux "
-                "que ses deux composantes (estimation ponctuelle).")
+    if notable:  # its gap moves notably against the reference; beating its parts stays a point estimate
+        text = f"{combination_label(named[0])}{more} réduit l'écart (exploratoire) et bat ses composantes."
     elif both:
-        text = ("Aucune combinaison ne réduit l'écart de façon notable face à la référence ; "
-                f"{combination_label(named[0])}{more} ne fait mieux que ses deux composantes qu'en estimation "
-                "ponctuelle.")
+        text = f"{combination_label(named[0])}{more} bat ses composantes, en estimation ponctuelle seulement."
     else:
         text = "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois."
     untested = (f"Écarts avec les composantes non testés ({V.runs_phrase(ctx)}) : exploratoire." if both else "")
