@@ -17,6 +17,7 @@ from pipeline.report.tables import (
 )
 from pipeline.report.verdicts import (
     level_ci,
+    price_of_fairness,
     primary_summary,
     recommendation_summary,
     reference_gap_ci,
@@ -49,6 +50,7 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, 
     items.append(recommendation_summary(ctx, short))
     auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")
     if slide and not v.weak_model:
+        items.append(price_of_fairness(ctx))
         if auc and bacc:
             items.append(f"Modèle de référence ({seeds_phrase(ctx).split(',')[0]}) : AUC {auc}, exactitude "
                          f"équilibrée {bacc}.")

@@ -448,6 +448,24 @@ def established_moves(ctx: StudyContext) -> str:
                     for v in vs.established("primary") if _in_points(v.quantity) and not math.isnan(v.treated_value))
 
 
+def price_of_fairness(ctx: StudyContext) -> str:
+    """« Prix de l'équité : Uniforme + Égalité des chances réduit l'écart … de +45,3 points [+25,6 ; +65,0] ★,
+    pour une exactitude équilibrée −0,022 [−0,066 ; +0,021] (non établi). »: each established primary gap move
+    beside the same rule's accuracy verdict ("" when none)."""
+    vs = _verdicts(ctx)
+    if not vs:
+        return ""
+    groups, parts = vs.meta["groups"], []
+    for v in vs.established("primary"):
+        accuracy = vs.find("primary", "balanced_accuracy", v.treated, v.reference)
+        if not _in_points(v.quantity) or accuracy is None:
+            continue
+        parts.append(f"{rule_label(v.treated)} : {quantity_label(v.quantity, groups)} {change_ci(v)} "
+                     f"({status_text(v).lstrip(PRIMARY_MARK + ' ')}), exactitude équilibrée {change_ci(accuracy)} "
+                     f"({status_text(accuracy).lstrip(PRIMARY_MARK + ' ')})")
+    return ("Prix de l'équité : " + " ; ".join(parts) + ".") if parts else ""
+
+
 FAILS_FR = {"ba": "perte d'exactitude équilibrée", "fnr": "sous-diagnostic aggravé dans un groupe",
             "randomised": "trop de décisions tirées au hasard", "degenerate": "règle dégénérée",
             "gap": "écart non défini", "no_gain": "écart pas plus petit que celui de la référence"}
