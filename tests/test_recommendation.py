@@ -81,7 +81,7 @@ def test_no_rule_meeting_the_constraints_is_an_answer_and_the_text_says_to_keep_
     assert "Aucune règle ne satisfait les contraintes" in text and "garder le modèle de référence" in text
 
 
-def test_the_recommendation_gives_the_counts_behind_each_groups_underdiagnosis():
+def test_the_recommendation_gives_the_counts_behind_each_groups_underdiagnosis_and_false_positives():
     from types import SimpleNamespace
 
     from pipeline.report import verdicts
@@ -95,6 +95,9 @@ def test_the_recommendation_gives_the_counts_behind_each_groups_underdiagnosis()
     text = verdicts.recommendation_text(ctx)
     for r in rec.report_fnr.itertuples():
         assert f"({round(r.estimate * r.n_positive)}/{int(r.n_positive)})" in text, r
+    for r in rec.report_fpr.itertuples():  # and what the sains pay: their false positives, with their counts
+        assert f"({round(r.estimate * r.n_negative)}/{int(r.n_negative)})" in text, r
+    assert "Faux positifs (FPR" in text
 
 
 def test_a_rule_that_decides_as_the_reference_is_never_recommended():

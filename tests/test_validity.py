@@ -133,7 +133,8 @@ def test_a_threshold_chosen_where_the_model_is_below_chance_is_weak():
 
 def _grid_of(ctx: study.StudyContext, decisions: dict[tuple[str, str], pd.DataFrame], table: pd.DataFrame):
     """A grid with the fields the key findings read (its table, its rules' decisions, its reference)."""
-    return types.SimpleNamespace(table=table, decisions=decisions, baseline=("uniform", "none"), attribute="sex")
+    return types.SimpleNamespace(table=table, decisions=decisions, baseline=("uniform", "none"), attribute="sex",
+                                 seed_frames=lambda key: [decisions[key]])  # one training seed
 
 
 def test_key_findings_never_pick_a_rule_of_one_class_for_everyone():
@@ -189,3 +190,20 @@ def test_charts_fall_back_to_a_defined_gap_and_say_so_when_equalized_odds_is_und
     assert note.startswith("L'écart d'égalité des erreurs") and "montre l'écart d'égalité des chances (TPR)" in note
     grid = pd.DataFrame({"eo_diff": [np.nan, np.nan], "eopp_diff": [np.nan, np.nan], "dp_diff": [0.1, 0.2]})
     assert tables.defined_gap(grid) == "dp_diff"  # DP needs no class count: always the last resort
+
+
+def test_a_rule_is_named_degenerate_as_the_tables_do_on_more_than_half_of_the_seeds():
+    """One training deciding every image « malade » does not make the mean over seeds a levelling down: the
+    warning names a rule when most seeds are degenerate, with the seeds when not all of them are."""
+    ctx = _context("seeds", lambda y, rng: 0.6 + 0.3 * y + rng.normal(0, 0.02, len(y)))  # every image malade
+    all_malade = ctx.seed_predictions[("uniform", 0)]
+    told_apart = all_malade.assign(proba=np.where(all_malade["label"] == 1, 0.8, 0.2))
+    told_apart.attrs.update(all_malade.attrs)
+    ctx.config = dataclasses.replace(ctx.config, training=dataclasses.replace(ctx.config.training, seeds=[0, 1, 2]))
+    ctx.seed_predictions[("uniform", 1)] = ctx.seed_predictions[("uniform", 2)] = told_apart
+    assert check(ctx).degenerate_methods() == {}  # one seed of three
+    ctx.seed_predictions[("uniform", 1)] = all_malade
+    v = check(ctx)
+    assert v.degenerate_methods() == {"uniform": {"all": "malade"}} and v.degenerate_seeds("uniform") == \
+        " (graines 0 et 1 sur 3)"
+    assert "(toutes les images en «\u00a0malade\u00a0», graines 0 et 1 sur 3)" in preprocessing.validity_warning(ctx)

@@ -43,6 +43,7 @@ class Recommendation:
     candidates: pd.DataFrame  # one row per rule, on the selection half: the checks and why a rule fails
     report: pd.DataFrame | None = None  # chosen vs reference on the report half (compare_methods' long table)
     report_fnr: pd.DataFrame | None = None  # per-group FNR of both on the report half, with intervals
+    report_fpr: pd.DataFrame | None = None  # and their FPR: what the sains pay for the malades' gain
     report_checks: dict | None = None  # the constraints checked again on the report half (point values)
     n_patients: dict[str, int] = field(default_factory=dict)  # selection / report
     withheld: str = ""  # "weak_model": the rule the constraints chose (`would_choose`) is not recommended
@@ -140,9 +141,9 @@ def recommend(decisions: Mapping[tuple[str, str], pd.DataFrame | list[pd.DataFra
     scored = {r: [rule_run(f, attribute, draws, None, seed, M.DECISION, None, min_per_class) for f in frames]
               for r, frames in pair.items()}
     out.report = comparison_over_seeds(scored, out.reference)
-    out.report_fnr = pd.concat([group_rates_over_seeds(scored[r], pair[r][0], attribute, min_per_class).assign(rule=r)
-                                for r in pair])
-    out.report_fnr = out.report_fnr[out.report_fnr["metric"] == "fnr"].reset_index(drop=True)
+    rates = pd.concat([group_rates_over_seeds(scored[r], pair[r][0], attribute, min_per_class).assign(rule=r)
+                       for r in pair])
+    out.report_fnr, out.report_fpr = (rates[rates["metric"] == m].reset_index(drop=True) for m in ("fnr", "fpr"))
     out.report_checks = _checks(pair[name], ref_report, attribute, constraints, gap, min_per_class)
     return out
 

@@ -23,7 +23,7 @@ import pandas as pd
 from pipeline.cache import code_version, memory, per_study
 from pipeline.data import schema as S
 from pipeline.fairness.data_bias import attribute_scores, interval, patient_bootstrap, score_auc
-from pipeline.fairness.degenerate import OneClass, one_class
+from pipeline.fairness.degenerate import one_class_everywhere, over_seeds
 
 CHANCE = 0.5
 # Below this many evaluation images of a class, one image moves that class's rate by more than 3 points
@@ -54,7 +54,9 @@ class Validity:
     `baseline`: image vs attribute-only AUC on the evaluation patients (keys image, attributes, diff,
     each with _low/_high, and attributes_used)."""
 
-    one_class: dict[str, dict[str, OneClass]] = field(default_factory=dict)
+    # method -> (where its decisions are one class on more than half of the seeds, « (graines 2 et 4 sur 5) »
+    # when not on every one): {"all": class} or {"attribute=group": class, ...}, as the tables flag it
+    degenerate: dict[str, tuple[dict[str, str], str]] = field(default_factory=dict)
     chance: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     weak: tuple[WeakReason, ...] = ()
@@ -73,17 +75,11 @@ class Validity:
 
     def degenerate_methods(self) -> dict[str, dict[str, str]]:
         """method -> where its decisions are one class: {"all": class}, or {"attribute=group": class, ...}."""
-        out: dict[str, dict[str, str]] = {}
-        for method, by_attr in self.one_class.items():
-            where: dict[str, str] = {}
-            for attr, oc in by_attr.items():
-                for key, cls in oc.where.items():
-                    where["all" if key == "all" else f"{attr}={key}"] = cls
-            if "all" in where:  # one class for everyone: its groups say nothing more
-                where = {"all": where["all"]}
-            if where:
-                out[method] = where
-        return out
+        return {m: where for m, (where, _) in self.degenerate.items() if where}
+
+    def degenerate_seeds(self, method: str) -> str:
+        """« (graines 2 et 4 sur 5) » when a degenerate method is not so on every seed, else ""."""
+        return self.degenerate.get(method, ({}, ""))[1]
 
     @property
     def image_not_better(self) -> bool:
@@ -137,10 +133,6 @@ def _reference_scores_by_seed(ctx: Any, images: pd.Series) -> list[np.ndarray]:
     return out or [ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)]
 
 
-def _decisions(preds: pd.DataFrame) -> np.ndarray:
-    return (preds[S.PROBA].to_numpy(float) >= float(preds.attrs.get("threshold", 0.5))).astype(float)
-
-
 def _changed_over_seeds(ctx: Any, method: str) -> tuple[int, int]:
     """(decisions that differ from the uniform weighting's, decisions), over every training seed's evaluation
     images: the tables are means over the seeds, and 0 means the same decisions on every one."""
@@ -159,9 +151,14 @@ def check(ctx: Any) -> Validity:
     from scipy.stats import spearmanr
 
     reference_scores = ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)
+    from pipeline.fairness.metrics import DECISION
+    from pipeline.fairness.model_analysis import decided_runs
+
     for method, preds in ctx.valid_predictions.items():
-        d = _decisions(preds)
-        out.one_class[method] = {a: one_class(d, preds[a] if a in preds.columns else None) for a in attributes}
+        runs = decided_runs(ctx, method)  # every seed's decisions: degenerate as the tables say, over the seeds
+        out.degenerate[method] = over_seeds(
+            {seed: one_class_everywhere(run[DECISION].to_numpy(float), run, attributes)
+             for seed, run in zip(ctx.config.training.seeds, runs, strict=True)}, ctx.detail_seed)
         out.changed[method] = _changed_over_seeds(ctx, method)
         out.rank_agreement[method] = float(spearmanr(preds[S.PROBA].to_numpy(float), reference_scores)[0])
     if ctx.comparison is not None:

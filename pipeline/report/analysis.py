@@ -116,21 +116,25 @@ def analysis_narrative(ctx: StudyContext, claims: list | None = None) -> str:
     gap = defined_gap(t)
     lines = [grid_count_sentence(ctx, claims)]
     both = [] if weak.is_weak(ctx) else beats_both(ctx, gap, names=True)
+    # named only when its gap moves notably against the reference: beating its parts is a point estimate
+    notable = notable_among(ctx, both)
     if claims is not None:
         from pipeline.report.consistency import Claim
 
         claims += [Claim("chapitre 5, combinaisons meilleures que leurs composantes", name, beats=name, gap=gap)
-                   for name in both]
-    if both:
+                   for name in notable]
+    if notable:
         from pipeline.report.verdicts import runs_phrase
 
-        notable = notable_among(ctx, both)
-        lines.append("Combinaisons meilleures que chacune de leurs composantes seule et que la référence, en "
-                     "estimation ponctuelle seulement (écart plus faible sans perte d'exactitude ; "
+        lines.append("Combinaisons qui réduisent l'écart de façon notable (exploratoire) et battent chacune de leurs "
+                     "composantes seule, en estimation ponctuelle (écart plus faible sans perte d'exactitude ; "
                      f"{runs_phrase(ctx)} ; les écarts avec les composantes ne sont pas testés) : "
-                     f"{', '.join(map(combination_label, both))}"
-                     + (" ; aucune ne change même l'écart de façon notable par rapport à la référence."
-                        if not notable else "."))
+                     f"{', '.join(map(combination_label, notable))}.")
+    elif both:
+        lines.append("Aucune combinaison ne fait nettement mieux que ses deux composantes : "
+                     f"{fr.count(len(both), 'combinaisons')} les {'bat' if len(both) == 1 else 'battent'} en "
+                     "estimation ponctuelle, sans changer "
+                     "l'écart de façon notable par rapport à la référence.")
     elif weak.is_weak(ctx):
         lines.append("Le modèle étant trop faible (avertissement en tête du rapport), aucune combinaison n'est mise "
                      "en avant : battre ses composantes sur des scores sans signal établi ne dit rien.")
@@ -185,7 +189,8 @@ def literature_table(ctx: StudyContext) -> pd.DataFrame:
          ours: fnr_text},
         {"Quantité": "Atténuations qui réduisent l'écart de sensibilité sans perte d'exactitude (notables)",
          "Littérature": "rares (MEDFAIR, Zong et al. 2023 ; Zhang et al. 2022)",
-         ours: f"{len(better)} sur {moves.compared} (exploratoire, {V.runs_phrase(ctx)})"
+         ours: f"{len(better)} sur {moves.compared} : des {len(moves.reduced)} qui le réduisent, sans celles qui "
+               f"perdent en exactitude ou décident en partie au hasard (exploratoire, {V.runs_phrase(ctx)})"
          if moves.gap
          else "non testé (3 groupes ou plus)"},
     ])
@@ -662,7 +667,7 @@ def calibration_chart(ctx: StudyContext) -> alt.FacetChart:
     data = style.label_groups(data, "attribute", "group", "groupe")
     labels = list(dict.fromkeys(data["groupe"]))
     base = alt.Chart(data)
-    x = alt.X("mean_score:Q", title="Score moyen du bin", scale=alt.Scale(domain=[0, 1]))
+    x = alt.X("mean_score:Q", title="Score moyen de la classe de score", scale=alt.Scale(domain=[0, 1]))
     color = alt.Color("groupe:N", title="Groupe", scale=style.label_scale(labels))
     lines = base.mark_line(point=True).encode(x=x, y=alt.Y("observed:Q", title="Part observée de malades",
                                                            scale=alt.Scale(domain=[0, 1])), color=color,
@@ -678,9 +683,9 @@ def calibration_narrative(ctx: StudyContext) -> str:
     """What the reliability bands and the calibration intercept and slope say, group by group."""
     cal = model_results(ctx).calibration_fit
     cal = cal[cal["model"] == "reference"]
-    text = ("Les courbes de fiabilité sont calculées sur 5 bins d'effectifs égaux du score (bornes communes à tous "
-            "les groupes) ; les barres sont les intervalles bootstrap par patient à 95 % de la part observée de "
-            "malades dans chaque bin. Le tableau résume la calibration de chaque groupe par deux nombres de la "
+    text = ("Les courbes de fiabilité sont calculées sur 5 classes d'effectifs égaux du score (bornes communes à "
+            "tous les groupes) ; les barres sont les intervalles bootstrap par patient à 95 % de la part observée "
+            "de malades dans chaque classe. Le tableau résume la calibration de chaque groupe par deux nombres de la "
             "recalibration logistique de Cox : l'ordonnée à l'origine, ajustée la pente fixée à 1 (0 si le risque "
             "moyen prédit égale la part observée ; positive si le modèle sous-estime le risque), et la pente, "
             "ajustée avec sa propre ordonnée (1 idéale ; inférieure à 1 si les scores sont trop extrêmes ; un "
@@ -693,7 +698,9 @@ def calibration_narrative(ctx: StudyContext) -> str:
         ideal = 0.0 if r.metric == "calibration_intercept" else 1.0
         if np.isfinite(r.low) and np.isfinite(r.high) and not r.low <= ideal <= r.high:
             what = "l'ordonnée" if r.metric == "calibration_intercept" else "la pente"
-            off.append(f"{what} {fr.group_phrase(r.attribute, r.group)} ({ci(r.estimate, r.low, r.high)})")
+            # a bound that rounds to the ideal value is printed with one more digit: « [−1,79 ; −0,004] »
+            digits = 3 if ideal in (round(r.low, 2), round(r.high, 2)) else 2
+            off.append(f"{what} {fr.group_phrase(r.attribute, r.group)} ({ci(r.estimate, r.low, r.high, digits)})")
     if off:
         text += (" Sans correction pour le nombre de groupes (lecture exploratoire), l'intervalle exclut la "
                  f"valeur idéale pour {fr.join(off)}.")
@@ -785,7 +792,7 @@ def subgroup_narrative(ctx: StudyContext) -> str:
              f"FNR {ci(w['fnr'], w['low'], w['high'])} ({w['missed']}/{int(w['n_positive'])} malades manqués), "
              f"contre {num(w['overall_fnr'])} pour l'ensemble ; {selection_text(w)}.")
     if fr.is_missing(w["low"]):
-        text += " Son intervalle n'est pas défini (trop peu de répliques où le taux existe) : à confirmer."
+        text += " Son intervalle n'est pas défini (trop peu de réplicats où le taux existe) : à confirmer."
     elif w["low"] <= w["overall_fnr"]:
         text += " Son intervalle contient le FNR global : ce classement peut venir du hasard de l'échantillon."
     return text

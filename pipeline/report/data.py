@@ -515,7 +515,7 @@ def strongest_imbalance(an: Any) -> str:
         r = top.iloc[0]
         return f"Le déséquilibre le plus fort en apprentissage porte sur {noun(r)} : {ratio(r)}."
     both = fr.join([f"{noun(r)} ({ratio(r)})" for _, r in top.iterrows()])
-    return f"Les déséquilibres les plus forts en apprentissage, égaux, portent sur {both}."
+    return f"Les déséquilibres les plus forts en apprentissage portent, à égalité, sur {both}."
 
 
 def chapter_answer(an: Any) -> str:

@@ -205,9 +205,9 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
             return same
         return (f"{same} : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
                 "décision, que chaque pondération rechoisit sur la validation interne. Leur absence d'effet est "
-                "attendue par construction : ce n'est pas un résultat sur l'équité. Leurs scores, eux, diffèrent "
-                "un peu : un post-traitement, qui choisit ses propres seuils sur le score, peut donc les séparer "
-                "au chapitre 4.")
+                "attendue par construction : ce n'est pas un résultat sur l'équité. Leurs scores, eux, peuvent "
+                "différer (même de très peu, quand les poids ne valent 1 qu'à l'arrondi près) : un "
+                "post-traitement, qui choisit ses propres seuils sur le score, peut donc les séparer au chapitre 4.")
     class_only = f"{names} ne {'dépendent' if plural else 'dépend'} que de la classe"
     if short:
         return class_only
@@ -394,8 +394,9 @@ def validity_items(ctx: StudyContext) -> list[str]:
     degenerate = v.degenerate_methods()
     if degenerate:
         by_where: dict[str, list[str]] = {}  # methods that fail the same way are named together
-        for m, w in degenerate.items():
-            by_where.setdefault(_where_fr(w), []).append(method_label(m))
+        for m, w in degenerate.items():  # on more than half of the seeds, named when not on every one
+            seeds = v.degenerate_seeds(m).strip().removeprefix("(").removesuffix(")")
+            by_where.setdefault(_where_fr(w) + (f", {seeds}" if seeds else ""), []).append(method_label(m))
         names = [f"{fr.join(ms)} ({where})" for where, ms in by_where.items()]
         items.append("**Décisions d'une seule classe.** Au seuil de fonctionnement, " + " ; ".join(names)
                      + f" (au moins {pct(0.95)} des images d'une même classe). Les écarts d'équité y sont "

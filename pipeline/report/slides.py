@@ -193,7 +193,7 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
                                                         f"{V.runs_phrase(ctx)}."))
     both = beats_both(ctx, names=True)
     notable = analysis.notable_among(ctx, both)
-    named = notable or both
+    named = notable
     if claims is not None and named:
         from pipeline.report.consistency import Claim
 
@@ -203,7 +203,7 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
     if notable:  # its gap moves notably against the reference; beating its parts stays a point estimate
         text = f"{combination_label(named[0])}{more} réduit l'écart (exploratoire) et bat ses composantes."
     elif both:
-        text = f"{combination_label(named[0])}{more} bat ses composantes, en estimation ponctuelle seulement."
+        text = "Aucune combinaison ne fait nettement mieux que ses deux composantes."
     else:
         text = "Aucune combinaison ne fait mieux que ses deux composantes et que la référence à la fois."
     untested = (f"Écarts avec les composantes non testés ({V.runs_phrase(ctx)}) : exploratoire." if both else "")

@@ -492,9 +492,9 @@ def recommendation_text(ctx: StudyContext) -> str:
     cand = rec.candidates
     if rec.withheld == "weak_model":
         return (f"{head}\n\n**Aucune règle n'est recommandée : le modèle est trop faible** (avertissement en tête du "
-                f"rapport). Les contraintes retiendraient {rule_label(rec.would_choose)} sur la moitié de sélection, "
-                "mais choisir parmi des règles de décision appliquées à des scores sans signal établi reviendrait à "
-                "couronner du bruit.")
+                "rapport). Une règle satisfait les contraintes sur la moitié de sélection, mais choisir parmi des "
+                "règles de décision appliquées à des scores sans signal établi reviendrait à couronner du bruit : "
+                "elle n'est pas nommée.")
     if rec.chosen is None:
         counts = pd.Series([f for fails in cand.get("fails", pd.Series(dtype=str)) for f in fails.split(",") if f])
         why = " ; ".join(f"{int(v)} par {FAILS_FR.get(k, k)}" for k, v in counts.value_counts().items())
@@ -539,7 +539,7 @@ def recommendation_text(ctx: StudyContext) -> str:
             f"{cell(rec.chosen, rec.gap, True)} contre "
             f"{cell(ref, rec.gap, True)} pour le modèle de référence (différence {diff(rec.gap, True)}) ; exactitude "
             f"équilibrée {cell(rec.chosen, 'balanced_accuracy', False)} contre {cell(ref, 'balanced_accuracy', False)} "
-            f"(différence {diff('balanced_accuracy', False)}).{wider}{counts} "
+            f"(différence {diff('balanced_accuracy', False)}).{wider}{counts}{_off_the_front(ctx, rec)} "
             + ("Les contraintes restent respectées sur cette moitié (mesures moyennes)." if not broken else
                f"Sur cette moitié, la règle ne respecte plus ces contraintes ({', '.join(broken)}) : la "
                "recommandation est fragile.")
@@ -569,18 +569,35 @@ def _established_but_failing(ctx: StudyContext, rec) -> str:
 
 
 def _fnr_counts(rec, attribute: str) -> str:
-    """« Sous-diagnostic sur cette moitié : … F 0,31 (12/39), M … ; référence : … »: the counts behind the gap."""
-    table = getattr(rec, "report_fnr", None)
-    if table is None or not len(table):
+    """« Sous-diagnostic sur cette moitié : … F 0,31 (12/39), M … ; référence : … » and the same for the false
+    positives: the counts behind the gap, and what the sains pay for the malades' gain."""
+    said = ""
+    for name, what, count in (("report_fnr", "Sous-diagnostic (FNR, malades manqués / malades)", "n_positive"),
+                              ("report_fpr", "Faux positifs (FPR, sains déclarés malades / sains)", "n_negative")):
+        table = getattr(rec, name, None)
+        if table is None or not len(table):
+            continue
+        parts = []
+        for rule, rows in table.groupby("rule", sort=False):
+            cells = [f"{fr.group_label(attribute, r.group)} {fr.number(r.estimate, 2)} "
+                     f"{fr.fraction(r.estimate, getattr(r, count))}"
+                     for r in rows.itertuples() if np.isfinite(r.estimate)]
+            if cells:
+                parts.append(f"{rule_label(rule)} : {', '.join(cells)}")
+        said += f" {what} sur cette moitié : {' ; '.join(parts)}." if parts else ""
+    return said
+
+
+def _off_the_front(ctx: StudyContext, rec) -> str:
+    """Why a recommended rule off the Pareto front is still the one recommended (" …"; "" when on it)."""
+    from pipeline.report.tables import defined_gap
+
+    grid = getattr(ctx, "grid", None)
+    if grid is None or rec.chosen in set(grid.best(defined_gap(grid.table))):
         return ""
-    parts = []
-    for rule, rows in table.groupby("rule", sort=False):
-        cells = [f"{fr.group_label(attribute, r.group)} {fr.number(r.estimate, 2)} "
-                 f"{fr.fraction(r.estimate, r.n_positive)}"
-                 for r in rows.itertuples() if np.isfinite(r.estimate)]
-        if cells:
-            parts.append(f"{rule_label(rule)} : {', '.join(cells)}")
-    return f" Sous-diagnostic (FNR, malades manqués / malades) sur cette moitié : {' ; '.join(parts)}." if parts else ""
+    return (" Elle n'est pas sur le front de Pareto du chapitre 4 (exactitude contre écart d'égalité des erreurs) : "
+            "la recommandation minimise l'écart de sensibilité sous les contraintes, qui écartent les règles "
+            "tirant plus de décisions au hasard ou aggravant le sous-diagnostic d'un groupe.")
 
 
 def recommendation_summary(ctx: StudyContext, short: bool = False) -> str:

@@ -39,8 +39,9 @@ def reason_sentence(r: WeakReason) -> str:
                 f"({runs}) : son intervalle contient 0,5.")
     if r.code == "not_beyond_attributes":
         attrs = fr.join([fr.attribute_label(a).lower() for a in v.get("attributes_used", [])])
-        return (f"**Pas mieux que les métadonnées.** {_runs_phrase(v)}, AUC de l'image "
-                f"{ci(v['image'], v['image_low'], v['image_high'])} "
+        # the image's AUC without its interval: the reference's level (summary, first reason) gives it, on the
+        # questions' resamples; this comparison's own resamples would print a second, slightly different one
+        return (f"**Pas mieux que les métadonnées.** {_runs_phrase(v)}, AUC de l'image {fr.num(v['image'])} "
                 f"contre {ci(v['attributes'], v['attributes_low'], v['attributes_high'])} pour un modèle qui ne "
                 f"connaît que {attrs} (différence appariée {ci(v['diff'], v['diff_low'], v['diff_high'])}).")
     if r.code == "inner_below_chance":
