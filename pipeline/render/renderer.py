@@ -444,8 +444,8 @@ def slide_overflows(markdown: str, build: Path, doc: Document, width: int = 1280
     chunks = _slide_chunks(markdown)
     pieces = []
     for i, (_, chunk) in enumerate(chunks):
-        smaller = ".smaller" in chunk.split("\n", 1)[0]  # as in slides.css: .smaller tables at half size
-        table_pt = SLIDE_FONT_PT * (0.5 if smaller else 0.62)
+        smaller = ".smaller" in chunk.split("\n", 1)[0]  # as in slides.css: .smaller tables in smaller type
+        table_pt = SLIDE_FONT_PT * (0.6 if smaller else 0.62)
         pieces.append(f"```{{=typst}}\n#pagebreak(weak: true)\n#context [#metadata(("
                       f"i: {i}, page: here().page())) <slide-start>]\n#[\n"
                       f"#show table: set text(size: {table_pt:.0f}pt, {REVEAL_TABLE_ROWS}\n```\n\n{chunk}\n\n"

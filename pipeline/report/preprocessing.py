@@ -243,7 +243,12 @@ def weighting_tradeoff_chart(ctx: StudyContext, slide: bool = False) -> alt.TopL
     """Balanced accuracy against the EO gap per weighting; against the TPR (else DP) gap when EO is n.d. for all.
     The report's legend is beside the plot (half as tall on the page); a slide's under it (a slide is wide)."""
     gap = defined_gap(ctx.comparison)
-    return charts.tradeoff_chart(ctx.comparison, gap, title="Performance contre équité, par pondération",
+    # a weighting deciding as the reference on every seed sits exactly under its point: drawn once, as the
+    # tables merge it, so that the legend names no point the reader cannot find
+    same = [m for m, (k, n) in validity(ctx).changed.items() if m != "uniform" and n and k == 0]
+    shown = ctx.comparison[~ctx.comparison["method"].isin(same)]
+    labels = {"uniform": f"{method_label('uniform')} + {len(same)} aux mêmes décisions"} if same else None
+    return charts.tradeoff_chart(shown, gap, labels=labels, title="Performance contre équité, par pondération",
                                  legend=charts.LEGEND if slide else None)
 
 
