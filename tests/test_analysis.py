@@ -434,7 +434,7 @@ def test_the_strongest_imbalance_names_every_ratio_tied_at_the_printed_precision
     assert "sexe" not in one and "9,0" not in one  # the weaker ratio, and the evaluation split's, are not named
     tied = data_chapter.strongest_imbalance(imbalance(("view", 1.44, "PA", "AP"), ("sex", 1.36, "M", "F")))
     assert tied.startswith("Les déséquilibres les plus forts") and "1,4 PA pour 1 AP" in tied
-    assert tied.endswith("portent sur l'incidence (1,4 PA pour 1 AP) et le sexe (1,4 Homme pour 1 Femme).")
+    assert tied.endswith("portent, à égalité, sur l'incidence (1,4 PA pour 1 AP) et le sexe (1,4 Homme pour 1 Femme).")
 
 
 def _sick_runs(rng: np.random.Generator, sex_effect: float, n: int = 600) -> list[pd.DataFrame]:
