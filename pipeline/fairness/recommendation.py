@@ -41,7 +41,7 @@ class Recommendation:
     gap: str  # the gap minimised: tpr_signed (absolute value) or eopp_diff
     constraints: Constraints
     candidates: pd.DataFrame  # one row per rule, on the selection half: the checks and why a rule fails
-    report: pd.DataFrame | None = None  # chosen vs reference on the report half (compare_methods' long table)
+    report: pd.DataFrame | None = None  # chosen vs reference on the report half (comparison_over_seeds' table)
     report_fnr: pd.DataFrame | None = None  # per-group FNR of both on the report half, with intervals
     report_fpr: pd.DataFrame | None = None  # and their FPR: what the sains pay for the malades' gain
     report_checks: dict | None = None  # the constraints checked again on the report half (point values)
@@ -112,16 +112,17 @@ def recommend(decisions: Mapping[tuple[str, str], pd.DataFrame | list[pd.DataFra
     two = len(M.group_order(ref_frames[0][attribute])) == 2
     gap = "tpr_signed" if two else "eopp_diff"
 
-    def half(frames: list[pd.DataFrame], name: str) -> list[pd.DataFrame]:
+    def half(frames: list[pd.DataFrame], name: str, anchor: pd.DataFrame | None = None) -> list[pd.DataFrame]:
+        """The frames' rows of one half, in the row order of `anchor` (else of the first frame's half)."""
         kept = [f[f[S.PATIENT].astype(str).isin(halves[name])].reset_index(drop=True) for f in frames]
-        return [M._align(f, kept[0]) for f in kept]
+        return [M._align(f, kept[0] if anchor is None else anchor) for f in kept]
 
     ref_selection = half(ref_frames, "selection")
     rows = []
     for (w, p), frames in runs.items():
         if (w, p) == reference:
             continue
-        chosen = [M._align(f, ref_selection[0]) for f in half(frames, "selection")]
+        chosen = half(frames, "selection", ref_selection[0])
         rows.append({"rule": f"{w} + {p}", **_checks(chosen, ref_selection, attribute, constraints, gap,
                                                      min_per_class)})
     candidates = pd.DataFrame(rows)
@@ -135,7 +136,7 @@ def recommend(decisions: Mapping[tuple[str, str], pd.DataFrame | list[pd.DataFra
         return out
     w, p = name.split(" + ", 1)
     ref_report = half(ref_frames, "report")
-    pair = {name: [M._align(f, ref_report[0]) for f in half(runs[(w, p)], "report")], out.reference: ref_report}
+    pair = {name: half(runs[(w, p)], "report", ref_report[0]), out.reference: ref_report}
     n_patients = ref_report[0][S.PATIENT].astype(str).nunique()
     draws = M.draw_counts(n_patients, n_boot, seed)  # one set of patient resamples for every seed and both rules
     scored = {r: [rule_run(f, attribute, draws, None, seed, M.DECISION, None, min_per_class) for f in frames]

@@ -77,6 +77,10 @@ class Validity:
         """method -> where its decisions are one class: {"all": class}, or {"attribute=group": class, ...}."""
         return {m: where for m, (where, _) in self.degenerate.items() if where}
 
+    def deciding_as_reference(self) -> list[str]:
+        """The weightings other than the reference whose decisions are the reference's on every seed."""
+        return [m for m, (k, n) in self.changed.items() if m != "uniform" and n and k == 0]
+
     def degenerate_seeds(self, method: str) -> str:
         """« (graines 2 et 4 sur 5) » when a degenerate method is not so on every seed, else ""."""
         return self.degenerate.get(method, ({}, ""))[1]
@@ -133,14 +137,14 @@ def _reference_scores_by_seed(ctx: Any, images: pd.Series) -> list[np.ndarray]:
     return out or [ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)]
 
 
-def _changed_over_seeds(ctx: Any, method: str) -> tuple[int, int]:
+def _changed_over_seeds(runs: list[pd.DataFrame], reference: list[pd.DataFrame]) -> tuple[int, int]:
     """(decisions that differ from the uniform weighting's, decisions), over every training seed's evaluation
-    images: the tables are means over the seeds, and 0 means the same decisions on every one."""
+    images (`model_analysis.decided_runs` of both): the tables are means over the seeds, and 0 means the same
+    decisions on every one."""
     from pipeline.fairness.metrics import DECISION
-    from pipeline.fairness.model_analysis import decided_runs
 
-    pairs = list(zip(decided_runs(ctx, method), decided_runs(ctx, "uniform"), strict=True))
-    differ = sum(int((mine[DECISION] != reference[DECISION]).sum()) for mine, reference in pairs)
+    pairs = list(zip(runs, reference, strict=True))
+    differ = sum(int((mine[DECISION] != theirs[DECISION]).sum()) for mine, theirs in pairs)
     return differ, sum(len(mine) for mine, _ in pairs)
 
 
@@ -150,16 +154,17 @@ def check(ctx: Any) -> Validity:
     attributes = list(dict.fromkeys([ctx.config.weighting.attribute, *ctx.config.sensitive_attributes]))
     from scipy.stats import spearmanr
 
-    reference_scores = ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)
     from pipeline.fairness.metrics import DECISION
     from pipeline.fairness.model_analysis import decided_runs
 
+    reference_scores = ctx.valid_predictions["uniform"][S.PROBA].to_numpy(float)
+    reference_runs = decided_runs(ctx, "uniform")
     for method, preds in ctx.valid_predictions.items():
         runs = decided_runs(ctx, method)  # every seed's decisions: degenerate as the tables say, over the seeds
         out.degenerate[method] = over_seeds(
             {seed: one_class_everywhere(run[DECISION].to_numpy(float), run, attributes)
              for seed, run in zip(ctx.config.training.seeds, runs, strict=True)}, ctx.detail_seed)
-        out.changed[method] = _changed_over_seeds(ctx, method)
+        out.changed[method] = _changed_over_seeds(runs, reference_runs)
         out.rank_agreement[method] = float(spearmanr(preds[S.PROBA].to_numpy(float), reference_scores)[0])
     if ctx.comparison is not None:
         auc = ctx.comparison[ctx.comparison["metric"] == "auc"]

@@ -508,11 +508,19 @@ def _auc_ci(estimate: float, low: float, high: float) -> str:
     return ci(estimate, low, high)
 
 
-def _probe_mark(ctx: StudyContext, attribute: str) -> str:
-    from pipeline.report.verdicts import EXPLORATORY_MARK, probe_verdict
+def image_carries(ctx: StudyContext, attribute: str) -> bool:
+    """The image carries `attribute` beyond the other attributes and the diagnosis: the probe's exploratory
+    verdict, established upwards."""
+    from pipeline.report.verdicts import probe_verdict
 
     v = probe_verdict(ctx, attribute)
-    return f" {EXPLORATORY_MARK}" if v is not None and v.established and v.direction > 0 else ""
+    return v is not None and v.established and v.direction > 0
+
+
+def _probe_mark(ctx: StudyContext, attribute: str) -> str:
+    from pipeline.report.verdicts import EXPLORATORY_MARK
+
+    return f" {EXPLORATORY_MARK}" if image_carries(ctx, attribute) else ""
 
 
 @cached_chart
@@ -541,8 +549,6 @@ def probing_chart(ctx: StudyContext) -> alt.LayerChart:
 
 
 def probing_narrative(ctx: StudyContext) -> str:
-    from pipeline.report.verdicts import probe_verdict
-
     t = model_results(ctx).probing
     if t is None:
         return "Sans réseau entraîné (caractéristiques gelées indisponibles), la sonde n'a pas été calculée."
@@ -553,8 +559,7 @@ def probing_narrative(ctx: StudyContext) -> str:
             lines.append(f"{PROBE_TARGET_FR.get(r.attribute, r.attribute)} : n.d. (trop peu de patients par groupe "
                          "pour une validation croisée).")
             continue
-        v = probe_verdict(ctx, r.attribute)
-        above = v is not None and v.established and v.direction > 0
+        above = image_carries(ctx, r.attribute)
         lines.append(f"L'image seule prédit {name} avec une AUC de "
                      f"{_auc_ci(r.features, r.features_low, r.features_high)}. Les autres attributs et le diagnostic "
                      f"en donnent {_auc_ci(r.others, r.others_low, r.others_high)}, et l'image ajoutée à eux "
@@ -584,17 +589,10 @@ def probing_narrative(ctx: StudyContext) -> str:
 def image_reads(ctx: StudyContext) -> list[str]:
     """« le sexe », …: the attributes the image carries beyond the other attributes and the diagnosis (the
     probe's exploratory verdict established upwards); [] when none or no probe."""
-    from pipeline.report.verdicts import probe_verdict
-
     t = model_results(ctx).probing
     if t is None:
         return []
-    read = []
-    for r in t.itertuples():
-        v = probe_verdict(ctx, r.attribute)
-        if v is not None and v.established and v.direction > 0:
-            read.append(fr.ATTRIBUTE_NOUN.get(r.attribute, (str(r.attribute),))[0])
-    return read
+    return [fr.ATTRIBUTE_NOUN.get(a, (str(a),))[0] for a in t["attribute"] if image_carries(ctx, a)]
 
 
 def probe_note(ctx: StudyContext) -> str:

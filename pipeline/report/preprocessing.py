@@ -165,7 +165,7 @@ def weighting_results(ctx: StudyContext, compact: bool = False) -> pd.DataFrame:
     by_label = {method_label(m): m for m in ctx.comparison["method"].unique()}
     # a weighting deciding as the reference on every seed, whose cells print the same, is named in its row
     names = [by_label.get(str(label).split(" (mêmes ")[0], str(label)) for label in rows["Méthode"]]
-    same = {"uniform", *(m for m, (k, _) in changed.items() if k == 0)}
+    same = {"uniform", *validity(ctx).deciding_as_reference()}
     records = rows.to_dict("records")
     rows = pd.DataFrame(merge_identical(records, names, shown_twins(records, names, same), method_label, None,
                                         "mêmes valeurs"))
@@ -245,7 +245,7 @@ def weighting_tradeoff_chart(ctx: StudyContext, slide: bool = False) -> alt.TopL
     gap = defined_gap(ctx.comparison)
     # a weighting deciding as the reference on every seed sits exactly under its point: drawn once, as the
     # tables merge it, so that the legend names no point the reader cannot find
-    same = [m for m, (k, n) in validity(ctx).changed.items() if m != "uniform" and n and k == 0]
+    same = validity(ctx).deciding_as_reference()
     shown = ctx.comparison[~ctx.comparison["method"].isin(same)]
     labels = {"uniform": f"{method_label('uniform')} + {len(same)} aux mêmes décisions"} if same else None
     return charts.tradeoff_chart(shown, gap, labels=labels, title="Performance contre équité, par pondération",

@@ -193,15 +193,14 @@ def pareto_message(ctx: StudyContext, claims: list | None = None) -> str:
                                                         f"{V.runs_phrase(ctx)}."))
     both = beats_both(ctx, names=True)
     notable = analysis.notable_among(ctx, both)
-    named = notable
-    if claims is not None and named:
+    if claims is not None and notable:
         from pipeline.report.consistency import Claim
 
-        claims.append(Claim("diapositive du front de Pareto", named[0], beats=named[0],
+        claims.append(Claim("diapositive du front de Pareto", notable[0], beats=notable[0],
                             gap=defined_gap(ctx.grid.table)))
-    more = f" (et {len(named) - 1} autre{'s' * (len(named) > 2)})" if len(named) > 1 else ""
+    more = f" (et {len(notable) - 1} autre{'s' * (len(notable) > 2)})" if len(notable) > 1 else ""
     if notable:  # its gap moves notably against the reference; beating its parts stays a point estimate
-        text = f"{combination_label(named[0])}{more} réduit l'écart (exploratoire) et bat ses composantes."
+        text = f"{combination_label(notable[0])}{more} réduit l'écart (exploratoire) et bat ses composantes."
     elif both:
         text = "Aucune combinaison ne fait nettement mieux que ses deux composantes."
     else:

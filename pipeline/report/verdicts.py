@@ -532,7 +532,7 @@ def recommendation_text(ctx: StudyContext) -> str:
              if chosen_gap > ref_gap else "")
     checks = rec.report_checks or {}
     broken = [FAILS_FR.get(f, f) for f in str(checks.get("fails", "")).split(",") if f]
-    counts = _fnr_counts(rec, ctx.config.analysis.attribute)
+    counts = _rate_counts(rec, ctx.config.analysis.attribute)
     return (f"{head}\n\n**Règle recommandée : {rule_label(rec.chosen)}**, l'écart de sensibilité le plus faible parmi "
             f"les {passing} règle{'s' * (passing > 1)} (sur {len(cand)} autres que la référence) qui satisfont les "
             f"contraintes sur la moitié de sélection. Sur l'autre moitié : {gap_label} "
@@ -568,7 +568,7 @@ def _established_but_failing(ctx: StudyContext, rec) -> str:
             "pas aggraver le sous-diagnostic d'un groupe ni coûter trop d'exactitude.") if parts else ""
 
 
-def _fnr_counts(rec, attribute: str) -> str:
+def _rate_counts(rec, attribute: str) -> str:
     """« Sous-diagnostic sur cette moitié : … F 0,31 (12/39), M … ; référence : … » and the same for the false
     positives: the counts behind the gap, and what the sains pay for the malades' gain."""
     said = ""
