@@ -1,7 +1,8 @@
 """What each part of the study's protocol gets, checked before any work.
 
 The study splits patients several ways: the training patients into the backbone's, the heads' and the
-inner validation's (`model.training.train_roles`, per training seed), the evaluation patients into the
+inner validation's (`model.training.train_roles`, per training seed; on frozen features, into the
+threshold's out-of-fold patient folds instead of an inner validation), the evaluation patients into the
 post-processing folds (`fairness.postprocess.patient_folds`). (The recommendation's two halves are
 stratified on the label, so an evaluation that passes here gives each half both classes when it has two
 patients of each.)
@@ -29,7 +30,7 @@ THIN_PATIENTS = 5  # fewer patients of a class than this in a part: it runs, wit
 
 @dataclass(frozen=True)
 class PartSize:
-    part: str  # "backbone", "fit", "inner_val", "evaluation", "fold"
+    part: str  # "backbone", "fit", "inner_val", "threshold_fold", "evaluation", "fold"
     seed: int | None  # the training seed whose split it is (None: the same for every seed)
     patients: dict[int, int]  # class -> patients with at least one image of that class
     images: dict[int, int]  # class -> images
@@ -79,11 +80,10 @@ def _training_fix(config: StudyConfig) -> str:
 def protocol_sizes(frame: pd.DataFrame, evaluation: pd.DataFrame, config: StudyConfig) -> list[PartSize]:
     """Every part of the protocol, for every training seed, with its patients and images of each class."""
     from pipeline.fairness.postprocess import patient_folds
-    from pipeline.model.training import HEAD_FRACTION, train_roles
+    from pipeline.model.training import protocol_roles, threshold_folds, threshold_from_folds
 
     t, pp = config.training, config.postprocessing
     data = frame[frame[S.SPLIT].isin(["train", "valid"])].reset_index(drop=True)
-    two_parts = t.mode == "last_layer" and t.feature_source != "pretrained"
     names = {"backbone": ("the backbone's training patients", "les patients d'apprentissage du réseau"),
              "fit": (("the heads' patients", "les patients de la dernière couche") if t.mode == "last_layer"
                      else ("the training patients", "les patients d'apprentissage")),
@@ -92,11 +92,18 @@ def protocol_sizes(frame: pd.DataFrame, evaluation: pd.DataFrame, config: StudyC
     out = []
     fix = _training_fix(config)
     for seed in t.seeds:
-        roles = train_roles(data, seed, HEAD_FRACTION if two_parts else 0.0)
+        roles = protocol_roles(data, t, seed)
         for role, (en, fr) in names.items():
-            if role == "backbone" and not two_parts:
-                continue
-            out.append(_size(data[roles == role], role, seed, fix, en, fr))
+            if role in roles:
+                out.append(_size(data[roles == role], role, seed, fix, en, fr))
+        if threshold_from_folds(t):  # each out-of-fold score comes from a head fitted without its fold
+            fit = data[roles == "fit"]
+            fold = threshold_folds(fit, seed)
+            k = len(np.unique(fold))
+            out.extend(_size(fit[fold != f], "threshold_fold", seed, fix,
+                             f"the heads fitted without training fold {f + 1} of {k} (out-of-fold scores)",
+                             f"les dernières couches ajustées sans le pli d'apprentissage {f + 1} sur {k}")
+                       for f in np.unique(fold))
     out.append(_size(evaluation, "evaluation", None,
                      "add images of that class to valid/ (patients not also in train/)",
                      "the evaluation patients (valid/)", "les patients d'évaluation"))

@@ -63,7 +63,7 @@ class StudyContext:
         return out
 
     def threshold(self, method: str) -> float:
-        """Operating threshold of a weighting (the detail seed), chosen on inner-validation train patients."""
+        """Operating threshold of a weighting (the detail seed), chosen on train patients the model did not fit."""
         return float(self.train_info[method]["threshold"])
 
     def describe_data(self) -> str:
@@ -164,7 +164,8 @@ def median_seed(scores: dict[int, float]) -> int:
 
 
 def threshold_of(preds: pd.DataFrame) -> float:
-    """The operating threshold the predictions carry (chosen on inner-validation train patients)."""
+    """The operating threshold the predictions carry (chosen on train patients' scores
+    from a model that did not fit them, `S.TUNING`)."""
     if "threshold" not in preds.attrs:
         raise ValueError("these predictions carry no operating threshold (predictions.attrs['threshold'])")
     return float(preds.attrs["threshold"])
@@ -173,9 +174,9 @@ def threshold_of(preds: pd.DataFrame) -> float:
 def _decided(preds: pd.DataFrame) -> pd.DataFrame:
     """The model's own decisions at its operating threshold: what a weighting changes, before post-processing.
 
-    The threshold maximises the balanced accuracy on the inner-validation train patients (held out
-    from fitting, never evaluation patients), so a weighting that only shifts the scores does not
-    win by moving them across a fixed 0.5.
+    The threshold maximises the balanced accuracy on train patients' scores from a model that did
+    not fit them (`S.TUNING`: the inner validation, or out-of-fold scores; never evaluation patients),
+    so a weighting that only shifts the scores does not win by moving them across a fixed 0.5.
     """
     out = preds.assign(decision=(preds[S.PROBA] >= threshold_of(preds)).astype(float))
     out.attrs.update(preds.attrs)

@@ -101,6 +101,18 @@ def test_a_study_on_auto_uses_the_weights_found_and_the_report_says_which(empty_
     assert np.isfinite(ctx.valid_predictions["uniform"]["proba"]).all()
     text = preprocessing.training_protocol(ctx)
     assert text.startswith("Le réseau est choisi automatiquement") and "resnet18" in text
+    # nothing is trained or stopped early: the heads fit every training patient, the threshold out of fold
+    from pipeline.data import schema as S
+    from pipeline.model.training import THRESHOLD_FOLDS, operating_threshold
+
+    preds = ctx.seed_predictions[("uniform", ctx.config.training.seeds[0])]
+    train = preds[preds[S.SPLIT] == "train"]
+    assert set(train["role"]) == {"fit"} and train[S.TUNING].notna().all()
+    assert preds.loc[preds[S.SPLIT] != "train", S.TUNING].isna().all()
+    assert not np.allclose(train[S.TUNING], train[S.PROBA])  # scores of heads that did not fit the row
+    assert preds.attrs["threshold"] == operating_threshold(train[S.LABEL], train[S.TUNING])
+    assert ctx.train_info["uniform"]["threshold_folds"] == THRESHOLD_FOLDS
+    assert "hors-pli" in text and "validation interne" not in text
     assert study.study_key(config) == ctx.key  # `auto` is keyed as the backbone it resolves to
     # the attribution maps explain the frozen backbone with the study's own head folded in
     from pipeline.data.images import image_array
@@ -128,3 +140,30 @@ def test_a_damaged_weights_file_stops_the_features_with_the_file_to_delete(empty
     key = pd.DataFrame({"digest": ["x"]})
     with pytest.raises(WeightsUnavailable, match="delete it from its cache folder"):
         features.pretrained_features(key, config, "code", [str(empty_caches / "none.png")])
+
+
+def test_out_of_fold_scores_come_from_heads_that_never_fitted_their_fold():
+    """On features without signal a head memorises its own rows (in-sample AUC near 1); out-of-fold
+    scores, where the threshold is chosen, show it has learnt nothing (AUC near 0.5)."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.model import features
+
+    rng = np.random.default_rng(0)
+    n, dim = 300, 200
+    x, y = rng.normal(size=(n, dim)), rng.integers(0, 2, n)
+    folds = np.repeat(np.arange(5), n // 5)
+    folds[:20] = -1  # rows outside the fitted ones get no score
+    fitted = folds >= 0
+    weights = rng.uniform(0.5, 2.0, fitted.sum())
+    oof = features.out_of_fold_proba(x, folds, y, weights, seed=0)
+    assert np.isnan(oof[~fitted]).all() and np.isfinite(oof[fitted]).all()
+    in_sample = features.head_proba(x, fitted, y, weights, seed=0)
+    assert roc_auc_score(y[fitted], in_sample[fitted]) > 0.95
+    assert abs(roc_auc_score(y[fitted], oof[fitted]) - 0.5) < 0.1
+    # fold 2's scores are those of the weighted head fitted on the other folds' rows
+    w = np.zeros(n)
+    w[fitted] = weights
+    others = fitted & (folds != 2)
+    head = features.fit_head(x[others], y[others], w[others], seed=0)
+    np.testing.assert_allclose(oof[folds == 2], head.predict_proba(x[folds == 2])[:, 1])

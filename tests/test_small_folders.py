@@ -136,6 +136,25 @@ def test_every_part_of_the_protocol_is_counted_with_the_studys_own_split():
     assert check_sizes(frame, evaluation, config) == []  # nothing thin
 
 
+def test_frozen_features_count_every_training_patient_and_each_threshold_fold():
+    """On frozen features no inner validation is held out: the heads fit every training patient, and each
+    out-of-fold score comes from a head fitted without its fold, which must hold both classes."""
+    config = load_config(ROOT / "study.yml").replace(data_dir="x")
+    config = config.replace(training=dataclasses.replace(config.training, backbone="resnet18",
+                                                         feature_source="pretrained"))
+    frame = _frame(40)
+    evaluation = frame[frame[S.SPLIT] == "valid"].reset_index(drop=True)
+    sizes = protocol_sizes(frame, evaluation, config)
+    seed = config.training.seeds[0]
+    fit = [s for s in sizes if s.seed == seed and s.part == "fit"]
+    assert [s.patients for s in fit] == [{0: 30, 1: 40}]
+    assert not any(s.part in ("backbone", "inner_val") for s in sizes)
+    folds = [s for s in sizes if s.seed == seed and s.part == "threshold_fold"]
+    assert [s.patients for s in folds] == [{0: 24, 1: 32}] * 5  # stratified: 4 of 5 folds of each class
+    with pytest.raises(ProtocolSizeError, match="without training fold"):  # one sick patient: a fold lacks it
+        check_sizes(_frame(1), evaluation, config)
+
+
 @pytest.mark.parametrize(("change", "frame", "named", "fix"), [
     ({"subsample_fraction": 0.3}, _frame(3), "malade", "training.subsample_fraction: 1.0"),
     ({}, _frame(30, n_valid=(20, 0)), "the evaluation patients (valid/): 0 patients / 0 images malade", "valid/"),

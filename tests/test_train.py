@@ -112,9 +112,12 @@ def test_same_seed_same_predictions_other_seed_other_model(demo: pd.DataFrame, t
 def test_predictions_cover_every_row_in_frame_order(demo: pd.DataFrame):
     shuffled = demo.sample(frac=1, random_state=0)
     preds, info = predict_with_weights(shuffled, np.ones(len(_train_labels(shuffled))), FAST, seed=0)
-    assert list(preds.columns) == ["Image Index", "split", "label", "proba", "role"]
+    assert list(preds.columns) == ["Image Index", "split", "label", "proba", "role", "tuning_proba"]
     assert preds["Image Index"].tolist() == shuffled["Image Index"].tolist()
     assert preds["label"].tolist() == shuffled["label"].tolist() and preds["proba"].between(0, 1).all()
+    inner = (preds["role"] == "inner_val").to_numpy()  # a trained backbone: the threshold's scores are its own
+    np.testing.assert_array_equal(preds["tuning_proba"][inner], preds["proba"][inner])
+    assert preds["tuning_proba"][~inner].isna().all() and info["threshold_folds"] == 0
     assert {"mode", "backbone", "epochs", "inner_val_bacc", "seed", "seconds"} <= set(info)
     with pytest.raises(ValueError, match="one value per train image"):
         predict_with_weights(demo, np.ones(3), FAST, seed=0)

@@ -26,9 +26,10 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _context(name: str, proba, sex_effect: float = 0.0, threshold: float = 0.5, n_patients: int = 240,
-             prevalence: float = 0.5, inner_proba=None) -> study.StudyContext:
+             prevalence: float = 0.5, inner_proba=None, threshold_folds: int = 0) -> study.StudyContext:
     """A study context with constructed scores (no images, no training): `proba(label, rng)`; with
-    `inner_proba`, a third of the train patients are inner-validation patients scored by it instead."""
+    `inner_proba`, a third of the train patients are inner-validation patients scored by it instead (with
+    `threshold_folds`, every train patient gets an out-of-fold score from it, as on frozen features)."""
     rng = np.random.default_rng(0)
     sex = rng.choice(["M", "F"], n_patients)
     label = (rng.random(n_patients) < prevalence + sex_effect * np.where(sex == "F", 1, -1)).astype(int)
@@ -38,15 +39,18 @@ def _context(name: str, proba, sex_effect: float = 0.0, threshold: float = 0.5, 
                           "view": rng.choice(["PA", "AP"], n_patients)})
     config = load_config(TINY)
     ctx = study.StudyContext(config, None, frame, frame, study._evaluation_rows(frame, config), f"constructed-{name}")
-    preds = frame[["Image Index", "split", "label"]].assign(proba=proba(label, rng), role="fit")
-    if inner_proba is not None:
-        inner = (frame["split"] == "train").to_numpy() & (np.arange(n_patients) % 3 == 0)
+    preds = frame[["Image Index", "split", "label"]].assign(proba=proba(label, rng), role="fit", tuning_proba=np.nan)
+    train = (frame["split"] == "train").to_numpy()
+    if inner_proba is not None and threshold_folds:
+        preds.loc[train, "tuning_proba"] = inner_proba(label[train], rng)
+    elif inner_proba is not None:
+        inner = train & (np.arange(n_patients) % 3 == 0)
         preds.loc[inner, "role"] = "inner_val"
-        preds.loc[inner, "proba"] = inner_proba(label[inner], rng)
+        preds.loc[inner, "proba"] = preds.loc[inner, "tuning_proba"] = inner_proba(label[inner], rng)
     preds = study._attach_attributes(preds, frame, config)
     preds.attrs["threshold"] = threshold
     ctx.predictions["uniform"] = ctx.seed_predictions[("uniform", 0)] = preds
-    ctx.train_info["uniform"] = {"threshold": threshold}
+    ctx.train_info["uniform"] = {"threshold": threshold, "threshold_folds": threshold_folds}
     study._evaluate_weightings(ctx)
     return ctx
 
@@ -121,13 +125,14 @@ def test_a_good_model_on_few_evaluation_images_of_a_class_is_weak_with_its_count
     assert f"{healthy}\u00a0images «\u00a0sain\u00a0»" in weak.slide_line(ctx)
 
 
-def test_a_threshold_chosen_where_the_model_is_below_chance_is_weak():
-    ctx = _context("inner-below", _good, inner_proba=lambda y, rng: np.clip(0.7 - 0.4 * y + rng.normal(0, 0.1, len(y)),
-                                                                             0, 1))
+@pytest.mark.parametrize(("folds", "where"), [(0, "validation interne"), (5, "scores hors-pli")])
+def test_a_threshold_chosen_where_the_model_is_below_chance_is_weak(folds: int, where: str):
+    ctx = _context(f"inner-below-{folds}", _good, threshold_folds=folds,
+                   inner_proba=lambda y, rng: np.clip(0.7 - 0.4 * y + rng.normal(0, 0.1, len(y)), 0, 1))
     v = check(ctx)
     reason = v.weak_reason("inner_below_chance")
     assert reason is not None and reason.values["auc"] < 0.2, v.weak
-    assert "validation interne" in weak.banner(ctx, "preprocessing")
+    assert where in weak.banner(ctx, "preprocessing") and where in weak.slide_line(ctx)
     assert check(_context("inner-good", _good, inner_proba=_good)).weak_reason("inner_below_chance") is None
 
 

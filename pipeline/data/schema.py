@@ -72,6 +72,8 @@ N_FINDINGS = "n_findings"
 
 
 PROBA = "proba"
+TUNING = "tuning_proba"  # predictions: the score the operating threshold was chosen on, from a model that never
+# fitted that row (the inner validation's, or every train row's out-of-fold score); NaN on the other rows
 
 
 AGE_MIN, AGE_MAX = 0, 110

@@ -72,7 +72,7 @@ def retained_combination(ctx: Any) -> tuple[str, str] | None:
 
 
 def _threshold(preds: pd.DataFrame) -> float:
-    """The operating threshold the predictions carry (chosen on inner-validation train patients), else 0.5."""
+    """The operating threshold the predictions carry (chosen on train patients the model did not fit), else 0.5."""
     return float(preds.attrs.get("threshold", 0.5))
 
 
@@ -326,7 +326,7 @@ def analyse_model(ctx: Any) -> ModelAnalysis:
 
 def decided_runs(ctx: Any, weighting: str) -> list[pd.DataFrame]:
     """`weighting`'s model for every training seed, decided on the evaluation patients at its operating threshold
-    (chosen on inner-validation train patients)."""
+    (chosen on train patients the model did not fit)."""
     keep = set(ctx.evaluation[S.IMAGE])
     runs = []
     for seed in ctx.config.training.seeds:
@@ -355,14 +355,15 @@ def _calibration(models: dict[str, pd.DataFrame], attributes: list[str], min_per
 
 def prevalence_matched_runs(ctx: Any) -> dict[str, list[pd.DataFrame]]:
     """Each weighting's model for every training seed, decided on the evaluation patients at Wang &
-    Russakovsky's threshold: the one at which the share of inner-validation train images predicted *malade*
-    equals the training prevalence (chosen without the evaluation patients)."""
+    Russakovsky's threshold: the one at which the share of train images predicted *malade* equals the training
+    prevalence, on the scores the operating threshold is chosen on (`schema.TUNING`: without the evaluation
+    patients, never fitted on their own rows)."""
     train = ctx.frame[S.SPLIT] == "train"
     prevalence = float(ctx.frame.loc[train, S.LABEL].mean())
     keep = set(ctx.evaluation[S.IMAGE])
     runs: dict[str, list[pd.DataFrame]] = {}
     for (method, _), preds in sorted(ctx.seed_predictions.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        inner = preds.loc[preds["role"] == "inner_val", S.PROBA].to_numpy(float)
+        inner = preds[S.TUNING].dropna().to_numpy(float)
         threshold = prevalence_matched_threshold(inner, prevalence)
         valid = preds[preds[S.IMAGE].isin(keep)].reset_index(drop=True)
         runs.setdefault(method, []).append(valid.assign(**{DECISION: (valid[S.PROBA] >= threshold).astype(float)}))

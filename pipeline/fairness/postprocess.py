@@ -48,8 +48,9 @@ NA_GROUP = "__missing__"  # rows whose sensitive value is missing: always the gl
 
 
 DEFAULT_THRESHOLD = 0.5
-# Column of a predictions frame: the model's operating threshold (the weighting's, chosen on inner-validation
-# train patients). The grid copies it from `predictions.attrs['threshold']`; 'none' decides at it.
+# Column of a predictions frame: the model's operating threshold (the weighting's, chosen on train patients'
+# scores from a model that did not fit them, `S.TUNING`). The grid copies it from
+# `predictions.attrs['threshold']`; 'none' decides at it.
 OPERATING_THRESHOLD = "operating_threshold"
 
 
@@ -313,7 +314,8 @@ def no_postprocessing(fit_preds: pd.DataFrame, attribute: str, seed: int) -> Dec
     """The model's decision as it is: positive when the score reaches its operating threshold.
 
     The threshold is the `OPERATING_THRESHOLD` column the grid copies from the predictions (chosen on
-    inner-validation train patients, never on the evaluation patients); 0.5 when there is none."""
+    train patients' scores from a model that did not fit them, never on the evaluation patients); 0.5
+    when there is none."""
     t = DEFAULT_THRESHOLD
     if OPERATING_THRESHOLD in fit_preds.columns and len(fit_preds):
         t = float(fit_preds[OPERATING_THRESHOLD].iloc[0])

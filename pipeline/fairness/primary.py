@@ -2,11 +2,12 @@
 refitted in every patient resample, then tested together (`inference.family_verdicts`, Holm).
 
 Protocol. For each training seed, each rule of the family decides the evaluation patients as the grid
-does: « w + none » at the weighting's own operating threshold (chosen on inner-validation train
-patients), a post-processor cross-fitted on the same patient folds as the grid (each fold decided by
-the rule fitted on the other folds). One set of `n_resamples` patient resamples serves every rule and
-every seed; in each, a post-processed rule is refitted on the resampled fitting patients, so its
-interval includes the refitting; the seeds' spread adds the training runs' variance (`inference`).
+does: « w + none » at the weighting's own operating threshold (chosen on train patients' scores
+from a model that did not fit them), a post-processor cross-fitted on the same patient folds as the
+grid (each fold decided by the rule fitted on the other folds). One set of `n_resamples` patient
+resamples serves every rule and every seed; in each, a post-processed rule is refitted on the resampled
+fitting patients, so its interval includes the refitting; the seeds' spread adds the training runs'
+variance (`inference`).
 """
 
 from __future__ import annotations

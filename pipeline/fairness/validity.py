@@ -38,9 +38,9 @@ class WeakReason:
     """One reason for weak-model mode and the numbers that show it.
 
     chance: {"auc", "low", "high", "n_seeds"} (the reference's AUC over the training seeds);
-    not_beyond_attributes: the `baseline` dict; inner_below_chance: {"auc", "per_seed"} (the reference's
-    AUC on its inner-validation patients, mean over seeds); few_images: {"counts": {label: images},
-    "minimum"} on the evaluation patients.
+    not_beyond_attributes: the `baseline` dict; inner_below_chance: {"auc", "per_seed", "threshold_folds"}
+    (the reference's AUC where its threshold is chosen, `S.TUNING`, mean over seeds; 0 folds: the inner
+    validation); few_images: {"counts": {label: images}, "minimum"} on the evaluation patients.
     """
 
     code: str
@@ -200,16 +200,17 @@ def _reference_auc_over_seeds(ctx: Any) -> tuple[float, float, float, int] | Non
 
 
 def _inner_validation_auc(ctx: Any) -> list[float]:
-    """Each training seed's AUC of the reference on its inner-validation patients (where it chose its threshold)."""
+    """Each training seed's AUC of the reference where it chose its threshold: on its inner-validation
+    patients, or on every training patient's out-of-fold score (`schema.TUNING`)."""
     from sklearn.metrics import roc_auc_score
 
     out = []
     for (method, _seed), preds in sorted(ctx.seed_predictions.items(), key=lambda kv: str(kv[0])):
-        if method != "uniform" or "role" not in preds.columns:
+        if method != "uniform" or S.TUNING not in preds.columns:
             continue
-        inner = preds[preds["role"] == "inner_val"]
-        if inner[S.LABEL].nunique() == 2:
-            out.append(float(roc_auc_score(inner[S.LABEL], inner[S.PROBA])))
+        tuned = preds[preds[S.TUNING].notna()]
+        if tuned[S.LABEL].nunique() == 2:
+            out.append(float(roc_auc_score(tuned[S.LABEL], tuned[S.TUNING])))
     return out
 
 
@@ -228,7 +229,9 @@ def weak_reasons(ctx: Any, found: Validity) -> tuple[WeakReason, ...]:
         reasons.append(WeakReason("not_beyond_attributes", dict(found.baseline)))
     inner = _inner_validation_auc(ctx)
     if inner and float(np.mean(inner)) < CHANCE:
-        reasons.append(WeakReason("inner_below_chance", {"auc": float(np.mean(inner)), "per_seed": tuple(inner)}))
+        folds = ctx.train_info.get("uniform", {}).get("threshold_folds", 0)  # where the threshold was chosen
+        reasons.append(WeakReason("inner_below_chance", {"auc": float(np.mean(inner)), "per_seed": tuple(inner),
+                                                         "threshold_folds": folds}))
     labels = ctx.valid_predictions["uniform"][S.LABEL]
     counts = {int(k): int((labels == k).sum()) for k in (1, 0)}
     if min(counts.values()) < WEAK_MIN_IMAGES:

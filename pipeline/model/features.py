@@ -44,6 +44,26 @@ def head_proba(features: np.ndarray, head_rows: np.ndarray, labels: np.ndarray, 
     return head.predict_proba(features)[:, 1]
 
 
+def out_of_fold_proba(features: np.ndarray, folds: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                      seed: int) -> np.ndarray:
+    """Each fitted row's probability from a head fitted, with `weights`, on the other folds (NaN elsewhere).
+
+    `folds` gives each row's fold (-1: not a fitted row); `weights` has one value per fitted row, in order.
+    These scores were never fitted on their row, so a threshold chosen on them sees how the head
+    generalises, not how well it memorised (scikit-learn's `cross_val_predict` takes no sample weights
+    per fit in the versions we support, hence the loop).
+    """
+    fitted = folds >= 0
+    w = np.zeros(len(folds))
+    w[fitted] = weights
+    out = np.full(len(folds), np.nan)
+    for f in np.unique(folds[fitted]):
+        train = fitted & (folds != f)
+        head = fit_head(features[train], labels[train], w[train], seed)
+        out[folds == f] = head.predict_proba(features[folds == f])[:, 1]
+    return out
+
+
 EMBED_BATCH = 128  # images a forward pass: the features (and any check against them) use these batches
 
 

@@ -62,6 +62,9 @@ INNER_VAL_FRACTION = 0.15  # share of train patients held out for early stopping
 HEAD_FRACTION = 0.3  # last-layer mode: share of the other train patients kept for the heads, unseen by the backbone
 
 
+THRESHOLD_FOLDS = 5  # frozen features: patient folds whose out-of-fold scores the operating threshold is chosen on
+
+
 ROLE = "role"  # column of the predictions: what each row was used for
 
 
@@ -260,11 +263,12 @@ def _network_config(config: TrainingConfig, keep_mode: bool = False) -> Training
     return dataclasses.replace(config, **{f: getattr(default, f) for f in neutral if hasattr(default, f)})
 
 
-def train_roles(key: pd.DataFrame, seed: int, head_fraction: float = 0.0) -> np.ndarray:
+def train_roles(key: pd.DataFrame, seed: int, head_fraction: float = 0.0, inner_val: bool = True) -> np.ndarray:
     """What each row is used for, by whole patients: "inner_val", "backbone", "fit" or "valid".
 
     INNER_VAL_FRACTION of the train patients (stratified on their label) are held out for early
-    stopping and for choosing the operating threshold. With `head_fraction` > 0 (last-layer mode on
+    stopping and for choosing the operating threshold (none with `inner_val` False: the threshold then
+    comes from out-of-fold scores, `threshold_from_folds`). With `head_fraction` > 0 (last-layer mode on
     a trained backbone, as DFR does), that share of the other train patients is kept for the heads
     ("fit") and the backbone trains on the rest ("backbone"); otherwise every other train patient
     is "fit" (the weighted network, or the head on frozen features, is fitted on them).
@@ -272,7 +276,9 @@ def train_roles(key: pd.DataFrame, seed: int, head_fraction: float = 0.0) -> np.
     roles = np.where((key[S.SPLIT] == "train").to_numpy(), "fit", "valid").astype(object)
     train_rows = np.flatnonzero(roles == "fit")
     train = key.iloc[train_rows]
-    held = train[S.PATIENT].isin(pick_patients(train, INNER_VAL_FRACTION, seed, (S.LABEL,))).to_numpy()
+    held = np.zeros(len(train_rows), bool)
+    if inner_val:
+        held = train[S.PATIENT].isin(pick_patients(train, INNER_VAL_FRACTION, seed, (S.LABEL,))).to_numpy()
     roles[train_rows[held]] = "inner_val"
     if head_fraction > 0:
         rest_rows = train_rows[~held]
@@ -282,10 +288,34 @@ def train_roles(key: pd.DataFrame, seed: int, head_fraction: float = 0.0) -> np.
     return roles.astype(str)
 
 
+def threshold_from_folds(config: TrainingConfig) -> bool:
+    """Frozen pre-trained features: nothing is early-stopped, so the heads are fitted on every training
+    patient and the operating threshold is chosen on their out-of-fold scores (THRESHOLD_FOLDS patient
+    folds, each scored by a head fitted without it) instead of on a held-out inner validation."""
+    return config.mode == "last_layer" and config.feature_source == "pretrained"
+
+
+def threshold_folds(train: pd.DataFrame, seed: int) -> np.ndarray:
+    """Each train row's fold (0..k-1) for the out-of-fold threshold scores: whole patients, classes balanced
+    across folds (scikit-learn's StratifiedGroupKFold), k = THRESHOLD_FOLDS or fewer on few patients."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    patients = train[S.PATIENT].astype(str).to_numpy()
+    k = max(2, min(THRESHOLD_FOLDS, len(np.unique(patients))))
+    fold = np.full(len(train), -1)
+    splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # « least populated class »: `protocol.check_sizes` names thin folds itself
+        warnings.filterwarnings("ignore", ".*least populated class.*")
+        for f, (_, held) in enumerate(splitter.split(patients, train[S.LABEL].to_numpy(int), patients)):
+            fold[held] = f
+    return fold
+
+
 def protocol_roles(frame: pd.DataFrame, config: TrainingConfig, seed: int) -> np.ndarray:
     """Each row's role under `config` (`train_roles`): the one assignment training and weighting read."""
     dfr = config.mode == "last_layer" and config.feature_source != "pretrained"
-    return train_roles(frame.reset_index(drop=True), seed, HEAD_FRACTION if dfr else 0.0)
+    return train_roles(frame.reset_index(drop=True), seed, HEAD_FRACTION if dfr else 0.0,
+                       inner_val=not threshold_from_folds(config))
 
 
 def operating_threshold(labels: np.ndarray, proba: np.ndarray) -> float:
@@ -367,8 +397,16 @@ def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig,
         is_train = (key[S.SPLIT] == "train").to_numpy()
         head_rows = roles[is_train] == "fit"
         proba = features.head_proba(base["features"], roles == "fit", labels, weights[head_rows], seed)
-    inner = roles == "inner_val"
-    return {"proba": proba, "roles": roles, "threshold": operating_threshold(labels[inner], proba[inner]),
+    if threshold_from_folds(config):
+        fit = roles == "fit"
+        folds = np.full(len(key), -1)
+        folds[fit] = threshold_folds(key[fit], seed)
+        tuning = features.out_of_fold_proba(base["features"], folds, labels, weights[head_rows], seed)
+    else:
+        tuning = np.where(roles == "inner_val", proba, np.nan)
+    tuned = np.isfinite(tuning)
+    return {"proba": proba, "roles": roles, "tuning": tuning,
+            "threshold": operating_threshold(labels[tuned], tuning[tuned]),
             "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
             "backbone_seconds": float(base["seconds"]), "backbone_auc": backbone_auc,
             "compute": base.get("compute", {})}  # absent from results cached before it was recorded
@@ -403,13 +441,15 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
     args = (key, weights, _network_config(config, keep_mode=True), seed, code, paths, logdir)
     hit = cached.check_call_in_cache(*args)
     result = cached(*args)
-    preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"], ROLE: result["roles"]})
+    preds = key[[S.IMAGE, S.SPLIT, S.LABEL]].assign(**{S.PROBA: result["proba"], ROLE: result["roles"],
+                                                       S.TUNING: result["tuning"]})
     preds.attrs["threshold"] = result["threshold"]
     preds.attrs["compute"] = result.get("compute", {})
     roles = pd.Series(result["roles"])
     info = {"mode": config.mode, "backbone": config.backbone, "image_size": config.image_size, "seed": seed,
             "epochs": result["epochs"], "inner_val_bacc": result["inner_val_bacc"],
             "threshold": result["threshold"], "backbone_auc": result["backbone_auc"],
+            "threshold_folds": THRESHOLD_FOLDS if threshold_from_folds(config) else 0,
             "n_images": {r: int((roles == r).sum()) for r in ROLES},
             "n_patients": {r: int(key.loc[(roles == r).to_numpy(), S.PATIENT].nunique()) for r in ROLES},
             "backbone_training_seconds": result["backbone_seconds"], "cached": bool(hit),

@@ -373,8 +373,9 @@ def amplification_narrative(ctx: StudyContext, claims: list | None = None, part:
                         "aucune règle ne fait passer l'écart prédit sous ou au-dessus de celui des données de "
                         "façon notable (exploratoire)."))
     lines.append("Comme chez Wang et Russakovsky, chaque modèle pondéré est ici décidé au seuil qui reproduit la "
-                 "prévalence d'apprentissage (la part d'images prédites *malade* égale la part de malades, sur les "
-                 "patients de validation interne) : l'écart du modèle et BiasAmp lisent alors l'écart entre groupes, "
+                 "prévalence d'apprentissage (la part d'images prédites *malade* égale la part de malades, sur "
+                 f"{fr.threshold_source(ctx.train_info.get('uniform', {}))}) : l'écart du modèle et BiasAmp "
+                 "lisent alors l'écart entre groupes, "
                  "pas un décalage global du taux prédit. Les règles post-traitées gardent leurs propres décisions "
                  f"({detail_seed_phrase(ctx, short=True)}) : leur BiasAmp lit aussi le décalage de leur taux prédit.")
     if part == "all":

@@ -61,12 +61,14 @@ def key_findings(ctx: StudyContext, short: bool = False, readable: bool = True, 
                   f"sensibilité ({attr}{which}) {over_seeds}."]
     elif auc and bacc:
         items += [f"Modèle de référence ({seeds_phrase(ctx)}) : AUC {auc}, exactitude équilibrée {bacc} au seuil "
-                  f"de fonctionnement (choisi sur la validation interne), écart de sensibilité ({attr}{which}) "
+                  f"de fonctionnement (choisi sur {fr.threshold_source(ctx.train_info.get('uniform', {}))}), "
+                  f"écart de sensibilité ({attr}{which}) "
                   f"{gap_text}."]
     else:
         items += [f"Modèle de référence : AUC {estimate_ci(uni, 'auc')}, exactitude équilibrée "
                   f"{estimate_ci(uni, 'balanced_accuracy')} au seuil de fonctionnement "
-                  f"({num(ctx.threshold('uniform'), 3)}, choisi sur la validation interne), écart de sensibilité "
+                  f"({num(ctx.threshold('uniform'), 3)}, choisi sur "
+                  f"{fr.threshold_source(ctx.train_info.get('uniform', {}))}), écart de sensibilité "
                   f"({attr}{which}) {gap_text}."]
     b = v.baseline
     if b:

@@ -213,6 +213,19 @@ def count(n: float, unit: str) -> str:
     return f"{integer(n)}{NBSP}{word}"
 
 
+def threshold_source(info: dict, counts: bool = False) -> str:
+    """Where the operating threshold was chosen, from a training's info (`training.predict_with_weights`):
+    « la validation interne », or on frozen features « les scores hors-pli des patients d'apprentissage »;
+    with `counts`, how many images (inner validation) or folds."""
+    images = info.get("n_images", {})
+    folds = int(info.get("threshold_folds", 0) or 0)
+    if folds:
+        detail = f" ({folds} plis de patients, chaque pli noté par la dernière couche ajustée sans lui)"
+        return "les scores hors-pli des patients d'apprentissage" + (detail if counts else "")
+    detail = f" ({count(images.get('inner_val', 0), 'images')} d'apprentissage mises de côté, tirées par patient)"
+    return "la validation interne" + (detail if counts else "")
+
+
 def num(x: float, digits: int = 2) -> str:
     """0.7812 -> '0,78'; NaN -> 'n.d.' (undefined, e.g. a group with one class)."""
     return "n.d." if x is None or not np.isfinite(x) else number(x, digits)

@@ -37,7 +37,8 @@ def _metrics(ctx: StudyContext) -> str:
     auc, bacc = level_ci(ctx, "auc"), level_ci(ctx, "balanced_accuracy")
     level = (f"AUC {auc}, exactitude équilibrée {bacc} ({seeds_phrase(ctx)}, intervalles à 95 % par bootstrap sur "
              "les patients)" if auc and bacc else "niveau du modèle non calculé")
-    return (f"{level} ; seuil choisi sur la validation interne, jamais sur les patients d'évaluation. Critères "
+    where = fr.threshold_source(ctx.train_info.get("uniform", {}))
+    return (f"{level} ; seuil choisi sur {where}, jamais sur les patients d'évaluation. Critères "
             "d'équité : @tbl-definitions.")
 
 
@@ -116,8 +117,9 @@ GLOSSARY = (
     ("Post-traitement", "post-processing", "seuils ou règle de décision par groupe"),
     ("Patients d'évaluation", "held-out test patients", "dossier `valid/`, jamais vus à l'apprentissage"),
     ("Validation interne", "inner validation split", "patients d'apprentissage mis de côté (seuils, arrêt)"),
-    ("Seuil de fonctionnement", "operating threshold", "seuil de l'exactitude équilibrée maximale sur la "
-                                                        "validation interne"),
+    ("Seuil de fonctionnement", "operating threshold", "seuil de l'exactitude équilibrée maximale sur des "
+                                                        "patients d'apprentissage que le modèle n'a pas ajustés"),
+    ("Scores hors-pli", "out-of-fold scores", "score de chaque patient par un modèle ajusté sans son pli"),
     ("Ajustement croisé", "cross-fitting", "chaque bloc de patients décidé par la règle ajustée sur les autres"),
     ("BiasAmp A→T", "bias amplification, attribute to task", "amplification du lien attribut → décision "
                                                           "(Wang et Russakovsky 2021)"),
@@ -128,5 +130,7 @@ GLOSSARY = (
 )
 
 
-def glossary() -> pd.DataFrame:
-    return pd.DataFrame(GLOSSARY, columns=["Terme", "En anglais", "Définition"])
+def glossary(ctx: StudyContext) -> pd.DataFrame:
+    """The terms the report uses: the inner validation, or out-of-fold scores on frozen features, not both."""
+    unused = "Validation interne" if ctx.train_info.get("uniform", {}).get("threshold_folds") else "Scores hors-pli"
+    return pd.DataFrame([row for row in GLOSSARY if row[0] != unused], columns=["Terme", "En anglais", "Définition"])

@@ -63,12 +63,15 @@ def training_protocol(ctx: StudyContext) -> str:
     elif t.mode == "last_layer":
         how = (f"Les caractéristiques d'un réseau `{t.backbone}` pré-entraîné et figé ({t.image_size} px) "
                f"sont extraites une fois ; pour chaque pondération, seule une dernière couche (régression "
-               f"logistique pondérée) est apprise, sur {_part(info, 'fit')}, {inner} étant mise de côté.")
+               f"logistique pondérée) est apprise, sur tous les patients d'apprentissage "
+               f"({_part(info, 'fit')}) : rien n'étant entraîné ni arrêté tôt, aucune part n'est mise de côté, "
+               "et le seuil est choisi sur des scores hors-pli.")
     else:
         how = (f"Un réseau `{t.backbone}` complet est entraîné pour chaque pondération sur {_part(info, 'fit')} "
                f"({t.image_size} px, au plus {t.max_epochs} époques, arrêt précoce sur {inner}).")
-    rule = (" **Seuil de décision** : pour chaque pondération, celui qui maximise l'exactitude équilibrée sur la "
-            "validation interne, jamais sur les patients d'évaluation ni un 0,5 fixe qui ignorerait le "
+    where = fr.threshold_source(info, counts=bool(info.get("threshold_folds")))  # the inner validation's: above
+    rule = (" **Seuil de décision** : pour chaque pondération, celui qui maximise l'exactitude équilibrée sur "
+            f"{where}, jamais sur les patients d'évaluation ni un 0,5 fixe qui ignorerait le "
             f"déséquilibre des classes (modèle de référence : {num(info.get('threshold'), 3)}).")
     seeds = ", ".join(str(s) for s in t.seeds)
     choice = getattr(ctx, "backbone_choice", None)
@@ -204,7 +207,7 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
         if short:
             return same
         return (f"{same} : une pondération qui ne dépend que de la classe déplace surtout le seuil de "
-                "décision, que chaque pondération rechoisit sur la validation interne. Leur absence d'effet est "
+                "décision, que chaque pondération rechoisit sans les patients d'évaluation. Leur absence d'effet est "
                 "attendue par construction : ce n'est pas un résultat sur l'équité. Leurs scores, eux, peuvent "
                 "différer (même de très peu, quand les poids ne valent 1 qu'à l'arrondi près) : un "
                 "post-traitement, qui choisit ses propres seuils sur le score, peut donc les séparer au chapitre 4.")
@@ -215,7 +218,7 @@ def inert_weightings(ctx: StudyContext, short: bool = False) -> str:
     ranks = validity(ctx).rank_agreement
     rho = fr.join([fr.number(ranks.get(m, float("nan")), 3) for m in shown])
     return (f"{class_only} : une telle pondération déplace "
-            "surtout le seuil de décision, que chaque pondération rechoisit sur la validation interne. Ici, la "
+            "surtout le seuil de décision, que chaque pondération rechoisit sans les patients d'évaluation. Ici, la "
             f"corrélation de rang de {'leurs' if plural else 'ses'} scores avec ceux d'Uniforme est de {rho} sur les "
             f"images d'évaluation, et {'leurs' if plural else 'ses'} décisions diffèrent des siennes sur {changes} "
             ": un effet sur l'équité de leur part tiendrait surtout au seuil rechoisi, plus qu'à la "

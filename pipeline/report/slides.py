@@ -567,8 +567,12 @@ def training_choices(ctx: StudyContext) -> str:
     images, patients = info.get("n_images", {}), info.get("n_patients", {})
     weightings, seeds = len(ctx.predictions), len(t.seeds)
     lines = []
-    if t.mode == "last_layer":
-        fit = f"{fr.count(images.get('fit', 0), 'images')} de {fr.count(patients.get('fit', 0), 'patients')}"
+    fit = f"{fr.count(images.get('fit', 0), 'images')} de {fr.count(patients.get('fit', 0), 'patients')}"
+    if t.mode == "last_layer" and t.feature_source == "pretrained":
+        lines.append(f"- **Dernière couche seule** : un réseau `{t.backbone}` pré-entraîné et figé, puis pour chaque "
+                     f"pondération une régression logistique pondérée sur ses caractéristiques de {fit} : "
+                     "aucun réseau entraîné ici")
+    elif t.mode == "last_layer":
         lines.append(f"- **Dernière couche réapprise** [@kirichenko2022] : un réseau entraîné une fois par graine, "
                      f"puis pour chaque pondération une régression logistique pondérée sur {fit} que le réseau n'a "
                      f"pas vus : {seeds} entraînements de réseau au lieu de {weightings * seeds}, et des poids qui "
@@ -576,8 +580,8 @@ def training_choices(ctx: StudyContext) -> str:
     lines.append(f"- **{t.image_size} px** : les radiographies sont réduites à {t.image_size} × {t.image_size} "
                  "pour que chaque entraînement tienne en minutes sur un processeur ; `training.image_size` dans "
                  "`study.yml` pour 256 px")
-    lines.append(f"- **Seuil** : choisi sur la validation interne ({fr.count(images.get('inner_val', 0), 'images')} "
-                 "d'apprentissage mises de côté), jamais sur les patients d'évaluation")
+    lines.append(f"- **Seuil** : choisi sur {fr.threshold_source(info, counts=True)}, jamais sur les patients "
+                 "d'évaluation")
     return "\n".join(lines)
 
 

@@ -46,7 +46,8 @@ def reason_sentence(r: WeakReason) -> str:
                 f"connaît que {attrs} (différence appariée {ci(v['diff'], v['diff_low'], v['diff_high'])}).")
     if r.code == "inner_below_chance":
         seeds = " ; ".join(fr.num(a) for a in v["per_seed"])
-        return (f"**Sous le hasard là où le seuil est choisi.** Sur les patients de validation interne, l'AUC vaut "
+        where = fr.threshold_source(v)
+        return (f"**Sous le hasard là où le seuil est choisi.** Sur {where}, l'AUC vaut "
                 f"{fr.num(v['auc'])} en moyenne ({seeds} selon la graine) : le seuil de décision y est choisi sur "
                 "des scores sans signal.")
     if r.code == "few_images":
@@ -69,7 +70,7 @@ def short_reasons(ctx: StudyContext) -> str:
         elif r.code == "not_beyond_attributes":
             parts.append("pas mieux que les seules métadonnées")
         elif r.code == "inner_below_chance":
-            parts.append(f"AUC {fr.num(v['auc'])} sur la validation interne")
+            parts.append(f"AUC {fr.num(v['auc'])} sur {fr.threshold_source(v)}")
         elif r.code == "few_images":
             sick, healthy = _class_counts(r)
             parts.append(f"{fr.count(min(sick, healthy), 'images')} «{NBSP}{'sain' if healthy <= sick else 'malade'}"
