@@ -356,3 +356,19 @@ def test_mixed_precision_path_trains_and_is_recorded(noise: pd.DataFrame, tmp_pa
     assert record["precision"] == record["compute"]["precision"] == "bf16-mixed"
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         contract._training_config({"precision": "fp8"})
+
+
+def test_a_step_budget_trains_a_large_folder_fewer_whole_epochs(demo: pd.DataFrame):
+    """`max_steps` caps the optimizer steps in whole epochs: a small folder keeps `max_epochs`, a large one
+    (here: a budget below two epochs' batches) stops after fewer epochs, and the training runs that many."""
+    config = dataclasses.replace(FAST, max_epochs=3, max_steps=0)
+    assert config.epochs_for(10_000) == 3  # no budget
+    config = dataclasses.replace(config, max_steps=1000)
+    assert config.epochs_for(320) == 3 and config.epochs_for(10_000) == 3  # 313 batches an epoch: 4 epochs' worth
+    assert config.epochs_for(20_000) == 2 and config.epochs_for(10**6) == 1  # 625 batches: 2; never below one
+    labels = _train_labels(demo)
+    n_fit = int(len(labels) * 0.85)  # the network's rows (the inner validation aside): several batches
+    tight = dataclasses.replace(config, mode="full", max_steps=max(1, n_fit // FAST.batch_size - 1))
+    assert tight.epochs_for(n_fit) == 1
+    _, info = predict_with_weights(demo, np.ones(len(labels)), tight, seed=0)
+    assert info["epochs"] == 1 and info["n_images"]["fit"] > 2 * FAST.batch_size

@@ -192,7 +192,7 @@ def fit(pixels: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, val_rows
                                                      mode="max", save_top_k=1, enable_version_counter=False)
     stop = L.pytorch.callbacks.EarlyStopping(monitor="val_bacc", mode="max", patience=config.patience)
     trainer = L.Trainer(
-        max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices,
+        max_epochs=config.epochs_for(len(train_rows)), accelerator=config.accelerator, devices=config.devices,
         strategy=config.strategy, precision=chosen_precision,
         deterministic="warn" if gpu else True,  # some CUDA kernels have no deterministic version
         callbacks=[checkpoint, stop, EpochProgress()], logger=L.pytorch.loggers.CSVLogger(str(logdir), name="logs"),
@@ -461,7 +461,8 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
 def describe_mode(config: TrainingConfig) -> str:
     """One English sentence on how the predictions were produced."""
     net = f"{config.backbone} network ({config.image_size} px"
-    stop = f"at most {config.max_epochs} epochs, early stopping on held-out train patients)"
+    steps = f" and {config.max_steps} optimizer steps" if config.max_steps > 0 else ""
+    stop = f"at most {config.max_epochs} epochs{steps}, early stopping on held-out train patients)"
     if config.mode == "full":
         how = "a weighted sampler" if config.sampler else "a weighted loss"
         return f"one {net}, {stop} trained per weighting with {how}"

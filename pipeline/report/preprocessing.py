@@ -68,7 +68,8 @@ def training_protocol(ctx: StudyContext) -> str:
                "et le seuil est choisi sur des scores hors-pli.")
     else:
         how = (f"Un réseau `{t.backbone}` complet est entraîné pour chaque pondération sur {_part(info, 'fit')} "
-               f"({t.image_size} px, au plus {t.max_epochs} époques, arrêt précoce sur {inner}).")
+               f"({t.image_size} px, au plus {t.epochs_for(info.get('n_images', {}).get('fit', 0))} époques, "
+               f"arrêt précoce sur {inner}).")
     where = fr.threshold_source(info, counts=bool(info.get("threshold_folds")))  # the inner validation's: above
     rule = (" **Seuil de décision** : pour chaque pondération, celui qui maximise l'exactitude équilibrée sur "
             f"{where}, jamais sur les patients d'évaluation ni un 0,5 fixe qui ignorerait le "
