@@ -402,10 +402,11 @@ def _predictions(key: pd.DataFrame, weights: np.ndarray, config: TrainingConfig,
         folds = np.full(len(key), -1)
         folds[fit] = threshold_folds(key[fit], seed)
         tuning = features.out_of_fold_proba(base["features"], folds, labels, weights[head_rows], seed)
+        n_folds = len(np.unique(folds[fit]))  # THRESHOLD_FOLDS, or fewer on few patients
     else:
-        tuning = np.where(roles == "inner_val", proba, np.nan)
+        tuning, n_folds = np.where(roles == "inner_val", proba, np.nan), 0
     tuned = np.isfinite(tuning)
-    return {"proba": proba, "roles": roles, "tuning": tuning,
+    return {"proba": proba, "roles": roles, "tuning": tuning, "threshold_folds": n_folds,
             "threshold": operating_threshold(labels[tuned], tuning[tuned]),
             "epochs": int(base["epochs"]), "inner_val_bacc": float(base["inner_val_bacc"]),
             "backbone_seconds": float(base["seconds"]), "backbone_auc": backbone_auc,
@@ -449,7 +450,7 @@ def predict_with_weights(frame: pd.DataFrame, weights: np.ndarray, config: Train
     info = {"mode": config.mode, "backbone": config.backbone, "image_size": config.image_size, "seed": seed,
             "epochs": result["epochs"], "inner_val_bacc": result["inner_val_bacc"],
             "threshold": result["threshold"], "backbone_auc": result["backbone_auc"],
-            "threshold_folds": THRESHOLD_FOLDS if threshold_from_folds(config) else 0,
+            "threshold_folds": result["threshold_folds"],
             "n_images": {r: int((roles == r).sum()) for r in ROLES},
             "n_patients": {r: int(key.loc[(roles == r).to_numpy(), S.PATIENT].nunique()) for r in ROLES},
             "backbone_training_seconds": result["backbone_seconds"], "cached": bool(hit),
